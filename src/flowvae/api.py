@@ -1,0 +1,59 @@
+"""Loading a trained run folder in one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import load_config
+from .errors import CheckpointError
+from .models.flowvae import FlowVAE
+
+__all__ = ["load_run"]
+
+
+def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> FlowVAE:
+    """Load the model of a run folder, in eval mode, with its config attached as ``model.config``.
+
+    Reads ``run/config.yaml`` and the weights from ``run/model.safetensors`` (or, when training
+    has not finished, the newest valid checkpoint). Loading never executes code from the files
+    (safetensors, or ``torch.load(weights_only=True)``).
+
+    Args:
+        run: the run folder written by ``flowvae train``.
+        device: where to put the model.
+        checkpoint: ``"latest"`` to prefer the newest checkpoint over the final weights.
+
+    Raises:
+        CheckpointError: not a run folder, or weights that do not fit the config.
+    """
+    from safetensors.torch import load_file
+
+    from .training.checkpoint import load_latest_checkpoint
+
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml); pass the folder given to --run")
+    cfg = load_config(run / "config.yaml")
+    model = FlowVAE(cfg.model, cfg.data.n_bits)
+    weights = run / "model.safetensors"
+    if weights.is_file() and checkpoint != "latest":
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # noqa: BLE001 - any parse failure means an unusable file
+            raise CheckpointError(f"{weights} cannot be read: {e}") from None
+        source = weights
+    else:
+        found = load_latest_checkpoint(run / "checkpoints")
+        if found is None:
+            raise CheckpointError(f"{run} has neither model.safetensors nor a valid checkpoint; train it first")
+        source, ckpt = found
+        state = ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source} does not fit the architecture in {run / 'config.yaml'}: "
+                              f"{str(e).splitlines()[0]}") from None
+    model.config = cfg
+    return model.to(device).eval()

@@ -1,0 +1,271 @@
+"""Typed configuration: model, data and training settings, presets, and command-line overrides.
+
+A :class:`Config` is plain dataclasses, saved as ``config.yaml`` in every run folder and read
+back with :func:`load_config`. Any field can be overridden with ``section.field=value``
+(``--set train.lr=5e-4`` on the command line); values are parsed as YAML scalars or lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = ["ModelConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "get_preset",
+           "load_config", "save_config", "apply_overrides", "resolve"]
+
+MODEL_KINDS = ("flowvae", "refined_glow")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the model (paper §2, Appendix B; defaults: the published CIFAR-10 model).
+
+    ``steps`` has one entry per level of the decoder: an ``int`` is a plain level of that many
+    flow steps; a pair ``[a, b]`` is a fine-grained level (Figure 3c): ``a`` steps, factor out
+    ``1/factor_out`` of the channels, ``b`` steps, factor out again. ``hidden`` gives the
+    coupling-network width per level.
+    """
+
+    kind: str = "flowvae"             # "flowvae" (paper) or "refined_glow" (same flow, no z)
+    in_channels: int = 3
+    image_size: int = 32
+    steps: list = field(default_factory=lambda: [2, [6, 6], [6, 6], 4])
+    hidden: list = field(default_factory=lambda: [24, 512, 512, 512])
+    factor_out: int = 4               # M of the fine-grained multi-scale architecture
+    d_z: int = 64
+    encoder_widths: list = field(default_factory=lambda: [48, 96, 96])
+    prior_steps: int = 2
+    prior_hidden: int = 256
+    coupling: str = "affine"          # "affine" or "additive"
+    alpha: float = 1.0                # scale bound of Appendix B.2
+    conv1x1: str = "lu"               # "lu" or "plain" parametrisation of the 1x1 convolutions
+
+    @property
+    def levels(self) -> int:
+        return len(self.steps)
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are preprocessed (Appendix C.1)."""
+
+    dataset: str = "cifar10"          # digits | mnist | cifar10 | cifar10-jpeg | folder
+    root: str | None = None           # path to the files (default: see flowvae.data)
+    n_bits: int = 8
+    flip: bool = False                # random horizontal flip
+    crop_pad: int = 0                 # reflection padding for random crops (4 for CIFAR-10)
+    image_size: int | None = None     # resize/centre-crop folder images to this size
+    train_limit: int | None = None    # use only the first N training images
+    test_limit: int | None = None     # use only the first N test images
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation (Appendix C.2 and Table 5) and bookkeeping."""
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup_steps: int = 50
+    lr_decay: float = 0.999997        # per-step exponential decay after warm-up
+    weight_decay: float = 1e-6
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    grad_clip: float | None = None    # max global grad norm (None: off)
+    init_batch_size: int = 512        # images for the data-dependent ActNorm initialisation
+    eval_every: int = 500
+    eval_images: int | None = 2000    # test images used by the periodic evaluation (None: all)
+    eval_k: int = 1                   # posterior samples in the periodic evaluation
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    max_bad_steps: int = 20           # non-finite steps in a row before the run stops
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None    # torch CPU threads (None: torch's default)
+    sample_temperatures: list = field(default_factory=lambda: [0.7, 1.0])
+    time_limit_s: float | None = None  # stop training after this wall time (checkpoint kept)
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _from_dict(d: dict[str, Any]) -> Config:
+    if not isinstance(d, dict):
+        raise ConfigError("a config file must hold a mapping with sections model, data, train")
+    unknown = set(d) - {"name", *_SECTIONS}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"unknown config section {key!r}{_suggest(key, ['name', *_SECTIONS])}")
+    cfg = Config(name=str(d.get("name", "custom")))
+    for section, cls in _SECTIONS.items():
+        for key, value in (d.get(section) or {}).items():
+            _set_field(cfg, f"{section}.{key}", value)
+    return cfg
+
+
+def _suggest(key: str, options) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(options))}"
+
+
+def _set_field(cfg: Config, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if len(parts) != 2 or parts[0] not in _SECTIONS:
+        all_keys = [f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in fields(c)]
+        raise ConfigError(f"unknown config field {dotted!r}{_suggest(dotted, all_keys)}")
+    section, key = parts
+    obj = getattr(cfg, section)
+    names = {f.name: f for f in fields(obj)}
+    if key not in names:
+        raise ConfigError(f"unknown config field {dotted!r}{_suggest(key, names)}")
+    default = getattr(type(obj)(), key)
+    if value is not None and default is not None and not isinstance(value, type(default)):
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(default, (list, int, bool, str)) or isinstance(value, (list, dict)):
+            raise ConfigError(f"{dotted} must be of type {type(default).__name__}, got {value!r}")
+    setattr(obj, key, value)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """Apply ``section.field=value`` strings (values parsed as YAML) to ``cfg`` in place.
+
+    Raises:
+        ConfigError: malformed override, unknown field (with the nearest valid name) or a value
+            of the wrong type.
+    """
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.lr=5e-4")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse the value of {key}: {e}") from None
+        _set_field(cfg, key.strip(), value)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML (``.yaml``/``.yml``) or JSON (any other suffix)."""
+    path = Path(path)
+    text = json.dumps(cfg.to_dict(), indent=2) if path.suffix == ".json" else yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    path.write_text(text)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config written by :func:`save_config` (YAML or JSON).
+
+    Raises:
+        ConfigError: unreadable file or unknown fields.
+    """
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {e}") from None
+    return _from_dict(d)
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets. The architecture fields of `cifar10` are the published CIFAR-10 model (issue text and
+# the authors' configuration); training fields follow Table 5 of the paper.
+
+def _digits() -> Config:
+    return Config(
+        name="digits",
+        model=ModelConfig(in_channels=1, image_size=8, steps=[0, [2, 2], 2], hidden=[8, 64, 64],
+                          d_z=8, encoder_widths=[32], prior_steps=2, prior_hidden=64),
+        data=DataConfig(dataset="digits", n_bits=8),
+        train=TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup_steps=50, lr_decay=0.9995,
+                          init_batch_size=512, eval_every=250, eval_images=None, eval_k=1,
+                          checkpoint_every=500, sample_temperatures=[0.7, 0.8, 0.9, 1.0]),
+    )
+
+
+def _mnist() -> Config:
+    return Config(
+        name="mnist",
+        model=ModelConfig(in_channels=1, image_size=28, steps=[0, [4, 4], 4], hidden=[8, 128, 128],
+                          d_z=32, encoder_widths=[32, 64], prior_steps=2, prior_hidden=128),
+        data=DataConfig(dataset="mnist", n_bits=8),
+        train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
+                          init_batch_size=512, eval_every=1000, eval_images=2000,
+                          checkpoint_every=1000),
+    )
+
+
+def _cifar10_small() -> Config:
+    return Config(
+        name="cifar10-small",
+        model=ModelConfig(in_channels=3, image_size=32, steps=[2, [4, 4], 4], hidden=[16, 128, 128],
+                          d_z=64, encoder_widths=[32, 64, 64], prior_steps=2, prior_hidden=128),
+        data=DataConfig(dataset="cifar10-jpeg", n_bits=8, flip=True, crop_pad=0),
+        train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
+                          init_batch_size=512, eval_every=1000, eval_images=2000,
+                          checkpoint_every=1000),
+    )
+
+
+def _cifar10() -> Config:
+    return Config(
+        name="cifar10",
+        model=ModelConfig(),
+        data=DataConfig(dataset="cifar10", n_bits=8, flip=True, crop_pad=4),
+        train=TrainConfig(steps=500000, batch_size=512, lr=1e-3, warmup_steps=50, lr_decay=0.999997,
+                          weight_decay=1e-6, init_batch_size=1024, eval_every=5000,
+                          eval_images=None, checkpoint_every=5000),
+    )
+
+
+PRESETS = {"digits": _digits, "mnist": _mnist, "cifar10-small": _cifar10_small, "cifar10": _cifar10}
+
+
+def get_preset(name: str) -> Config:
+    """A fresh copy of the preset ``name``.
+
+    Raises:
+        ConfigError: unknown name (with the nearest preset).
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}")
+    return PRESETS[name]()
+
+
+def resolve(preset_or_path: str, overrides: list[str] | None = None) -> Config:
+    """A preset name or a YAML/JSON config file, with ``overrides`` applied."""
+    p = Path(preset_or_path)
+    if preset_or_path in PRESETS:
+        cfg = get_preset(preset_or_path)
+    elif p.suffix in (".yaml", ".yml", ".json") or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        cfg = load_config(p)
+    else:
+        raise ConfigError(f"{preset_or_path!r} is neither a preset nor a config file{_suggest(preset_or_path, PRESETS)}")
+    return apply_overrides(cfg, overrides)
+
+
+def replace(cfg: Config, **kw) -> Config:
+    return dataclasses.replace(cfg, **kw)

@@ -1,0 +1,253 @@
+"""The refined Glow of the paper (§2.2, Figure 3) as a conditional flow v = f(x; z), and the flow
+prior p(z) of Appendix B.3.
+
+Structure (data-to-latent direction), following the authors' implementation:
+
+* **Refined step** (Figure 3a): ActNorm -> invertible 1x1 convolution -> coupling(continuous,
+  up) -> coupling(continuous, down) -> ActNorm -> coupling(alternate, up) -> coupling(alternate,
+  down). Four split patterns share one 1x1 convolution (Figure 3b). With an odd channel count
+  the alternate pattern is replaced by the continuous one.
+* **Levels**: level 0 runs at full resolution without squeeze; every later level starts with a
+  squeeze. A level given as ``[a, b]`` is fine-grained (Figure 3c, MaCow's multi-scale with
+  ``M`` = ``factor_out``): ``a`` steps, factor out ``C/M`` channels, ``b`` steps, factor out
+  ``C/M`` more. A factor-out passes the channels through an invertible 1x1 convolution, a
+  z-conditioned affine coupling that transforms the leaving channels given the staying ones
+  (a learned conditional Gaussian prior), and an ActNorm on the leaving channels; they then
+  leave the flow and get a standard normal density. The last level has no factor-out.
+* ``v`` is every factored-out piece and the last level's output, flattened and concatenated:
+  shape ``[B, C*H*W]``; ``v ~ N(0, I)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..networks.coupling_nets import ConvCouplingNet, MLPCouplingNet
+from .actnorm import ActNorm
+from .base import Flow, FlowSequence
+from .conv1x1 import InvertibleConv1x1
+from .coupling import AffineCoupling, ChannelSplit
+from .squeeze import Squeeze
+
+__all__ = ["refined_step", "FactorOut", "ConditionalGlow", "FlowPrior", "standard_normal_logprob"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def standard_normal_logprob(v: Tensor) -> Tensor:
+    """``log N(v; 0, I)`` summed over all non-batch dimensions: ``[B, ...] -> [B]`` (nats)."""
+    return -0.5 * (v.pow(2) + LOG_2PI).flatten(1).sum(1)
+
+
+NetFactory = Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> network
+
+
+def refined_step(channels: int, make_net: NetFactory, alpha: float = 1.0, additive: bool = False,
+                 conv1x1: str = "lu") -> FlowSequence:
+    """One refined Glow step (Figure 3a) on ``channels`` channels (images or vectors).
+
+    ``make_net(c_a, c_out)`` builds each coupling network. Returns a :class:`FlowSequence`
+    of 7 layers: ActNorm, invertible 1x1, two continuous couplings, ActNorm, two alternate ones.
+    """
+    pattern2 = "alternate" if channels % 2 == 0 else "continuous"
+    layers: list[Flow] = [ActNorm(channels), InvertibleConv1x1(channels, conv1x1)]
+    for i, (pattern, swap) in enumerate([("continuous", False), ("continuous", True),
+                                         (pattern2, False), (pattern2, True)]):
+        if i == 2:
+            layers.append(ActNorm(channels))
+        split = ChannelSplit(channels, pattern, swap)
+        out = split.size_b * (1 if additive else 2)
+        layers.append(AffineCoupling(split, make_net(split.size_a, out), alpha, additive))
+    return FlowSequence(layers)
+
+
+class _TailActNorm(Flow):
+    """ActNorm applied only to the last ``n`` channels (the ones about to be factored out)."""
+
+    def __init__(self, channels: int, n: int):
+        super().__init__()
+        self.keep = channels - n
+        self.actnorm = ActNorm(n)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        y, ld = self.actnorm(x[:, self.keep:])
+        return torch.cat([x[:, : self.keep], y], 1), ld
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, ld = self.actnorm.inverse(y[:, self.keep:])
+        return torch.cat([y[:, : self.keep], x], 1), ld
+
+
+class FactorOut(FlowSequence):
+    """Prepares the last ``n_out`` of ``channels`` channels to leave the flow (multi-scale split).
+
+    Invertible 1x1 convolution -> affine coupling transforming the last ``n_out`` channels given
+    the others and z -> ActNorm of those ``n_out`` channels. Same shape in and out; the caller
+    slices the last ``n_out`` channels off afterwards and scores them under N(0, I).
+    """
+
+    def __init__(self, channels: int, n_out: int, make_net: NetFactory, alpha: float = 1.0,
+                 additive: bool = False, conv1x1: str = "lu"):
+        split = ChannelSplit(channels, "continuous", swap=False, size_b=n_out)
+        out = n_out * (1 if additive else 2)
+        super().__init__([
+            InvertibleConv1x1(channels, conv1x1),
+            AffineCoupling(split, make_net(split.size_a, out), alpha, additive),
+            _TailActNorm(channels, n_out),
+        ])
+        self.n_out = n_out
+
+
+class ConditionalGlow(Flow):
+    """The flow decoder v = f(x; z) of §2.2 (refined Glow, fine-grained multi-scale).
+
+    Args:
+        in_channels: image channels ``C``.
+        image_size: ``H = W``; must be divisible by ``2 ** (len(steps) - 1)``.
+        steps: per level, an ``int`` (plain level) or a list ``[a, b, ...]`` (fine-grained level).
+        hidden: coupling-network width per level.
+        cond_dim: ``d_z`` (0 for the unconditional refined Glow).
+        factor_out: ``M``; a fine-grained level factors out ``C/M`` channels after each group.
+        alpha, additive, conv1x1: see :class:`AffineCoupling` and :class:`InvertibleConv1x1`.
+
+    ``forward(x [B, C, H, W], z [B, d_z]) -> (v [B, C*H*W], logdet [B])`` and
+    ``inverse(v, z) -> (x, logdet)`` with the convention of :mod:`flowvae.flows.base`.
+
+    Raises:
+        ValueError: an architecture that cannot be built for this image shape, with the reason.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, steps: list, hidden: list[int],
+                 cond_dim: int = 0, factor_out: int = 4, alpha: float = 1.0,
+                 additive: bool = False, conv1x1: str = "lu"):
+        super().__init__()
+        levels = len(steps)
+        if len(hidden) != levels:
+            raise ValueError(f"hidden has {len(hidden)} entries but steps has {levels}; give one width per level")
+        if image_size % 2 ** (levels - 1):
+            raise ValueError(f"image size {image_size} is not divisible by 2^(levels-1) = {2 ** (levels - 1)} "
+                             f"for {levels} levels; use fewer levels or resize the images")
+        self.cond_dim = cond_dim
+        flows: list[Flow] = []
+        self.ops: list[tuple[str, int]] = []
+        c, s = in_channels, image_size
+        self.out_shapes: list[tuple[int, int, int]] = []
+
+        def add(flow: Flow) -> None:
+            self.ops.append(("flow", len(flows)))
+            flows.append(flow)
+
+        for level, (entry, width) in enumerate(zip(steps, hidden)):
+            def make_net(c_a: int, c_out: int, width=width) -> nn.Module:
+                return ConvCouplingNet(c_a, c_out, width, cond_dim)
+            kw = dict(alpha=alpha, additive=additive, conv1x1=conv1x1)
+            if level > 0:
+                self.ops.append(("squeeze", 0))
+                c, s = c * 4, s // 2
+            groups = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+            last = level == levels - 1
+            if c < 2 and sum(groups) > 0:
+                raise ValueError(f"level {level} has {c} channel(s): a coupling needs at least 2; "
+                                 f"set its step count to 0 (e.g. steps[0]=0 for grey images)")
+            if isinstance(entry, (list, tuple)):
+                if last or level == 0:
+                    raise ValueError(f"level {level}: the first and last levels take a plain step count, got {entry}")
+                if c % factor_out or len(groups) >= factor_out:
+                    raise ValueError(f"level {level}: {c} channels cannot be factored out in {len(groups)} "
+                                     f"groups of 1/{factor_out}")
+                n_out = c // factor_out
+            else:
+                n_out = c // 2
+            for g, n in enumerate(groups):
+                for _ in range(n):
+                    add(refined_step(c, make_net, **kw))
+                if not last and (isinstance(entry, (list, tuple)) or level > 0):
+                    add(FactorOut(c, n_out, make_net, **kw))
+                    self.ops.append(("split", n_out))
+                    self.out_shapes.append((n_out, s, s))
+                    c -= n_out
+        self.out_shapes.append((c, s, s))
+        self.flows = nn.ModuleList(flows)
+        self.squeeze = Squeeze()
+        self.in_shape = (in_channels, image_size, image_size)
+
+    @property
+    def dim(self) -> int:
+        """Number of dimensions ``D = C * H * W`` of x and of v."""
+        c, h, w = self.in_shape
+        return c * h * w
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        outs: list[Tensor] = []
+        for kind, arg in self.ops:
+            if kind == "flow":
+                x, ld = self.flows[arg](x, cond)
+                logdet = logdet + ld
+            elif kind == "squeeze":
+                x, _ = self.squeeze(x)
+            else:
+                outs.append(x[:, -arg:])
+                x = x[:, :-arg]
+        outs.append(x)
+        return torch.cat([o.flatten(1) for o in outs], 1), logdet
+
+    def inverse(self, v: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        sizes = [c * h * w for c, h, w in self.out_shapes]
+        pieces = [p.reshape(-1, *shape) for p, shape in zip(v.split(sizes, 1), self.out_shapes)]
+        x = pieces.pop()
+        logdet = v.new_zeros(v.shape[0])
+        for kind, arg in reversed(self.ops):
+            if kind == "flow":
+                x, ld = self.flows[arg].inverse(x, cond)
+                logdet = logdet + ld
+            elif kind == "squeeze":
+                x, _ = self.squeeze.inverse(x)
+            else:
+                x = torch.cat([x, pieces.pop()], 1)
+        return x, logdet
+
+
+class FlowPrior(Flow):
+    """Flow prior p(z) of Appendix B.3: refined steps on vectors with MLP coupling networks.
+
+    ``forward(z [B, d_z]) -> (eps [B, d_z], logdet [B])``; ``log p(z) = log N(eps) + logdet``.
+
+    Args:
+        dim: ``d_z``.
+        num_steps: number of steps (2 in the paper's models).
+        hidden: width of the MLPs.
+    """
+
+    def __init__(self, dim: int, num_steps: int = 2, hidden: int = 256, alpha: float = 1.0,
+                 conv1x1: str = "lu"):
+        super().__init__()
+        if dim < 2:
+            raise ValueError(f"the flow prior needs d_z >= 2, got {dim}")
+        self.dim = dim
+
+        def make_net(c_a: int, c_out: int) -> nn.Module:
+            return MLPCouplingNet(c_a, c_out, hidden)
+
+        self.steps = FlowSequence([refined_step(dim, make_net, alpha, False, conv1x1) for _ in range(num_steps)])
+
+    def forward(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.steps(z)
+
+    def inverse(self, eps: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.steps.inverse(eps)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``log p(z)`` in nats, ``[B, d_z] -> [B]``."""
+        eps, logdet = self.steps(z)
+        return standard_normal_logprob(eps) + logdet
+
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws ``[n, d_z]`` of z: ``eps ~ N(0, temperature^2 I)`` pushed through the inverse flow."""
+        p = next(self.parameters())
+        eps = torch.randn(n, self.dim, generator=generator, device=p.device) * temperature
+        return self.steps.inverse(eps)[0]

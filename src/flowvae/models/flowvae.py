@@ -1,0 +1,224 @@
+"""The model of the paper: a VAE with a compression encoder q(z|x), a flow prior p(z) and a
+conditional Glow decoder v = f(x; z) (Ma et al., ICLR 2021, §2), and its z-free baseline, the
+refined Glow (§3.1).
+
+Units and conventions used throughout:
+
+* Images enter and leave the public API as ``uint8`` tensors ``[B, C, H, W]`` with values
+  0..255. Internally they are quantised to ``n_bins = 2**n_bits`` bins and scaled to
+  ``[-0.5, 0.5)``: bin ``k`` covers ``[k / n_bins - 0.5, (k + 1) / n_bins - 0.5)``.
+* Uniform dequantisation (Uria et al. 2013): ``x = (k + u) / n_bins - 0.5`` with
+  ``u ~ U[0, 1)^D``. The probability of a discrete image is the density integrated over its bin,
+  so ``log P(k) >= E_u[log p(x)] - D log n_bins``: the ``-D log n_bins`` discretisation term.
+* The encoder sees the bin centres ``(k + 0.5) / n_bins - 0.5`` (no noise), so q(z|x) depends
+  on the discrete image only and the bound is a valid bound on ``log P(k)``.
+* Log-likelihoods are in nats per image; bits/dim divides the negative bound by ``D ln 2``
+  with ``D = C * H * W``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..errors import ConfigError, DataError
+from ..flows.glow import ConditionalGlow, FlowPrior, standard_normal_logprob
+from ..networks.encoder import CompressionEncoder
+
+__all__ = ["FlowVAE", "build_model"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _gaussian_logprob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    return -0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar) + LOG_2PI).sum(-1)
+
+
+class FlowVAE(nn.Module):
+    """The paper's model (``kind="flowvae"``) or the refined Glow baseline (``kind="refined_glow"``).
+
+    Args:
+        cfg: architecture (:class:`flowvae.config.ModelConfig`).
+        n_bits: bits per pixel of the modelled data (1..8).
+
+    Raises:
+        ConfigError: an architecture that cannot be built (message says why).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_bits: int = 8):
+        super().__init__()
+        if cfg.kind not in ("flowvae", "refined_glow"):
+            raise ConfigError(f"model.kind must be 'flowvae' or 'refined_glow', got {cfg.kind!r}")
+        if not (isinstance(n_bits, int) and 1 <= n_bits <= 8):
+            raise ConfigError(f"data.n_bits must be an integer in 1..8, got {n_bits!r}")
+        if cfg.coupling not in ("affine", "additive"):
+            raise ConfigError(f"model.coupling must be 'affine' or 'additive', got {cfg.coupling!r}")
+        self.cfg = cfg
+        self.n_bits = n_bits
+        self.n_bins = 2 ** n_bits
+        self.uses_z = cfg.kind == "flowvae"
+        try:
+            self.decoder = ConditionalGlow(
+                cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden,
+                cond_dim=cfg.d_z if self.uses_z else 0, factor_out=cfg.factor_out, alpha=cfg.alpha,
+                additive=cfg.coupling == "additive", conv1x1=cfg.conv1x1)
+            if self.uses_z:
+                if cfg.image_size % 2 ** len(cfg.encoder_widths):
+                    raise ValueError(f"image size {cfg.image_size} is not divisible by 2^{len(cfg.encoder_widths)} "
+                                     f"for {len(cfg.encoder_widths)} encoder levels; change model.encoder_widths")
+                self.encoder = CompressionEncoder(cfg.in_channels, cfg.image_size, cfg.encoder_widths, cfg.d_z)
+                self.prior = FlowPrior(cfg.d_z, cfg.prior_steps, cfg.prior_hidden, cfg.alpha, cfg.conv1x1)
+        except ValueError as e:
+            raise ConfigError(f"cannot build the model: {e}") from None
+        self.dim = self.decoder.dim
+
+    # ------------------------------------------------------------------ preprocessing
+    def check_input(self, x: Tensor) -> None:
+        """Raise :class:`~flowvae.errors.DataError` unless ``x`` is uint8 ``[B, C, H, W]`` of this model's shape."""
+        want = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise DataError(f"images of shape {list(x.shape)} do not fit this model, which takes "
+                            f"[B, {want[0]}, {want[1]}, {want[2]}]; check model.in_channels / model.image_size")
+        if x.dtype != torch.uint8:
+            raise DataError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
+
+    def to_bins(self, x: Tensor) -> Tensor:
+        """uint8 ``[B, C, H, W]`` (0..255) -> float bin indices ``0..n_bins-1`` (floor of ``x / 2**(8-n_bits)``)."""
+        return torch.div(x.long(), 2 ** (8 - self.n_bits), rounding_mode="floor").float()
+
+    def from_bins(self, bins: Tensor) -> Tensor:
+        """Bin indices -> uint8 pixel values (lower edge of each bin; exact inverse for 8 bits)."""
+        return (bins.long() * 2 ** (8 - self.n_bits)).clamp(0, 255).to(torch.uint8)
+
+    def centres(self, bins: Tensor) -> Tensor:
+        """Bin centres in ``[-0.5, 0.5)``."""
+        return (bins + 0.5) / self.n_bins - 0.5
+
+    def dequantize(self, bins: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Uniform dequantisation ``(k + u) / n_bins - 0.5``, ``u ~ U[0, 1)``."""
+        u = torch.rand(bins.shape, generator=generator, device=bins.device, dtype=bins.dtype)
+        return (bins + u) / self.n_bins - 0.5
+
+    def continuous_to_uint8(self, x: Tensor) -> Tensor:
+        """Continuous images in ``[-0.5, 0.5)`` -> uint8, by the bin each value falls in."""
+        bins = torch.floor((x + 0.5) * self.n_bins).clamp(0, self.n_bins - 1)
+        return self.from_bins(bins)
+
+    # ------------------------------------------------------------------ likelihood terms
+    def posterior(self, bins: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z|x) (eq. 5), each ``[B, d_z]``."""
+        return self.encoder(self.centres(bins))
+
+    def log_weights(self, bins: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Per-sample terms of the bound, each ``[B, k]`` in nats.
+
+        For each image, ``k`` independent pairs (dequantisation noise ``u``, ``z ~ q(z|x)``) give
+        ``log_w = log p(x + u | z) + log p(z) - log q(z|x) - D log n_bins``, a term whose mean is
+        the ELBO (eq. 2) on the discrete image and whose log-mean-exp over ``k`` is the
+        importance-weighted bound. Also returned: ``kl = log q(z|x) - log p(z)`` (the Monte Carlo
+        KL estimate) and ``log_px_z``. For the refined Glow, ``kl = 0``.
+        """
+        b = bins.shape[0]
+        rep = bins.repeat_interleave(k, 0) if k > 1 else bins
+        x = self.dequantize(rep, generator)
+        disc = self.dim * math.log(self.n_bins)
+        if self.uses_z:
+            mu, logvar = self.posterior(bins)
+            if k > 1:
+                mu, logvar = mu.repeat_interleave(k, 0), logvar.repeat_interleave(k, 0)
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + torch.exp(0.5 * logvar) * eps
+            log_q = _gaussian_logprob(z, mu, logvar)
+            log_pz = self.prior.log_prob(z)
+            kl = log_q - log_pz
+        else:
+            z = None
+            kl = x.new_zeros(x.shape[0])
+        v, logdet = self.decoder(x, z)
+        log_px_z = standard_normal_logprob(v) + logdet
+        log_w = log_px_z - kl - disc
+        return {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_z))}
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training loss: the negative ELBO (eq. 2) in bits/dim, averaged over the batch.
+
+        Args:
+            x: uint8 images ``[B, C, H, W]``.
+
+        Returns:
+            ``(loss, stats)``; ``stats`` holds detached per-batch means: ``bpd``, ``kl`` (nats).
+        """
+        terms = self.log_weights(self.to_bins(x), 1, generator)
+        bpd = -terms["log_w"][:, 0] / (self.dim * math.log(2))
+        loss = bpd.mean()
+        return loss, {"bpd": loss.detach(), "kl": terms["kl"].mean().detach()}
+
+    @torch.no_grad()
+    def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Bits/dim of uint8 images ``[B, C, H, W]`` with ``k`` posterior samples, each ``[B]``.
+
+        Returns ``elbo_bpd`` (negative ELBO averaged over the ``k`` samples, as the paper reports),
+        ``iw_bpd`` (negative importance-weighted bound, ``-log mean_k exp(log_w)``; tighter, equal
+        to ``elbo_bpd`` when ``k == 1``) and ``kl`` (nats, averaged over samples).
+        """
+        terms = self.log_weights(self.to_bins(x), k, generator)
+        scale = self.dim * math.log(2)
+        iw = torch.logsumexp(terms["log_w"], 1) - math.log(k)
+        return {"elbo_bpd": -terms["log_w"].mean(1) / scale, "iw_bpd": -iw / scale,
+                "kl": terms["kl"].mean(1)}
+
+    def log_prob(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """Lower bound on ``log P(x)`` in nats per image ``[B]``: the importance-weighted bound with ``k`` samples."""
+        terms = self.log_weights(self.to_bins(x), k, generator)
+        return torch.logsumexp(terms["log_w"], 1) - math.log(k)
+
+    # ------------------------------------------------------------------ representations
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Global and local codes of uint8 images ``[B, C, H, W]``.
+
+        ``z`` is the posterior mean ``[B, d_z]`` (``None`` for the refined Glow); ``v = f(x; z)``
+        ``[B, C*H*W]`` with x at the bin centres, so :meth:`decode` returns the images exactly.
+        """
+        bins = self.to_bins(x)
+        z = self.posterior(bins)[0] if self.uses_z else None
+        v, _ = self.decoder(self.centres(bins), z)
+        return z, v
+
+    @torch.no_grad()
+    def decode(self, z: Tensor | None, v: Tensor) -> Tensor:
+        """uint8 images ``[B, C, H, W]`` from ``z [B, d_z]`` and ``v [B, C*H*W]``: ``x = f^{-1}(v; z)``."""
+        x, _ = self.decoder.inverse(v, z)
+        return self.continuous_to_uint8(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, z_temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """``n`` uint8 samples ``[n, C, H, W]``.
+
+        ``v ~ N(0, temperature^2 I)``; z is drawn from the flow prior with its base Gaussian at
+        ``z_temperature`` (default 1: temperature acts on the local code only, as in Glow's
+        reduced-temperature sampling applied to v).
+        """
+        device = next(self.parameters()).device
+        z = self.prior.sample(n, z_temperature, generator) if self.uses_z else None
+        v = torch.randn(n, self.dim, generator=generator, device=device) * temperature
+        return self.decode(z, v)
+
+    def describe(self) -> dict:
+        """Architecture and parameter counts (total, decoder, encoder, prior)."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        d = {"kind": self.cfg.kind, "parameters": count(self), "decoder_parameters": count(self.decoder)}
+        if self.uses_z:
+            d.update(encoder_parameters=count(self.encoder), prior_parameters=count(self.prior))
+        d["config"] = asdict(self.cfg)
+        return d
+
+
+def build_model(cfg: ModelConfig, n_bits: int = 8) -> FlowVAE:
+    """Construct the model described by ``cfg`` (see :class:`FlowVAE`)."""
+    return FlowVAE(cfg, n_bits)

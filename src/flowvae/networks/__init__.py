@@ -1,0 +1,1 @@
+"""Networks inside the flows and the encoder."""

@@ -1,0 +1,62 @@
+"""Networks that output the scale and bias of coupling layers.
+
+* :class:`ConvCouplingNet`: paper eq. (7),
+  ``x -> Conv3x3 -> ELU -> Conv1x1 (+) FC(z) -> ELU -> Conv3x3``, where ``(+)`` adds the
+  projection of the global code z to every pixel (per channel).
+* :class:`MLPCouplingNet`: the MLP of the flow prior p(z) (Appendix B.3).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
+
+__all__ = ["ConvCouplingNet", "MLPCouplingNet"]
+
+
+class ConvCouplingNet(nn.Module):
+    """Coupling network of eq. (7).
+
+    Args:
+        in_channels: ``C_a`` (channels of the conditioner ``x_a``).
+        out_channels: ``2 * C_b`` for affine couplings (scale and bias), ``C_b`` for additive.
+        hidden: width of the two hidden layers.
+        cond_dim: ``d_z``; 0 builds the unconditional network (refined Glow, no FC(z)).
+
+    Shapes: ``x_a [B, C_a, H, W]``, ``cond [B, d_z]`` -> ``[B, out_channels, H, W]``. The last
+    layer starts at zero, so the coupling starts as the identity.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, cond_dim: int = 0):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(hidden, hidden, 1, bias=False)
+        self.cond = nn.Linear(cond_dim, hidden) if cond_dim > 0 else None
+        self.conv3 = ZeroWeightNormConv2d(hidden, out_channels, 3)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        h = self.conv2(F.elu(self.conv1(x)))
+        if self.cond is not None:
+            if cond is None:
+                raise ValueError("this coupling network is conditioned on z: pass cond of shape [B, d_z]")
+            h = h + self.cond(cond).to(h.dtype)[:, :, None, None]
+        return self.conv3(F.elu(h))
+
+
+class MLPCouplingNet(nn.Module):
+    """MLP ``Linear -> ELU -> Linear -> ELU -> Linear`` for couplings on vectors (Appendix B.3).
+
+    Shapes: ``x_a [B, in_features]`` -> ``[B, out_features]``; the last layer starts at zero.
+    ``cond`` is accepted and ignored (the prior of z is unconditional).
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = ZeroWeightNormLinear(hidden, out_features)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.fc3(F.elu(self.fc2(F.elu(self.fc1(x)))))

@@ -1,0 +1,270 @@
+"""The training loop (nanoGPT-style: everything a step does is in :func:`train`).
+
+Objective: the negative ELBO of eq. (2) in bits/dim with one posterior sample and uniform
+dequantisation, the KL to the flow prior estimated by Monte Carlo. Optimiser: AdamW with linear
+warm-up then per-step exponential decay (Appendix C.2). Before the first step every ActNorm is
+initialised from a batch of training images (data-dependent initialisation, stored in the
+state dict so it is never redone after loading or resuming).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..config import Config, save_config
+from ..data import ImageData, load_dataset
+from ..data.augment import augment_batch
+from ..errors import CheckpointError, DataError, FlowVAEError
+from ..evaluation.bpd import evaluate_bpd
+from ..flows.base import data_init
+from ..imaging import save_grid
+from ..models.flowvae import FlowVAE
+from .checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
+from .environment import environment_record, resolve_device
+
+__all__ = ["train", "load_data", "lr_lambda"]
+
+log = logging.getLogger("flowvae.train")
+
+
+def lr_lambda(warmup: int, decay: float):
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then ``decay ** (step - warmup)``."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return decay ** (step - warmup)
+    return f
+
+
+def load_data(cfg: Config, split: str) -> ImageData:
+    """The train or test split named by ``cfg.data``, checked against the model's input shape.
+
+    Raises:
+        DataError: missing or unreadable data, or images that do not fit ``cfg.model``.
+    """
+    d = cfg.data
+    kw = {}
+    limit = d.train_limit if split == "train" else d.test_limit
+    if d.dataset in ("cifar10-jpeg", "folder"):
+        kw["limit"] = limit
+    if d.dataset == "folder" and d.image_size:
+        kw["size"] = d.image_size
+    data = load_dataset(d.dataset, split, d.root, **kw)
+    if limit is not None and len(data) > limit:
+        data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name, data.classes)
+    c, h, w = data.images.shape[1:]
+    m = cfg.model
+    if h != w:
+        raise DataError(f"{data.name}: images are {h}x{w}; flowvae models square images, "
+                        f"set data.image_size=N to centre-crop and resize")
+    if (c, h) != (m.in_channels, m.image_size):
+        raise DataError(f"{data.name}: images are {c}x{h}x{w} but the model expects "
+                        f"{m.in_channels}x{m.image_size}x{m.image_size}; "
+                        f"use --set model.in_channels={c} model.image_size={h} or another preset")
+    return data
+
+
+class _Batches:
+    """Endless shuffled batches from an in-memory dataset; its state is part of the checkpoint."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int):
+        if batch_size > len(images):
+            raise DataError(f"batch size {batch_size} is larger than the dataset ({len(images)} images); "
+                            f"lower train.batch_size")
+        self.images, self.batch_size, self.seed = images, batch_size, seed
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return torch.randperm(len(self.images), generator=g)
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > len(self.images):  # drop the ragged end of each epoch
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation()
+        idx = self._perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.images[idx]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
+        self._perm = self._permutation()
+
+
+def _write_metrics(run: Path, record: dict) -> None:
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _prepare_run_folder(run: Path, cfg: Config, resume: bool) -> None:
+    ckpts = run / "checkpoints"
+    if run.exists() and not resume and (any(ckpts.glob("ckpt-*.pt")) or (run / "model.safetensors").exists()):
+        raise CheckpointError(f"run folder {run} already holds a training run; pass --resume to continue it "
+                              f"or choose another --run folder (nothing was changed)")
+    run.mkdir(parents=True, exist_ok=True)
+    ckpts.mkdir(exist_ok=True)
+    if not resume or not (run / "config.yaml").exists():
+        save_config(cfg, run / "config.yaml")
+
+
+def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None) -> dict:
+    """Train the model of ``cfg`` and write everything into the run folder ``run``.
+
+    Args:
+        cfg: the resolved configuration (saved as ``run/config.yaml``).
+        run: run folder; created if needed.
+        resume: continue from the newest valid checkpoint in ``run`` (same config).
+        progress: show a progress bar (default: when standard error is a terminal).
+
+    Returns:
+        The last evaluation record (``step``, ``test_elbo_bpd``, ...).
+
+    Raises:
+        FlowVAEError: bad data, config, run folder, or too many non-finite steps in a row.
+    """
+    run = Path(run)
+    t0 = time.time()
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    torch.manual_seed(tc.seed)
+    train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
+    model = FlowVAE(cfg.model, cfg.data.n_bits).to(device)
+    _prepare_run_folder(run, cfg, resume)
+    env = environment_record(device)
+    atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
+
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
+                            weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
+    batches = _Batches(train_data.images, tc.batch_size, tc.seed)
+    noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
+    aug = torch.Generator().manual_seed(tc.seed + 2)
+    step = 0
+    eval_images = test_data.images if tc.eval_images is None else test_data.images[:tc.eval_images]
+
+    found = load_latest_checkpoint(run / "checkpoints") if resume else None
+    if resume and found is None:
+        log.warning("no usable checkpoint in %s: starting from step 0", run)
+    if found is not None:
+        path, state = found
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} was written for another architecture ({str(e).splitlines()[0]}); "
+                                  f"resume with the run's own config.yaml") from None
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        batches.load_state_dict(state["batches"])
+        noise.set_state(state["rng"]["noise"])
+        aug.set_state(state["rng"]["aug"])
+        torch.set_rng_state(state["rng"]["torch"])
+        step = int(state["step"])
+        log.info("resumed from %s at step %d", path.name, step)
+    else:
+        init = train_data.images[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]]
+        with torch.no_grad(), data_init(model):
+            model.loss(init.to(device), noise)
+        rec = {"step": 0, **{f"test_{k}": v for k, v in evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed).items()},
+               "lr": opt.param_groups[0]["lr"], "time_s": round(time.time() - t0, 2)}
+        _write_metrics(run, rec)
+        log.info("step 0: test %.4f bits/dim", rec["test_elbo_bpd"])
+
+    def checkpoint() -> None:
+        save_checkpoint(run / "checkpoints", step, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "batches": batches.state_dict(), "step": step, "config": cfg.to_dict(),
+            "rng": {"noise": noise.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state()},
+        }, keep=tc.keep_checkpoints)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = None
+    if show:
+        from tqdm import tqdm
+        bar = tqdm(total=tc.steps, initial=step, unit="step", dynamic_ncols=True)
+    model.train()
+    bad_in_row, skipped, run_bpd = 0, 0, None
+    last = {}
+    while step < tc.steps:
+        if tc.time_limit_s is not None and time.time() - t0 > tc.time_limit_s:
+            log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
+            break
+        x = augment_batch(batches.next(), cfg.data.flip, cfg.data.crop_pad, aug).to(device)
+        loss, stats = model.loss(x, noise)
+        opt.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
+            finite = bool(torch.isfinite(norm)) and len(grads) > 0
+        if not finite:
+            # Skip the update; parameters are still those of the last good step.
+            skipped += 1
+            bad_in_row += 1
+            log.warning("non-finite loss or gradient at step %d: step skipped (%d in a row)", step + 1, bad_in_row)
+            if bad_in_row == 1:
+                checkpoint()
+            if bad_in_row >= tc.max_bad_steps:
+                raise FlowVAEError(f"{bad_in_row} non-finite steps in a row at step {step + 1}; the run stopped. "
+                                   f"The checkpoint from before the first bad step is in {run / 'checkpoints'}; "
+                                   f"lower train.lr or set train.grad_clip, then --resume")
+            sched.step()
+            step += 1
+            continue
+        bad_in_row = 0
+        opt.step()
+        sched.step()
+        step += 1
+        b = float(stats["bpd"])
+        run_bpd = b if run_bpd is None else 0.98 * run_bpd + 0.02 * b
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
+        elif step % 100 == 0:
+            log.info("step %d: train %.4f bits/dim (running mean), kl %.2f nats", step, run_bpd, float(stats["kl"]))
+        if step % tc.eval_every == 0 or step == tc.steps:
+            res = evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed)
+            last = {"step": step, "train_bpd": run_bpd, **{f"test_{k}": v for k, v in res.items()},
+                    "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "time_s": round(time.time() - t0, 2)}
+            _write_metrics(run, last)
+            log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
+        if step % tc.checkpoint_every == 0:
+            checkpoint()
+    if bar is not None:
+        bar.close()
+    if not last or last.get("step") != step:
+        res = evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed)
+        last = {"step": step, "train_bpd": run_bpd, **{f"test_{k}": v for k, v in res.items()},
+                "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "time_s": round(time.time() - t0, 2)}
+        _write_metrics(run, last)
+    checkpoint()
+    _save_final(model, run)
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(tc.seed)
+    for t in tc.sample_temperatures:
+        save_grid(model.sample(64, temperature=t, generator=gen).cpu(), run / "samples" / f"samples_t{t:.2f}.png",
+                  nrow=8, scale=max(1, 64 // cfg.model.image_size))
+    log.info("done: %d steps in %.1f s, run folder %s", step, time.time() - t0, run)
+    return last
+
+
+def _save_final(model: FlowVAE, run: Path) -> None:
+    tmp = run / ".model.safetensors.tmp"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "flowvae", "kind": model.cfg.kind})
+    tmp.replace(run / "model.safetensors")

@@ -1,0 +1,488 @@
+"""Tests of flowvae.data: loaders on real and synthetic files, quantisation, the torch Dataset."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import os
+import pickle
+import tarfile
+import urllib.error
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowvae.data import (
+    CIFAR10_CLASSES,
+    ImageData,
+    ImageTensorDataset,
+    bins_to_uint8,
+    load_cifar10,
+    load_cifar10_jpeg_zip,
+    load_dataset,
+    load_digits,
+    load_image_folder,
+    load_mnist,
+    quantize,
+)
+from flowvae.data import datasets as datasets_module
+from flowvae.errors import DataError
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("FLOWVAE_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+SHARED = _shared_data()
+MNIST_DIR = SHARED / "mnist"
+CIFAR_JPEG_ZIP = SHARED / "cifar10-jpeg" / "cifar10-jpeg-images.zip"
+needs_mnist = pytest.mark.skipif(
+    not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"real MNIST files not found in {MNIST_DIR} (set FLOWVAE_SHARED_DATA to the shared data folder)",
+)
+needs_cifar_jpeg = pytest.mark.skipif(
+    not CIFAR_JPEG_ZIP.is_file(),
+    reason=f"CIFAR-10 JPEG zip not found at {CIFAR_JPEG_ZIP} (set FLOWVAE_SHARED_DATA to the shared data folder)",
+)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # Tests must never write into the user's real ~/.cache.
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("FLOWVAE_CACHE", str(cache))
+    return cache
+
+
+# ---------------------------------------------------------------------------------- ImageData
+
+
+def test_imagedata_validation() -> None:
+    with pytest.raises(DataError, match="empty dataset"):
+        ImageData(torch.zeros(0, 1, 8, 8, dtype=torch.uint8), None, "x/train")
+    with pytest.raises(DataError, match="uint8"):
+        ImageData(torch.zeros(2, 1, 8, 8), None, "x/train")
+    with pytest.raises(DataError, match=r"\[N, C, H, W\]"):
+        ImageData(torch.zeros(2, 8, 8, dtype=torch.uint8), None, "x/train")
+    with pytest.raises(DataError, match="labels"):
+        ImageData(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), "x/train")
+    d = ImageData(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), None, "x/train")
+    assert len(d) == 2 and d.image_shape == (1, 8, 8)
+
+
+# ---------------------------------------------------------------------------------- digits
+
+
+def test_digits_shapes_range_and_split() -> None:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    train, test = load_digits("train"), load_digits("test")
+    assert train.images.shape == (1497, 1, 8, 8) and test.images.shape == (300, 1, 8, 8)
+    assert train.images.dtype == torch.uint8 and train.labels is not None and train.labels.dtype == torch.int64
+    assert train.name == "digits/train" and test.name == "digits/test"
+    assert int(train.images.min()) == 0 and int(train.images.max()) == 255
+    # 17 levels 0..16 -> 17 distinct uint8 values, 8 -> 128
+    sk = sk_load_digits()
+    values = set(torch.unique(torch.cat([train.images.flatten(), test.images.flatten()])).tolist())
+    assert values <= {int(np.floor(v * 255 / 16 + 0.5)) for v in range(17)}
+    assert 128 in values
+    # stratified: exactly 30 per class in test
+    assert torch.bincount(test.labels, minlength=10).tolist() == [30] * 10
+    # disjoint and complete: the two splits together are exactly the 1,797 original images
+    sk_rows = [r.tobytes() for r in np.floor(sk.images * 255 / 16 + 0.5).astype(np.uint8).reshape(1797, -1)]
+    train_rows = [r.tobytes() for r in train.images.reshape(1497, -1).numpy()]
+    test_rows = [r.tobytes() for r in test.images.reshape(300, -1).numpy()]
+    assert Counter(train_rows) + Counter(test_rows) == Counter(sk_rows)
+    # a few images occur twice in optdigits; every other test image must be absent from train
+    duplicated = {r for r, n in Counter(sk_rows).items() if n > 1}
+    assert not ({r for r in test_rows if r not in duplicated} & set(train_rows))
+
+
+def test_digits_deterministic() -> None:
+    a, b = load_digits("test"), load_digits("test")
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    with pytest.raises(DataError, match="split"):
+        load_digits("validation")
+
+
+# ---------------------------------------------------------------------------------- MNIST
+
+
+MNIST_RAW_MD5 = {
+    "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+}
+
+
+@needs_mnist
+def test_mnist_real_files() -> None:
+    train, test = load_mnist(MNIST_DIR, "train"), load_mnist(MNIST_DIR, "test")
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert train.images.dtype == torch.uint8 and train.name == "mnist/train"
+    assert abs(train.images.double().mean().item() / 255 - 0.1307) < 0.001
+    assert set(train.labels.unique().tolist()) == set(range(10))
+    assert set(test.labels.unique().tolist()) == set(range(10))
+    # A reader that drops or shifts header bytes would still produce plausible arrays; comparing
+    # the arrays with the official raw files' bytes (whose MD5s are known) rules that out.
+    for fname, md5 in MNIST_RAW_MD5.items():
+        raw = gzip.decompress((MNIST_DIR / fname).read_bytes())
+        assert hashlib.md5(raw).hexdigest() == md5, fname
+        data = train if fname.startswith("train") else test
+        payload = data.images.numpy().tobytes() if "images" in fname else data.labels.numpy().astype(np.uint8).tobytes()
+        assert raw.endswith(payload) and len(raw) - len(payload) in (16, 8), fname
+
+
+@needs_mnist
+def test_mnist_dispatcher_default_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWVAE_SHARED_DATA", str(SHARED))
+    assert len(load_dataset("mnist", "test")) == 10000
+
+
+def _write_idx(path: Path, array: np.ndarray, magic: int, compress: bool) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def test_mnist_synthetic_uncompressed_and_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    lbls = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", imgs, 0x803, compress=False)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", lbls, 0x801, compress=True)
+    d = load_mnist(tmp_path, "test")
+    assert np.array_equal(d.images[:, 0].numpy(), imgs) and d.labels.tolist() == [3, 1, 4, 1, 5]
+    # directory inference in the dispatcher
+    assert load_dataset(str(tmp_path), "test").name == "mnist/test"
+
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.*ossci-datasets.*--data"):
+        load_mnist(tmp_path, "train")
+    # swapped magic numbers
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", lbls, 0x803, compress=True)
+    with pytest.raises(DataError, match="magic number"):
+        load_mnist(tmp_path, "test")
+    # truncated payload
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", lbls, 0x801, compress=True)
+    raw = (tmp_path / "t10k-images-idx3-ubyte").read_bytes()
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(raw[:-10])
+    with pytest.raises(DataError, match="truncated"):
+        load_mnist(tmp_path, "test")
+
+
+# ---------------------------------------------------------------------------------- CIFAR-10 pickles
+
+
+def _fake_cifar(root: Path, n_per_batch: int = 4) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Write cifar-10-batches-py in the distributed format; return (folder, train x, train y)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    xs, ys = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x = rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8)
+        y = rng.integers(0, 10, n_per_batch).tolist()
+        batch = {b"batch_label": b"fake", b"labels": y, b"data": x, b"filenames": [b"a.png"] * n_per_batch}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        if name != "test_batch":
+            xs.append(x)
+            ys.extend(y)
+    meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": n_per_batch, b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder, np.concatenate(xs), np.array(ys)
+
+
+def test_cifar10_folder_parent_and_archive(tmp_path: Path) -> None:
+    folder, x, y = _fake_cifar(tmp_path / "data")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    for root in (folder, folder.parent, archive):
+        train = load_cifar10(root, "train")
+        assert train.images.shape == (20, 3, 32, 32) and train.images.dtype == torch.uint8
+        # first row = 1024 red values, row-major
+        assert np.array_equal(train.images[0, 0].numpy().ravel(), x[0, :1024])
+        assert np.array_equal(train.images[3, 2].numpy().ravel(), x[3, 2048:])
+        assert train.labels.tolist() == y.tolist()
+        assert train.classes == list(CIFAR10_CLASSES) and train.name == "cifar10/train"
+        assert len(load_cifar10(root, "test")) == 4
+    assert len(load_dataset(str(archive), "test")) == 4
+    assert len(load_dataset("cifar10", "test", root=folder.parent)) == 4
+
+
+class _Evil:
+    def __reduce__(self):  # noqa: ANN204
+        return (os.system, ("echo pwned",))
+
+
+def test_cifar10_restricted_unpickler_refuses_globals(tmp_path: Path) -> None:
+    folder, _, _ = _fake_cifar(tmp_path)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": _Evil(), b"labels": []}))
+    with pytest.raises(DataError, match=r"refusing.*(posix|os|nt)\.system"):
+        load_cifar10(folder, "test")
+
+
+def test_cifar10_missing_and_download_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz.*cs.toronto.edu.*--data"):
+        load_cifar10(tmp_path / "nothing", "train")
+
+    def offline(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr(datasets_module.urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match=r"cannot download.*put it at .*cifar-10-python.tar.gz"):
+        load_cifar10(tmp_path / "dl", "train", download=True)
+
+    monkeypatch.setattr(datasets_module.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"not the archive"))
+    with pytest.raises(DataError, match="MD5"):
+        load_cifar10(tmp_path / "dl", "train", download=True)
+    assert not (tmp_path / "dl" / "cifar-10-python.tar.gz").exists()
+    assert list((tmp_path / "dl").iterdir()) == []  # no partial file left behind
+
+
+def test_cifar10_download_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, x, _ = _fake_cifar(tmp_path / "src")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    payload = buf.getvalue()
+    monkeypatch.setattr(datasets_module, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(datasets_module.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
+    train = load_cifar10(tmp_path / "dl", "train", download=True)
+    assert np.array_equal(train.images.reshape(20, -1).numpy(), x)
+    assert (tmp_path / "dl" / "cifar-10-batches-py" / "data_batch_5").is_file()
+
+
+# ---------------------------------------------------------------------------------- CIFAR-10 JPEG zip
+
+
+@needs_cifar_jpeg
+def test_cifar10_jpeg_zip_entry_counts() -> None:
+    with zipfile.ZipFile(CIFAR_JPEG_ZIP) as zf:
+        names = [n for n in zf.namelist() if n.endswith(".jpg")]
+    assert sum(n.startswith("train/") for n in names) == 50000
+    assert sum(n.startswith("test/") for n in names) == 10000
+    assert sorted({n.split("/")[1] for n in names}) == sorted(CIFAR10_CLASSES)
+
+
+@needs_cifar_jpeg
+def test_cifar10_jpeg_zip_limited_and_cached(_private_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for split in ("train", "test"):
+        d = load_cifar10_jpeg_zip(CIFAR_JPEG_ZIP, split, limit=200)
+        assert d.images.shape == (200, 3, 32, 32) and d.images.dtype == torch.uint8
+        assert d.name == f"CIFAR-10 (JPEG q75 re-encode)/{split}"
+        assert d.classes == list(CIFAR10_CLASSES)
+        # class-balanced prefix: 20 of each class, in CIFAR-10 order
+        assert torch.bincount(d.labels, minlength=10).tolist() == [20] * 10
+        assert d.labels[:10].tolist() == list(range(10))
+        assert 60 < d.images.float().mean().item() < 190
+
+    # the label comes from the folder: entry test/cat/0000.jpg decodes to the image labelled cat
+    d = load_cifar10_jpeg_zip(CIFAR_JPEG_ZIP, "test", limit=10)
+    with zipfile.ZipFile(CIFAR_JPEG_ZIP) as zf:
+        cat = np.asarray(Image.open(io.BytesIO(zf.read("test/cat/0000.jpg"))).convert("RGB"))
+    assert np.array_equal(d.images[3].permute(1, 2, 0).numpy(), cat) and int(d.labels[3]) == 3
+
+    # the second load must come from the cache: make decoding impossible and load again
+    assert list((_private_cache / "cifar10-jpeg").glob("*-test-10-images.npy"))
+    monkeypatch.setattr(datasets_module.Image, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no decode")))
+    again = load_cifar10_jpeg_zip(CIFAR_JPEG_ZIP, "test", limit=10)
+    assert torch.equal(again.images, d.images) and torch.equal(again.labels, d.labels)
+    with pytest.raises(DataError, match="cannot decode"):
+        load_cifar10_jpeg_zip(CIFAR_JPEG_ZIP, "test", limit=11)
+
+
+def test_cifar10_jpeg_zip_synthetic(tmp_path: Path) -> None:
+    path = tmp_path / "c.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls in ("truck", "airplane"):
+            for i in range(2):
+                buf = io.BytesIO()
+                Image.new("RGB", (32, 32), (200 if cls == "truck" else 10, 0, 0)).save(buf, "JPEG", quality=95)
+                zf.writestr(f"test/{cls}/{i:04d}.jpg", buf.getvalue())
+    d = load_dataset(str(path), "test", cache=False)
+    assert d.labels.tolist() == [0, 9, 0, 9]
+    assert d.images[1, 0].float().mean() > 150 > d.images[0, 0].float().mean()
+    with pytest.raises(DataError, match="no train"):
+        load_cifar10_jpeg_zip(path, "train", cache=False)
+    with pytest.raises(DataError, match="not found.*--data"):
+        load_cifar10_jpeg_zip(tmp_path / "missing.zip", "train")
+
+
+# ---------------------------------------------------------------------------------- image folder
+
+
+def _save(path: Path, size: tuple[int, int], mode: str = "RGB", color: object = (255, 0, 0)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color).save(path)
+
+
+def test_image_folder_classes_and_modes(tmp_path: Path) -> None:
+    _save(tmp_path / "train" / "dogs" / "b.png", (6, 4), "RGBA", (0, 255, 0, 128))
+    _save(tmp_path / "train" / "cats" / "a.jpg", (6, 4), "RGB", (0, 0, 255))
+    _save(tmp_path / "train" / "dogs" / "a.png", (6, 4), "L", 77)
+    _save(tmp_path / "train" / "dogs" / "c.png", (6, 4), "P", 3)
+    (tmp_path / "train" / "notes.txt").write_text("not an image")
+    _save(tmp_path / "test" / "cats" / "x.png", (5, 5), "L", 9)
+
+    d = load_image_folder(tmp_path, "train")
+    assert d.images.shape == (4, 3, 4, 6)  # mixed grey/colour -> RGB, [N, C, H, W]
+    assert d.classes == ["cats", "dogs"] and d.labels.tolist() == [0, 1, 1, 1]
+    assert d.images[0, 2].float().mean() > 200  # blue JPEG
+    assert d.images[1].unique().tolist() == [77]  # grey repeated into 3 channels
+    assert d.images[2, 1].unique().tolist() == [255]  # RGBA -> RGB keeps green
+
+    grey = load_image_folder(tmp_path, "test")
+    assert grey.images.shape == (1, 1, 5, 5) and grey.name.endswith("/test")
+
+    with pytest.raises(DataError, match="'val'"):
+        load_image_folder(tmp_path, "val")
+
+
+def test_image_folder_flat_unlabelled_and_limit(tmp_path: Path) -> None:
+    for i in range(5):
+        _save(tmp_path / f"{i}.png", (3, 3), "L", i * 10)
+    d = load_dataset("folder", "train", root=tmp_path, limit=3)  # no train/ subfolder: whole root
+    assert d.labels is None and d.images.shape == (3, 1, 3, 3)
+    assert d.images[:, 0, 0, 0].tolist() == [0, 10, 20]
+    item = ImageTensorDataset(d)[0]
+    assert item[1] == -1
+
+
+def test_image_folder_mixed_sizes_and_resize(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _save(tmp_path / "a.png", (8, 8))
+    _save(tmp_path / "b.png", (12, 6), color=(0, 0, 255))
+    with pytest.raises(DataError, match=r"a\.png is 8x8 but .*b\.png is 12x6.*data\.image_size"):
+        load_image_folder(tmp_path)
+    with caplog.at_level(logging.INFO, logger="flowvae.data.datasets"):
+        d = load_image_folder(tmp_path, size=4)
+    assert d.images.shape == (2, 3, 4, 4)
+    assert "bicubic" in caplog.text
+    assert d.images[1, 2].unique().tolist() == [255]  # centre crop of a uniform image stays uniform
+    with pytest.raises(DataError, match="size"):
+        load_image_folder(tmp_path, size=0)
+
+
+def test_image_folder_bad_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _save(tmp_path / "good.png", (8, 8))
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp_path / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (tmp_path / "zzz.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"truncated\.jpg"):
+        load_image_folder(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="flowvae.data.datasets"):
+        d = load_image_folder(tmp_path, on_bad="skip")
+    assert len(d) == 1 and "skipped 2" in caplog.text
+    with pytest.raises(DataError, match="on_bad"):
+        load_image_folder(tmp_path, on_bad="ignore")
+
+
+def test_image_folder_empty(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="empty dataset"):
+        load_image_folder(tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        load_image_folder(tmp_path / "nope")
+    (tmp_path / "bad.png").write_bytes(b"x")
+    with pytest.raises(DataError, match="empty dataset"):
+        load_image_folder(tmp_path, on_bad="skip")
+
+
+# ---------------------------------------------------------------------------------- dispatcher
+
+
+def test_load_dataset_names_and_options() -> None:
+    with pytest.raises(DataError, match=r"did you mean 'cifar10'.*digits, mnist"):
+        load_dataset("cifar-10", "train")
+    with pytest.raises(DataError, match="did you mean 'mnist'"):
+        load_dataset("mnst", "train")
+    with pytest.raises(DataError, match="does not take option"):
+        load_dataset("digits", "train", size=32)
+    with pytest.raises(DataError, match="--data PATH"):
+        load_dataset("folder", "train")
+    assert len(load_dataset("digits", "test", size=None)) == 300
+
+
+def test_load_dataset_missing_default_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWVAE_SHARED_DATA", str(tmp_path / "absent"))
+    with pytest.raises(DataError, match=r"MNIST .*not found.*yann.lecun.com.*--data PATH"):
+        load_dataset("mnist", "train")
+    with pytest.raises(DataError, match=r"cifar10-jpeg-images.zip.*--data PATH"):
+        load_dataset("cifar10-jpeg", "train")
+
+
+# ---------------------------------------------------------------------------------- quantize
+
+
+def test_quantize_and_inverse() -> None:
+    x = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)
+    for n_bits in range(1, 9):
+        bins = quantize(x, n_bits)
+        assert bins.dtype == torch.int64 and bins.shape == x.shape
+        assert int(bins.min()) == 0 and int(bins.max()) == 2**n_bits - 1
+        assert torch.bincount(bins.flatten()).tolist() == [2 ** (8 - n_bits)] * 2**n_bits
+        back = bins_to_uint8(bins, n_bits)
+        assert back.dtype == torch.uint8
+        assert torch.all(back <= x) and torch.all(x.to(torch.int64) - back.to(torch.int64) < 2 ** (8 - n_bits))
+    assert torch.equal(bins_to_uint8(quantize(x, 8), 8), x)
+    assert quantize(torch.tensor([0, 7, 8, 255], dtype=torch.uint8), 5).tolist() == [0, 0, 1, 31]
+
+
+@pytest.mark.parametrize("n_bits", [0, 9, 5.0, True, "8"])
+def test_quantize_rejects_bad_n_bits(n_bits: object) -> None:
+    with pytest.raises(DataError, match="n_bits"):
+        quantize(torch.zeros(2, dtype=torch.uint8), n_bits)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="n_bits"):
+        bins_to_uint8(torch.zeros(2, dtype=torch.int64), n_bits)  # type: ignore[arg-type]
+
+
+def test_quantize_rejects_bad_inputs() -> None:
+    with pytest.raises(DataError, match="uint8"):
+        quantize(torch.zeros(2), 8)
+    with pytest.raises(DataError, match=r"0\.\.31"):
+        bins_to_uint8(torch.tensor([32]), 5)
+
+
+# ---------------------------------------------------------------------------------- torch Dataset
+
+
+def test_image_tensor_dataset_augmentation() -> None:
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).remainder(256).to(torch.uint8).reshape(2, 3, 8, 8)
+    data = ImageData(images, torch.tensor([4, 7]), "toy/train")
+    plain = ImageTensorDataset(data)
+    img, label = plain[1]
+    assert torch.equal(img, images[1]) and label == 7 and len(plain) == 2
+
+    torch.manual_seed(0)
+    aug = ImageTensorDataset(data, flip=True, crop_pad=2)
+    padded = torch.nn.functional.pad(images[0].float()[None], (2, 2, 2, 2), mode="reflect")[0]
+    seen_flip = seen_shift = False
+    for _ in range(50):
+        out, _ = aug[0]
+        assert out.shape == (3, 8, 8) and out.dtype == torch.uint8
+        # every output must be some crop of the reflection-padded image, possibly flipped
+        crops = [padded[:, i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
+        match = [k for k, c in enumerate(crops) if torch.equal(c, out.float()) or torch.equal(c.flip(-1), out.float())]
+        assert match
+        seen_flip |= any(torch.equal(crops[k].flip(-1), out.float()) and not torch.equal(crops[k], out.float()) for k in match)
+        seen_shift |= 12 not in match  # 12 = the unshifted centre crop
+    assert seen_flip and seen_shift
+
+    torch.manual_seed(123)
+    first = [aug[0][0] for _ in range(5)]
+    torch.manual_seed(123)
+    assert all(torch.equal(a, aug[0][0]) for a in first)
+
+    batch = next(iter(torch.utils.data.DataLoader(aug, batch_size=2)))
+    assert batch[0].shape == (2, 3, 8, 8) and batch[0].dtype == torch.uint8 and batch[1].tolist() == [4, 7]
+    with pytest.raises(DataError, match="crop_pad"):
+        ImageTensorDataset(data, crop_pad=8)
