@@ -20,7 +20,7 @@ from typing import Callable
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -96,6 +96,7 @@ class Case:
     cond_dim: int = 0               # > 0: the layer is conditioned on a [B, cond_dim] code
     flat_output: bool = False       # ConditionalGlow: [B, C, H, W] -> [B, C*H*W]
     uses_cond: bool | None = None   # default: cond_dim > 0
+    out_shape: tuple[int, ...] | None = None  # output shape without batch, if not the input's
 
     @property
     def conditional(self) -> bool:
@@ -144,7 +145,7 @@ def _cases() -> list:
         "conv1x1-lu-vector": Case(_randomised(lambda: InvertibleConv1x1(5, "lu")), (5,)),
         "linear-lu": Case(_randomised(lambda: InvertibleLinear(5)), (5,)),
         "linear-plain": Case(_randomised(lambda: InvertibleLinear(5, "plain")), (5,)),
-        "squeeze": Case(Squeeze, (3, 4, 4)),
+        "squeeze": Case(Squeeze, (3, 4, 4), out_shape=(12, 2, 2)),
         "refined_step-cond": Case(_randomised(lambda: refined_step(4, conv_net(3))), (4, 3, 3), cond_dim=3),
         "refined_step-odd-additive-plain": Case(
             _randomised(lambda: refined_step(3, conv_net(0), additive=True, conv1x1="plain")), (3, 3, 3)),
@@ -203,15 +204,18 @@ def _inputs(case: Case, batch: int, dtype: torch.dtype, seed: int = 1):
 def test_round_trip_float32(case: Case):
     layer = case.build()
     x, cond = _inputs(case, 3, torch.float32)
+    # a whole multi-level Glow chains ~35 float32 layers whose intermediate values reach ~10;
+    # each layer alone is exact to a few ulp, the composition accumulates a few times 1e-5.
+    tol = 5e-5 if case.flat_output else 1e-5
     with torch.no_grad():
         y, ld = layer(x, cond)
         x_back, ld_inv = layer.inverse(y, cond)
-        assert torch.allclose(x_back, x, atol=1e-5, rtol=1e-5), (x_back - x).abs().max()
+        assert torch.allclose(x_back, x, atol=tol, rtol=tol), (x_back - x).abs().max()
         # and the other way round, from a latent point
         y2 = torch.randn_like(y)
         x2, _ = layer.inverse(y2, cond)
         y2_back, _ = layer(x2, cond)
-        assert torch.allclose(y2_back, y2, atol=1e-5, rtol=1e-5), (y2_back - y2).abs().max()
+        assert torch.allclose(y2_back, y2, atol=tol, rtol=tol), (y2_back - y2).abs().max()
     assert torch.allclose(ld + ld_inv, torch.zeros_like(ld), atol=1e-4)
 
 
@@ -235,7 +239,10 @@ def test_shapes_and_dtypes(case: Case, dtype: torch.dtype):
         y, ld = layer(x, cond)
         x_back, ld_inv = layer.inverse(y, cond)
     d = math.prod(case.shape)
-    assert y.shape == ((3, d) if case.flat_output else x.shape)
+    if case.flat_output:
+        assert y.shape == (3, d)
+    else:
+        assert y.shape == (3, *(case.out_shape or case.shape))
     assert x_back.shape == x.shape
     assert ld.shape == (3,) and ld_inv.shape == (3,)
     assert y.dtype == dtype and x_back.dtype == dtype
@@ -255,31 +262,28 @@ def _per_sample_jacobian_logdet(fn, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("with_cond", [True, False], ids=["cond", "nocond"])
 @pytest.mark.parametrize("case", CASES)
-def test_logdet_matches_autograd_jacobian(case: Case, with_cond: bool):
-    if not with_cond and case.cond_dim:
-        pytest.skip("conditioned layer: the network needs cond")
-    if with_cond and not case.cond_dim:
-        pytest.skip("unconditional layer: covered by the nocond variant")
+def test_logdet_matches_autograd_jacobian(case: Case):
     layer = case.build().double()
     x, cond = _inputs(case, 2, torch.float64)
+    # conditioned layers need their code; the others accept (and ignore) any cond, or none
+    conds = [cond] if case.cond_dim else [None, torch.randn(2, 3, dtype=torch.float64)]
+    for c in conds:
+        def fwd(xi, i, c=c):
+            return layer(xi, None if c is None else c[i:i + 1])[0]
 
-    def fwd(xi, i):
-        return layer(xi, None if cond is None else cond[i:i + 1])[0]
+        def inv(yi, i, c=c):
+            return layer.inverse(yi, None if c is None else c[i:i + 1])[0]
 
-    def inv(yi, i):
-        return layer.inverse(yi, None if cond is None else cond[i:i + 1])[0]
+        y, ld = layer(x, c)
+        expected = _per_sample_jacobian_logdet(fwd, x)
+        assert torch.allclose(ld.detach().double(), expected, atol=1e-6, rtol=0), (ld, expected)
 
-    y, ld = layer(x, cond)
-    expected = _per_sample_jacobian_logdet(fwd, x)
-    assert torch.allclose(ld.detach().double(), expected, atol=1e-6, rtol=0), (ld, expected)
-
-    # the inverse's log-determinant is the log |det| of the inverse's Jacobian at y
-    y = y.detach()
-    _, ld_inv = layer.inverse(y, cond)
-    expected_inv = _per_sample_jacobian_logdet(inv, y)
-    assert torch.allclose(ld_inv.detach().double(), expected_inv, atol=1e-6, rtol=0)
+        # the inverse's log-determinant is the log |det| of the inverse's Jacobian at y
+        y = y.detach()
+        _, ld_inv = layer.inverse(y, c)
+        expected_inv = _per_sample_jacobian_logdet(inv, y)
+        assert torch.allclose(ld_inv.detach().double(), expected_inv, atol=1e-6, rtol=0)
 
 
 CONDITIONAL = [p for p in CASES if p.values[0].conditional]
@@ -298,7 +302,8 @@ def test_conditioning_changes_output(case: Case):
         x2, _ = layer.inverse(y1, other)
         assert (x1 - x2).abs().max() > 1e-3
         # and it still round-trips under the other code
-        assert torch.allclose(layer.inverse(y2, other)[0], x, atol=1e-5, rtol=1e-5)
+        tol = 5e-5 if case.flat_output else 1e-5
+        assert torch.allclose(layer.inverse(y2, other)[0], x, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("build", [
@@ -450,7 +455,7 @@ def test_conv1x1_matrices_consistent_after_randomising_and_training(parametrizat
     assert sum(p.numel() for p in conv.parameters()) == 36
     _check_conv_matrices(conv)
     # a fresh layer is a rotation: |det W| = 1
-    assert abs(float(conv.log_abs_det())) < 1e-5
+    assert abs(float(conv.log_abs_det().detach())) < 1e-5
     randomise(conv)
     _check_conv_matrices(conv)
     w_before = conv.weight_matrix().detach().clone()
@@ -552,7 +557,7 @@ def test_data_init_reaches_nested_actnorms_of_glow():
 # hypothesis: random shapes for couplings and refined steps
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(
     channels=st.integers(2, 8),
     batch=st.integers(1, 4),

@@ -138,7 +138,7 @@ def _set_field(cfg: Config, dotted: str, value: Any) -> None:
     obj = getattr(cfg, section)
     names = {f.name: f for f in fields(obj)}
     if key not in names:
-        raise ConfigError(f"unknown config field {dotted!r}{_suggest(key, names)}")
+        raise ConfigError(f"unknown config field {dotted!r}{_suggest(dotted, [f'{section}.{n}' for n in names])}")
     default = getattr(type(obj)(), key)
     if value is not None and default is not None and not isinstance(value, type(default)):
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):

@@ -109,7 +109,9 @@ class AffineCoupling(Flow):
         self.additive = additive
 
     def _params(self, x_a: Tensor, cond: Tensor | None) -> tuple[Tensor | None, Tensor]:
-        h = self.net(x_a, cond).float()
+        h = self.net(x_a, cond)
+        if h.dtype in (torch.float16, torch.bfloat16):  # scale, bias and logdet stay in full precision
+            h = h.float()
         if self.additive:
             return None, h
         c_b = self.splitter.size_b

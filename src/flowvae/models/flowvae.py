@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
+from ..data import bins_to_uint8, quantize
 from ..errors import ConfigError, DataError
 from ..flows.glow import ConditionalGlow, FlowPrior, standard_normal_logprob
 from ..networks.encoder import CompressionEncoder
@@ -87,12 +88,17 @@ class FlowVAE(nn.Module):
             raise DataError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
 
     def to_bins(self, x: Tensor) -> Tensor:
-        """uint8 ``[B, C, H, W]`` (0..255) -> float bin indices ``0..n_bins-1`` (floor of ``x / 2**(8-n_bits)``)."""
-        return torch.div(x.long(), 2 ** (8 - self.n_bits), rounding_mode="floor").float()
+        """uint8 ``[B, C, H, W]`` (0..255) -> float bin indices ``0..n_bins-1`` (floor of ``x / 2**(8-n_bits)``).
+
+        Raises:
+            DataError: ``x`` is not uint8 of this model's image shape.
+        """
+        self.check_input(x)
+        return quantize(x, self.n_bits).float()
 
     def from_bins(self, bins: Tensor) -> Tensor:
         """Bin indices -> uint8 pixel values (lower edge of each bin; exact inverse for 8 bits)."""
-        return (bins.long() * 2 ** (8 - self.n_bits)).clamp(0, 255).to(torch.uint8)
+        return bins_to_uint8(bins.long(), self.n_bits)
 
     def centres(self, bins: Tensor) -> Tensor:
         """Bin centres in ``[-0.5, 0.5)``."""

@@ -68,5 +68,8 @@ class CompressionEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = F.elu(self.top(self.blocks(x))).flatten(1)
-        mu, logvar = self.fc(h).float().chunk(2, dim=1)
+        out = self.fc(h)
+        if out.dtype in (torch.float16, torch.bfloat16):
+            out = out.float()
+        mu, logvar = out.chunk(2, dim=1)
         return mu, logvar

@@ -1,0 +1,166 @@
+"""End-to-end training on real digits, the run folder, checkpoints, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from flowvae import load_run
+from flowvae.config import apply_overrides, get_preset, load_config
+from flowvae.errors import CheckpointError, ConfigError, DataError
+from flowvae.training import train
+from flowvae.training.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
+from flowvae.training.trainer import lr_lambda
+
+
+def _digits(*overrides: str):
+    return apply_overrides(get_preset("digits"), [
+        "train.steps=150", "train.eval_every=150", "train.checkpoint_every=50", "train.batch_size=32",
+        "train.init_batch_size=256", "train.sample_temperatures=[0.8]", "train.num_threads=2", *overrides])
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "digits"
+    last = train(_digits(), run, progress=False)
+    return run, last
+
+
+def test_short_training_lowers_test_bpd_on_real_digits(digits_run):
+    run, last = digits_run
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["step"] == 0 and records[-1]["step"] == 150
+    start, end = records[0]["test_elbo_bpd"], records[-1]["test_elbo_bpd"]
+    assert math.isfinite(end)
+    assert end < start - 1.0, (start, end)  # 8.4 -> about 6.4 bits/dim in 150 steps
+
+
+def test_run_folder_contents(digits_run):
+    run, _ = digits_run
+    for name in ("config.yaml", "environment.json", "metrics.jsonl", "model.safetensors", "samples/samples_t0.80.png"):
+        assert (run / name).is_file(), name
+    env = json.loads((run / "environment.json").read_text())
+    assert env["torch"] == torch.__version__
+    cfg = load_config(run / "config.yaml")
+    assert cfg.train.steps == 150 and cfg.model.d_z == get_preset("digits").model.d_z
+    ckpts = list_checkpoints(run / "checkpoints")
+    assert len(ckpts) == 3  # keep_checkpoints
+    _, state = load_latest_checkpoint(run / "checkpoints")
+    assert state["step"] == 150 and {"model", "optimizer", "scheduler", "rng", "batches"} <= set(state)
+
+
+def test_load_run_gives_same_model_and_actnorm_is_not_reinitialised(digits_run):
+    run, _ = digits_run
+    model = load_run(run)
+    _, state = load_latest_checkpoint(run / "checkpoints")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state["model"][k]), k
+    flags = [b for n, b in model.named_buffers() if n.endswith("initialized")]
+    assert flags and all(bool(f) for f in flags)
+
+
+def test_refuses_to_overwrite_a_run(digits_run):
+    run, _ = digits_run
+    before = (run / "model.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="--resume"):
+        train(_digits(), run, progress=False)
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_resume_continues_to_the_same_weights(tmp_path):
+    full = tmp_path / "full"
+    train(_digits("train.steps=100", "train.eval_every=1000"), full, progress=False)
+    part = tmp_path / "part"
+    train(_digits("train.steps=50", "train.eval_every=1000"), part, progress=False)
+    # continue the stopped run to 100 steps
+    cfg = load_config(part / "config.yaml")
+    cfg.train.steps = 100
+    (part / "model.safetensors").unlink()
+    train(cfg, part, resume=True, progress=False)
+    a, b = load_run(full).state_dict(), load_run(part).state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+
+
+def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, caplog):
+    folder = tmp_path / "ck"
+    save_checkpoint(folder, 1, {"step": 1})
+    save_checkpoint(folder, 2, {"step": 2})
+    newest = list_checkpoints(folder)[-1]
+    newest.write_bytes(newest.read_bytes()[:10])  # truncated
+    path, state = load_latest_checkpoint(folder)
+    assert state["step"] == 1 and path.name == "ckpt-00000001.pt"
+    assert "checksum" in caplog.text
+
+
+def test_newer_checkpoint_format_is_refused(tmp_path):
+    from flowvae.training import checkpoint as ck
+
+    save_checkpoint(tmp_path, 1, {"step": 1})
+    # rewrite with a future version and a matching checksum
+    import hashlib
+    import io
+    buf = io.BytesIO()
+    torch.save({"format_version": ck.FORMAT_VERSION + 1, "step": 1}, buf)
+    p = list_checkpoints(tmp_path)[-1]
+    p.write_bytes(buf.getvalue())
+    p.with_suffix(".pt.sha256").write_text(hashlib.sha256(buf.getvalue()).hexdigest())
+    with pytest.raises(CheckpointError, match="newer"):
+        load_latest_checkpoint(tmp_path)
+
+
+def test_checkpoint_of_another_architecture_is_refused(digits_run, tmp_path):
+    run, _ = digits_run
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    (other / "model.safetensors").unlink()
+    cfg = load_config(other / "config.yaml")
+    cfg.model.d_z = cfg.model.d_z + 2
+    cfg.train.steps = 200
+    with pytest.raises(CheckpointError, match="another architecture"):
+        train(cfg, other, resume=True, progress=False)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'train.lr'"):
+        _digits("train.lrr=1")
+    with pytest.raises(ConfigError, match="n_bits"):
+        train(_digits("data.n_bits=9"), tmp_path / "a", progress=False)
+    with pytest.raises(DataError, match="model expects"):
+        train(_digits("model.image_size=16"), tmp_path / "b", progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError):
+        train(_digits("data.dataset=folder", f"data.root={empty}"), tmp_path / "c", progress=False)
+    assert not (tmp_path / "a" / "model.safetensors").exists()
+
+
+def test_non_finite_steps_stop_the_run_with_a_checkpoint(tmp_path, monkeypatch):
+    from flowvae.errors import FlowVAEError
+    from flowvae.models import FlowVAE
+
+    real = FlowVAE.loss
+    calls = {"n": 0}
+
+    def poisoned(self, x, generator=None):
+        calls["n"] += 1
+        loss, stats = real(self, x, generator)
+        if calls["n"] > 12:  # the init pass and the first steps are clean
+            loss = loss * float("nan")
+        return loss, stats
+
+    monkeypatch.setattr(FlowVAE, "loss", poisoned)
+    with pytest.raises(FlowVAEError, match="non-finite"):
+        train(_digits("train.max_bad_steps=3", "train.checkpoint_every=1000"), tmp_path / "nan", progress=False)
+    _, state = load_latest_checkpoint(tmp_path / "nan" / "checkpoints")
+    assert state["step"] == 11  # saved at the first bad step, with the last good weights
+
+
+def test_lr_schedule_warmup_then_decay():
+    f = lr_lambda(10, 0.5)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == 1.0 and f(12) == pytest.approx(0.25)
