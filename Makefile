@@ -25,6 +25,9 @@ demo: $(STAMP)
 	$(BIN)/flowvae train digits --run $(DEMO) --device cpu
 	$(BIN)/flowvae eval $(DEMO) --device cpu
 	$(BIN)/flowvae sample $(DEMO) --device cpu --temperature 0.7 0.8 0.9 1.0
+	$(BIN)/flowvae switch $(DEMO) --device cpu --pairs 8
+	$(BIN)/flowvae interpolate $(DEMO) --device cpu
+	$(BIN)/flowvae probe $(DEMO) --device cpu
 	@echo "demo run folder: $(DEMO)"
 
 test: $(STAMP)

@@ -121,8 +121,10 @@ def test_checkpoint_of_another_architecture_is_refused(digits_run, tmp_path):
     cfg = load_config(other / "config.yaml")
     cfg.model.d_z = cfg.model.d_z + 2
     cfg.train.steps = 200
+    saved = (other / "config.yaml").read_text()
     with pytest.raises(CheckpointError, match="another architecture"):
         train(cfg, other, resume=True, progress=False)
+    assert (other / "config.yaml").read_text() == saved  # a failed resume changes nothing
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None    # torch CPU threads (None: torch's default)
+    precision: str = "fp32"           # "fp32" or "bf16" (coupling networks under bfloat16 autocast)
     sample_temperatures: list = field(default_factory=lambda: [0.7, 1.0])
     time_limit_s: float | None = None  # stop training after this wall time (checkpoint kept)
 
@@ -168,10 +170,12 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` as YAML (``.yaml``/``.yml``) or JSON (any other suffix)."""
+    """Write ``cfg`` as YAML (``.yaml``/``.yml``) or JSON (any other suffix), atomically."""
     path = Path(path)
     text = json.dumps(cfg.to_dict(), indent=2) if path.suffix == ".json" else yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    path.write_text(text)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def load_config(path: str | Path) -> Config:

@@ -69,6 +69,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder [default: RUN/samples]")
     _common(p)
 
+    p = sub.add_parser("switch", help="swap the global codes of pairs of real test images (Figure 1)",
+                       description="For pairs of test images, a 2x2 grid per pair of the decodes (v1,z1) (v1,z2) "
+                                   "(v2,z2) (v2,z1): z is the posterior mean, v the exact local code, so the "
+                                   "diagonal cells are the real images.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--pairs", type=int, default=8, help="number of image pairs [default: 8]")
+    p.add_argument("--same-class", action="store_true", help="pair images of the same class")
+    p.add_argument("--out", default=None, help="PNG file [default: RUN/switch.png]")
+    _common(p)
+
+    p = sub.add_parser("interpolate", help="2-D interpolation over z and v between two real images (eq. 8)",
+                       description="Rows interpolate z (alpha), columns v (beta); corners are the real images.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--rows", type=int, default=5, help="values of alpha in [0, 1] [default: 5]")
+    p.add_argument("--cols", type=int, default=11, help="values of beta in [0, 1] [default: 11]")
+    p.add_argument("--spherical", action="store_true", help="spherical instead of linear interpolation")
+    p.add_argument("--index", type=int, nargs=2, default=None, metavar=("I", "J"),
+                   help="test-image indices of the two images [default: random]")
+    p.add_argument("--out", default=None, help="PNG file [default: RUN/interpolation.png]")
+    _common(p)
+
+    p = sub.add_parser("probe", help="linear-probe accuracy from z, v and raw pixels (Table 4)",
+                       description="Linear SVM accuracy on the test set from features z (posterior mean), v and "
+                                   "raw pixels. Features standardised; C by 3-fold CV on the training features.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--train-limit", type=int, default=10000, help="training images for the probe [default: 10000]")
+    p.add_argument("--test-limit", type=int, default=None, help="test images [default: all]")
+    p.add_argument("--C", type=float, default=None, help="fix the SVM's C instead of cross-validating it")
+    p.add_argument("--protocol", choices=["standard", "authors"], default="standard",
+                   help="standard (scaled LinearSVC, CV over C) or authors (SVC linear kernel, C=1, no scaling)")
+    _common(p)
+
+    p = sub.add_parser("fid", help="FID and KID of samples against the test set",
+                       description="FID/KID of model samples at --temperature against test images, with the "
+                                   "Inception-v3 network of 2015-12-05 (pool3 features).")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("-n", "--num", type=int, default=1000, help="generated and real images [default: 1000]")
+    p.add_argument("-t", "--temperature", type=float, default=1.0, help="temperature of v [default: 1]")
+    p.add_argument("--inception", default=None, metavar="PATH", help="Inception network file")
+    _common(p)
+
     p = sub.add_parser("presets", help="list the presets and their parameter counts")
     p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
@@ -166,6 +207,132 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _load_for_eval(args):
+    from ..api import load_run
+    from ..training.environment import resolve_device
+
+    device = resolve_device(args.device)
+    model = load_run(args.run, device)
+    seed = model.config.train.seed if args.seed is None else args.seed
+    return model, device, seed
+
+
+def cmd_switch(args) -> int:
+    import torch
+
+    from ..imaging import save_grid
+    from ..training.trainer import load_data
+
+    model, device, seed = _load_for_eval(args)
+    test = load_data(model.config, "test")
+    g = torch.Generator().manual_seed(seed)
+    n = len(test)
+    if args.same_class:
+        if test.labels is None:
+            from ..errors import DataError
+            raise DataError(f"{test.name} has no labels, so --same-class cannot pair images")
+        first = torch.randperm(n, generator=g)[: args.pairs]
+        second = []
+        for i in first.tolist():
+            same = (test.labels == test.labels[i]).nonzero().flatten()
+            same = same[same != i]
+            second.append(int(same[torch.randint(len(same), (1,), generator=g)]))
+        second = torch.tensor(second)
+    else:
+        perm = torch.randperm(n, generator=g)
+        first, second = perm[: args.pairs], perm[args.pairs: 2 * args.pairs]
+    x1, x2 = test.images[first].to(device), test.images[second].to(device)
+    grid = model.switch(x1, x2).cpu()
+    exact = bool(torch.equal(grid[:, 0], x1.cpu()) and torch.equal(grid[:, 2], x2.cpu()))
+    out = Path(args.out) if args.out else Path(args.run) / "switch.png"
+    save_grid(grid.flatten(0, 1), out, nrow=8 if args.pairs % 2 == 0 else 4, scale=max(1, 64 // model.cfg.image_size))
+    res = {"file": str(out), "pairs": args.pairs, "same_class": args.same_class, "diagonal_exact": exact,
+           "first": first.tolist(), "second": second.tolist()}
+    _emit(args, res, [f"wrote {out}: {args.pairs} pairs, each (v1,z1) (v1,z2) (v2,z2) (v2,z1); "
+                      f"real images reproduced exactly: {exact}"])
+    return 0 if exact else 1
+
+
+def cmd_interpolate(args) -> int:
+    import torch
+
+    from ..imaging import save_grid
+    from ..training.trainer import load_data
+
+    model, device, seed = _load_for_eval(args)
+    test = load_data(model.config, "test")
+    if args.index is None:
+        i, j = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:2].tolist()
+    else:
+        i, j = args.index
+    alphas = [a / (args.rows - 1) for a in range(args.rows)] if args.rows > 1 else [0.0]
+    betas = [b / (args.cols - 1) for b in range(args.cols)] if args.cols > 1 else [0.0]
+    x1, x2 = test.images[i:i + 1].to(device), test.images[j:j + 1].to(device)
+    grid = model.interpolate(x1, x2, alphas, betas, spherical=args.spherical).cpu()
+    exact = bool(torch.equal(grid[0, 0], x1[0].cpu()) and torch.equal(grid[-1, -1], x2[0].cpu()))
+    out = Path(args.out) if args.out else Path(args.run) / "interpolation.png"
+    save_grid(grid.flatten(0, 1), out, nrow=len(betas), scale=max(1, 64 // model.cfg.image_size))
+    res = {"file": str(out), "images": [i, j], "alphas": alphas, "betas": betas, "spherical": args.spherical,
+           "corners_exact": exact}
+    _emit(args, res, [f"wrote {out}: rows alpha (z) {alphas}, columns beta (v) {len(betas)} values; "
+                      f"corners are the real test images {i} and {j}: {exact}"])
+    return 0 if exact else 1
+
+
+def cmd_probe(args) -> int:
+    from ..evaluation.probe import linear_probe
+    from ..training.checkpoint import atomic_write_bytes
+    from ..training.trainer import load_data
+
+    model, device, seed = _load_for_eval(args)
+    cfg = model.config
+    cfg.data.train_limit, cfg.data.test_limit = args.train_limit, args.test_limit
+    train_d, test_d = load_data(cfg, "train"), load_data(cfg, "test")
+    if train_d.labels is None or test_d.labels is None:
+        from ..errors import DataError
+        raise DataError(f"{train_d.name} has no labels: a linear probe needs class labels")
+    ztr, vtr = model.features(train_d.images)
+    zte, vte = model.features(test_d.images)
+    rows = {}
+    feats = {"pixels": (train_d.images.flatten(1).float(), test_d.images.flatten(1).float()), "v": (vtr, vte)}
+    if ztr is not None:
+        feats = {"z": (ztr, zte), **feats}
+    for name, (a, b) in feats.items():
+        rows[name] = linear_probe(a, train_d.labels, b, test_d.labels, C=args.C, protocol=args.protocol, seed=seed)
+        log.info("probe %s: %.2f%% test accuracy", name, 100 * rows[name]["accuracy"])
+    res = {"dataset": test_d.name, "protocol": args.protocol, "results": rows}
+    atomic_write_bytes(Path(args.run) / "probe.json", json.dumps(res, indent=2).encode())
+    lines = [f"linear probe on {test_d.name} ({args.protocol} protocol; {rows['v']['n_train']} train / "
+             f"{rows['v']['n_test']} test images)", "| features | dim | C | test accuracy |", "| --- | --- | --- | --- |"]
+    lines += [f"| {k} | {r['dim']} | {r['C']:g} | {100 * r['accuracy']:.2f}% |" for k, r in rows.items()]
+    (Path(args.run) / "probe.md").write_text("\n".join(lines) + "\n")
+    _emit(args, res, lines)
+    return 0
+
+
+def cmd_fid(args) -> int:
+    import torch
+
+    from ..evaluation.fid import InceptionFeatures, fid_kid
+    from ..training.checkpoint import atomic_write_bytes
+    from ..training.trainer import load_data
+
+    model, device, seed = _load_for_eval(args)
+    cfg = model.config
+    cfg.data.test_limit = args.num
+    real = load_data(cfg, "test").images
+    gen = torch.Generator(device=device).manual_seed(seed)
+    fake = torch.cat([model.sample(min(256, args.num - i), args.temperature, generator=gen).cpu()
+                      for i in range(0, args.num, 256)])
+    res = fid_kid(real, fake, InceptionFeatures(args.inception, device))
+    res.update(temperature=args.temperature, dataset=cfg.data.dataset)
+    atomic_write_bytes(Path(args.run) / f"fid_t{args.temperature:.2f}.json", json.dumps(res, indent=2).encode())
+    _emit(args, res, [f"FID {res['fid']:.2f}, KID {res['kid_mean']:.4f} +- {res['kid_std']:.4f} "
+                      f"({res['n_fake']} samples at temperature {args.temperature} vs {res['n_real']} test images; "
+                      f"Inception sha256 {res['inception_sha256'][:12]})"])
+    return 0
+
+
 def cmd_presets(args) -> int:
     import torch
 
@@ -182,7 +349,8 @@ def cmd_presets(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "presets": cmd_presets}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "switch": cmd_switch,
+            "interpolate": cmd_interpolate, "probe": cmd_probe, "fid": cmd_fid, "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

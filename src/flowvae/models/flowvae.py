@@ -39,6 +39,28 @@ def _gaussian_logprob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar) + LOG_2PI).sum(-1)
 
 
+def _lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    # exact at the ends, so the corner cells decode to the real images bit for bit
+    if t == 0:
+        return a
+    if t == 1:
+        return b
+    return (1 - t) * a + t * b
+
+
+def _slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
+    if t == 0:
+        return a
+    if t == 1:
+        return b
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    cos = ((a / na) * (b / nb)).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7)
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    out = (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+    return torch.where(so.abs() < 1e-6, _lerp(a, b, t), out)
+
+
 class FlowVAE(nn.Module):
     """The paper's model (``kind="flowvae"``) or the refined Glow baseline (``kind="refined_glow"``).
 
@@ -76,6 +98,26 @@ class FlowVAE(nn.Module):
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None
         self.dim = self.decoder.dim
+
+    def set_precision(self, precision: str) -> "FlowVAE":
+        """``"fp32"`` (default) or ``"bf16"``: run the decoder's coupling networks under bfloat16
+        autocast. Everything invertible (ActNorm, 1x1 convolutions, the affine transforms and their
+        log-determinants), the encoder, the prior and the loss stay in float32, so exact
+        invertibility is unaffected: the networks only choose the scale and bias.
+
+        Raises:
+            ConfigError: unknown precision.
+        """
+        dtypes = {"fp32": None, "bf16": torch.bfloat16}
+        if precision not in dtypes:
+            raise ConfigError(f"precision must be one of {sorted(dtypes)}, got {precision!r}")
+        from ..networks.coupling_nets import ConvCouplingNet
+
+        for m in self.modules():
+            if isinstance(m, ConvCouplingNet):
+                m.compute_dtype = dtypes[precision]
+        self.precision = precision
+        return self
 
     # ------------------------------------------------------------------ preprocessing
     def check_input(self, x: Tensor) -> None:
@@ -214,6 +256,72 @@ class FlowVAE(nn.Module):
         z = self.prior.sample(n, z_temperature, generator) if self.uses_z else None
         v = torch.randn(n, self.dim, generator=generator, device=device) * temperature
         return self.decode(z, v)
+
+    @torch.no_grad()
+    def features(self, x: Tensor, batch_size: int = 256) -> tuple[Tensor | None, Tensor]:
+        """Representations for downstream use (linear probes): ``z`` = posterior mean ``[N, d_z]``
+        (``None`` for the refined Glow) and ``v = f(x; z)`` ``[N, C*H*W]``, computed in batches."""
+        zs, vs = [], []
+        for i in range(0, len(x), batch_size):
+            z, v = self.encode(x[i:i + batch_size].to(next(self.parameters()).device))
+            zs.append(None if z is None else z.cpu())
+            vs.append(v.cpu())
+        return (None if zs[0] is None else torch.cat(zs)), torch.cat(vs)
+
+    @torch.no_grad()
+    def switch(self, x1: Tensor, x2: Tensor) -> Tensor:
+        """The switch operation (§3.2, Figure 1): swap the global codes of two sets of images.
+
+        Args:
+            x1, x2: uint8 images ``[P, C, H, W]`` (pairs ``(x1[i], x2[i])``).
+
+        Returns:
+            uint8 ``[P, 4, C, H, W]``: decodes of ``(v1, z1)``, ``(v1, z2)``, ``(v2, z2)``, ``(v2, z1)``.
+            The first and third are ``x1`` and ``x2`` exactly (z is the posterior mean and v the
+            exact local code of each image).
+
+        Raises:
+            ConfigError: for the refined Glow, which has no global code.
+        """
+        if not self.uses_z:
+            raise ConfigError("the refined Glow has no global code z to switch")
+        z1, v1 = self.encode(x1)
+        z2, v2 = self.encode(x2)
+        z = torch.cat([z1, z2, z2, z1])
+        v = torch.cat([v1, v1, v2, v2])
+        out = self.decode(z, v).view(4, *x1.shape)
+        return out.transpose(0, 1).contiguous()
+
+    @torch.no_grad()
+    def interpolate(self, x1: Tensor, x2: Tensor, alphas: list[float] | None = None,
+                    betas: list[float] | None = None, spherical: bool = False) -> Tensor:
+        """Two-dimensional interpolation of eq. (8) between two images.
+
+        ``h(z) = (1 - alpha) z1 + alpha z2`` and ``h(v) = (1 - beta) v1 + beta v2`` (or spherical
+        interpolation of each code with ``spherical=True``).
+
+        Args:
+            x1, x2: uint8 images ``[C, H, W]`` or ``[1, C, H, W]``.
+            alphas: weights over z, one grid row each (default ``[0, .25, .5, .75, 1]``, footnote 3).
+            betas: weights over v, one grid column each (default ``[0, .1, ..., 1]``).
+
+        Returns:
+            uint8 ``[len(alphas), len(betas), C, H, W]``; cell ``(0, 0)`` is ``x1`` and cell
+            ``(-1, -1)`` is ``x2`` exactly when the weights start at 0 and end at 1.
+        """
+        if not self.uses_z:
+            raise ConfigError("the refined Glow has no global code z to interpolate")
+        alphas = [0.0, 0.25, 0.5, 0.75, 1.0] if alphas is None else list(alphas)
+        betas = [i / 10 for i in range(11)] if betas is None else list(betas)
+        x1, x2 = (x if x.dim() == 4 else x.unsqueeze(0) for x in (x1, x2))
+        z1, v1 = self.encode(x1)
+        z2, v2 = self.encode(x2)
+        mix = _slerp if spherical else _lerp
+        za = torch.cat([mix(z1, z2, a) for a in alphas])
+        vb = torch.cat([mix(v1, v2, b) for b in betas])
+        z = za.repeat_interleave(len(betas), 0)
+        v = vb.repeat(len(alphas), 1)
+        return self.decode(z, v).view(len(alphas), len(betas), *x1.shape[1:])
 
     def describe(self) -> dict:
         """Architecture and parameter counts (total, decoder, encoder, prior)."""

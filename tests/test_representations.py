@@ -1,0 +1,129 @@
+"""Switch, 2-D interpolation, linear probes and FID/KID (paper §3.2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flowvae.cli.main import main
+from flowvae.config import get_preset
+from flowvae.data import load_digits, shared_data_dir
+from flowvae.evaluation.probe import linear_probe
+from flowvae.flows import data_init
+from flowvae.models import FlowVAE
+
+
+@pytest.fixture(scope="module")
+def model_and_images():
+    torch.manual_seed(0)
+    cfg = get_preset("digits")
+    model = FlowVAE(cfg.model)
+    x = load_digits("test").images[:64]
+    with torch.no_grad(), data_init(model):
+        model.loss(x)
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    for _ in range(20):  # move away from the identity initialisation
+        loss, _ = model.loss(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), x
+
+
+def test_switch_diagonal_is_exact_and_off_diagonal_uses_other_code(model_and_images):
+    model, x = model_and_images
+    grid = model.switch(x[:8], x[8:16])
+    assert grid.shape == (8, 4, 1, 8, 8) and grid.dtype == torch.uint8
+    assert torch.equal(grid[:, 0], x[:8]) and torch.equal(grid[:, 2], x[8:16])
+    z1, v1 = model.encode(x[:8])
+    z2, _ = model.encode(x[8:16])
+    assert torch.equal(grid[:, 1], model.decode(z2, v1))
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_interpolation_corners_are_the_real_images(model_and_images, spherical):
+    model, x = model_and_images
+    grid = model.interpolate(x[0], x[1], spherical=spherical)
+    assert grid.shape == (5, 11, 1, 8, 8)
+    assert torch.equal(grid[0, 0], x[0]) and torch.equal(grid[-1, -1], x[1])
+    # the switch operation is two corners of the interpolation (alpha=1, beta=0) and (0, 1)
+    sw = model.switch(x[0:1], x[1:2])[0]
+    assert torch.equal(grid[-1, 0], sw[1]) and torch.equal(grid[0, -1], sw[3])
+
+
+def test_features_shapes(model_and_images):
+    model, x = model_and_images
+    z, v = model.features(x, batch_size=16)
+    assert z.shape == (64, model.cfg.d_z) and v.shape == (64, 64)
+    assert torch.allclose(z, model.encode(x)[0])
+
+
+def test_probe_separable_data_scores_perfectly():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    x = rng.normal(size=(600, 5)) + 6 * np.eye(3, 5)[y]
+    res = linear_probe(x[:400], y[:400], x[400:], y[400:])
+    assert res["accuracy"] == 1.0 and res["n_train"] == 400 and res["dim"] == 5
+
+
+def test_probe_noise_is_near_chance():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(2000, 20)), rng.integers(0, 2, 2000)
+    res = linear_probe(x[:1000], y[:1000], x[1000:], y[1000:])
+    assert 0.44 < res["accuracy"] < 0.56
+
+
+def test_probe_authors_protocol_and_errors():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 200)
+    x = rng.normal(size=(200, 3)) + 5 * y[:, None]
+    assert linear_probe(x[:100], y[:100], x[100:], y[100:], protocol="authors")["accuracy"] > 0.95
+    with pytest.raises(ValueError, match="two classes"):
+        linear_probe(x, np.zeros(200), x, y)
+
+
+inception = shared_data_dir() / "inception" / "inception-2015-12-05.pt"
+cifar_zip = shared_data_dir() / "cifar10-jpeg" / "cifar10-jpeg-images.zip"
+
+
+@pytest.mark.skipif(not (inception.is_file() and cifar_zip.is_file()),
+                    reason="needs ../shared/data/inception and ../shared/data/cifar10-jpeg")
+def test_fid_of_a_set_with_itself_is_zero_and_grows_under_corruption():
+    from flowvae.data import load_cifar10_jpeg_zip
+    from flowvae.evaluation.fid import InceptionFeatures, fid_kid
+
+    real = load_cifar10_jpeg_zip(cifar_zip, "test", limit=24).images
+    feats = InceptionFeatures(inception)
+    assert feats.known
+    same = fid_kid(real, real, feats, batch_size=12, kid_subset_size=12)
+    g = torch.Generator().manual_seed(0)
+    noisy = (real.float() + 60 * torch.randn(real.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    worse = fid_kid(real, noisy, feats, batch_size=12, kid_subset_size=12)
+    assert abs(same["fid"]) < 1e-2
+    # KID draws different random subsets of the two sets, so with 12-image subsets its value for
+    # identical sets is only near zero; the corrupted set must be far above it.
+    assert abs(same["kid_mean"]) < 0.1 and worse["kid_mean"] > same["kid_mean"] + 0.1
+    assert worse["fid"] > 50
+    assert same["n_real"] == 24 and same["inception_sha256"].startswith("7ff4a85c")
+
+
+def test_cli_switch_interpolate_probe(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "digits", "--run", str(run), "--steps", "20", "-q", "--device", "cpu", "--set",
+                 "train.eval_every=1000", "train.batch_size=32", "train.init_batch_size=128",
+                 "train.sample_temperatures=[1.0]"]) == 0
+    capsys.readouterr()
+    assert main(["switch", str(run), "--pairs", "4", "--same-class", "--json", "-q"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["diagonal_exact"] and (run / "switch.png").is_file()
+    assert main(["interpolate", str(run), "--json", "-q", "--index", "0", "5"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["corners_exact"] and len(res["betas"]) == 11 and len(res["alphas"]) == 5
+    assert main(["probe", str(run), "--train-limit", "500", "--C", "1", "--json", "-q"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["results"]) == {"z", "v", "pixels"}
+    assert res["results"]["pixels"]["accuracy"] > 0.8  # digits are easy from pixels
+    assert (run / "probe.json").is_file() and (run / "probe.md").is_file()
