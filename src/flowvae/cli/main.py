@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Linear SVM accuracy on the test set from features z (posterior mean), v and "
                                    "raw pixels. Features standardised; C by 3-fold CV on the training features.")
     p.add_argument("run", metavar="RUN", help="run folder")
-    p.add_argument("--train-limit", type=int, default=10000, help="training images for the probe [default: 10000]")
+    p.add_argument("--train-limit", type=int, default=5000, help="training images for the probe [default: 5000]")
     p.add_argument("--test-limit", type=int, default=None, help="test images [default: all]")
     p.add_argument("--C", type=float, default=None, help="fix the SVM's C instead of cross-validating it")
     p.add_argument("--protocol", choices=["standard", "authors"], default="standard",
