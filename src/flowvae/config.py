@@ -142,10 +142,15 @@ def _set_field(cfg: Config, dotted: str, value: Any) -> None:
     if key not in names:
         raise ConfigError(f"unknown config field {dotted!r}{_suggest(dotted, [f'{section}.{n}' for n in names])}")
     default = getattr(type(obj)(), key)
+    if isinstance(value, str) and (default is None or isinstance(default, float)):
+        try:  # YAML 1.1 reads "2e-3" (no dot) as a string; a number is meant
+            value = float(value)
+        except ValueError:
+            pass
     if value is not None and default is not None and not isinstance(value, type(default)):
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        elif isinstance(default, (list, int, bool, str)) or isinstance(value, (list, dict)):
+        else:
             raise ConfigError(f"{dotted} must be of type {type(default).__name__}, got {value!r}")
     setattr(obj, key, value)
 

@@ -175,14 +175,15 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         log.info("resumed from %s at step %d", path.name, step)
     # Written only once the checkpoint (if any) is known to fit, so a failed resume changes nothing.
     save_config(cfg, run / "config.yaml")
-    if found is None:
-        init = train_data.images[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]]
-        with torch.no_grad(), data_init(model):
-            model.loss(init.to(device), noise)
-        rec = {"step": 0, **{f"test_{k}": v for k, v in evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed).items()},
-               "lr": opt.param_groups[0]["lr"], "time_s": round(time.time() - t0, 2)}
+
+    def evaluate(train_bpd: float | None, skipped: int) -> dict:
+        """Test bits/dim now, appended to metrics.jsonl (fixed noise seed, so points are comparable)."""
+        res = evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed)
+        rec = {"step": step, "train_bpd": train_bpd, **{f"test_{k}": v for k, v in res.items()},
+               "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "time_s": round(time.time() - t0, 2)}
         _write_metrics(run, rec)
-        log.info("step 0: test %.4f bits/dim", rec["test_elbo_bpd"])
+        log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
+        return rec
 
     def checkpoint() -> None:
         save_checkpoint(run / "checkpoints", step, {
@@ -190,6 +191,12 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
             "batches": batches.state_dict(), "step": step, "config": cfg.to_dict(),
             "rng": {"noise": noise.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state()},
         }, keep=tc.keep_checkpoints)
+
+    if found is None:
+        init = train_data.images[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]]
+        with torch.no_grad(), data_init(model):
+            model.loss(init.to(device), noise)
+        evaluate(None, 0)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -238,20 +245,13 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         elif step % 100 == 0:
             log.info("step %d: train %.4f bits/dim (running mean), kl %.2f nats", step, run_bpd, float(stats["kl"]))
         if step % tc.eval_every == 0 or step == tc.steps:
-            res = evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed)
-            last = {"step": step, "train_bpd": run_bpd, **{f"test_{k}": v for k, v in res.items()},
-                    "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "time_s": round(time.time() - t0, 2)}
-            _write_metrics(run, last)
-            log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
+            last = evaluate(run_bpd, skipped)
         if step % tc.checkpoint_every == 0:
             checkpoint()
     if bar is not None:
         bar.close()
     if not last or last.get("step") != step:
-        res = evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed)
-        last = {"step": step, "train_bpd": run_bpd, **{f"test_{k}": v for k, v in res.items()},
-                "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "time_s": round(time.time() - t0, 2)}
-        _write_metrics(run, last)
+        last = evaluate(run_bpd, skipped)
     checkpoint()
     _save_final(model, run)
     model.eval()
