@@ -7,7 +7,6 @@ back with :func:`load_config`. Any field can be overridden with ``section.field=
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import os
@@ -274,7 +273,3 @@ def resolve(preset_or_path: str, overrides: list[str] | None = None) -> Config:
     else:
         raise ConfigError(f"{preset_or_path!r} is neither a preset nor a config file{_suggest(preset_or_path, PRESETS)}")
     return apply_overrides(cfg, overrides)
-
-
-def replace(cfg: Config, **kw) -> Config:
-    return dataclasses.replace(cfg, **kw)
