@@ -25,8 +25,13 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
         device: where to put the model.
         checkpoint: ``"latest"`` to prefer the newest checkpoint over the final weights.
 
+    A run folder from elsewhere is validated before use: the config must parse (unknown fields are
+    refused), the weights must carry flowvae's metadata for the same model kind, and every tensor
+    must match the architecture in name and shape.
+
     Raises:
         CheckpointError: not a run folder, or weights that do not fit the config.
+        ConfigError: a config.yaml that does not parse or has unknown fields.
     """
     from safetensors.torch import load_file
 
@@ -40,9 +45,17 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
     weights = run / "model.safetensors"
     if weights.is_file() and checkpoint != "latest":
         try:
+            from safetensors import safe_open
+
+            with safe_open(str(weights), "pt") as f:
+                meta = f.metadata() or {}
             state = load_file(str(weights))
         except Exception as e:  # noqa: BLE001 - any parse failure means an unusable file
-            raise CheckpointError(f"{weights} cannot be read: {e}") from None
+            raise CheckpointError(f"{weights} cannot be read ({e}); it is not a safetensors file "
+                                  f"or was cut short") from None
+        if meta.get("format") != "flowvae" or meta.get("kind", cfg.model.kind) != cfg.model.kind:
+            raise CheckpointError(f"{weights} was not written by flowvae for a {cfg.model.kind!r} model "
+                                  f"(metadata {meta}); check that the run folder is complete and unmodified")
         source = weights
     else:
         found = load_latest_checkpoint(run / "checkpoints")

@@ -65,6 +65,7 @@ class DataConfig:
     image_size: int | None = None     # resize/centre-crop folder images to this size
     train_limit: int | None = None    # use only the first N training images
     test_limit: int | None = None     # use only the first N test images
+    on_bad: str = "error"             # folder images that cannot be read: "error" or "skip" (counted)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class TrainConfig:
     precision: str = "fp32"           # "fp32" or "bf16" (coupling networks under bfloat16 autocast)
     sample_temperatures: list = field(default_factory=lambda: [0.7, 1.0])
     time_limit_s: float | None = None  # stop training after this wall time (checkpoint kept)
+    deterministic: bool = False       # torch.use_deterministic_algorithms (bitwise resume on GPU too)
 
 
 @dataclass

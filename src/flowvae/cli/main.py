@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inception", default=None, metavar="PATH", help="Inception network file")
     _common(p)
 
+    p = sub.add_parser("check", help="verify a trained model: round trip, finite bounds, consistent inverses",
+                       description="Check a run: finite weights, ActNorm initialised, every 1x1 convolution's "
+                                   "inverse consistent with its weight, exact uint8 round trip and finite bits/dim "
+                                   "on test images, finite samples. Exit status 1 if any check fails.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--limit", type=int, default=64, help="test images to check [default: 64]")
+    _common(p)
+
     p = sub.add_parser("presets", help="list the presets and their parameter counts")
     p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
@@ -333,6 +341,23 @@ def cmd_fid(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    from ..evaluation.check import check_model
+    from ..training.checkpoint import atomic_write_bytes
+    from ..training.trainer import load_data
+
+    model, device, seed = _load_for_eval(args)
+    cfg = model.config
+    cfg.data.test_limit = args.limit
+    images = load_data(cfg, "test").images.to(device)
+    res = check_model(model, images, seed=seed)
+    atomic_write_bytes(Path(args.run) / "check.json", json.dumps(res, indent=2).encode())
+    lines = [f"{'ok  ' if c['ok'] else 'FAIL'}  {c['name']}: {c['detail']}" for c in res["checks"]]
+    lines.append("all checks passed" if res["ok"] else "some checks FAILED")
+    _emit(args, res, lines)
+    return 0 if res["ok"] else 1
+
+
 def cmd_presets(args) -> int:
     import torch
 
@@ -350,7 +375,8 @@ def cmd_presets(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "switch": cmd_switch,
-            "interpolate": cmd_interpolate, "probe": cmd_probe, "fid": cmd_fid, "presets": cmd_presets}
+            "interpolate": cmd_interpolate, "probe": cmd_probe, "fid": cmd_fid, "check": cmd_check,
+            "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

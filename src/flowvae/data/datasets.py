@@ -771,7 +771,7 @@ def load_image_folder(
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             if on_bad == "error":
                 raise DataError(
-                    f"cannot read image {f} ({exc}); delete or fix it, or skip unreadable files (on_bad='skip')"
+                    f"cannot read image {f} ({exc}); delete or fix it, or skip unreadable files with --set data.on_bad=skip"
                 ) from exc
             bad.append(f)
             continue

@@ -56,8 +56,10 @@ def load_data(cfg: Config, split: str) -> ImageData:
     limit = d.train_limit if split == "train" else d.test_limit
     if d.dataset in ("cifar10-jpeg", "folder"):
         kw["limit"] = limit
-    if d.dataset == "folder" and d.image_size:
-        kw["size"] = d.image_size
+    if d.dataset == "folder":
+        kw["on_bad"] = d.on_bad
+        if d.image_size:
+            kw["size"] = d.image_size
     data = load_dataset(d.dataset, split, d.root, **kw)
     if limit is not None and len(data) > limit:
         data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name, data.classes)
@@ -109,6 +111,29 @@ def _write_metrics(run: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def _truncate_metrics(run: Path, step: int) -> None:
+    """Drop records written after ``step`` (by a run killed after its last checkpoint), atomically,
+    so a resumed run's metrics.jsonl equals an uninterrupted run's."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
+
+
+def _log_to_file(run: Path) -> logging.Handler:
+    handler = logging.FileHandler(run / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("flowvae").addHandler(handler)
+    return handler
+
+
 def _prepare_run_folder(run: Path, cfg: Config, resume: bool) -> None:
     ckpts = run / "checkpoints"
     if run.exists() and not resume and (any(ckpts.glob("ckpt-*.pt")) or (run / "model.safetensors").exists()):
@@ -134,15 +159,29 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         FlowVAEError: bad data, config, run folder, or too many non-finite steps in a row.
     """
     run = Path(run)
-    t0 = time.time()
     tc = cfg.train
     device = resolve_device(tc.device)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
     torch.manual_seed(tc.seed)
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
     model = FlowVAE(cfg.model, cfg.data.n_bits).to(device).set_precision(tc.precision)
     _prepare_run_folder(run, cfg, resume)
+    handler = _log_to_file(run)
+    try:
+        return _train(cfg, model, train_data, test_data, run, device, resume, progress)
+    finally:
+        logging.getLogger("flowvae").removeHandler(handler)
+        handler.close()
+
+
+def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageData, run: Path,
+           device: torch.device, resume: bool, progress: bool | None) -> dict:
+    t0 = time.time()
+    tc = cfg.train
     env = environment_record(device)
     atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
 
@@ -152,7 +191,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     batches = _Batches(train_data.images, tc.batch_size, tc.seed)
     noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
     aug = torch.Generator().manual_seed(tc.seed + 2)
-    step = 0
+    step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
+    bad_in_row, skipped, run_bpd = 0, 0, None
     eval_images = test_data.images if tc.eval_images is None else test_data.images[:tc.eval_images]
 
     found = load_latest_checkpoint(run / "checkpoints") if resume else None
@@ -172,6 +212,10 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         aug.set_state(state["rng"]["aug"])
         torch.set_rng_state(state["rng"]["torch"])
         step = int(state["step"])
+        prog = state.get("progress", {})
+        bad_in_row, skipped = int(prog.get("bad_in_row", 0)), int(prog.get("skipped", 0))
+        run_bpd, elapsed = prog.get("run_bpd"), float(prog.get("elapsed_s", 0.0))
+        _truncate_metrics(run, step)
         log.info("resumed from %s at step %d", path.name, step)
     # Written only once the checkpoint (if any) is known to fit, so a failed resume changes nothing.
     save_config(cfg, run / "config.yaml")
@@ -180,17 +224,27 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         """Test bits/dim now, appended to metrics.jsonl (fixed noise seed, so points are comparable)."""
         res = evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed)
         rec = {"step": step, "train_bpd": train_bpd, **{f"test_{k}": v for k, v in res.items()},
-               "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "time_s": round(time.time() - t0, 2)}
+               "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped,
+               "time_s": round(elapsed + time.time() - t0, 2)}
         _write_metrics(run, rec)
         log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
         return rec
 
+    saved_at = {"step": None}
+
     def checkpoint() -> None:
+        """Everything a resumed run needs to continue bitwise: weights, optimiser, schedule, data
+        order, every RNG stream and the running counters."""
+        if saved_at["step"] == step:
+            return
         save_checkpoint(run / "checkpoints", step, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "batches": batches.state_dict(), "step": step, "config": cfg.to_dict(),
             "rng": {"noise": noise.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state()},
+            "progress": {"bad_in_row": bad_in_row, "skipped": skipped, "run_bpd": run_bpd,
+                         "elapsed_s": elapsed + time.time() - t0},
         }, keep=tc.keep_checkpoints)
+        saved_at["step"] = step
 
     if found is None:
         init = train_data.images[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]]
@@ -204,13 +258,15 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         from tqdm import tqdm
         bar = tqdm(total=tc.steps, initial=step, unit="step", dynamic_ncols=True)
     model.train()
-    bad_in_row, skipped, run_bpd = 0, 0, None
     last = {}
+    float_buffers = [b for b in model.buffers() if b.is_floating_point()]
     while step < tc.steps:
-        if tc.time_limit_s is not None and time.time() - t0 > tc.time_limit_s:
+        if tc.time_limit_s is not None and elapsed + time.time() - t0 > tc.time_limit_s:
             log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
             break
         x = augment_batch(batches.next(), cfg.data.flip, cfg.data.crop_pad, aug).to(device)
+        # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
+        saved_buffers = [b.clone() for b in float_buffers]
         loss, stats = model.loss(x, noise)
         opt.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
@@ -220,7 +276,10 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
             finite = bool(torch.isfinite(norm)) and len(grads) > 0
         if not finite:
-            # Skip the update; parameters are still those of the last good step.
+            # Skip the update; parameters and buffers stay those of the last good step.
+            with torch.no_grad():
+                for b, saved in zip(float_buffers, saved_buffers):
+                    b.copy_(saved)
             skipped += 1
             bad_in_row += 1
             log.warning("non-finite loss or gradient at step %d: step skipped (%d in a row)", step + 1, bad_in_row)
@@ -259,7 +318,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     for t in tc.sample_temperatures:
         save_grid(model.sample(64, temperature=t, generator=gen).cpu(), run / "samples" / f"samples_t{t:.2f}.png",
                   nrow=8, scale=max(1, 64 // cfg.model.image_size))
-    log.info("done: %d steps in %.1f s, run folder %s", step, time.time() - t0, run)
+    log.info("done: %d steps in %.1f s, run folder %s", step, elapsed + time.time() - t0, run)
     return last
 
 
