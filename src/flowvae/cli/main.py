@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a preset or a config file",
                        description="Train a model. Presets: " + ", ".join(PRESETS))
     p.add_argument("config", metavar="PRESET_OR_CONFIG", help=f"preset ({', '.join(PRESETS)}) or a YAML/JSON config file")
-    p.add_argument("--run", required=True, metavar="DIR", help="run folder to write (created if needed)")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR",
+                   help="run folder to write (created if needed); under torchrun spell it --run-dir, "
+                        "since torchrun reads --run as its own --run-path")
     p.add_argument("--steps", type=int, default=None, help="number of optimizer steps [default: the preset's]")
     p.add_argument("--data", default=None, metavar="PATH", help="dataset files or image folder (sets data.root)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -150,6 +153,8 @@ def cmd_train(args) -> int:
     else:
         cfg = resolve(args.config, overrides)
     res = train(cfg, run, resume=args.resume, progress=args.progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     _emit(args, {"run": str(run), **res},
           [f"run folder: {run}", f"steps: {res['step']}",
            f"test bits/dim (negative ELBO, k={res['test_k']}, {res['test_n']} images): {res['test_elbo_bpd']:.4f}"])

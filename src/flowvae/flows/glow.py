@@ -31,6 +31,7 @@ from .actnorm import ActNorm
 from .base import Flow, FlowSequence
 from .conv1x1 import InvertibleConv1x1
 from .coupling import AffineCoupling, ChannelSplit
+from .recompute import invert_ops, recomputed_ops, run_ops
 from .squeeze import Squeeze
 
 __all__ = ["refined_step", "FactorOut", "ConditionalGlow", "FlowPrior", "standard_normal_logprob"]
@@ -174,6 +175,8 @@ class ConditionalGlow(Flow):
         self.flows = nn.ModuleList(flows)
         self.squeeze = Squeeze()
         self.in_shape = (in_channels, image_size, image_size)
+        # Recompute activations from the layer outputs in the backward pass (flat memory in depth).
+        self.recompute = False
 
     @property
     def dim(self) -> int:
@@ -181,35 +184,25 @@ class ConditionalGlow(Flow):
         c, h, w = self.in_shape
         return c * h * w
 
+    def _program(self) -> list:
+        return [("flow", self.flows[arg]) if kind == "flow" else ("squeeze", self.squeeze) if kind == "squeeze"
+                else (kind, arg) for kind, arg in self.ops]
+
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        logdet = x.new_zeros(x.shape[0])
-        outs: list[Tensor] = []
-        for kind, arg in self.ops:
-            if kind == "flow":
-                x, ld = self.flows[arg](x, cond)
-                logdet = logdet + ld
-            elif kind == "squeeze":
-                x, _ = self.squeeze(x)
-            else:
-                outs.append(x[:, -arg:])
-                x = x[:, :-arg]
-        outs.append(x)
-        return torch.cat([o.flatten(1) for o in outs], 1), logdet
+        program = self._program()
+        if self.recompute and torch.is_grad_enabled() and not any(getattr(m, "_data_init", False) for m in self.modules()):
+            return recomputed_ops(self, program, _flatten, x, cond)
+        last, logdet, outs = run_ops(program, x, cond)
+        return _flatten(outs + [last]), logdet
 
     def inverse(self, v: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         sizes = [c * h * w for c, h, w in self.out_shapes]
         pieces = [p.reshape(-1, *shape) for p, shape in zip(v.split(sizes, 1), self.out_shapes)]
-        x = pieces.pop()
-        logdet = v.new_zeros(v.shape[0])
-        for kind, arg in reversed(self.ops):
-            if kind == "flow":
-                x, ld = self.flows[arg].inverse(x, cond)
-                logdet = logdet + ld
-            elif kind == "squeeze":
-                x, _ = self.squeeze.inverse(x)
-            else:
-                x = torch.cat([x, pieces.pop()], 1)
-        return x, logdet
+        return invert_ops(self._program(), pieces.pop(), pieces, cond)
+
+
+def _flatten(pieces: list[Tensor]) -> Tensor:
+    return torch.cat([p.flatten(1) for p in pieces], 1)
 
 
 class FlowPrior(Flow):

@@ -61,6 +61,17 @@ def _slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     return torch.where(so.abs() < 1e-6, _lerp(a, b, t), out)
 
 
+def _noise(draw, like: Tensor, generator: torch.Generator | None, shard: tuple[int, int] | None) -> Tensor:
+    """``draw`` (``torch.rand``/``torch.randn``) shaped like ``like``; with ``shard = (rank, world)``,
+    slice ``rank`` of the draw for the ``world``-times larger global batch."""
+    if shard is None:
+        return draw(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    rank, world = shard
+    n = like.shape[0]
+    full = draw((n * world, *like.shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
+    return full[rank * n:(rank + 1) * n]
+
+
 class FlowVAE(nn.Module):
     """The paper's model (``kind="flowvae"``) or the refined Glow baseline (``kind="refined_glow"``).
 
@@ -146,9 +157,10 @@ class FlowVAE(nn.Module):
         """Bin centres in ``[-0.5, 0.5)``."""
         return (bins + 0.5) / self.n_bins - 0.5
 
-    def dequantize(self, bins: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def dequantize(self, bins: Tensor, generator: torch.Generator | None = None,
+                   shard: tuple[int, int] | None = None) -> Tensor:
         """Uniform dequantisation ``(k + u) / n_bins - 0.5``, ``u ~ U[0, 1)``."""
-        u = torch.rand(bins.shape, generator=generator, device=bins.device, dtype=bins.dtype)
+        u = _noise(torch.rand, bins, generator, shard)
         return (bins + u) / self.n_bins - 0.5
 
     def continuous_to_uint8(self, x: Tensor) -> Tensor:
@@ -161,7 +173,8 @@ class FlowVAE(nn.Module):
         """Mean and log-variance of q(z|x) (eq. 5), each ``[B, d_z]``."""
         return self.encoder(self.centres(bins))
 
-    def log_weights(self, bins: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def log_weights(self, bins: Tensor, k: int = 1, generator: torch.Generator | None = None,
+                    shard: tuple[int, int] | None = None) -> dict[str, Tensor]:
         """Per-sample terms of the bound, each ``[B, k]`` in nats.
 
         For each image, ``k`` independent pairs (dequantisation noise ``u``, ``z ~ q(z|x)``) give
@@ -169,16 +182,20 @@ class FlowVAE(nn.Module):
         the ELBO (eq. 2) on the discrete image and whose log-mean-exp over ``k`` is the
         importance-weighted bound. Also returned: ``kl = log q(z|x) - log p(z)`` (the Monte Carlo
         KL estimate) and ``log_px_z``. For the refined Glow, ``kl = 0``.
+
+        ``shard = (rank, world)``: ``bins`` is slice ``rank`` of ``world`` equal slices of a global
+        batch; the noise is drawn for the whole global batch and sliced the same way, so data-parallel
+        training sees exactly the noise of a single process.
         """
         b = bins.shape[0]
         rep = bins.repeat_interleave(k, 0) if k > 1 else bins
-        x = self.dequantize(rep, generator)
+        x = self.dequantize(rep, generator, shard)
         disc = self.dim * math.log(self.n_bins)
         if self.uses_z:
             mu, logvar = self.posterior(bins)
             if k > 1:
                 mu, logvar = mu.repeat_interleave(k, 0), logvar.repeat_interleave(k, 0)
-            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            eps = _noise(torch.randn, mu, generator, shard)
             z = mu + torch.exp(0.5 * logvar) * eps
             log_q = _gaussian_logprob(z, mu, logvar)
             log_pz = self.prior.log_prob(z)
@@ -191,19 +208,27 @@ class FlowVAE(nn.Module):
         log_w = log_px_z - kl - disc
         return {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_z))}
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None,
+             shard: tuple[int, int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the negative ELBO (eq. 2) in bits/dim, averaged over the batch.
 
         Args:
             x: uint8 images ``[B, C, H, W]``.
+            generator: source of the dequantisation noise and the posterior samples.
+            shard: ``(rank, world)`` under data parallelism (see :meth:`log_weights`).
 
         Returns:
             ``(loss, stats)``; ``stats`` holds detached per-batch means: ``bpd``, ``kl`` (nats).
         """
-        terms = self.log_weights(self.to_bins(x), 1, generator)
+        terms = self.log_weights(self.to_bins(x), 1, generator, shard)
         bpd = -terms["log_w"][:, 0] / (self.dim * math.log(2))
         loss = bpd.mean()
         return loss, {"bpd": loss.detach(), "kl": terms["kl"].mean().detach()}
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None,
+                shard: tuple[int, int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Same as :meth:`loss` (so that ``DistributedDataParallel(model)(x)`` trains it)."""
+        return self.loss(x, generator, shard)
 
     @torch.no_grad()
     def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:

@@ -23,12 +23,13 @@ from safetensors.torch import save_file
 from ..config import Config, save_config
 from ..data import ImageData, load_dataset
 from ..data.augment import augment_batch
-from ..errors import CheckpointError, DataError, FlowVAEError
+from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError
 from ..evaluation.bpd import evaluate_bpd
 from ..flows.base import data_init
 from ..imaging import save_grid
 from ..models.flowvae import FlowVAE
 from .checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
+from .distributed import DistContext, cleanup, setup
 from .environment import environment_record, resolve_device
 
 __all__ = ["train", "load_data", "lr_lambda"]
@@ -134,13 +135,11 @@ def _log_to_file(run: Path) -> logging.Handler:
     return handler
 
 
-def _prepare_run_folder(run: Path, cfg: Config, resume: bool) -> None:
+def _check_run_folder(run: Path, resume: bool) -> None:
     ckpts = run / "checkpoints"
     if run.exists() and not resume and (any(ckpts.glob("ckpt-*.pt")) or (run / "model.safetensors").exists()):
         raise CheckpointError(f"run folder {run} already holds a training run; pass --resume to continue it "
                               f"or choose another --run folder (nothing was changed)")
-    run.mkdir(parents=True, exist_ok=True)
-    ckpts.mkdir(exist_ok=True)
 
 
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None) -> dict:
@@ -155,12 +154,21 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     Returns:
         The last evaluation record (``step``, ``test_elbo_bpd``, ...).
 
+    Under ``torchrun`` the run is data-parallel (see :mod:`flowvae.training.distributed`);
+    ``train.batch_size`` is then the global batch.
+
     Raises:
         FlowVAEError: bad data, config, run folder, or too many non-finite steps in a row.
     """
     run = Path(run)
     tc = cfg.train
-    device = resolve_device(tc.device)
+    ctx, device_name = setup(tc.device)
+    if ctx.enabled and tc.batch_size % ctx.world:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch and must divide evenly "
+                          f"over {ctx.world} processes")
+    if not ctx.is_main:
+        logging.getLogger("flowvae").setLevel(logging.WARNING)
+    device = resolve_device(device_name)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     if tc.deterministic:
@@ -169,21 +177,38 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     torch.manual_seed(tc.seed)
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
     model = FlowVAE(cfg.model, cfg.data.n_bits).to(device).set_precision(tc.precision)
-    _prepare_run_folder(run, cfg, resume)
-    handler = _log_to_file(run)
+    model.decoder.recompute = tc.recompute
+    if ctx.enabled and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    _check_run_folder(run, resume)
+    handler = None
+    if ctx.is_main:
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        handler = _log_to_file(run)
     try:
-        return _train(cfg, model, train_data, test_data, run, device, resume, progress)
+        last = _train(cfg, model, train_data, test_data, run, device, resume, progress, ctx)
+    except BaseException:
+        if ctx.enabled:
+            torch.distributed.destroy_process_group()
+        raise
     finally:
-        logging.getLogger("flowvae").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("flowvae").removeHandler(handler)
+            handler.close()
+    cleanup(ctx)
+    return last
 
 
 def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageData, run: Path,
-           device: torch.device, resume: bool, progress: bool | None) -> dict:
+           device: torch.device, resume: bool, progress: bool | None, ctx: DistContext) -> dict:
     t0 = time.time()
     tc = cfg.train
-    env = environment_record(device)
-    atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
+    main = ctx.is_main
+    if main:
+        env = environment_record(device)
+        env["processes"] = ctx.world
+        atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
+    local_batch = tc.batch_size // ctx.world
 
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
                             weight_decay=tc.weight_decay)
@@ -215,18 +240,26 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         prog = state.get("progress", {})
         bad_in_row, skipped = int(prog.get("bad_in_row", 0)), int(prog.get("skipped", 0))
         run_bpd, elapsed = prog.get("run_bpd"), float(prog.get("elapsed_s", 0.0))
-        _truncate_metrics(run, step)
+        if main:
+            _truncate_metrics(run, step)
         log.info("resumed from %s at step %d", path.name, step)
     # Written only once the checkpoint (if any) is known to fit, so a failed resume changes nothing.
-    save_config(cfg, run / "config.yaml")
+    if main:
+        save_config(cfg, run / "config.yaml")
 
     def evaluate(train_bpd: float | None, skipped: int) -> dict:
-        """Test bits/dim now, appended to metrics.jsonl (fixed noise seed, so points are comparable)."""
-        res = evaluate_bpd(model, eval_images, tc.eval_k, device=device, seed=tc.seed)
+        """Test bits/dim now, appended to metrics.jsonl (fixed noise seed, so points are comparable).
+        Under DDP each rank evaluates every world-th image and the sums are gathered."""
+        mine = eval_images[ctx.rank::ctx.world]
+        part = evaluate_bpd(model, mine, tc.eval_k, device=device, seed=tc.seed + ctx.rank)
+        keys = ("elbo_bpd", "iw_bpd", "kl")
+        total = ctx.sum([part[k_] * len(mine) for k_ in keys], device)
+        res = {**{k_: t / len(eval_images) for k_, t in zip(keys, total)}, "k": tc.eval_k, "n": len(eval_images)}
         rec = {"step": step, "train_bpd": train_bpd, **{f"test_{k}": v for k, v in res.items()},
                "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped,
                "time_s": round(elapsed + time.time() - t0, 2)}
-        _write_metrics(run, rec)
+        if main:
+            _write_metrics(run, rec)
         log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
         return rec
 
@@ -235,7 +268,7 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     def checkpoint() -> None:
         """Everything a resumed run needs to continue bitwise: weights, optimiser, schedule, data
         order, every RNG stream and the running counters."""
-        if saved_at["step"] == step:
+        if saved_at["step"] == step or not main:
             return
         save_checkpoint(run / "checkpoints", step, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -252,7 +285,10 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
             model.loss(init.to(device), noise)
         evaluate(None, 0)
 
-    show = sys.stderr.isatty() if progress is None else progress
+    net = model
+    if ctx.enabled:  # after the data-dependent init: DDP's constructor broadcasts rank 0's state
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    show = (sys.stderr.isatty() if progress is None else progress) and main
     bar = None
     if show:
         from tqdm import tqdm
@@ -261,15 +297,19 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     last = {}
     float_buffers = [b for b in model.buffers() if b.is_floating_point()]
     while step < tc.steps:
-        if tc.time_limit_s is not None and elapsed + time.time() - t0 > tc.time_limit_s:
+        in_time = tc.time_limit_s is None or elapsed + time.time() - t0 <= tc.time_limit_s
+        if not ctx.all_true(in_time, device):  # every rank stops at the same step
             log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
             break
-        x = augment_batch(batches.next(), cfg.data.flip, cfg.data.crop_pad, aug).to(device)
+        x = augment_batch(batches.next(), cfg.data.flip, cfg.data.crop_pad, aug)
+        if ctx.enabled:  # every rank built the same global batch; keep this rank's slice
+            x = x[ctx.rank * local_batch:(ctx.rank + 1) * local_batch]
+        x = x.to(device)
         # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
         saved_buffers = [b.clone() for b in float_buffers]
-        loss, stats = model.loss(x, noise)
+        loss, stats = net(x, noise, ctx.shard)
         opt.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
+        finite = ctx.all_true(bool(torch.isfinite(loss)), device)
         if finite:
             loss.backward()
             grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -296,7 +336,7 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         opt.step()
         sched.step()
         step += 1
-        b = float(stats["bpd"])
+        b = float(stats["bpd"]) if not ctx.enabled else ctx.sum([float(stats["bpd"])], device)[0] / ctx.world
         run_bpd = b if run_bpd is None else 0.98 * run_bpd + 0.02 * b
         if bar is not None:
             bar.update(1)
@@ -312,8 +352,10 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     if not last or last.get("step") != step:
         last = evaluate(run_bpd, skipped)
     checkpoint()
-    _save_final(model, run)
     model.eval()
+    if not main:
+        return last
+    _save_final(model, run)
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     for t in tc.sample_temperatures:
         save_grid(model.sample(64, temperature=t, generator=gen).cpu(), run / "samples" / f"samples_t{t:.2f}.png",
