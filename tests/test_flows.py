@@ -739,3 +739,19 @@ def test_published_glow_parameter_count(published_glow_counts):
 def test_published_model_parameter_count(published_model_counts):
     assert published_model_counts["flowvae"] == 51_860_457
     assert published_model_counts["refined_glow"] == 46_521_601
+
+
+@pytest.mark.parametrize("preset,model_count,glow_count", [
+    ("cifar10", 51_860_457, 46_521_601),
+    ("imagenet64", 107_418_435, 91_288_387),
+    ("lsun128", 102_092_843, 69_922_475),
+    ("celebahq256", 100_610_735, 70_714_159),
+])
+def test_published_presets_have_the_authors_parameter_counts(preset, model_count, glow_count):
+    """The four published architectures, built on the meta device (no memory for weights)."""
+    from flowvae.config import get_preset
+
+    cfg = get_preset(preset)
+    assert _count(_build_meta(lambda: FlowVAE(cfg.model, cfg.data.n_bits))) == model_count
+    cfg.model.kind = "refined_glow"
+    assert _count(_build_meta(lambda: FlowVAE(cfg.model, cfg.data.n_bits))) == glow_count

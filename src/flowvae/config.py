@@ -42,6 +42,7 @@ class ModelConfig:
     factor_out: int = 4               # M of the fine-grained multi-scale architecture
     d_z: int = 64
     encoder_widths: list = field(default_factory=lambda: [48, 96, 96])
+    encoder_maps: int = 8             # maps of the encoder's last 1x1 conv (authors: 8 at 32x32, 32 above)
     prior_steps: int = 2
     prior_hidden: int = 256
     coupling: str = "affine"          # "affine" or "additive"
@@ -250,7 +251,38 @@ def _cifar10() -> Config:
     )
 
 
-PRESETS = {"digits": _digits, "mnist": _mnist, "cifar10-small": _cifar10_small, "cifar10": _cifar10}
+def _large(name: str, size: int, steps: list, hidden: list, d_z: int, encoder: list, prior_hidden: int,
+           batch: int) -> Config:
+    """The published ImageNet/LSUN/CelebA-HQ architectures; training fields from Table 5
+    (weight decay 5e-4, 200 warm-up updates). Images come from a folder (``--data DIR``)."""
+    return Config(
+        name=name,
+        model=ModelConfig(in_channels=3, image_size=size, steps=steps, hidden=hidden, d_z=d_z,
+                          encoder_widths=encoder, encoder_maps=32, prior_steps=2, prior_hidden=prior_hidden),
+        data=DataConfig(dataset="folder", n_bits=8, flip=name != "imagenet64", image_size=size),
+        train=TrainConfig(steps=500000, batch_size=batch, lr=1e-3, warmup_steps=200, lr_decay=0.999997,
+                          weight_decay=5e-4, init_batch_size=2 * batch, eval_every=5000,
+                          eval_images=None, checkpoint_every=5000),
+    )
+
+
+def _imagenet64() -> Config:
+    return _large("imagenet64", 64, [2, [8, 8], [8, 8], [6, 6], 4], [24, 512, 512, 512, 512], 128,
+                  [48, 96, 96, 192], 256, 256)
+
+
+def _lsun128() -> Config:
+    return _large("lsun128", 128, [2, [16, 16], [16, 16], [8, 8], [4, 4], 2], [24, 256, 256, 256, 256, 512], 256,
+                  [48, 96, 96, 192, 192], 512, 256)
+
+
+def _celebahq256() -> Config:
+    return _large("celebahq256", 256, [2, [12, 12], [10, 10], [8, 8], [4, 4], [2, 2], 1],
+                  [24, 256, 256, 256, 256, 256, 512], 256, [48, 96, 96, 192, 192, 256], 512, 40)
+
+
+PRESETS = {"digits": _digits, "mnist": _mnist, "cifar10-small": _cifar10_small, "cifar10": _cifar10,
+           "imagenet64": _imagenet64, "lsun128": _lsun128, "celebahq256": _celebahq256}
 
 
 def get_preset(name: str) -> Config:

@@ -104,7 +104,8 @@ class FlowVAE(nn.Module):
                 if cfg.image_size % 2 ** len(cfg.encoder_widths):
                     raise ValueError(f"image size {cfg.image_size} is not divisible by 2^{len(cfg.encoder_widths)} "
                                      f"for {len(cfg.encoder_widths)} encoder levels; change model.encoder_widths")
-                self.encoder = CompressionEncoder(cfg.in_channels, cfg.image_size, cfg.encoder_widths, cfg.d_z)
+                self.encoder = CompressionEncoder(cfg.in_channels, cfg.image_size, cfg.encoder_widths, cfg.d_z,
+                                                  cfg.encoder_maps)
                 self.prior = FlowPrior(cfg.d_z, cfg.prior_steps, cfg.prior_hidden, cfg.alpha, cfg.conv1x1)
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None
