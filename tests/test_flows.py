@@ -29,14 +29,17 @@ from flowvae.flows import (
     ActNorm,
     AffineCoupling,
     ChannelSplit,
+    ConditionalGaussian,
     ConditionalGlow,
     FactorOut,
     FlowPrior,
     InvertibleConv1x1,
     InvertibleLinear,
+    LearnedGaussian,
     Squeeze,
     bounded_log_scale,
     data_init,
+    glow_step,
     refined_step,
 )
 from flowvae.flows.glow import _TailActNorm
@@ -172,6 +175,15 @@ def _cases() -> list:
                                                 additive=True, conv1x1="plain"), **GENTLE),
             (3, 4, 4), cond_dim=2, flat_output=True),
         "flowprior": Case(_randomised(lambda: FlowPrior(4, 2, 8)), (4,)),
+        "glow-original": Case(
+            _randomised(lambda: ConditionalGlow(3, 8, [1, 1, 1], [4, 8, 8], architecture="glow"), **GENTLE),
+            (3, 8, 8), flat_output=True),
+        "glow-original-grey-cond": Case(
+            _randomised(lambda: ConditionalGlow(1, 4, [1, 1], [4, 4], cond_dim=2, architecture="glow"), **GENTLE),
+            (1, 4, 4), cond_dim=2, flat_output=True),
+        "glow_step": Case(_randomised(lambda: glow_step(4, conv_net(3))), (4, 3, 3), cond_dim=3),
+        "learned_gaussian": Case(_randomised(lambda: LearnedGaussian((3, 2, 2))), (3, 2, 2)),
+        "conditional_gaussian": Case(_randomised(lambda: ConditionalGaussian(6, 3)), (6,), cond_dim=3),
     }
     for pattern in ("continuous", "alternate"):
         for swap in (False, True):

@@ -106,6 +106,37 @@ def test_digits_round_trip_refined_glow(digits):
     assert_exact_round_trip(model, digits, digits)
 
 
+@pytest.mark.parametrize("kind,steps", [("z_prior", [0, [2, 2], 2]), ("glow", [2, 2, 2])])
+def test_digits_round_trip_and_training_of_the_baselines(digits, kind, steps):
+    """The Table 3 baseline (z only in v's Gaussian) and the original Glow: exact round trip,
+    and a few steps lower the loss."""
+    cfg = digits_cfg(kind=kind, steps=steps, hidden=[8, 16, 16] if kind == "glow" else [8, 64, 64])
+    if kind == "glow":
+        cfg = replace(cfg, image_size=8)
+        with pytest.raises(ConfigError, match="divisible by 2\\^levels"):
+            FlowVAE(replace(cfg, steps=[1, 1, 1, 1], hidden=[8] * 4))
+    model = trained_model(cfg, digits, steps=3)
+    z, _ = model.encode(digits)
+    assert (z is None) == (kind == "glow")
+    assert_exact_round_trip(model, digits, digits)
+    if kind == "z_prior":  # z reaches only the Gaussian of v, not the couplings
+        assert not any(n.startswith("decoder.glow") and ".cond." in n for n, _ in model.named_parameters())
+    torch.manual_seed(0)
+    fresh = FlowVAE(cfg)
+    with torch.no_grad(), data_init(fresh):
+        fresh.loss(digits)
+    opt = torch.optim.Adam(fresh.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(0)
+    first = None
+    for _ in range(30):
+        loss, _ = fresh.loss(digits[:128], gen)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first - 0.3
+
+
 def test_digits_round_trip_5_bits(digits):
     model = trained_model(get_preset("digits").model, digits, n_bits=5, seed=1)
     expected = bins_to_uint8(quantize(digits, 5), 5)

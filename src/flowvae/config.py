@@ -34,7 +34,7 @@ class ModelConfig:
     coupling-network width per level.
     """
 
-    kind: str = "flowvae"             # "flowvae" (paper) or "refined_glow" (same flow, no z)
+    kind: str = "flowvae"             # flowvae (paper) | z_prior | refined_glow | glow (see flowvae.models)
     in_channels: int = 3
     image_size: int = 32
     steps: list = field(default_factory=lambda: [2, [6, 6], [6, 6], 4])

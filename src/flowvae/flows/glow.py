@@ -16,6 +16,12 @@ Structure (data-to-latent direction), following the authors' implementation:
   leave the flow and get a standard normal density. The last level has no factor-out.
 * ``v`` is every factored-out piece and the last level's output, flattened and concatenated:
   shape ``[B, C*H*W]``; ``v ~ N(0, I)``.
+
+``architecture="glow"`` builds the original Glow baseline instead (Kingma & Dhariwal 2018): every
+level squeezes, then runs steps of ActNorm -> invertible 1x1 -> one affine coupling; every level
+but the last factors out half of its channels under a learned Gaussian conditioned on the other
+half, and the last level's output has a learned per-dimension Gaussian. Both learned Gaussians are
+written as invertible affine maps to N(0, I) (same density), so v stays standard normal.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..networks.coupling_nets import ConvCouplingNet, MLPCouplingNet
+from ..networks.layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
 from .actnorm import ActNorm
 from .base import Flow, FlowSequence
 from .conv1x1 import InvertibleConv1x1
@@ -34,7 +41,9 @@ from .coupling import AffineCoupling, ChannelSplit
 from .recompute import invert_ops, recomputed_ops, run_ops
 from .squeeze import Squeeze
 
-__all__ = ["refined_step", "FactorOut", "ConditionalGlow", "FlowPrior", "standard_normal_logprob"]
+__all__ = ["refined_step", "glow_step", "FactorOut", "ConditionalGlow", "ConditionalGaussian", "FlowPrior",
+           "LearnedGaussian",
+           "standard_normal_logprob"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -64,6 +73,72 @@ def refined_step(channels: int, make_net: NetFactory, alpha: float = 1.0, additi
         out = split.size_b * (1 if additive else 2)
         layers.append(AffineCoupling(split, make_net(split.size_a, out), alpha, additive))
     return FlowSequence(layers)
+
+
+def glow_step(channels: int, make_net: NetFactory, alpha: float = 1.0, additive: bool = False,
+               conv1x1: str = "lu") -> FlowSequence:
+    """One step of the original Glow: ActNorm -> invertible 1x1 -> affine coupling (continuous split)."""
+    split = ChannelSplit(channels, "continuous")
+    out = split.size_b * (1 if additive else 2)
+    return FlowSequence([ActNorm(channels), InvertibleConv1x1(channels, conv1x1),
+                         AffineCoupling(split, make_net(split.size_a, out), alpha, additive)])
+
+
+class _ZeroConv(nn.Module):
+    """Zero-initialised 3x3 convolution that accepts (and ignores) a conditioning code."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = ZeroWeightNormConv2d(c_in, c_out, 3)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.conv(x)
+
+
+class LearnedGaussian(Flow):
+    """A learned diagonal Gaussian ``N(mean, exp(log_scale)^2)`` over ``shape`` written as the flow
+    ``y = (x - mean) * exp(-log_scale)`` to N(0, I); ``logdet = -sum(log_scale)`` (``[B]``).
+    Starts as the identity (Glow's "learn top" prior)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(shape))
+        self.log_scale = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return (x - self.mean) * torch.exp(-self.log_scale), (-self.log_scale.sum()).expand(x.shape[0])
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return y * self.log_scale.exp() + self.mean, self.log_scale.sum().expand(y.shape[0])
+
+
+class ConditionalGaussian(Flow):
+    """``v ~ N(mu(z), diag(sigma(z))^2)`` written as the flow ``(v - mu) / sigma`` to N(0, I).
+
+    The "z only in the prior of v" baseline of the paper's Table 3: z sets the mean and scale of
+    v's Gaussian through one zero-initialised weight-normalised linear layer (so it starts as
+    N(0, I)) instead of entering the couplings. Shapes: ``v [B, D]``, ``cond [B, d_z]``;
+    ``logdet = -sum(log sigma)`` ``[B]``.
+    """
+
+    def __init__(self, dim: int, cond_dim: int):
+        super().__init__()
+        self.dim = dim
+        self.net = ZeroWeightNormLinear(cond_dim, 2 * dim)
+
+    def _params(self, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        if cond is None:
+            raise ValueError("ConditionalGaussian needs the code z: pass cond of shape [B, d_z]")
+        h = self.net(cond)
+        return h[:, :self.dim], h[:, self.dim:]
+
+    def forward(self, v: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mu, log_sigma = self._params(cond)
+        return (v - mu) * torch.exp(-log_sigma), -log_sigma.sum(1)
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mu, log_sigma = self._params(cond)
+        return y * log_sigma.exp() + mu, log_sigma.sum(1)
 
 
 class _TailActNorm(Flow):
@@ -124,15 +199,24 @@ class ConditionalGlow(Flow):
 
     def __init__(self, in_channels: int, image_size: int, steps: list, hidden: list[int],
                  cond_dim: int = 0, factor_out: int = 4, alpha: float = 1.0,
-                 additive: bool = False, conv1x1: str = "lu"):
+                 additive: bool = False, conv1x1: str = "lu", architecture: str = "refined"):
         super().__init__()
         levels = len(steps)
         if len(hidden) != levels:
             raise ValueError(f"hidden has {len(hidden)} entries but steps has {levels}; give one width per level")
+        if architecture not in ("refined", "glow"):
+            raise ValueError(f"architecture must be 'refined' or 'glow', got {architecture!r}")
+        self.cond_dim = cond_dim
+        self.squeeze = Squeeze()
+        self.in_shape = (in_channels, image_size, image_size)
+        # Recompute activations from the layer outputs in the backward pass (flat memory in depth).
+        self.recompute = False
+        if architecture == "glow":
+            self._build_glow(steps, hidden, cond_dim, alpha, additive, conv1x1)
+            return
         if image_size % 2 ** (levels - 1):
             raise ValueError(f"image size {image_size} is not divisible by 2^(levels-1) = {2 ** (levels - 1)} "
                              f"for {levels} levels; use fewer levels or resize the images")
-        self.cond_dim = cond_dim
         flows: list[Flow] = []
         self.ops: list[tuple[str, int]] = []
         c, s = in_channels, image_size
@@ -173,10 +257,38 @@ class ConditionalGlow(Flow):
                     c -= n_out
         self.out_shapes.append((c, s, s))
         self.flows = nn.ModuleList(flows)
-        self.squeeze = Squeeze()
-        self.in_shape = (in_channels, image_size, image_size)
-        # Recompute activations from the layer outputs in the backward pass (flat memory in depth).
-        self.recompute = False
+
+    def _build_glow(self, steps: list, hidden: list[int], cond_dim: int, alpha: float, additive: bool,
+                    conv1x1: str) -> None:
+        c, s = self.in_shape[0], self.in_shape[1]
+        levels = len(steps)
+        if s % 2 ** levels:
+            raise ValueError(f"image size {s} is not divisible by 2^levels = {2 ** levels} (original Glow "
+                             f"squeezes at every level); use fewer levels")
+        flows: list[Flow] = []
+        self.ops, self.out_shapes = [], []
+        for level, (entry, width) in enumerate(zip(steps, hidden)):
+            n_steps = sum(entry) if isinstance(entry, (list, tuple)) else entry  # [a, b] counts as a + b
+            self.ops.append(("squeeze", 0))
+            c, s = c * 4, s // 2
+
+            def make_net(c_a: int, c_out: int, width=width) -> nn.Module:
+                return ConvCouplingNet(c_a, c_out, width, cond_dim)
+            for _ in range(n_steps):
+                self.ops.append(("flow", len(flows)))
+                flows.append(glow_step(c, make_net, alpha, additive, conv1x1))
+            if level < levels - 1:
+                n_out = c // 2
+                split = ChannelSplit(c, "continuous", swap=False, size_b=n_out)
+                self.ops.append(("flow", len(flows)))  # the factored-out half's learned conditional Gaussian
+                flows.append(AffineCoupling(split, _ZeroConv(split.size_a, 2 * n_out), 1.0, False))
+                self.ops.append(("split", n_out))
+                self.out_shapes.append((n_out, s, s))
+                c -= n_out
+        self.ops.append(("flow", len(flows)))
+        flows.append(LearnedGaussian((c, s, s)))
+        self.out_shapes.append((c, s, s))
+        self.flows = nn.ModuleList(flows)
 
     @property
     def dim(self) -> int:

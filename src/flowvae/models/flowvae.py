@@ -1,6 +1,17 @@
 """The model of the paper: a VAE with a compression encoder q(z|x), a flow prior p(z) and a
-conditional Glow decoder v = f(x; z) (Ma et al., ICLR 2021, §2), and its z-free baseline, the
-refined Glow (§3.1).
+conditional Glow decoder v = f(x; z) (Ma et al., ICLR 2021, §2), and its baselines: the refined
+Glow (§3.1, no z), "z only in the prior of v" (Table 3) and the original Glow (Kingma & Dhariwal
+2018, no z).
+
+``ModelConfig.kind`` selects one:
+
+==================  ==========================================================================
+``flowvae``         the paper's model: z enters every coupling of the refined Glow (eq. 7)
+``z_prior``         refined Glow without z in the couplings; z sets v's Gaussian N(mu(z), sigma(z))
+``refined_glow``    the refined Glow alone (v ~ N(0, I)), no encoder, no z
+``glow``            the original Glow: one coupling per step, halves factored out under learned
+                    Gaussians; ``steps`` per level (an ``[a, b]`` entry counts as ``a + b``)
+==================  ==========================================================================
 
 Units and conventions used throughout:
 
@@ -27,7 +38,8 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..data import bins_to_uint8, quantize
 from ..errors import ConfigError, DataError
-from ..flows.glow import ConditionalGlow, FlowPrior, standard_normal_logprob
+from ..flows.base import Flow
+from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior, standard_normal_logprob
 from ..networks.encoder import CompressionEncoder
 
 __all__ = ["FlowVAE", "build_model"]
@@ -72,6 +84,37 @@ def _noise(draw, like: Tensor, generator: torch.Generator | None, shard: tuple[i
     return full[rank * n:(rank + 1) * n]
 
 
+class _PriorConditionedDecoder(Flow):
+    """Unconditional refined Glow followed by v's z-conditioned Gaussian (the ``z_prior`` baseline)."""
+
+    def __init__(self, glow: ConditionalGlow, d_z: int):
+        super().__init__()
+        self.glow = glow
+        self.gaussian = ConditionalGaussian(glow.dim, d_z)
+        self.dim = glow.dim
+
+    @property
+    def recompute(self) -> bool:
+        return self.glow.recompute
+
+    @recompute.setter
+    def recompute(self, value: bool) -> None:
+        self.glow.recompute = value
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        v, ld = self.glow(x)
+        eps, ld2 = self.gaussian(v, cond)
+        return eps, ld + ld2
+
+    def inverse(self, eps: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        v, ld2 = self.gaussian.inverse(eps, cond)
+        x, ld = self.glow.inverse(v)
+        return x, ld + ld2
+
+
+KINDS = ("flowvae", "z_prior", "refined_glow", "glow")
+
+
 class FlowVAE(nn.Module):
     """The paper's model (``kind="flowvae"``) or the refined Glow baseline (``kind="refined_glow"``).
 
@@ -85,8 +128,8 @@ class FlowVAE(nn.Module):
 
     def __init__(self, cfg: ModelConfig, n_bits: int = 8):
         super().__init__()
-        if cfg.kind not in ("flowvae", "refined_glow"):
-            raise ConfigError(f"model.kind must be 'flowvae' or 'refined_glow', got {cfg.kind!r}")
+        if cfg.kind not in KINDS:
+            raise ConfigError(f"model.kind must be one of {', '.join(KINDS)}; got {cfg.kind!r}")
         if not (isinstance(n_bits, int) and 1 <= n_bits <= 8):
             raise ConfigError(f"data.n_bits must be an integer in 1..8, got {n_bits!r}")
         if cfg.coupling not in ("affine", "additive"):
@@ -94,12 +137,15 @@ class FlowVAE(nn.Module):
         self.cfg = cfg
         self.n_bits = n_bits
         self.n_bins = 2 ** n_bits
-        self.uses_z = cfg.kind == "flowvae"
+        self.uses_z = cfg.kind in ("flowvae", "z_prior")
         try:
             self.decoder = ConditionalGlow(
                 cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden,
-                cond_dim=cfg.d_z if self.uses_z else 0, factor_out=cfg.factor_out, alpha=cfg.alpha,
-                additive=cfg.coupling == "additive", conv1x1=cfg.conv1x1)
+                cond_dim=cfg.d_z if cfg.kind == "flowvae" else 0, factor_out=cfg.factor_out, alpha=cfg.alpha,
+                additive=cfg.coupling == "additive", conv1x1=cfg.conv1x1,
+                architecture="glow" if cfg.kind == "glow" else "refined")
+            if cfg.kind == "z_prior":
+                self.decoder = _PriorConditionedDecoder(self.decoder, cfg.d_z)
             if self.uses_z:
                 if cfg.image_size % 2 ** len(cfg.encoder_widths):
                     raise ValueError(f"image size {cfg.image_size} is not divisible by 2^{len(cfg.encoder_widths)} "
@@ -310,7 +356,7 @@ class FlowVAE(nn.Module):
             ConfigError: for the refined Glow, which has no global code.
         """
         if not self.uses_z:
-            raise ConfigError("the refined Glow has no global code z to switch")
+            raise ConfigError(f"a {self.cfg.kind!r} model has no global code z to switch")
         z1, v1 = self.encode(x1)
         z2, v2 = self.encode(x2)
         z = torch.cat([z1, z2, z2, z1])
@@ -336,7 +382,7 @@ class FlowVAE(nn.Module):
             ``(-1, -1)`` is ``x2`` exactly when the weights start at 0 and end at 1.
         """
         if not self.uses_z:
-            raise ConfigError("the refined Glow has no global code z to interpolate")
+            raise ConfigError(f"a {self.cfg.kind!r} model has no global code z to interpolate")
         alphas = [0.0, 0.25, 0.5, 0.75, 1.0] if alphas is None else list(alphas)
         betas = [i / 10 for i in range(11)] if betas is None else list(betas)
         x1, x2 = (x if x.dim() == 4 else x.unsqueeze(0) for x in (x1, x2))
