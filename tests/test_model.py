@@ -381,3 +381,18 @@ def test_recompute_gives_the_same_model_gradients(digits, digits_model):
     assert any(n.startswith("encoder") for n in g1)
     for n in g0:
         assert torch.allclose(g0[n], g1[n], rtol=1e-3, atol=1e-5), n
+
+
+def test_variational_dequantization_bound_trains_and_keeps_round_trip(digits):
+    cfg = digits_cfg(dequantization="variational", dequant_hidden=8)
+    model = trained_model(cfg, digits, steps=3)
+    assert_exact_round_trip(model, digits, digits)
+    assert any(n.startswith("dequantizer") for n, _ in model.named_parameters())
+    # every dequantizer parameter gets a gradient from the bound
+    model.train()
+    loss, _ = model.loss(digits[:32], torch.Generator().manual_seed(0))
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("dequantizer")]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ConfigError, match="dequantization"):
+        FlowVAE(digits_cfg(dequantization="gaussian"))

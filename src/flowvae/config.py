@@ -43,6 +43,9 @@ class ModelConfig:
     d_z: int = 64
     encoder_widths: list = field(default_factory=lambda: [48, 96, 96])
     encoder_maps: int = 8             # maps of the encoder's last 1x1 conv (authors: 8 at 32x32, 32 above)
+    dequantization: str = "uniform"   # uniform | variational (Flow++ q(u|x), its entropy in the bound)
+    dequant_hidden: int = 32          # width of q(u|x)'s networks (variational only)
+    dequant_steps: int = 2            # blocks of q(u|x)'s flow (variational only)
     prior_steps: int = 2
     prior_hidden: int = 256
     coupling: str = "affine"          # "affine" or "additive"

@@ -39,6 +39,7 @@ from ..config import ModelConfig
 from ..data import bins_to_uint8, quantize
 from ..errors import ConfigError, DataError
 from ..flows.base import Flow
+from ..flows.dequant import VariationalDequantizer
 from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior, standard_normal_logprob
 from ..networks.encoder import CompressionEncoder
 
@@ -156,6 +157,10 @@ class FlowVAE(nn.Module):
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None
         self.dim = self.decoder.dim
+        if cfg.dequantization not in ("uniform", "variational"):
+            raise ConfigError(f"model.dequantization must be 'uniform' or 'variational', got {cfg.dequantization!r}")
+        self.dequantizer = (VariationalDequantizer(cfg.in_channels, cfg.dequant_hidden, cfg.dequant_steps)
+                            if cfg.dequantization == "variational" else None)
 
     def set_precision(self, precision: str) -> "FlowVAE":
         """``"fp32"`` (default) or ``"bf16"``: run the decoder's coupling networks under bfloat16
@@ -205,10 +210,18 @@ class FlowVAE(nn.Module):
         return (bins + 0.5) / self.n_bins - 0.5
 
     def dequantize(self, bins: Tensor, generator: torch.Generator | None = None,
-                   shard: tuple[int, int] | None = None) -> Tensor:
-        """Uniform dequantisation ``(k + u) / n_bins - 0.5``, ``u ~ U[0, 1)``."""
-        u = _noise(torch.rand, bins, generator, shard)
-        return (bins + u) / self.n_bins - 0.5
+                   shard: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """Dequantised images ``(k + u) / n_bins - 0.5`` and ``log q(u|k)`` ``[B]`` in nats.
+
+        Uniform: ``u ~ U[0, 1)``, ``log q = 0``. Variational (``model.dequantization=variational``,
+        Flow++): ``u ~ q(u|k)``, a conditional flow (:class:`~flowvae.flows.dequant.VariationalDequantizer`).
+        """
+        if self.dequantizer is None:
+            u = _noise(torch.rand, bins, generator, shard)
+            return (bins + u) / self.n_bins - 0.5, bins.new_zeros(bins.shape[0])
+        eps = _noise(torch.randn, bins, generator, shard)
+        u, log_q = self.dequantizer.sample(self.centres(bins), eps)
+        return (bins + u) / self.n_bins - 0.5, log_q
 
     def continuous_to_uint8(self, x: Tensor) -> Tensor:
         """Continuous images in ``[-0.5, 0.5)`` -> uint8, by the bin each value falls in."""
@@ -236,7 +249,7 @@ class FlowVAE(nn.Module):
         """
         b = bins.shape[0]
         rep = bins.repeat_interleave(k, 0) if k > 1 else bins
-        x = self.dequantize(rep, generator, shard)
+        x, log_q_u = self.dequantize(rep, generator, shard)
         disc = self.dim * math.log(self.n_bins)
         if self.uses_z:
             mu, logvar = self.posterior(bins)
@@ -252,7 +265,7 @@ class FlowVAE(nn.Module):
             kl = x.new_zeros(x.shape[0])
         v, logdet = self.decoder(x, z)
         log_px_z = standard_normal_logprob(v) + logdet
-        log_w = log_px_z - kl - disc
+        log_w = log_px_z - kl - disc - log_q_u
         return {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_z))}
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None,
