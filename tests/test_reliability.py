@@ -226,3 +226,13 @@ def test_run_folders_from_elsewhere_are_validated(small_run, tmp_path, capsys):
     assert main(["check", str(garbage)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_channels_last_and_recompute_train_like_the_default(tmp_path):
+    """Speed and memory options change how, not what: the same losses to float rounding."""
+    base = train(_cfg("train.steps=8", "train.eval_every=8"), tmp_path / "base", progress=False)
+    for opt in ("train.channels_last=true", "train.recompute=true"):
+        other = train(_cfg("train.steps=8", "train.eval_every=8", opt), tmp_path / opt.split(".")[1].split("=")[0],
+                      progress=False)
+        assert other["train_bpd"] == pytest.approx(base["train_bpd"], abs=2e-4), opt
+        assert other["test_elbo_bpd"] == pytest.approx(base["test_elbo_bpd"], abs=2e-4), opt

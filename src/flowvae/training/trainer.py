@@ -178,6 +178,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
     model = FlowVAE(cfg.model, cfg.data.n_bits).to(device).set_precision(tc.precision)
     model.decoder.recompute = tc.recompute
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if ctx.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     _check_run_folder(run, resume)
@@ -305,6 +307,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         if ctx.enabled:  # every rank built the same global batch; keep this rank's slice
             x = x[ctx.rank * local_batch:(ctx.rank + 1) * local_batch]
         x = x.to(device)
+        if tc.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
         saved_buffers = [b.clone() for b in float_buffers]
         loss, stats = net(x, noise, ctx.shard)
