@@ -335,8 +335,10 @@ def cmd_fid(args) -> int:
     cfg.data.test_limit = args.num
     real = load_data(cfg, "test").images
     gen = torch.Generator(device=device).manual_seed(seed)
+    from ..progress import progress
+
     fake = torch.cat([model.sample(min(256, args.num - i), args.temperature, generator=gen).cpu()
-                      for i in range(0, args.num, 256)])
+                      for i in progress(range(0, args.num, 256), total=-(-args.num // 256), desc="sampling")])
     res = fid_kid(real, fake, InceptionFeatures(args.inception, device))
     res.update(temperature=args.temperature, dataset=cfg.data.dataset)
     atomic_write_bytes(Path(args.run) / f"fid_t{args.temperature:.2f}.json", json.dumps(res, indent=2).encode())
@@ -391,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     level = logging.WARNING if getattr(args, "quiet", False) else logging.INFO
+    from ..progress import set_bars
+
+    set_bars(sys.stderr.isatty() and not getattr(args, "quiet", False))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..models.flowvae import FlowVAE
+from ..progress import progress
 
 __all__ = ["evaluate_bpd"]
 
@@ -29,11 +30,14 @@ def evaluate_bpd(model: FlowVAE, images: torch.Tensor, k: int = 1, batch_size: i
     per = max(1, batch_size // k)
     sums = {"elbo_bpd": 0.0, "iw_bpd": 0.0, "kl": 0.0}
     try:
-        for i in range(0, len(images), per):
+        steps = progress(range(0, len(images), per), total=-(-len(images) // per), desc=f"bits/dim (K={k})")
+        for i in steps:
             x = images[i:i + per].to(device)
             out = model.bits_per_dim(x, k, gen)
             for key in sums:
                 sums[key] += float(out[key].double().sum())
+            if hasattr(steps, "set_postfix"):
+                steps.set_postfix(elbo_bpd=f"{sums['elbo_bpd'] / min(len(images), i + per):.4f}")
     finally:
         model.train(was_training)
     n = len(images)

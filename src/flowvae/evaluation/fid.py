@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import FlowVAEError
+from ..progress import progress
 
 __all__ = ["InceptionFeatures", "find_inception", "fid_kid", "KNOWN_SHA256"]
 
@@ -109,8 +110,10 @@ def fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, batch_size:
         raise FlowVAEError("FID/KID need at least 2 real and 2 generated images")
     feats = {}
     for name, imgs in (("real", real), ("fake", fake)):
-        feats[name] = torch.cat([features(imgs[i:i + batch_size].to(next(features.net.parameters()).device)).cpu()
-                                 for i in range(0, len(imgs), batch_size)])
+        device = next(features.net.parameters()).device
+        steps = progress(range(0, len(imgs), batch_size), total=-(-len(imgs) // batch_size),
+                         desc=f"Inception features ({name})")
+        feats[name] = torch.cat([features(imgs[i:i + batch_size].to(device)).cpu() for i in steps])
 
     class _Precomputed(nn.Module):  # hands torchmetrics the features we already have
         num_features = InceptionFeatures.num_features

@@ -346,8 +346,10 @@ class FlowVAE(nn.Module):
     def features(self, x: Tensor, batch_size: int = 256) -> tuple[Tensor | None, Tensor]:
         """Representations for downstream use (linear probes): ``z`` = posterior mean ``[N, d_z]``
         (``None`` for the refined Glow) and ``v = f(x; z)`` ``[N, C*H*W]``, computed in batches."""
+        from ..progress import progress
+
         zs, vs = [], []
-        for i in range(0, len(x), batch_size):
+        for i in progress(range(0, len(x), batch_size), total=-(-len(x) // batch_size), desc="features"):
             z, v = self.encode(x[i:i + batch_size].to(next(self.parameters()).device))
             zs.append(None if z is None else z.cpu())
             vs.append(v.cpu())
