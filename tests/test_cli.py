@@ -73,3 +73,28 @@ def test_console_script_is_installed_and_lists_commands():
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("train", "eval", "sample"):
         assert cmd in out
+
+
+def test_train_on_a_folder_without_a_preset_picks_one_by_image_size(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from flowvae.config import load_config, preset_for_images
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(folder), "--run", str(run), "--steps", "2", "-q", "--set",
+                 "model.hidden=[4,8,8]", "model.steps=[1,[1,1],1]", "model.encoder_widths=[8,8,8]",
+                 "train.batch_size=4", "train.init_batch_size=8", "train.sample_temperatures=[1.0]"])
+    assert code == 0
+    cfg = load_config(run / "config.yaml")
+    assert (cfg.data.dataset, cfg.data.image_size, cfg.model.image_size, cfg.model.in_channels) == ("folder", 32, 32, 3)
+    assert preset_for_images(3, 300, 400)[:2] == ("celebahq256", 256)
+    assert preset_for_images(1, 28, 28)[:2] == ("mnist", 28)
+    assert preset_for_images(3, 130, 128, n_bits=5)[2].model.coupling == "additive"
+    assert main(["train", "--run", str(tmp_path / "x")]) == 1
+    assert "--data FOLDER" in capsys.readouterr().err

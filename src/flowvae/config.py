@@ -18,7 +18,7 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ModelConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "get_preset",
+__all__ = ["ModelConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "get_preset", "preset_for_images",
            "load_config", "save_config", "apply_overrides", "resolve"]
 
 MODEL_KINDS = ("flowvae", "refined_glow")
@@ -61,7 +61,7 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they are preprocessed (Appendix C.1)."""
 
-    dataset: str = "cifar10"          # digits | mnist | cifar10 | cifar10-jpeg | folder
+    dataset: str = "cifar10"          # digits | mnist | cifar10 | cifar10-jpeg | folder | imagenet64 | lsun | celebahq
     root: str | None = None           # path to the files (default: see flowvae.data)
     n_bits: int = 8
     flip: bool = False                # random horizontal flip
@@ -287,6 +287,36 @@ def _celebahq256() -> Config:
 
 PRESETS = {"digits": _digits, "mnist": _mnist, "cifar10-small": _cifar10_small, "cifar10": _cifar10,
            "imagenet64": _imagenet64, "lsun128": _lsun128, "celebahq256": _celebahq256}
+
+
+def preset_for_images(channels: int, height: int, width: int, n_bits: int = 8) -> tuple[str, int, Config]:
+    """A sensible preset for a folder of ``channels x height x width`` images (the first file's shape).
+
+    The image side becomes the largest supported size not above the shorter side (images are
+    centre-cropped and resized to it): 256, 128 and 64 take the published CelebA-HQ, LSUN and
+    ImageNet architectures; 32 the CPU-sized CIFAR-10 model (MNIST's for grey images); 28 MNIST's;
+    smaller images the digits model at 8x8. With ``n_bits <= 5`` the large architectures use
+    additive couplings, as the paper's 5-bit LSUN and CelebA-HQ models do.
+
+    Returns:
+        ``(preset name, image size, config)`` with ``data`` set to read the folder.
+    """
+    side = min(height, width)
+    grey = channels == 1
+    table = [(256, "celebahq256"), (128, "lsun128"), (64, "imagenet64"), (32, "mnist" if grey else "cifar10-small"),
+             (28, "mnist"), (8, "digits")]
+    size, name = next(((s, n) for s, n in table if side >= s), (8, "digits"))
+    cfg = get_preset(name)
+    cfg.model.in_channels = 1 if grey else 3
+    cfg.model.image_size = size
+    if grey and cfg.model.steps and cfg.model.steps[0] != 0:
+        cfg.model.steps[0] = 0  # one grey channel cannot be coupled before the first squeeze
+    cfg.data.dataset, cfg.data.image_size, cfg.data.n_bits = "folder", size, n_bits
+    cfg.data.crop_pad = 0
+    if n_bits <= 5 and size >= 128:
+        cfg.model.coupling = "additive"
+    cfg.name = f"{name}-folder"
+    return name, size, cfg
 
 
 def get_preset(name: str) -> Config:

@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a preset or a config file",
                        description="Train a model. Presets: " + ", ".join(PRESETS))
-    p.add_argument("config", metavar="PRESET_OR_CONFIG", help=f"preset ({', '.join(PRESETS)}) or a YAML/JSON config file")
+    p.add_argument("config", metavar="PRESET_OR_CONFIG", nargs="?", default=None,
+                   help=f"preset ({', '.join(PRESETS)}) or a YAML/JSON config file; leave out with --data "
+                        f"FOLDER to pick a preset from the images' size")
     p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="DIR",
                    help="run folder to write (created if needed); under torchrun spell it --run-dir, "
                         "since torchrun reads --run as its own --run-path")
@@ -147,9 +149,15 @@ def cmd_train(args) -> int:
     if args.data is not None:
         overrides.append(f"data.root={args.data}")
     run = Path(args.run)
-    if args.resume and (run / "config.yaml").is_file() and args.config not in ("-", ""):
+    if args.resume and (run / "config.yaml").is_file():
         from ..config import apply_overrides, load_config
         cfg = apply_overrides(load_config(run / "config.yaml"), overrides)
+    elif args.config is None:
+        if args.data is None:
+            from ..errors import ConfigError
+            raise ConfigError("give a preset or config file, or --data FOLDER to train on your own images "
+                              "(see flowvae presets)")
+        cfg = _preset_for_folder(Path(args.data), overrides)
     else:
         cfg = resolve(args.config, overrides)
     res = train(cfg, run, resume=args.resume, progress=args.progress)
@@ -159,6 +167,34 @@ def cmd_train(args) -> int:
           [f"run folder: {run}", f"steps: {res['step']}",
            f"test bits/dim (negative ELBO, k={res['test_k']}, {res['test_n']} images): {res['test_elbo_bpd']:.4f}"])
     return 0
+
+
+def _preset_for_folder(root: Path, overrides: list[str]):
+    """Config for ``flowvae train --data FOLDER`` without a preset: chosen from the first image."""
+    from PIL import Image
+
+    from ..config import apply_overrides, preset_for_images
+    from ..errors import DataError
+
+    if not root.is_dir():
+        raise DataError(f"--data {root}: not a folder; without a preset, --data must be a folder of images")
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+    first = next((p for p in sorted(root.rglob("*")) if p.suffix.lower() in suffixes and p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts)), None)
+    if first is None:
+        raise DataError(f"no .png/.jpg/.jpeg images under {root}; check --data")
+    try:
+        with Image.open(first) as im:
+            w, h = im.size
+            channels = 1 if im.mode in ("1", "L", "I;16", "I", "F") else 3
+    except OSError as e:
+        raise DataError(f"cannot read {first}: {e}") from None
+    n_bits = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("data.n_bits=")), 8)
+    name, size, cfg = preset_for_images(channels, h, w, n_bits)
+    log.info("no preset given: %s is %dx%d with %d channel(s); using the %s architecture at %dx%d "
+             "(every image centre-cropped to a square and resized, bicubic), %d bits", first.name, w, h,
+             channels, name, size, size, n_bits)
+    return apply_overrides(cfg, overrides)
 
 
 def cmd_eval(args) -> int:
