@@ -28,7 +28,9 @@ demo: $(STAMP)
 	$(BIN)/flowvae switch $(DEMO) --device cpu --pairs 8
 	$(BIN)/flowvae interpolate $(DEMO) --device cpu
 	$(BIN)/flowvae probe $(DEMO) --device cpu
-	@echo "demo run folder: $(DEMO)"
+	$(BIN)/flowvae check $(DEMO) --device cpu
+	$(BIN)/flowvae report $(DEMO)
+	@echo "demo run folder: $(DEMO); open $(DEMO)/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -123,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=64, help="test images to check [default: 64]")
     _common(p)
 
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run",
+                       description="One HTML page per run: config, bits/dim and KL curves, sample/switch/"
+                                   "interpolation grids, probe and FID/KID tables, parameters, hardware, wall time.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--out", default=None, help="HTML file [default: RUN/report.html]")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+
+    p = sub.add_parser("compare", help="put several runs side by side in one HTML page",
+                       description="A table (kind, parameters, steps, final test bits/dim, KL, wall time, probe "
+                                   "accuracies) and the test bits/dim curves of several runs.")
+    p.add_argument("runs", metavar="RUN", nargs="+", help="run folders")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+
     p = sub.add_parser("presets", help="list the presets and their parameter counts")
     p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
@@ -401,6 +417,22 @@ def cmd_check(args) -> int:
     return 0 if res["ok"] else 1
 
 
+def cmd_report(args) -> int:
+    from ..report import write_report
+
+    path = write_report(args.run, args.out)
+    _emit(args, {"file": str(path)}, [f"wrote {path}"])
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..report import compare_runs
+
+    path = compare_runs(args.runs, args.out)
+    _emit(args, {"file": str(path), "runs": args.runs}, [f"wrote {path}"])
+    return 0
+
+
 def cmd_presets(args) -> int:
     import torch
 
@@ -419,7 +451,7 @@ def cmd_presets(args) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "switch": cmd_switch,
             "interpolate": cmd_interpolate, "probe": cmd_probe, "fid": cmd_fid, "check": cmd_check,
-            "presets": cmd_presets}
+            "report": cmd_report, "compare": cmd_compare, "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

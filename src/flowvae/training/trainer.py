@@ -55,12 +55,12 @@ def load_data(cfg: Config, split: str) -> ImageData:
     d = cfg.data
     kw = {}
     limit = d.train_limit if split == "train" else d.test_limit
-    if d.dataset in ("cifar10-jpeg", "folder"):
+    if d.dataset in ("cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq"):
         kw["limit"] = limit
     if d.dataset == "folder":
         kw["on_bad"] = d.on_bad
-        if d.image_size:
-            kw["size"] = d.image_size
+    if d.dataset in ("folder", "imagenet64", "lsun", "celebahq") and d.image_size:
+        kw["size"] = d.image_size
     data = load_dataset(d.dataset, split, d.root, **kw)
     if limit is not None and len(data) > limit:
         data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name, data.classes)
@@ -364,6 +364,12 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     for t in tc.sample_temperatures:
         save_grid(model.sample(64, temperature=t, generator=gen).cpu(), run / "samples" / f"samples_t{t:.2f}.png",
                   nrow=8, scale=max(1, 64 // cfg.model.image_size))
+    try:
+        from ..report import write_report
+
+        write_report(run)
+    except Exception as e:  # noqa: BLE001 - a report problem must not fail a finished training run
+        log.warning("could not write report.html: %s", e)
     log.info("done: %d steps in %.1f s, run folder %s", step, elapsed + time.time() - t0, run)
     return last
 

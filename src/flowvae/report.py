@@ -1,0 +1,689 @@
+"""Self-contained HTML reports of run folders.
+
+:func:`write_report` turns one run folder into one HTML page; :func:`compare_runs` puts several
+runs side by side. The pages embed everything they show (images as base64 ``data:`` URIs, plots as
+inline SVG drawn here rather than with matplotlib, so no plotting dependency), so a page can be
+mailed or attached to an issue on its own and still shows everything.
+
+Only ``config.yaml`` is required. Every other file of the run folder is optional: a missing file
+leaves its section out, and a file that is present but cannot be read is listed under "Notes"
+instead of failing the whole report, because reports are most wanted for runs that went wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__
+from .errors import CheckpointError
+
+__all__ = ["compare_runs", "write_report"]
+
+# Buffers of this library's layers (ActNorm's init flag, the LU 1x1 convolution's fixed factors,
+# BatchNorm statistics). model.safetensors stores the whole state_dict, so they are subtracted to
+# give the same parameter count as ``sum(p.numel() for p in model.parameters())``.
+_BUFFER_NAMES = frozenset({"initialized", "perm", "sign", "eye", "running_mean", "running_var",
+                           "num_batches_tracked"})
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf")
+_SAMPLES = re.compile(r"^samples_t(\d+(?:\.\d+)?)\.png$")
+_FID = re.compile(r"^fid_t(\d+(?:\.\d+)?)\.json$")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.section th { background: #e6eef7; }
+.ok { color: #137333; font-weight: bold; } .fail { color: #b3261e; font-weight: bold; }
+figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
+figcaption { font-size: 0.9em; color: #555; text-align: center; }
+img.grid { image-rendering: pixelated; image-rendering: crisp-edges; border: 1px solid #ddd;
+           max-width: 100%; height: auto; }
+svg.plot { background: #fff; } svg.plot text { font-size: 12px; fill: #333; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+.muted { color: #777; }
+"""
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a run folder
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _read_config(run: Path) -> tuple[dict, str]:
+    path = run / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml)")
+    try:
+        text = path.read_text()
+        cfg = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise CheckpointError(f"cannot read {path}: {_one_line(e)}") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path} is not a flowvae config (expected a mapping of sections)")
+    return cfg, text
+
+
+def _read_json(path: Path, notes: list[str]) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        return None
+
+
+def _read_metrics(path: Path, notes: list[str]) -> list[dict]:
+    if not path.is_file():
+        return []
+    records, bad = [], 0
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        return []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            bad += 1  # a run killed mid-write can leave half a line; the rest is still good
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), (int, float)):
+            records.append(rec)
+        else:
+            bad += 1
+    if bad:
+        notes.append(f"{path.name}: {bad} line(s) skipped that were not metrics records")
+    return records
+
+
+def _param_count(path: Path, notes: list[str]) -> dict | None:
+    """Parameter and stored-element counts from the safetensors header (no weights are loaded)."""
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        total = buffers = 0
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            for key in f.keys():
+                n = math.prod(f.get_slice(key).get_shape())
+                total += n
+                if key.rsplit(".", 1)[-1] in _BUFFER_NAMES:
+                    buffers += n
+    except Exception as e:  # safetensors raises its own error types for damaged headers
+        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        return None
+    return {"parameters": total - buffers, "stored": total, "buffers": buffers, "metadata": meta}
+
+
+def _png_size(path: Path, notes: list[str]) -> tuple[bytes, int, int] | None:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        return None
+    # Width and height sit at fixed offsets of the IHDR chunk, so no image library is needed.
+    if len(data) < 24 or not data.startswith(_PNG_MAGIC) or data[12:16] != b"IHDR":
+        notes.append(f"{path.name} is not a PNG file; left out")
+        return None
+    return data, int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _collect(run: str | Path) -> dict:
+    run = Path(run)
+    cfg, cfg_text = _read_config(run)
+    notes: list[str] = []
+    info: dict[str, Any] = {"path": run, "name": run.resolve().name, "config": cfg, "config_text": cfg_text,
+                            "notes": notes}
+    info["metrics"] = _read_metrics(run / "metrics.jsonl", notes)
+    info["environment"] = _read_json(run / "environment.json", notes)
+    info["params"] = _param_count(run / "model.safetensors", notes)
+    for key in ("probe", "eval", "check"):
+        info[key] = _read_json(run / f"{key}.json", notes)
+    fids = []
+    for p in sorted(run.glob("fid_t*.json")):
+        m = _FID.match(p.name)
+        if m and isinstance(d := _read_json(p, notes), dict):
+            fids.append((float(m.group(1)), p.name, d))
+    info["fid"] = sorted(fids, key=lambda t: t[0])
+    samples, others = [], []
+    if (run / "samples").is_dir():
+        for p in sorted((run / "samples").glob("*.png")):
+            m = _SAMPLES.match(p.name)
+            (samples if m else others).append((float(m.group(1)) if m else math.inf, p))
+    info["samples"] = [p for _, p in sorted(samples, key=lambda t: t[0])] + [p for _, p in others]
+    info["figures"] = sorted(p for p in run.glob("*.png") if p.is_file())
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _esc(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _fmt_pct(v: Any) -> str:
+    return f"{100 * v:.2f}%" if _finite(v) else "–"
+
+
+def _fmt_duration(s: Any) -> str:
+    if not _finite(s):
+        return "–"
+    whole = int(round(s))
+    h, rem = divmod(whole, 3600)
+    return f"{s:,.1f} s ({h}:{rem // 60:02d}:{rem % 60:02d})"
+
+
+def _cfg_get(cfg: dict, section: str, key: str) -> Any:
+    sec = cfg.get(section)
+    return sec.get(key) if isinstance(sec, dict) else None
+
+
+def _last(metrics: list[dict], key: str) -> Any:
+    """The newest value of ``key``: records written at step 0 have no training loss yet."""
+    for rec in reversed(metrics):
+        if rec.get(key) is not None:
+            return rec[key]
+    return None
+
+
+def _table(rows: list[tuple[str, str]], table_id: str | None = None, cls: str = "kv") -> str:
+    """Two-column table; both cells must already be escaped HTML."""
+    attr = f' id="{table_id}"' if table_id else ""
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table{attr} class="{cls}"><tbody>{body}</tbody></table>'
+
+
+def _img(path: Path, data: bytes, width: int, height: int, alt: str, cls: str = "grid") -> str:
+    # Grids of 8x8 or 28x28 images are tiny; scale by an integer factor (pixelated) so they are
+    # legible, without blowing up grids that are already large.
+    scale = max(1, min(8, 320 // max(width, 1)))
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<img class="{cls}" src="{src}" width="{width * scale}" height="{height * scale}" '
+            f'alt="{_esc(alt)}" data-file="{_esc(path.name)}">')
+
+
+# ----------------------------------------------------------------------------------------------
+# SVG line plots
+
+
+def _nice_step(span: float, n: int = 5) -> float:
+    raw = span / n
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * mag >= raw * (1 - 1e-9):
+            return m * mag
+    return 10 * mag
+
+
+def _axis(lo: float, hi: float, integer: bool = False) -> tuple[float, float, list[float], int]:
+    """A range covering [lo, hi] that starts and ends on round ticks, the ticks, and label decimals.
+
+    ``integer`` keeps ticks on whole numbers (training steps)."""
+    if hi <= lo:  # one point, or a flat curve: give it some height so it is drawn mid-axis
+        pad = 1.0 if integer else abs(lo) * 0.05 or 0.5
+        lo, hi = lo - pad, hi + pad
+    step = _nice_step(hi - lo)
+    if integer:
+        step = max(1.0, round(step))
+    start, stop = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    ticks = [i * step for i in range(start, stop + 1)]
+    exponent = math.floor(math.log10(step) + 1e-9)
+    mantissa = round(step / 10**exponent, 6)
+    decimals = max(0, -exponent + (1 if mantissa == 2.5 else 0))
+    return ticks[0], ticks[-1], ticks, decimals
+
+
+def _svg_plot(series: list[tuple[str, list[tuple[float, float]]]], plot_id: str, xlabel: str, ylabel: str,
+              width: int = 640, height: int = 320) -> str:
+    """An inline SVG line plot: one polyline (with point markers) per series, axes, ticks, legend.
+
+    Non-finite points are left out, so a run that diverged still plots the part before it.
+    """
+    series = [(name, [(float(x), float(y)) for x, y in pts if _finite(x) and _finite(y)]) for name, pts in series]
+    points = [p for _, pts in series for p in pts]
+    if not points:
+        return f'<p id="{plot_id}" class="muted">no data to plot</p>'
+    # Legend entries are laid out in rows above the plot; widths estimated at ~7 px per character.
+    rows, row, used = [], [], 0
+    for i, (name, _) in enumerate(series):
+        w = 28 + 7 * len(name)
+        if row and used + w > width - 80:
+            rows.append(row)
+            row, used = [], 0
+        row.append((i, name, used))
+        used += w + 12
+    rows.append(row)
+    left, right, top, bottom = 70, 20, 14 + 18 * len(rows), 46
+    height += 18 * (len(rows) - 1)
+    x0, x1, xt, xd = _axis(min(p[0] for p in points), max(p[0] for p in points), integer=True)
+    y0, y1, yt, yd = _axis(min(p[1] for p in points), max(p[1] for p in points))
+    pw, ph = width - left - right, height - top - bottom
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * pw
+
+    def sy(y: float) -> float:
+        return top + (1 - (y - y0) / (y1 - y0)) * ph
+
+    out = [f'<svg id="{plot_id}" class="plot" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+           f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+           f'aria-label="{_esc(ylabel)} against {_esc(xlabel)}">']
+    for t in yt:
+        y = sy(t)
+        out.append(f'<line class="grid" x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#eee"/>'
+                   f'<line x1="{left - 5}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#333"/>'
+                   f'<text class="ytick" x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{t:.{yd}f}</text>')
+    for t in xt:
+        x = sx(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top + ph}" x2="{x:.1f}" y2="{top + ph + 5}" stroke="#333"/>'
+                   f'<text class="xtick" x="{x:.1f}" y="{top + ph + 18}" text-anchor="middle">{t:.{xd}f}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    out.append(f'<text class="xlabel" x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">'
+               f'{_esc(xlabel)}</text>')
+    out.append(f'<text class="ylabel" x="16" y="{top + ph / 2:.1f}" text-anchor="middle" '
+               f'transform="rotate(-90 16 {top + ph / 2:.1f})">{_esc(ylabel)}</text>')
+    for i, (name, pts) in enumerate(series):
+        color = _PALETTE[i % len(_PALETTE)]
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+        out.append(f'<polyline class="series" data-name="{_esc(name)}" points="{coords}" fill="none" '
+                   f'stroke="{color}" stroke-width="2" stroke-linejoin="round"/>')
+        if len(pts) <= 200:  # markers (with hover values) only where they do not turn into a smear
+            out.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'
+                       f'<title>{_esc(name)}: step {x:g}, {y:.4f}</title></circle>' for x, y in pts)
+    for r, row in enumerate(rows):
+        ly = 12 + 18 * r
+        for i, name, dx in row:
+            lx = left + dx
+            out.append(f'<g class="legend"><line x1="{lx}" y1="{ly}" x2="{lx + 20}" y2="{ly}" '
+                       f'stroke="{_PALETTE[i % len(_PALETTE)]}" stroke-width="3"/>'
+                       f'<text x="{lx + 26}" y="{ly + 4}">{_esc(name)}</text></g>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _curve(metrics: list[dict], key: str) -> list[tuple[float, float]]:
+    return [(rec["step"], rec[key]) for rec in metrics if rec.get(key) is not None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections of the single-run page
+
+
+def _section(sec_id: str, title: str, body: str) -> str:
+    return f'<section id="{sec_id}-section"><h2>{_esc(title)}</h2>{body}</section>'
+
+
+def _summary(info: dict) -> str:
+    cfg, metrics, params = info["config"], info["metrics"], info["params"]
+    rows = [("run", _esc(info["name"])), ("folder", f"<code>{_esc(info['path'].resolve())}</code>"),
+            ("config name", _esc(cfg.get("name", "–"))), ("model kind", _esc(_cfg_get(cfg, "model", "kind") or "–")),
+            ("dataset", _esc(_cfg_get(cfg, "data", "dataset") or "–"))]
+    if params is not None:
+        rows.append(("parameters", f'<span id="param-count">{params["parameters"]:,}</span> '
+                                   f'<span class="muted">({params["stored"]:,} stored tensor elements, '
+                                   f'{params["buffers"]:,} of them in buffers)</span>'))
+    else:
+        rows.append(("parameters", '<span class="muted">– (no model.safetensors yet)</span>'))
+    if metrics:
+        last = metrics[-1]
+        configured = _cfg_get(cfg, "train", "steps")
+        steps = _fmt(last["step"]) + (f" of {_fmt(configured)} configured" if configured is not None else "")
+        k = last.get("test_k")
+        rows += [("steps", _esc(steps)),
+                 ("final train bits/dim", f'<span id="final-train-bpd">{_fmt(_last(metrics, "train_bpd"))}</span>'),
+                 (f"final test bits/dim (negative ELBO{f', k={k}' if k is not None else ''}"
+                  f"{', ' + _fmt(last.get('test_n')) + ' images' if last.get('test_n') is not None else ''})",
+                  f'<span id="final-test-bpd">{_fmt(last.get("test_elbo_bpd"))}</span>')]
+        if isinstance(k, int) and k > 1:
+            rows.append(("final test bits/dim (importance-weighted)", _fmt(last.get("test_iw_bpd"))))
+        rows += [("final KL (nats)", f'<span id="final-kl">{_fmt(last.get("test_kl"))}</span>'),
+                 ("skipped steps", _fmt(_last(metrics, "skipped_steps"))),
+                 ("wall time", f'<span id="wall-time">{_esc(_fmt_duration(_last(metrics, "time_s")))}</span>')]
+    else:
+        rows.append(("metrics", '<span class="muted">no metrics.jsonl records yet</span>'))
+    env = info["environment"]
+    if isinstance(env, dict):
+        hw = [str(env.get("gpu") or env.get("processor") or "?")]
+        if env.get("cpu_count"):
+            hw.append(f"{env['cpu_count']} CPUs")
+        if env.get("device"):
+            hw.append(f"device {env['device']}")
+        rows.append(("hardware", _esc(", ".join(hw))))
+    return f'<section id="summary"><h2>Summary</h2>{_table(rows, "summary-table")}</section>'
+
+
+def _curves(metrics: list[dict]) -> str:
+    if not metrics:
+        return ""
+    bpd = _svg_plot([("train", _curve(metrics, "train_bpd")), ("test (negative ELBO)", _curve(metrics, "test_elbo_bpd"))],
+                    "bpd-plot", "step", "bits/dim")
+    kl = _svg_plot([("test KL", _curve(metrics, "test_kl"))], "kl-plot", "step", "KL (nats)")
+    body = (f'<figure><figcaption>bits/dim (train: running mean over the steps since the last evaluation; '
+            f'test: negative ELBO)</figcaption>{bpd}</figure>'
+            f'<figure><figcaption>KL(q(z|x) || p(z)) on the test images, nats</figcaption>{kl}</figure>')
+    return _section("curves", "Training curves", body)
+
+
+def _samples(info: dict) -> str:
+    figs = []
+    for p in info["samples"]:
+        got = _png_size(p, info["notes"])
+        if got is None:
+            continue
+        m = _SAMPLES.match(p.name)
+        caption = f"temperature {m.group(1)}" if m else p.name
+        temp = f' data-temperature="{_esc(m.group(1))}"' if m else ""
+        figs.append(f'<figure class="sample-grid"{temp}>{_img(p, *got, alt=f"samples, {caption}")}'
+                    f"<figcaption>{_esc(caption)}</figcaption></figure>")
+    return _section("samples", "Samples", "".join(figs)) if figs else ""
+
+
+_FIGURE_TEXT = {
+    "switch.png": ("switch", "Switching global codes",
+                   "each group of four: (v1, z1), (v1, z2), (v2, z2), (v2, z1) — the local code v of one image "
+                   "decoded with the global code z of another"),
+    "interpolation.png": ("interpolation", "Interpolation",
+                          "rows move the global code z, columns the local code v, between two real test images"),
+}
+
+
+def _figures(info: dict) -> str:
+    parts = []
+    known = [p for p in info["figures"] if p.name in _FIGURE_TEXT]
+    for p in sorted(known, key=lambda q: list(_FIGURE_TEXT).index(q.name)):
+        got = _png_size(p, info["notes"])
+        if got is None:
+            continue
+        sec_id, title, caption = _FIGURE_TEXT[p.name]
+        parts.append(_section(sec_id, title, f'<figure id="{sec_id}-grid" class="figure-grid">'
+                                             f'{_img(p, *got, alt=title)}<figcaption>{_esc(caption)}</figcaption></figure>'))
+    extra = []
+    for p in info["figures"]:
+        if p.name in _FIGURE_TEXT:
+            continue
+        got = _png_size(p, info["notes"])
+        if got is not None:
+            extra.append(f'<figure class="figure-grid">{_img(p, *got, alt=p.name)}'
+                         f"<figcaption>{_esc(p.name)}</figcaption></figure>")
+    if extra:
+        parts.append(_section("figures", "Other figures", "".join(extra)))
+    return "".join(parts)
+
+
+def _probe(probe: Any) -> str:
+    if not isinstance(probe, dict) or not isinstance(probe.get("results"), dict):
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("features", "dim", "C", "test accuracy", "cross-validated accuracy",
+                                             "train images", "test images"))
+    rows = []
+    for name, r in probe["results"].items():
+        if not isinstance(r, dict):
+            continue
+        rows.append(f'<tr data-features="{_esc(name)}"><td>{_esc(name)}</td><td class="num">{_fmt(r.get("dim"))}</td>'
+                    f'<td class="num">{_esc(r.get("C", "–"))}</td><td class="num">{_fmt_pct(r.get("accuracy"))}</td>'
+                    f'<td class="num">{_fmt_pct(r.get("cv_accuracy"))}</td><td class="num">{_fmt(r.get("n_train"))}</td>'
+                    f'<td class="num">{_fmt(r.get("n_test"))}</td></tr>')
+    caption = (f"linear probe on {_esc(probe.get('dataset', '?'))} "
+               f"({_esc(probe.get('protocol', '?'))} protocol)")
+    return _section("probe", "Linear probe", f'<p>{caption}</p><table id="probe-table"><thead><tr>{head}</tr>'
+                                             f'</thead><tbody>{"".join(rows)}</tbody></table>')
+
+
+def _fid(fids: list[tuple[float, str, dict]]) -> str:
+    if not fids:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("temperature", "FID", "KID", "samples", "real images", "dataset",
+                                             "Inception SHA-256", "file"))
+    rows = []
+    for temp, fname, d in fids:
+        sha = str(d.get("inception_sha256", ""))
+        kid = (f"{d['kid_mean']:.4f} ± {d['kid_std']:.4f}" if _finite(d.get("kid_mean")) and _finite(d.get("kid_std"))
+               else _fmt(d.get("kid_mean")))
+        rows.append(f'<tr><td class="num">{_esc(d.get("temperature", temp))}</td><td class="num">{_fmt(d.get("fid"), 2)}'
+                    f'</td><td class="num">{_esc(kid)}</td><td class="num">{_fmt(d.get("n_fake"))}</td>'
+                    f'<td class="num">{_fmt(d.get("n_real"))}</td><td>{_esc(d.get("dataset", "–"))}</td>'
+                    f'<td><code title="{_esc(sha)}">{_esc(sha[:12] or "–")}</code></td><td>{_esc(fname)}</td></tr>')
+    return _section("fid", "FID and KID", f'<table id="fid-table"><thead><tr>{head}</tr></thead>'
+                                          f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _eval(ev: Any) -> str:
+    if not isinstance(ev, dict):
+        return ""
+    rows = [("dataset", _esc(ev.get("dataset", "–"))), ("images", _fmt(ev.get("n"))),
+            ("bits/dim, negative ELBO", _fmt(ev.get("elbo_bpd"))),
+            (f"bits/dim, importance-weighted (K = {_esc(ev.get('k', '?'))})", _fmt(ev.get("iw_bpd"))),
+            ("KL (nats)", _fmt(ev.get("kl")))]
+    if "roundtrip_images" in ev:
+        bad = ev.get("roundtrip_mismatched_pixels")
+        cls = "ok" if bad == 0 else "fail"
+        rows.append(("encode/decode round trip", f'<span class="{cls}">{_fmt(bad)} mismatched pixels</span> '
+                                                 f'in {_fmt(ev.get("roundtrip_images"))} images'))
+    known = {"dataset", "n", "elbo_bpd", "iw_bpd", "k", "kl", "roundtrip_images", "roundtrip_mismatched_pixels"}
+    rows += [(_esc(k), _esc(_fmt(v))) for k, v in ev.items() if k not in known]
+    return _section("eval", "Evaluation (eval.json)", _table(rows, "eval-table"))
+
+
+def _check(ch: Any) -> str:
+    if not isinstance(ch, dict):
+        return ""
+    ok = bool(ch.get("ok"))
+    rows = []
+    for c in ch.get("checks", []) if isinstance(ch.get("checks"), list) else []:
+        if isinstance(c, dict):
+            good = bool(c.get("ok"))
+            rows.append(f'<tr><td>{_esc(c.get("name", "?"))}</td><td class="{"ok" if good else "fail"}">'
+                        f'{"pass" if good else "FAIL"}</td><td>{_esc(c.get("detail", ""))}</td></tr>')
+    body = (f'<p id="check-status" class="{"ok" if ok else "fail"}">{"all checks passed" if ok else "checks FAILED"}'
+            f'</p><table id="check-table"><thead><tr><th>check</th><th>result</th><th>detail</th></tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+    return _section("check", "Model checks (check.json)", body)
+
+
+def _config(cfg: dict, text: str) -> str:
+    def cell(v: Any) -> str:
+        # Lists (flow steps, widths) read best in YAML flow style, as one would type them.
+        return _esc(v if isinstance(v, str) else json.dumps(v))
+
+    rows = []
+    for section, values in cfg.items():
+        if isinstance(values, dict):
+            rows.append(f'<tr class="section"><th colspan="2">{_esc(section)}</th></tr>')
+            rows += [f"<tr><td>{_esc(section)}.{_esc(k)}</td><td><code>{cell(v)}</code></td></tr>"
+                     for k, v in values.items()]
+        else:
+            rows.append(f"<tr><td>{_esc(section)}</td><td><code>{cell(values)}</code></td></tr>")
+    body = (f'<table id="config-table"><tbody>{"".join(rows)}</tbody></table>'
+            f'<details><summary>config.yaml</summary><pre id="config-yaml">{_esc(text)}</pre></details>')
+    return _section("config", "Configuration", body)
+
+
+def _environment(env: Any) -> str:
+    if not isinstance(env, dict):
+        return ""
+    return _section("environment", "Environment",
+                    _table([(_esc(k), _esc(_fmt(v))) for k, v in env.items()], "environment-table"))
+
+
+def _notes(notes: list[str]) -> str:
+    if not notes:
+        return ""
+    return _section("notes", "Notes", "<ul>" + "".join(f"<li>{_esc(n)}</li>" for n in notes) + "</ul>")
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>{body}"
+            f'<footer class="muted"><p>written by flowvae {_esc(__version__)}</p></footer></body></html>\n')
+
+
+def _write(path: Path, text: str) -> Path:
+    # Temporary file then rename, so a browser reloading the page never sees half of it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+
+
+def write_report(run: str | Path, out: str | Path | None = None) -> Path:
+    """Write one self-contained HTML page describing the run folder ``run``.
+
+    The page (default ``run/report.html``) embeds every image as a base64 ``data:`` URI and draws
+    its plots as inline SVG, so it needs no other file. It shows, each only where its file exists:
+
+    * ``#summary``: run name, model kind, dataset, parameter count (read from the
+      ``model.safetensors`` header; buffers such as BatchNorm statistics are not counted),
+      last step, final train and test bits/dim, final KL, skipped steps, wall time (last
+      ``time_s``) and hardware;
+    * ``#bpd-plot`` (train and test bits/dim against step) and ``#kl-plot`` (test KL in nats),
+      from ``metrics.jsonl``;
+    * the sample grids of every temperature in ``samples/`` (``figure.sample-grid``), then
+      ``switch.png`` (``#switch-grid``), ``interpolation.png`` (``#interpolation-grid``) and any
+      other PNG in the folder;
+    * ``#probe-table`` (``probe.json``), ``#fid-table`` (every ``fid_t*.json``), ``#eval-table``
+      (``eval.json``), ``#check-table`` (``check.json``);
+    * ``#config-table`` and the raw ``config.yaml``; ``#environment-table`` (``environment.json``);
+    * ``#notes-section``: optional files that were present but unreadable (they are listed
+      rather than failing the report).
+
+    Args:
+        run: the run folder (the ``--run`` of ``flowvae train``).
+        out: the HTML file to write; default ``run/report.html``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: ``run`` has no ``config.yaml`` (not a run folder) or it cannot be parsed.
+        OSError: ``out`` cannot be written.
+    """
+    info = _collect(run)
+    out = Path(out) if out is not None else Path(run) / "report.html"
+    body = (f"<h1>flowvae run <span id=\"run-name\">{_esc(info['name'])}</span></h1>"
+            + _summary(info) + _curves(info["metrics"]) + _samples(info) + _figures(info) + _probe(info["probe"])
+            + _fid(info["fid"]) + _eval(info["eval"]) + _check(info["check"])
+            + _config(info["config"], info["config_text"]) + _environment(info["environment"]))
+    body += _notes(info["notes"])  # last, after every section has had its chance to add notes
+    return _write(out, _page(f"flowvae run {info['name']}", body))
+
+
+def _unique_names(infos: list[dict]) -> list[str]:
+    """Folder names, widened with parent folders where two runs share a name (a/run, b/run)."""
+    parts = [info["path"].resolve().parts for info in infos]
+    depth = [1] * len(infos)
+    for _ in range(max(len(p) for p in parts)):
+        names = ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+        dup = {n for n in names if names.count(n) > 1}
+        if not dup:
+            break
+        depth = [d + 1 if n in dup and d < len(p) else d for n, d, p in zip(names, depth, parts)]
+    return ["/".join(p[-d:]) for p, d in zip(parts, depth)]
+
+
+def compare_runs(runs: list, out: str | Path) -> Path:
+    """Write one self-contained HTML page putting several run folders side by side.
+
+    The page has ``#compare-table``, one row per run in the given order: run name, model kind
+    (``model.kind`` of its config), dataset, parameters (from ``model.safetensors``), last step,
+    final test bits/dim (negative ELBO), final KL (nats), wall time, and one column of linear-probe
+    test accuracy per feature set found in any run's ``probe.json``. Below it, ``#compare-plot``
+    draws test bits/dim against step, one line per run, with the run names as legend. Runs are
+    named by their folder; where two share a name, parent folders are added until they differ.
+    Missing optional files leave their cells as "–".
+
+    Args:
+        runs: run folders (paths or strings).
+        out: the HTML file to write.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``runs`` is empty.
+        CheckpointError: one of ``runs`` has no ``config.yaml`` (not a run folder) or it cannot be parsed.
+        OSError: ``out`` cannot be written.
+    """
+    if not runs:
+        raise ValueError("compare_runs needs at least one run folder")
+    infos = [_collect(r) for r in runs]
+    names = _unique_names(infos)
+    probes: list[str] = []
+    for info in infos:
+        res = info["probe"].get("results") if isinstance(info["probe"], dict) else None
+        for k in res if isinstance(res, dict) else []:
+            if k not in probes:
+                probes.append(k)
+    head = "".join(f"<th>{h}</th>" for h in ("run", "kind", "dataset", "parameters", "steps", "final test bits/dim",
+                                             "final KL (nats)", "wall time"))
+    head += "".join(f"<th>probe {_esc(p)}</th>" for p in probes)
+    rows = []
+    for name, info in zip(names, infos):
+        m, cfg = info["metrics"], info["config"]
+        params = _fmt(info["params"]["parameters"]) if info["params"] else "–"
+        res = info["probe"].get("results") if isinstance(info["probe"], dict) else None
+        res = res if isinstance(res, dict) else {}
+        accs = "".join(f'<td class="num">{_fmt_pct(r.get("accuracy") if isinstance(r := res.get(p), dict) else None)}'
+                       "</td>" for p in probes)
+        rows.append(f'<tr data-run="{_esc(name)}"><td>{_esc(name)}</td>'
+                    f'<td>{_esc(_cfg_get(cfg, "model", "kind") or "–")}</td>'
+                    f'<td>{_esc(_cfg_get(cfg, "data", "dataset") or "–")}</td><td class="num">{params}</td>'
+                    f'<td class="num">{_fmt(m[-1]["step"]) if m else "–"}</td>'
+                    f'<td class="num final-bpd">{_fmt(_last(m, "test_elbo_bpd"))}</td>'
+                    f'<td class="num">{_fmt(_last(m, "test_kl"))}</td>'
+                    f'<td class="num">{_esc(_fmt_duration(_last(m, "time_s")))}</td>{accs}</tr>')
+    plot = _svg_plot([(name, _curve(info["metrics"], "test_elbo_bpd")) for name, info in zip(names, infos)],
+                     "compare-plot", "step", "test bits/dim (negative ELBO)", width=760, height=380)
+    notes = [f"{name}: {n}" for name, info in zip(names, infos) for n in info["notes"]]
+    body = (f"<h1>flowvae: {len(infos)} runs compared</h1>"
+            f'<section id="compare-section"><h2>Runs</h2><table id="compare-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></section>'
+            f'<section id="compare-curves-section"><h2>Test bits/dim</h2><figure>{plot}</figure></section>'
+            + _notes(notes))
+    return _write(Path(out), _page("flowvae runs compared", body))
