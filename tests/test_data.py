@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import pickle
+import sys
 import tarfile
 import urllib.error
 import zipfile
@@ -24,11 +25,15 @@ from flowvae.data import (
     ImageData,
     ImageTensorDataset,
     bins_to_uint8,
+    celebahq_train_count,
+    load_celebahq,
     load_cifar10,
     load_cifar10_jpeg_zip,
     load_dataset,
     load_digits,
     load_image_folder,
+    load_imagenet64,
+    load_lsun,
     load_mnist,
     quantize,
 )
@@ -395,6 +400,342 @@ def test_image_folder_empty(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"x")
     with pytest.raises(DataError, match="empty dataset"):
         load_image_folder(tmp_path, on_bad="skip")
+
+
+# ---------------------------------------------------------------------------------- Downsampled ImageNet 64x64
+
+
+def _write_imagenet64_batch(path: Path, n: int, seed: int, with_mean: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One npz in the release's format: data uint8 [n, 12288] (R, G, B planes), labels 1..1000."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (n, 12288), dtype=np.uint8)
+    labels = rng.integers(1, 1001, n)
+    labels[0] = 1000 if seed % 2 else 1  # make sure both ends of the 1-based range occur
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"data": data, "labels": labels.tolist()}
+    if with_mean:  # the train batches also carry the mean image
+        arrays["mean"] = data.mean(axis=0)
+    np.savez(path, **arrays)
+    return data, labels
+
+
+def test_imagenet64_train_batches_in_order_and_labels(tmp_path: Path) -> None:
+    part1, part2 = tmp_path / "Imagenet64_train_part1_npz", tmp_path / "Imagenet64_train_part2_npz"
+    x1, y1 = _write_imagenet64_batch(part1 / "train_data_batch_1.npz", 3, seed=1)
+    x10, y10 = _write_imagenet64_batch(part2 / "train_data_batch_10.npz", 2, seed=10)
+    x2, y2 = _write_imagenet64_batch(part1 / "train_data_batch_2.npz", 4, seed=2)
+    xv, yv = _write_imagenet64_batch(tmp_path / "Imagenet64_val_npz" / "val_data.npz", 5, seed=7, with_mean=False)
+
+    train = load_imagenet64(tmp_path, "train")
+    assert train.images.shape == (9, 3, 64, 64) and train.images.dtype == torch.uint8
+    assert train.name == "imagenet64/train" and train.classes is None
+    # batches sorted by number (1, 2, 10), not by name (1, 10, 2)
+    x = np.concatenate([x1, x2, x10])
+    assert np.array_equal(train.images.reshape(9, -1).numpy(), x)
+    # first 4096 values are the red plane of image 0, row-major; the last 4096 the blue plane
+    assert np.array_equal(train.images[0, 0].numpy().ravel(), x1[0, :4096])
+    assert np.array_equal(train.images[4, 2, 63].numpy(), x2[1, -64:])
+    assert train.labels.dtype == torch.int64
+    assert train.labels.tolist() == (np.concatenate([y1, y2, y10]) - 1).tolist()
+    assert int(train.labels.min()) == 0 and int(train.labels.max()) == 999
+
+    test = load_dataset("imagenet64", "test", root=tmp_path)
+    assert test.name == "imagenet64/test" and test.images.shape == (5, 3, 64, 64)
+    assert np.array_equal(test.images.reshape(5, -1).numpy(), xv) and test.labels.tolist() == (yv - 1).tolist()
+    # a folder holding the npz files is recognised without naming the dataset
+    assert load_dataset(str(tmp_path), "test").name == "imagenet64/test"
+
+
+def test_imagenet64_limit_stops_reading_batches(tmp_path: Path) -> None:
+    x1, _ = _write_imagenet64_batch(tmp_path / "train_data_batch_1.npz", 3, seed=1)
+    x2, y2 = _write_imagenet64_batch(tmp_path / "train_data_batch_2.npz", 3, seed=2)
+    (tmp_path / "train_data_batch_3.npz").write_bytes(b"not an npz at all")  # never reached below
+    d = load_imagenet64(tmp_path, "train", limit=4)
+    assert d.images.shape == (4, 3, 64, 64)
+    assert np.array_equal(d.images.reshape(4, -1).numpy(), np.concatenate([x1, x2[:1]]))
+    assert d.labels[3].item() == y2[0] - 1
+    assert len(load_dataset("imagenet64", "train", root=tmp_path, limit=2, size=64)) == 2
+    # without the limit the damaged third batch is read and reported
+    with pytest.raises(DataError, match=r"cannot read .*train_data_batch_3\.npz.*download it again"):
+        load_imagenet64(tmp_path, "train")
+
+
+def test_imagenet64_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"Downsampled ImageNet 64x64.*image-net\.org.*Imagenet64_val_npz\.zip.*--data DIR"):
+        load_imagenet64(tmp_path / "absent", "train")
+    with pytest.raises(DataError, match=r"test files not found.*val_data\.npz.*image-net\.org.*--data DIR"):
+        load_imagenet64(tmp_path, "test")
+    _write_imagenet64_batch(tmp_path / "val_data.npz", 2, seed=3)
+    with pytest.raises(DataError, match=r"size=32.*image_size=64"):
+        load_imagenet64(tmp_path, "test", size=32)
+    # 0-based labels are not the release's format
+    np.savez(tmp_path / "val_data.npz", data=np.zeros((2, 12288), np.uint8), labels=np.array([0, 5]))
+    with pytest.raises(DataError, match=r"1\.\.1000, got 0\.\.5"):
+        load_imagenet64(tmp_path, "test")
+    # 32x32 rows are not 64x64 images
+    np.savez(tmp_path / "val_data.npz", data=np.zeros((2, 3072), np.uint8), labels=np.array([1, 2]))
+    with pytest.raises(DataError, match=r"uint8 \[n, 12288\]"):
+        load_imagenet64(tmp_path, "test")
+    # one label short
+    np.savez(tmp_path / "val_data.npz", data=np.zeros((3, 12288), np.uint8), labels=np.array([1, 2]))
+    with pytest.raises(DataError, match="3 images but 2 labels"):
+        load_imagenet64(tmp_path, "test")
+    # object arrays need pickle, which is refused
+    np.savez(tmp_path / "val_data.npz", data=np.array([None, 1], dtype=object), labels=np.array([1, 2]))
+    with pytest.raises(DataError, match="cannot read"):
+        load_imagenet64(tmp_path, "test")
+    np.savez(tmp_path / "val_data.npz", x=np.zeros(2))
+    with pytest.raises(DataError, match="no 'labels' array"):
+        load_imagenet64(tmp_path, "test")
+
+
+# ---------------------------------------------------------------------------------- LSUN
+
+
+def _encoded(array: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "WEBP":
+        Image.fromarray(array).save(buf, "WEBP", lossless=True)  # exact pixels
+    else:
+        Image.fromarray(array).save(buf, fmt, quality=95)
+    return buf.getvalue()
+
+
+def _banded(w: int, h: int, centre: tuple[int, int, int]) -> np.ndarray:
+    """A w x h RGB image whose centred min(w, h) square is `centre`, with a red/blue band on each side."""
+    a = np.empty((h, w, 3), np.uint8)
+    a[...] = centre
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    a[:, :left] = (255, 0, 0)
+    a[:, left + s :] = (0, 0, 255)
+    a[:top] = (255, 0, 0)
+    a[top + s :] = (0, 0, 255)
+    return a
+
+
+def _write_lmdb(path: Path, items: dict[bytes, bytes]) -> None:
+    lmdb = pytest.importorskip("lmdb")
+    env = lmdb.open(str(path), map_size=1 << 26)
+    with env.begin(write=True) as txn:
+        for key, value in items.items():
+            txn.put(key, value)
+    env.close()
+
+
+def test_lsun_lmdb_splits_order_crop_and_limit(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb")
+    noise = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    # LSUN keys are hex image ids; insert out of order to check that reading follows key order
+    train_items = {
+        b"f0a3c2a7d1": _encoded(_banded(12, 8, (10, 200, 30)), "WEBP"),  # landscape
+        b"0b7e4e1c9a": _encoded(noise, "WEBP"),  # 10 wide, 6 high
+        b"7c11d0e5f2": _encoded(_banded(6, 9, (90, 90, 90)), "WEBP"),  # portrait, odd margin
+        b"33aa0c5b8e": _encoded(_banded(16, 16, (250, 250, 250)), "JPEG"),
+    }
+    _write_lmdb(tmp_path / "bedroom_train_lmdb", train_items)
+    _write_lmdb(tmp_path / "bedroom_val_lmdb", {b"0e5d": _encoded(_banded(4, 4, (1, 2, 3)), "WEBP")})
+
+    d = load_lsun(tmp_path, "train", size=4)
+    assert d.images.shape == (4, 3, 4, 4) and d.images.dtype == torch.uint8
+    assert d.labels is None and d.name == "lsun-bedroom/train"
+    # key order: 0b7e.., 33aa.., 7c11.., f0a3..
+    ref = Image.fromarray(noise[:, 2:8]).resize((4, 4), Image.Resampling.BICUBIC)  # centre 6x6, bicubic
+    assert np.array_equal(d.images[0].permute(1, 2, 0).numpy(), np.asarray(ref))
+    assert abs(d.images[1].float().mean().item() - 250) <= 2  # JPEG of a uniform square: near-exact
+    for i, colour in ((2, (90, 90, 90)), (3, (10, 200, 30))):
+        # only the centre square survives the crop, so no red/blue from the bands leaks in
+        assert [d.images[i, c].unique().tolist() for c in range(3)] == [[v] for v in colour]
+
+    test = load_dataset("lsun", "test", root=tmp_path, size=2)
+    assert test.name == "lsun-bedroom/test" and test.images.shape == (1, 3, 2, 2)
+    assert test.images[0, :, 0, 0].tolist() == [1, 2, 3]
+
+    first2 = load_lsun(tmp_path, "train", size=4, limit=2)
+    assert torch.equal(first2.images, d.images[:2])
+    assert load_dataset("lsun", "train", root=tmp_path).images.shape == (4, 3, 128, 128)  # default size
+    assert load_dataset(str(tmp_path), "test", size=2).name == "lsun-bedroom/test"  # inferred from the lmdb
+
+    # one lmdb folder given directly: usable for its own split only
+    assert len(load_lsun(tmp_path / "bedroom_val_lmdb", "test", size=2)) == 1
+    with pytest.raises(DataError, match=r"bedroom_train_lmdb is the train lmdb but split 'test'"):
+        load_lsun(tmp_path / "bedroom_train_lmdb", "test")
+
+
+def test_lsun_missing_lmdb_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bedroom_train_lmdb").mkdir()
+    (tmp_path / "bedroom_train_lmdb" / "data.mdb").write_bytes(b"\0" * 64)
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # makes `import lmdb` raise ImportError
+    with pytest.raises(DataError, match=r"needs the lmdb package: pip install lmdb \(or pip install flowvae\[lsun\]\)"):
+        load_lsun(tmp_path, "train")
+
+
+def test_lsun_missing_root_and_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DataError, match=r"LSUN not found.*does not exist.*download\.py -c bedroom.*--data DIR"):
+        load_lsun(tmp_path / "absent", "train")
+    with pytest.raises(DataError, match=r"LSUN not found in .*no bedroom_train_lmdb.*--data DIR"):
+        load_lsun(tmp_path, "train")
+    monkeypatch.setenv("FLOWVAE_SHARED_DATA", str(tmp_path / "no-shared"))
+    with pytest.raises(DataError, match=r"LSUN not found.*lsun does not exist.*fyu/lsun"):
+        load_dataset("lsun", "train")  # default root: cache_dir()/lsun, absent
+    (tmp_path / "bedroom_train_lmdb").mkdir()
+    (tmp_path / "bedroom_train_lmdb" / "data.mdb").write_bytes(b"\0" * 64)
+    with pytest.raises(DataError, match=r"no \*_val_lmdb folder for split 'test'"):
+        load_lsun(tmp_path, "test")
+    with pytest.raises(DataError, match="size"):
+        load_lsun(tmp_path, "train", size=0)
+
+
+def test_lsun_damaged_lmdb(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb")
+    _write_lmdb(tmp_path / "bedroom_val_lmdb", {b"00aa": b"not an image"})
+    with pytest.raises(DataError, match=r"cannot decode image '00aa'.*damaged"):
+        load_lsun(tmp_path, "test")
+
+
+def test_lsun_exported_image_folder(tmp_path: Path) -> None:
+    # as written by the LSUN tools' export: nested .webp files; plus val/ as the test split
+    for i, key in enumerate(("9f", "1a", "5c")):
+        path = tmp_path / "train" / key[0] / f"{key}.webp"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(_encoded(_banded(10, 6, (20 * i, 0, 0)), "WEBP"))
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "a.jpg").write_bytes(_encoded(_banded(8, 8, (0, 255, 0)), "JPEG"))
+
+    d = load_lsun(tmp_path, "train", size=6, limit=2)
+    assert d.images.shape == (2, 3, 6, 6) and d.labels is None and d.name == "lsun/train"
+    # sorted by path: 1/1a (i=1), 5/5c (i=2)
+    assert d.images[:, 0, 3, 3].tolist() == [20, 40] and d.images[:, 2].unique().tolist() == [0]
+    test = load_dataset("lsun", "test", root=tmp_path, size=4)
+    assert test.images.shape == (1, 3, 4, 4) and test.images[0, 1].float().mean() > 250
+
+
+# ---------------------------------------------------------------------------------- CelebA-HQ
+
+
+def test_celebahq_split_counts() -> None:
+    assert celebahq_train_count(30000) == 27000
+    assert celebahq_train_count(31000) == 27000
+    assert celebahq_train_count(29999) == 26999
+    assert celebahq_train_count(12) == 10 and celebahq_train_count(10) == 9
+    assert celebahq_train_count(2) == 1 and celebahq_train_count(1) == 1 and celebahq_train_count(0) == 0
+
+
+def test_celebahq_flat_image_folder_numeric_split(tmp_path: Path) -> None:
+    for i in range(12):  # unpadded names: lexicographic order would be 0, 1, 10, 11, 2, ...
+        _save(tmp_path / f"{i}.png", (8, 8), "RGB", (i * 20, 255 - i * 20, 7))
+    train = load_celebahq(tmp_path, "train", size=8)
+    test = load_celebahq(tmp_path, "test", size=8)
+    assert train.images.shape == (10, 3, 8, 8) and test.images.shape == (2, 3, 8, 8)
+    assert train.images[:, 0, 0, 0].tolist() == [i * 20 for i in range(10)]
+    assert test.images[:, 0, 0, 0].tolist() == [200, 220] and test.images[:, 1, 0, 0].tolist() == [55, 35]
+    assert train.labels is None and train.name == "celebahq/train" and test.name == "celebahq/test"
+    assert load_celebahq(tmp_path, "test", size=8, limit=1).images[:, 0, 0, 0].tolist() == [200]
+    assert load_celebahq(tmp_path, "train", size=8, limit=3).images[:, 0, 0, 0].tolist() == [0, 20, 40]
+    # default size 256, through the dispatcher
+    d = load_dataset("celebahq", "test", root=tmp_path)
+    assert d.images.shape == (2, 3, 256, 256) and d.images[0, 0].unique().tolist() == [200]
+
+
+def test_celebahq_split_subfolders(tmp_path: Path) -> None:
+    _save(tmp_path / "train" / "a.png", (10, 6), "RGB", (1, 2, 3))
+    _save(tmp_path / "train" / "b.png", (10, 6), "RGB", (4, 5, 6))
+    _save(tmp_path / "val" / "c.png", (6, 6), "RGB", (7, 8, 9))
+    train = load_celebahq(tmp_path, "train", size=6)
+    assert train.images.shape == (2, 3, 6, 6) and train.images[:, :, 0, 0].tolist() == [[1, 2, 3], [4, 5, 6]]
+    test = load_celebahq(tmp_path, "test", size=None)  # val/ serves as test/; native size kept
+    assert test.images.shape == (1, 3, 6, 6) and test.images[0, :, 5, 5].tolist() == [7, 8, 9]
+    assert test.labels is None and test.name == "celebahq/test"
+
+
+def test_celebahq_per_image_npy_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    arrays = [rng.integers(0, 256, (1, 3, 16, 12), dtype=np.uint8) for _ in range(5)]
+    for i, a in enumerate(arrays):  # the Progressive GAN release: imgHQ00000.npy, uint8 [1, 3, H, W]
+        np.save(tmp_path / f"imgHQ{i:05d}.npy", a)
+    train = load_celebahq(tmp_path, "train", size=None)
+    assert train.images.shape == (4, 3, 16, 12) and train.images.dtype == torch.uint8
+    assert np.array_equal(train.images.numpy(), np.concatenate(arrays[:4]))
+    test = load_celebahq(tmp_path, "test", size=None)
+    assert np.array_equal(test.images.numpy(), arrays[4])
+    small = load_celebahq(tmp_path, "test", size=8)
+    hwc = arrays[4][0].transpose(1, 2, 0)  # 12 wide, 16 high: centre square is rows 2..13
+    ref = np.asarray(Image.fromarray(np.ascontiguousarray(hwc[2:14])).resize((8, 8), Image.Resampling.BICUBIC))
+    assert small.images.shape == (1, 3, 8, 8) and np.array_equal(small.images[0].permute(1, 2, 0).numpy(), ref)
+    assert len(load_celebahq(tmp_path, "train", size=None, limit=2)) == 2
+    (tmp_path / "extra.png").write_bytes(b"x")
+    with pytest.raises(DataError, match=r"both \.npy and image files"):
+        load_celebahq(tmp_path, "train")
+
+
+def test_celebahq_single_npy_layouts_and_paper_split(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    nhwc = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "nhwc.npy", nhwc)
+    np.save(tmp_path / "nchw.npy", nhwc.transpose(0, 3, 1, 2))
+    for name in ("nhwc.npy", "nchw.npy"):
+        d = load_celebahq(tmp_path / name, "train", size=8)
+        assert d.images.shape == (4, 3, 8, 8)
+        assert np.array_equal(d.images.numpy(), nhwc[:4].transpose(0, 3, 1, 2)), name
+        assert np.array_equal(load_celebahq(tmp_path / name, "test", size=8).images[0].permute(1, 2, 0).numpy(), nhwc[4])
+
+    # 30,000 images: the paper's 27,000 / 3,000 split, in index order
+    index = np.arange(30000)
+    big = np.stack([index % 256, index // 256, np.zeros_like(index)], axis=-1).astype(np.uint8)[:, None, None, :]
+    np.save(tmp_path / "all.npy", big)  # [30000, 1, 1, 3]
+    train = load_dataset("celebahq", "train", root=tmp_path / "all.npy", size=1)
+    test = load_dataset("celebahq", "test", root=tmp_path / "all.npy", size=1)
+    assert len(train) == 27000 and len(test) == 3000
+    assert train.images[-1, :2, 0, 0].tolist() == [26999 % 256, 26999 // 256]
+    assert test.images[0, :2, 0, 0].tolist() == [27000 % 256, 27000 // 256]
+    assert test.images[-1, :2, 0, 0].tolist() == [29999 % 256, 29999 // 256]
+    assert len(load_celebahq(tmp_path / "all.npy", "test", size=1, limit=10)) == 10
+
+
+def test_celebahq_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DataError, match=r"CelebA-HQ not found.*does not exist.*progressive_growing_of_gans.*--data DIR"):
+        load_celebahq(tmp_path / "absent", "train")
+    with pytest.raises(DataError, match=r"CelebA-HQ not found in .*no image or \.npy files"):
+        load_celebahq(tmp_path, "train")
+    monkeypatch.setenv("FLOWVAE_SHARED_DATA", str(tmp_path / "no-shared"))
+    with pytest.raises(DataError, match=r"CelebA-HQ not found.*celebahq does not exist"):
+        load_dataset("celebahq", "train")
+    np.save(tmp_path / "float.npy", np.zeros((2, 3, 4, 4), np.float32))
+    with pytest.raises(DataError, match="expected uint8"):
+        load_celebahq(tmp_path / "float.npy", "train")
+    np.save(tmp_path / "grey.npy", np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(DataError, match=r"shape \(2, 4, 4\)"):
+        load_celebahq(tmp_path / "grey.npy", "train")
+    np.save(tmp_path / "one.npy", np.zeros((1, 3, 4, 4), np.uint8))
+    with pytest.raises(DataError, match="too few for a train/test split"):
+        load_celebahq(tmp_path / "one.npy", "test")
+    with pytest.raises(DataError, match="does not take option"):
+        load_dataset("celebahq", "train", root=tmp_path, on_bad="skip")
+
+
+# ---------------------------------------------------------------------------------- trainer pass-through
+
+
+def test_trainer_load_data_passes_limit_and_size(tmp_path: Path) -> None:
+    from flowvae.config import get_preset
+    from flowvae.training.trainer import load_data
+
+    x, y = _write_imagenet64_batch(tmp_path / "imagenet" / "train_data_batch_1.npz", 5, seed=4)
+    # only read if train_limit is not passed on to the loader
+    (tmp_path / "imagenet" / "train_data_batch_2.npz").write_bytes(b"damaged")
+    cfg = get_preset("imagenet64")
+    cfg.data.dataset, cfg.data.root, cfg.data.train_limit = "imagenet64", str(tmp_path / "imagenet"), 3
+    d = load_data(cfg, "train")  # image_size=64 from the preset is passed as size and accepted
+    assert np.array_equal(d.images.reshape(3, -1).numpy(), x[:3]) and d.labels.tolist() == (y[:3] - 1).tolist()
+
+    for i in range(4):
+        _save(tmp_path / "faces" / f"{i}.png", (40, 30), "RGB", (i, 0, 0))
+    cfg = get_preset("celebahq256")
+    cfg.data.dataset, cfg.data.root, cfg.data.train_limit, cfg.data.test_limit = "celebahq", str(tmp_path / "faces"), 2, None
+    cfg.data.image_size = cfg.model.image_size = 32
+    train = load_data(cfg, "train")
+    assert train.images.shape == (2, 3, 32, 32) and train.images[:, 0, 0, 0].tolist() == [0, 1]
+    assert load_data(cfg, "test").images[:, 0, 0, 0].tolist() == [3]
 
 
 # ---------------------------------------------------------------------------------- dispatcher

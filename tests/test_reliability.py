@@ -87,15 +87,15 @@ def _poison_encoder_input(monkeypatch, bad_calls: set[int]):
     real = FlowVAE.loss
     calls = {"n": 0}
 
-    def loss(self, x, generator=None):
+    def loss(self, x, generator=None, shard=None):
         calls["n"] += 1
         if calls["n"] in bad_calls:
             handle = self.encoder.register_forward_pre_hook(lambda m, args: (args[0] * float("nan"),))
             try:
-                return real(self, x, generator)
+                return real(self, x, generator, shard)
             finally:
                 handle.remove()
-        return real(self, x, generator)
+        return real(self, x, generator, shard)
 
     monkeypatch.setattr(FlowVAE, "loss", loss)
 
@@ -117,9 +117,9 @@ def test_nan_gradient_is_skipped_and_weights_stay_finite(tmp_path, monkeypatch):
     real = FlowVAE.loss
     calls = {"n": 0}
 
-    def loss(self, x, generator=None):
+    def loss(self, x, generator=None, shard=None):
         calls["n"] += 1
-        out = real(self, x, generator)
+        out = real(self, x, generator, shard)
         if calls["n"] in (4, 5):  # training steps 3 and 4: the loss is finite, one gradient is not
             p = next(self.decoder.parameters())
             handle = {}

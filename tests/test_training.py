@@ -148,9 +148,9 @@ def test_non_finite_steps_stop_the_run_with_a_checkpoint(tmp_path, monkeypatch):
     real = FlowVAE.loss
     calls = {"n": 0}
 
-    def poisoned(self, x, generator=None):
+    def poisoned(self, x, generator=None, shard=None):
         calls["n"] += 1
-        loss, stats = real(self, x, generator)
+        loss, stats = real(self, x, generator, shard)
         if calls["n"] > 12:  # the init pass and the first steps are clean
             loss = loss * float("nan")
         return loss, stats

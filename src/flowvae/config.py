@@ -258,12 +258,13 @@ def _cifar10() -> Config:
 def _large(name: str, size: int, steps: list, hidden: list, d_z: int, encoder: list, prior_hidden: int,
            batch: int) -> Config:
     """The published ImageNet/LSUN/CelebA-HQ architectures; training fields from Table 5
-    (weight decay 5e-4, 200 warm-up updates). Images come from a folder (``--data DIR``)."""
+    (weight decay 5e-4, 200 warm-up updates). Data: the imagenet64/lsun/celebahq loaders (``--data DIR``)."""
     return Config(
         name=name,
         model=ModelConfig(in_channels=3, image_size=size, steps=steps, hidden=hidden, d_z=d_z,
                           encoder_widths=encoder, encoder_maps=32, prior_steps=2, prior_hidden=prior_hidden),
-        data=DataConfig(dataset="folder", n_bits=8, flip=name != "imagenet64", image_size=size),
+        data=DataConfig(dataset={"imagenet64": "imagenet64", "lsun128": "lsun"}.get(name, "celebahq"), n_bits=8,
+                        flip=name != "imagenet64", image_size=size),
         train=TrainConfig(steps=500000, batch_size=batch, lr=1e-3, warmup_steps=200, lr_decay=0.999997,
                           weight_decay=5e-4, init_batch_size=2 * batch, eval_every=5000,
                           eval_images=None, checkpoint_every=5000),

@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import tarfile
 import tempfile
 import urllib.error
@@ -45,11 +46,15 @@ __all__ = [
     "ImageTensorDataset",
     "bins_to_uint8",
     "cache_dir",
+    "celebahq_train_count",
+    "load_celebahq",
     "load_cifar10",
     "load_cifar10_jpeg_zip",
     "load_dataset",
     "load_digits",
     "load_image_folder",
+    "load_imagenet64",
+    "load_lsun",
     "load_mnist",
     "quantize",
     "shared_data_dir",
@@ -74,9 +79,11 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_JPEG_NAME = "CIFAR-10 (JPEG q75 re-encode)"
 MNIST_URLS = "https://ossci-datasets.s3.amazonaws.com/mnist/ or http://yann.lecun.com/exdb/mnist/"
 
-DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar10-jpeg", "folder")
+DATASET_NAMES: tuple[str, ...] = (
+    "digits", "mnist", "cifar10", "cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq",
+)
 
-_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 _SPLITS = ("train", "test")
 
 
@@ -694,11 +701,43 @@ def _decode_image_file(path: Path, size: int | None) -> np.ndarray:
         else:
             img = img.convert("RGB")  # RGBA, P, CMYK, YCbCr ... -> RGB
         if size is not None:
-            w, h = img.size
-            s = min(w, h)
-            left, top_ = (w - s) // 2, (h - s) // 2
-            img = img.crop((left, top_, left + s, top_ + s)).resize((size, size), Image.Resampling.BICUBIC)
+            img = _center_crop_resize(img, size)
         return np.asarray(img, dtype=np.uint8)
+
+
+def _center_crop_resize(img: Image.Image, size: int) -> Image.Image:
+    """Centre-crop ``img`` to the largest square and resize it to ``size x size`` (PIL bicubic).
+
+    The crop box starts at ``((w - s) // 2, (h - s) // 2)`` with ``s = min(w, h)``; an image that
+    is already ``size x size`` comes back unchanged (PIL returns a copy for a same-size resize).
+    """
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def _check_size(size: int | None, allow_none: bool = True) -> int | None:
+    if size is None and allow_none:
+        return None
+    if size is None or isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"image size must be a positive integer, got {size!r}; e.g. --set data.image_size=64")
+    return size
+
+
+def _is_listed_image(path: Path, base: Path) -> bool:
+    return (path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()
+            and not any(part.startswith(".") for part in path.relative_to(base).parts))
+
+
+def _list_image_files(base: Path) -> list[Path]:
+    """Image files under ``base`` (recursive, hidden files/folders skipped), sorted by relative path."""
+    return sorted((p for p in base.rglob("*") if _is_listed_image(p, base)), key=lambda p: p.relative_to(base).as_posix())
+
+
+def _has_image_files(base: Path) -> bool:
+    """Whether ``base`` holds at least one listable image file (stops at the first)."""
+    return any(_is_listed_image(p, base) for p in base.rglob("*"))
 
 
 def load_image_folder(
@@ -708,7 +747,7 @@ def load_image_folder(
     limit: int | None = None,
     on_bad: str = "error",
 ) -> ImageData:
-    """A folder of JPEG/PNG files (searched recursively, hidden files and folders ignored).
+    """A folder of JPEG/PNG/WEBP files (searched recursively, hidden files and folders ignored).
 
     If ``split`` is given and ``root/<split>/`` exists, only that subfolder is read. When every
     image lies in a subfolder, the first subfolder name is its class (classes sorted by name);
@@ -737,8 +776,7 @@ def load_image_folder(
     limit = _check_limit(limit)
     if on_bad not in ("error", "skip"):
         raise DataError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise DataError(f"image size must be a positive integer, got {size!r}; e.g. --set data.image_size=64")
+    size = _check_size(size)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder; pass a folder of JPEG/PNG files with --data PATH")
     base = root
@@ -750,16 +788,17 @@ def load_image_folder(
             raise DataError(f"{root} has split subfolders but no {split!r}; add {root / split} or choose another split")
     name = f"{root.name or root}/{split}" if split else str(root.name or root)
 
-    files = sorted(
-        (p for p in base.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()
-         and not any(part.startswith(".") for part in p.relative_to(base).parts)),
-        key=lambda p: p.relative_to(base).as_posix(),
-    )
+    files = _list_image_files(base)
     if not files:
-        raise DataError(f"empty dataset {name}: no .png/.jpg/.jpeg files under {base}; check --data PATH")
+        raise DataError(f"empty dataset {name}: no .png/.jpg/.jpeg/.webp files under {base}; check --data PATH")
     if limit is not None:
         files = files[:limit]
+    return _decode_image_files(files, base, name, size, on_bad)
 
+
+def _decode_image_files(files: list[Path], base: Path, name: str, size: int | None, on_bad: str) -> ImageData:
+    """Decode ``files`` (all under ``base``) as :func:`load_image_folder` documents: labels from
+    the first subfolder when every file has one, grey/colour handling, ``on_bad``."""
     if size is not None:
         logger.info("%s: centre-cropping images to squares and resizing to %dx%d (PIL bicubic)", name, size, size)
     arrays: list[np.ndarray] = []
@@ -809,6 +848,479 @@ def load_image_folder(
 
 
 # --------------------------------------------------------------------------------------
+# Downsampled ImageNet 64x64 (npz batches)
+# --------------------------------------------------------------------------------------
+
+IMAGENET64_URL = "https://image-net.org/download-images.php"
+IMAGENET64_HOWTO = (
+    f"log in at {IMAGENET64_URL}, download 'Downsampled ImageNet 64x64' (Imagenet64_train_part1_npz.zip, "
+    "Imagenet64_train_part2_npz.zip, Imagenet64_val_npz.zip), unzip them into one folder and pass it with --data DIR"
+)
+_IMAGENET64_BATCH = re.compile(r"train_data_batch_(\d+)\.npz")
+_IMAGENET64_PIXELS = 3 * 64 * 64
+
+
+def _imagenet64_files(root: Path, split: str) -> list[Path]:
+    """The split's npz files in ``root`` or its direct subfolders (the unzipped part folders)."""
+    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if split == "test":
+        return [f / "val_data.npz" for f in folders if (f / "val_data.npz").is_file()][:1]
+    batches: dict[int, Path] = {}
+    for folder in folders:
+        for f in folder.glob("train_data_batch_*.npz"):
+            m = _IMAGENET64_BATCH.fullmatch(f.name)
+            if m is None or not f.is_file():
+                continue
+            number = int(m.group(1))
+            if number in batches:
+                raise DataError(f"{batches[number]} and {f} are both train batch {number}; delete one of them")
+            batches[number] = f
+    return [batches[k] for k in sorted(batches)]
+
+
+def _read_npz(path: Path, key: str) -> np.ndarray:
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with z:
+            return z[key]
+    except KeyError:
+        raise DataError(f"{path} has no {key!r} array; it is not a Downsampled ImageNet npz batch, {IMAGENET64_HOWTO}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc}); the file is damaged, download it again") from exc
+
+
+def _imagenet64_labels(path: Path) -> np.ndarray:
+    labels = _read_npz(path, "labels")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}; the file is damaged")
+    if labels.size and (labels.min() < 1 or labels.max() > 1000):
+        raise DataError(
+            f"{path}: labels must be the 1-based ImageNet classes 1..1000, got {int(labels.min())}..{int(labels.max())}; "
+            "the file is not from the official Downsampled ImageNet release"
+        )
+    return labels.astype(np.int64) - 1
+
+
+def load_imagenet64(root: str | Path, split: str = "train", limit: int | None = None, size: int | None = None) -> ImageData:
+    """Downsampled ImageNet 64x64 (Chrabaszcz, Loshchilov & Hutter, 2017) from its npz batches.
+
+    Files (from ``https://image-net.org/download-images.php`` after a free login, "Downsampled
+    ImageNet 64x64"): ``Imagenet64_train_part1_npz.zip`` and ``..._part2_npz.zip`` hold
+    ``train_data_batch_1.npz`` ... ``train_data_batch_10.npz`` (1,281,167 images),
+    ``Imagenet64_val_npz.zip`` holds ``val_data.npz`` (50,000 images). They are looked for in
+    ``root`` and in its direct subfolders (the unzipped ``Imagenet64_*_npz`` folders). Each npz has
+    ``data``, ``uint8 [n, 12288]`` whose rows are the R, G and B planes of a 64x64 image (each
+    plane row-major), and ``labels``, the 1-based class numbers ``1..1000``. Files are read with
+    ``numpy.load(allow_pickle=False)``.
+
+    ``split="train"`` reads every ``train_data_batch_<k>.npz`` present, in order of ``k`` (a warning
+    is logged when fewer than 10 are there); ``split="test"`` reads ``val_data.npz`` (the paper
+    reports ImageNet results on the validation set).
+
+    The whole training set takes 15.7 GB in memory; ``limit`` keeps only the first ``limit`` images
+    and stops opening batches once it has them (labels are read first to count the images, so the
+    images array is allocated once and a batch's pixels are only read if needed).
+
+    Args:
+        root: folder holding the npz files.
+        split: ``"train"`` or ``"test"``.
+        limit: keep only the first ``limit`` images of the split.
+        size: accepted only as ``64`` (or ``None``), so a config's ``data.image_size=64`` can be passed
+            through; these images are not resized.
+
+    Returns:
+        ImageData named ``"imagenet64/<split>"``: images ``uint8 [N, 3, 64, 64]`` (RGB, 0..255),
+        labels ``int64 [N]`` in ``0..999`` (the file's label minus one), classes ``None``.
+
+    Raises:
+        DataError: root or the split's files missing (the message says where to download them),
+            a damaged or non-npz file, ``data`` that is not ``uint8 [n, 12288]``, labels outside
+            ``1..1000`` or not one per image, a size other than 64, or a bad ``limit``.
+    """
+    _check_split(split)
+    limit = _check_limit(limit)
+    if _check_size(size) not in (None, 64):
+        raise DataError(f"Downsampled ImageNet 64x64 images are 64x64 and are not resized, got size={size}; "
+                        "set data.image_size=64 or leave it unset")
+    root = Path(root).expanduser()
+    wanted = "train_data_batch_1.npz ... train_data_batch_10.npz" if split == "train" else "val_data.npz"
+    if not root.is_dir():
+        raise DataError(f"Downsampled ImageNet 64x64 not found: {root} is not a folder (expected {wanted}); {IMAGENET64_HOWTO}")
+    files = _imagenet64_files(root, split)
+    if not files:
+        raise DataError(f"Downsampled ImageNet 64x64 {split} files not found in {root}: expected {wanted}; {IMAGENET64_HOWTO}")
+    if split == "train" and len(files) < 10 and limit is None:
+        logger.warning("imagenet64/train: only %d of the 10 train batches are in %s (%s)", len(files), root,
+                       ", ".join(f.name for f in files))
+
+    # Pass 1: labels only (small), to count images and stop at `limit` without touching pixels.
+    parts: list[tuple[Path, np.ndarray, int]] = []  # (file, labels kept, images in the file)
+    total = 0
+    for f in files:
+        labels = _imagenet64_labels(f)
+        n_file = len(labels)
+        if limit is not None:
+            labels = labels[: limit - total]
+        parts.append((f, labels, n_file))
+        total += len(labels)
+        if limit is not None and total >= limit:
+            break
+    # Pass 2: pixels, written straight into one preallocated array (one batch in memory at a time).
+    images = np.empty((total, 3, 64, 64), dtype=np.uint8)
+    start = 0
+    for f, labels, n_file in parts:
+        data = _read_npz(f, "data")
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _IMAGENET64_PIXELS:
+            raise DataError(f"{f}: 'data' must be uint8 [n, {_IMAGENET64_PIXELS}] (64x64 RGB), got {data.dtype} "
+                            f"{data.shape}; use the 64x64 npz release, {IMAGENET64_HOWTO}")
+        if data.shape[0] != n_file:
+            raise DataError(f"{f} has {data.shape[0]} images but {n_file} labels; the file is damaged, download it again")
+        n = len(labels)
+        images[start : start + n] = data[:n].reshape(n, 3, 64, 64)
+        start += n
+        del data
+    labels_all = np.concatenate([lab for _, lab, _ in parts])
+    return _make(images, labels_all, f"imagenet64/{split}", None)
+
+
+# --------------------------------------------------------------------------------------
+# LSUN (lmdb as distributed, or exported images)
+# --------------------------------------------------------------------------------------
+
+LSUN_URL = "http://dl.yf.io/lsun/scenes/"
+LSUN_HOWTO = (
+    "download bedroom_train_lmdb.zip and bedroom_val_lmdb.zip with `python download.py -c bedroom` from "
+    f"https://github.com/fyu/lsun (files at {LSUN_URL}), unzip both into one folder and pass it with --data DIR "
+    "(a folder of exported .webp/.jpg images works too)"
+)
+_LSUN_SPLIT_DIR = {"train": "train", "test": "val"}
+
+
+def _is_lmdb_env(path: Path) -> bool:
+    return (path / "data.mdb").is_file()
+
+
+def _find_lsun_lmdb(root: Path, split: str) -> Path | None:
+    """The lmdb folder for ``split`` under ``root`` (or ``root`` itself), or None if there is no lmdb.
+
+    Raises:
+        DataError: ``root`` is (or holds) lmdb folders, but none for this split, or several categories.
+    """
+    suffix = f"_{_LSUN_SPLIT_DIR[split]}_lmdb"
+    if _is_lmdb_env(root):
+        other = "_val_lmdb" if split == "train" else "_train_lmdb"
+        if root.name.endswith(other):
+            raise DataError(
+                f"{root} is the {other[1:-5]} lmdb but split {split!r} was asked for; pass the folder that holds "
+                f"both *_train_lmdb and *_val_lmdb with --data DIR"
+            )
+        if not root.name.endswith(suffix):
+            logger.warning("%s: one lmdb given; it is used for the %s split whatever its name", root, split)
+        return root
+    if _is_lmdb_env(root / f"bedroom{suffix}"):
+        return root / f"bedroom{suffix}"
+    found = sorted(p for p in root.glob(f"*{suffix}") if _is_lmdb_env(p))
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise DataError(
+            f"{root} holds several LSUN categories ({', '.join(p.name for p in found)}); "
+            "pass the one lmdb folder to use with --data DIR"
+        )
+    if any(_is_lmdb_env(p) for p in root.glob("*_lmdb")):
+        raise DataError(f"{root} has no *{suffix} folder for split {split!r}; {LSUN_HOWTO}")
+    return None
+
+
+def _load_lsun_lmdb(path: Path, split: str, size: int, limit: int | None) -> ImageData:
+    try:
+        import lmdb  # optional dependency: pip install flowvae[lsun]
+    except ImportError:
+        raise DataError(
+            f"reading the LSUN lmdb {path} needs the lmdb package: pip install lmdb (or pip install flowvae[lsun]); "
+            "or export the images to a folder and pass that with --data DIR"
+        ) from None
+    category = path.name[: -len("_lmdb")].rsplit("_", 1)[0] if path.name.endswith("_lmdb") else path.name
+    name = f"lsun-{category}/{split}" if category else f"lsun/{split}"
+    try:
+        # lock=False: read-only shared data folders cannot hold lock.mdb, and nothing writes here.
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
+    except lmdb.Error as exc:
+        raise DataError(f"cannot open {path} as an lmdb ({exc}); the download is damaged, {LSUN_HOWTO}") from exc
+    try:
+        n = int(env.stat()["entries"])
+        if limit is not None:
+            n = min(n, limit)
+        if n == 0:
+            raise DataError(f"empty dataset {name}: the lmdb {path} holds no images; {LSUN_HOWTO}")
+        logger.info("%s: decoding %d images, centre-cropped and resized to %dx%d (PIL bicubic); %.1f GB",
+                    name, n, size, size, n * 3 * size * size / 1e9)
+        images = np.empty((n, size, size, 3), dtype=np.uint8)
+        with env.begin(write=False, buffers=False) as txn:
+            cursor = txn.cursor()
+            for i, (key, value) in enumerate(cursor):  # keys in lmdb (bytewise) order
+                if i == n:
+                    break
+                try:
+                    with Image.open(io.BytesIO(value)) as img:
+                        images[i] = np.asarray(_center_crop_resize(img.convert("RGB"), size), dtype=np.uint8)
+                except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+                    label = key.decode("ascii", "replace")
+                    raise DataError(f"cannot decode image {label!r} in {path} ({exc}); the lmdb is damaged, download it again") from exc
+    except lmdb.Error as exc:
+        raise DataError(f"cannot read {path} as an lmdb ({exc}); the download is damaged, {LSUN_HOWTO}") from exc
+    finally:
+        env.close()
+    return _make(images.transpose(0, 3, 1, 2), None, name, None)
+
+
+def _folder_split_name(root: Path, split: str) -> str:
+    """``split``, or ``"val"`` when ``root`` has ``val/`` (or ``valid/``, ``validation/``) but no ``test/``."""
+    if split == "test" and not (root / "test").is_dir():
+        for alias in ("val", "valid", "validation"):
+            if (root / alias).is_dir():
+                return alias
+    return split
+
+
+def load_lsun(root: str | Path, split: str = "train", size: int = 128, limit: int | None = None) -> ImageData:
+    """LSUN scenes (the paper: bedroom at 128x128) from the lmdb release, or from exported images.
+
+    Files: ``bedroom_train_lmdb.zip`` (3,033,042 images) and ``bedroom_val_lmdb.zip`` (300 images) from
+    ``http://dl.yf.io/lsun/scenes/``, fetched by ``python download.py -c bedroom`` of
+    https://github.com/fyu/lsun; unzipped, each is a folder with ``data.mdb`` whose keys are image ids
+    and values the encoded images (WEBP, JPEG works too). Reading lmdb needs the optional ``lmdb``
+    package (``pip install flowvae[lsun]``).
+
+    ``root`` may be:
+
+    * a folder holding ``bedroom_train_lmdb/`` and ``bedroom_val_lmdb/``: ``split="train"`` reads the
+      first, ``"test"`` the second (another single category, e.g. ``church_outdoor_*_lmdb``, is used
+      the same way);
+    * one lmdb folder itself (used for the split asked for; a ``*_train_lmdb`` folder refuses
+      ``"test"`` and a ``*_val_lmdb`` folder refuses ``"train"``);
+    * a folder of exported images (``.webp/.jpg/.png``, e.g. from the LSUN tools' ``export``):
+      read by :func:`load_image_folder` with this ``size`` and ``limit``; ``root/train`` and
+      ``root/test`` (or ``root/val``) are used as splits when present, otherwise all of ``root``
+      is used for either split.
+
+    lmdb entries are read in key order. Every image is converted to RGB, centre-cropped to a square
+    and resized to ``size x size`` with PIL's bicubic filter. The full training set at 128x128 takes
+    about 150 GB; use ``limit`` for a subset (reading stops after ``limit`` entries).
+
+    Args:
+        root: location as above.
+        split: ``"train"`` or ``"test"``.
+        size: output height and width (default 128, as in the paper).
+        limit: keep only the first ``limit`` images.
+
+    Returns:
+        ImageData named ``"lsun-<category>/<split>"`` (lmdb) or ``"lsun/<split>"`` (images):
+        images ``uint8 [N, 3, size, size]`` (RGB 0..255; an exported folder of only grey images gives
+        ``C=1``), labels ``None``.
+
+    Raises:
+        DataError: root missing or holding neither an lmdb nor images (the message says where to
+            download LSUN), ``lmdb`` not installed, an lmdb for the other split only, several
+            categories, a damaged lmdb or undecodable image, or bad ``size``/``limit``.
+    """
+    _check_split(split)
+    limit = _check_limit(limit)
+    size = _check_size(size, allow_none=False)
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"LSUN not found: {root} does not exist; {LSUN_HOWTO}")
+    if root.is_file() and root.name == "data.mdb":
+        root = root.parent
+    if not root.is_dir():
+        raise DataError(f"LSUN: {root} is not a folder; pass the folder holding bedroom_train_lmdb/ and bedroom_val_lmdb/ with --data DIR")
+    found = _find_lsun_lmdb(root, split)
+    if found is not None:
+        return _load_lsun_lmdb(found, split, size, limit)
+    if not _has_image_files(root):
+        raise DataError(f"LSUN not found in {root}: no bedroom_train_lmdb/ or bedroom_val_lmdb/ and no image files; {LSUN_HOWTO}")
+    data = load_image_folder(root, _folder_split_name(root, split), size=size, limit=limit)
+    return ImageData(data.images, None, f"lsun/{split}")  # LSUN scenes are unlabelled: subfolders are not classes
+
+
+# --------------------------------------------------------------------------------------
+# CelebA-HQ (images or .npy arrays)
+# --------------------------------------------------------------------------------------
+
+CELEBAHQ_HOWTO = (
+    "build CelebA-HQ with dataset_tool.py create_celebahq of https://github.com/tkarras/progressive_growing_of_gans "
+    "(from CelebA, https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html, and its deltas) or use a 256x256 export, "
+    "then pass the folder of images / imgHQ*.npy files (or one .npy array) with --data DIR"
+)
+CELEBAHQ_TRAIN = 27000  # of 30,000 images, as in Glow and the paper; the rest (3,000) are test
+_DIGIT_RUNS = re.compile(r"(\d+)")
+
+
+def _natural_key(path: Path, base: Path) -> list[Any]:
+    """Sort key comparing digit runs as numbers, so ``2.jpg < 10.jpg`` and ``imgHQ00002.npy < imgHQ00010.npy``."""
+    parts = _DIGIT_RUNS.split(path.relative_to(base).as_posix())
+    return [(0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts)]
+
+
+def celebahq_train_count(n: int) -> int:
+    """Images of an ``n``-image CelebA-HQ set that go to ``train``: 27,000 when ``n >= 30,000``
+    (the paper's 27,000/3,000 split of the 30,000 images), else ``floor(0.9 * n)`` but at least one
+    (so a single image is ``train`` and ``test`` is empty)."""
+    if n >= 30000:
+        return CELEBAHQ_TRAIN
+    return min(n, max(1, (9 * n) // 10))
+
+
+def _split_range(n: int, split: str, limit: int | None, where: Path) -> tuple[int, int]:
+    n_train = celebahq_train_count(n)
+    lo, hi = (0, n_train) if split == "train" else (n_train, n)
+    if hi <= lo:
+        raise DataError(f"empty dataset celebahq/{split}: {where} holds only {n} image(s), too few for a "
+                        f"train/test split; add images or use train/ and test/ subfolders")
+    if limit is not None:
+        hi = min(hi, lo + limit)
+    return lo, hi
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    """Memory-map a .npy of uint8 images as ``[n, ...]`` (a single image gets a batch axis)."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read {path} as a .npy array ({type(exc).__name__}: {exc}); the file is damaged") from exc
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
+        raise DataError(f"{path} holds {getattr(arr, 'dtype', type(arr).__name__)} values, expected uint8 pixels 0..255; "
+                        "convert it with (x * 255).round().astype(np.uint8) or re-export the images")
+    shape = arr.shape
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or not (arr.shape[1] == 3 or arr.shape[3] == 3):
+        raise DataError(f"{path} has shape {shape}, expected [N, 3, H, W], [N, H, W, 3] or one image [3, H, W] "
+                        "/ [H, W, 3]; it is not an array of RGB images")
+    return arr
+
+
+def _npy_images(arr: np.ndarray, lo: int, hi: int, size: int | None) -> np.ndarray:
+    """Images ``lo:hi`` of a mapped ``[n, 3, H, W]`` / ``[n, H, W, 3]`` array as a new ``uint8 [k, 3, S, S]``.
+
+    Reads blocks of 256 images, so a large memory-mapped file is never copied whole; the result owns
+    its memory (no view keeps the mapping, and its file descriptor, alive).
+    """
+    channels_first = arr.shape[1] == 3
+    h, w = arr.shape[2:4] if channels_first else arr.shape[1:3]
+    keep = size is None or (h, w) == (size, size)
+    out = np.empty((hi - lo, 3) + ((h, w) if keep else (size, size)), dtype=np.uint8)
+    for start in range(lo, hi, 256):
+        block = np.asarray(arr[start : min(start + 256, hi)])
+        if not channels_first:
+            block = block.transpose(0, 3, 1, 2)
+        at = start - lo
+        if keep:
+            out[at : at + len(block)] = block
+            continue
+        for j, image in enumerate(block):
+            resized = _center_crop_resize(Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))), size)
+            out[at + j] = np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1)
+    return out
+
+
+def _load_celebahq_npy(paths: list[Path], base: Path, split: str, size: int | None, limit: int | None,
+                       split_here: bool) -> np.ndarray:
+    # Map each file only while it is used: 30,000 per-image files mapped at once would exhaust the
+    # process's file descriptors (every mapping holds one).
+    counts = [len(_open_npy(p)) for p in paths]
+    n = sum(counts)
+    lo, hi = _split_range(n, split, limit, base) if split_here else (0, n if limit is None else min(n, limit))
+    chunks: list[np.ndarray] = []
+    start = 0
+    for path, count in zip(paths, counts):
+        a, b = max(lo, start) - start, min(hi, start + count) - start
+        if a < b:
+            chunk = _npy_images(_open_npy(path), a, b, size)
+            if chunks and chunk.shape[2:] != chunks[0].shape[2:]:
+                raise DataError(f"{path} holds {chunk.shape[3]}x{chunk.shape[2]} images but earlier files "
+                                f"{chunks[0].shape[3]}x{chunks[0].shape[2]}; resize them all with --set data.image_size=N")
+            chunks.append(chunk)
+        start += count
+    return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+
+
+def load_celebahq(root: str | Path, split: str = "train", size: int | None = 256, limit: int | None = None) -> ImageData:
+    """CelebA-HQ (Karras et al., 2018; the paper uses 256x256) from images or .npy arrays.
+
+    There is no official download of the finished dataset: it is built from CelebA and the deltas
+    published with Progressive GAN (``dataset_tool.py create_celebahq``, which the original release
+    wrote as per-image ``imgHQ00000.npy`` ... ``imgHQ29999.npy``, each ``uint8 [1, 3, 1024, 1024]``),
+    and 256x256 JPEG/PNG exports of it are widely shared. ``root`` may be:
+
+    * a folder of images (``.png/.jpg/.jpeg/.webp``, read by :func:`load_image_folder`);
+    * a folder of ``.npy`` files, each one image ``[1, 3, H, W]`` / ``[3, H, W]`` / ``[H, W, 3]`` or a
+      batch ``[n, 3, H, W]`` / ``[n, H, W, 3]``, all ``uint8``;
+    * one ``.npy`` file ``uint8 [N, H, W, 3]`` or ``[N, 3, H, W]`` (memory-mapped: only the images of
+      the split are read).
+
+    Split: if the folder has ``train/`` and ``test/`` (or ``val/``) subfolders they are the splits.
+    Otherwise the images are ordered by file name (digit runs compared as numbers, so ``2.jpg`` comes
+    before ``10.jpg``; within one .npy file by index) and the first 27,000 are ``train`` and the rest
+    ``test``, the 27,000/3,000 split of the 30,000 images used by Glow and the paper; a set of fewer
+    than 30,000 images is split 90%/10% (``train`` = the first ``floor(0.9 * N)``, see
+    :func:`celebahq_train_count`).
+
+    Images that are not ``size x size`` are centre-cropped to a square and resized with PIL's bicubic
+    filter; images already that size keep their exact pixels.
+
+    Args:
+        root: location as above.
+        split: ``"train"`` or ``"test"``.
+        size: output height and width (default 256, as in the paper); ``None`` keeps the stored size
+            (all images must then share it).
+        limit: keep only the first ``limit`` images of the split.
+
+    Returns:
+        ImageData named ``"celebahq/<split>"``: images ``uint8 [N, 3, size, size]`` (RGB 0..255; a
+        folder of only grey images gives ``C=1``), labels ``None``.
+
+    Raises:
+        DataError: root missing or holding neither images nor .npy files (the message says how to get
+            CelebA-HQ), a folder mixing .npy and image files, a .npy that is not uint8 RGB images, too
+            few images to split, mixed sizes with ``size=None``, or bad ``size``/``limit``.
+    """
+    _check_split(split)
+    limit = _check_limit(limit)
+    size = _check_size(size)
+    root = Path(root).expanduser()
+    name = f"celebahq/{split}"
+    if not root.exists():
+        raise DataError(f"CelebA-HQ not found: {root} does not exist; {CELEBAHQ_HOWTO}")
+    if root.is_file():
+        if root.suffix.lower() != ".npy":
+            raise DataError(f"CelebA-HQ: {root} is a file but not a .npy array; pass a folder of images or a .npy file with --data DIR")
+        return _make(_load_celebahq_npy([root], root, split, size, limit, split_here=True), None, name, None)
+
+    folder_split = _folder_split_name(root, split)
+    split_dirs = (root / "train").is_dir() and any((root / s).is_dir() for s in ("test", "val", "valid", "validation"))
+    base = root / folder_split if split_dirs else root
+    npys = sorted((p for p in base.rglob("*.npy") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(base).parts)), key=lambda p: _natural_key(p, base))
+    has_images = _has_image_files(base)
+    if npys and has_images:
+        raise DataError(f"{base} holds both .npy and image files; keep one kind, or pass one of them with --data DIR")
+    if npys:
+        return _make(_load_celebahq_npy(npys, base, split, size, limit, split_here=not split_dirs), None, name, None)
+    if not has_images:
+        raise DataError(f"CelebA-HQ not found in {base}: no image or .npy files; {CELEBAHQ_HOWTO}")
+    if split_dirs:
+        data = load_image_folder(root, folder_split, size=size, limit=limit)
+    else:
+        files = sorted(_list_image_files(base), key=lambda p: _natural_key(p, base))
+        lo, hi = _split_range(len(files), split, limit, base)
+        data = _decode_image_files(files[lo:hi], base, name, size, "error")
+    return ImageData(data.images, None, name)  # CelebA-HQ is unlabelled: subfolders are not classes
+
+
+# --------------------------------------------------------------------------------------
 # Dispatcher
 # --------------------------------------------------------------------------------------
 
@@ -826,6 +1338,10 @@ def _infer_kind(path: Path) -> str:
             return "mnist"
     if _locate_cifar10(path) is not None:
         return "cifar10"
+    if _imagenet64_files(path, "train") or _imagenet64_files(path, "test"):
+        return "imagenet64"
+    if _is_lmdb_env(path) or any(_is_lmdb_env(p) for p in path.glob("*_lmdb")):
+        return "lsun"
     return "folder"
 
 
@@ -836,6 +1352,9 @@ _LOADER_OPTIONS: dict[str, frozenset[str]] = {
     "cifar10": frozenset({"download"}),
     "cifar10-jpeg": frozenset({"limit", "cache"}),
     "folder": frozenset({"size", "limit", "on_bad"}),
+    "imagenet64": frozenset({"size", "limit"}),
+    "lsun": frozenset({"size", "limit"}),
+    "celebahq": frozenset({"size", "limit"}),
 }
 
 
@@ -844,16 +1363,19 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
     Args:
         name: one of ``DATASET_NAMES`` (``digits``, ``mnist``, ``cifar10``, ``cifar10-jpeg``,
-            ``folder``), or an existing folder / ``.zip`` / ``.tar.gz`` path (an MNIST or CIFAR-10
-            folder is recognised by its files; a zip is read as the CIFAR-10 JPEG zip; any other
-            folder is read as a folder of images).
+            ``folder``, ``imagenet64``, ``lsun``, ``celebahq``), or an existing folder / ``.zip`` /
+            ``.tar.gz`` path (an MNIST, CIFAR-10, Downsampled ImageNet or LSUN lmdb folder is
+            recognised by its files; a zip is read as the CIFAR-10 JPEG zip; any other folder is
+            read as a folder of images).
         split: ``"train"`` or ``"test"`` (any subfolder name for ``folder``).
         root: data location; defaults: mnist -> ``../shared/data/mnist`` if it exists, else
             ``cache_dir()/mnist``; cifar10 -> ``cache_dir()/cifar10``; cifar10-jpeg ->
-            ``../shared/data/cifar10-jpeg/cifar10-jpeg-images.zip``; folder has no default.
+            ``../shared/data/cifar10-jpeg/cifar10-jpeg-images.zip``; imagenet64, lsun, celebahq ->
+            ``../shared/data/<name>`` if it exists, else ``cache_dir()/<name>``; folder has no default.
             (``../shared/data`` is ``$FLOWVAE_SHARED_DATA`` when that is set.)
         **kw: loader options: ``download`` (cifar10), ``limit``/``cache`` (cifar10-jpeg),
-            ``size``/``limit``/``on_bad`` (folder). Options set to ``None`` are ignored.
+            ``size``/``limit``/``on_bad`` (folder), ``size``/``limit`` (imagenet64, lsun, celebahq).
+            Options set to ``None`` are ignored, so the loaders' defaults apply (lsun 128, celebahq 256).
 
     Returns:
         ImageData as documented by the chosen loader.
@@ -894,6 +1416,12 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         elif Path(root).is_dir():
             root = Path(root) / "cifar10-jpeg-images.zip"
         return load_cifar10_jpeg_zip(root, split, **options)
+    if kind in ("imagenet64", "lsun", "celebahq"):
+        if root is None:
+            shared = shared_data_dir() / kind
+            root = shared if shared.is_dir() else cache_dir() / kind
+        loader = {"imagenet64": load_imagenet64, "lsun": load_lsun, "celebahq": load_celebahq}[kind]
+        return loader(root, split, **options)
     # kind == "folder"
     if root is None:
         raise DataError("dataset 'folder' needs the image folder: pass it with --data PATH")

@@ -132,7 +132,35 @@ def _log_to_file(run: Path) -> logging.Handler:
     handler = logging.FileHandler(run / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("flowvae").addHandler(handler)
+    # Periodic progress lines go to the file only while a progress bar owns the terminal.
+    file_only = logging.getLogger("flowvae.progress")
+    file_only.propagate = False
+    file_only.setLevel(logging.INFO)
+    file_only.addHandler(handler)
     return handler
+
+
+class _TensorBoard:
+    """Scalars to ``run/tensorboard`` when the ``tensorboard`` package is installed; else nothing."""
+
+    def __init__(self, run: Path, enabled: bool):
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                return
+            self.writer = SummaryWriter(log_dir=str(run / "tensorboard"))
+
+    def scalars(self, step: int, values: dict) -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and v is not None:
+                    self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _check_run_folder(run: Path, resume: bool) -> None:
@@ -196,6 +224,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     finally:
         if handler is not None:
             logging.getLogger("flowvae").removeHandler(handler)
+            logging.getLogger("flowvae.progress").removeHandler(handler)
             handler.close()
     cleanup(ctx)
     return last
@@ -211,6 +240,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         env["processes"] = ctx.world
         atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
     local_batch = tc.batch_size // ctx.world
+    tb = _TensorBoard(run, main)
+    progress_log = logging.getLogger("flowvae.progress")
 
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
                             weight_decay=tc.weight_decay)
@@ -262,6 +293,7 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
                "time_s": round(elapsed + time.time() - t0, 2)}
         if main:
             _write_metrics(run, rec)
+            tb.scalars(step, {f"test/{k_}": v for k_, v in res.items() if k_ in keys})
         log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
         return rec
 
@@ -345,8 +377,10 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         if bar is not None:
             bar.update(1)
             bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
-        elif step % 100 == 0:
-            log.info("step %d: train %.4f bits/dim (running mean), kl %.2f nats", step, run_bpd, float(stats["kl"]))
+        if step % 100 == 0:
+            (progress_log if bar is not None else log).info(
+                "step %d: train %.4f bits/dim (running mean), kl %.2f nats", step, run_bpd, float(stats["kl"]))
+            tb.scalars(step, {"train/bpd": b, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
         if step % tc.eval_every == 0 or step == tc.steps:
             last = evaluate(run_bpd, skipped)
         if step % tc.checkpoint_every == 0:
@@ -355,6 +389,7 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         bar.close()
     if not last or last.get("step") != step:
         last = evaluate(run_bpd, skipped)
+    tb.close()
     checkpoint()
     model.eval()
     if not main:
