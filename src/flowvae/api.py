@@ -8,12 +8,14 @@ import torch
 
 from .config import load_config
 from .errors import CheckpointError
+from .models.factory import create_model
 from .models.flowvae import FlowVAE
+from .models.ugvae import UGVAE
 
 __all__ = ["load_run"]
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> FlowVAE:
+def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> FlowVAE | UGVAE:
     """Load the model of a run folder, in eval mode, with its config attached as ``model.config``.
 
     Reads ``run/config.yaml`` and the weights from ``run/model.safetensors`` (or, when training
@@ -41,7 +43,7 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
     if not (run / "config.yaml").is_file():
         raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml); pass the folder given to --run")
     cfg = load_config(run / "config.yaml")
-    model = FlowVAE(cfg.model, cfg.data.n_bits)
+    model = create_model(cfg)
     weights = run / "model.safetensors"
     if weights.is_file() and checkpoint != "latest":
         try:

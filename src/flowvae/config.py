@@ -34,7 +34,7 @@ class ModelConfig:
     coupling-network width per level.
     """
 
-    kind: str = "flowvae"             # flowvae (paper) | z_prior | refined_glow | glow (see flowvae.models)
+    kind: str = "flowvae"             # flowvae (paper) | z_prior | refined_glow | glow | ugvae (see flowvae.models)
     in_channels: int = 3
     image_size: int = 32
     steps: list = field(default_factory=lambda: [2, [6, 6], [6, 6], 4])
@@ -104,6 +104,30 @@ class TrainConfig:
 
 
 @dataclass
+class UGVAEOptions:
+    """Settings of the UG-VAE (``model.kind=ugvae``; see :class:`flowvae.models.ugvae.UGVAEConfig`).
+
+    ``model.in_channels``, ``model.image_size`` and ``model.d_z`` (the local latent) are shared
+    with the other models. ``group_by``: ``"batch"`` makes each training batch one group (one
+    global latent beta); ``"label"`` builds every batch from ``groups_per_batch`` classes, each
+    class one group, so beta is shared by images of one class.
+    """
+
+    d_beta: int = 50
+    K: int = 20
+    hidden: list = field(default_factory=lambda: [256])
+    conv_channels: list = field(default_factory=lambda: [32, 64, 64])
+    encoder: str = "conv"
+    decoder: str = "conv"
+    likelihood: str = "discretized_logistic"
+    d_posterior: str = "x"
+    decoder_beta: bool = True
+    beta_prior_in_product: bool = True
+    group_by: str = "batch"
+    groups_per_batch: int = 4
+
+
+@dataclass
 class Config:
     """The whole configuration of a run."""
 
@@ -111,12 +135,13 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ugvae: UGVAEOptions = field(default_factory=UGVAEOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "ugvae": UGVAEOptions}
 
 
 def _from_dict(d: dict[str, Any]) -> Config:

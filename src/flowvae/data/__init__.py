@@ -22,12 +22,14 @@ from flowvae.data.datasets import (
     quantize,
     shared_data_dir,
 )
+from flowvae.data.dsprites import DSpritesData, load_dsprites
 
 __all__ = [
     "CIFAR10_CLASSES",
     "CIFAR10_MD5",
     "CIFAR10_URL",
     "DATASET_NAMES",
+    "DSpritesData",
     "ImageData",
     "ImageTensorDataset",
     "bins_to_uint8",
@@ -38,6 +40,7 @@ __all__ = [
     "load_cifar10_jpeg_zip",
     "load_dataset",
     "load_digits",
+    "load_dsprites",
     "load_image_folder",
     "load_imagenet64",
     "load_lsun",

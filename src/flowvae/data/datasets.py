@@ -80,7 +80,7 @@ CIFAR10_JPEG_NAME = "CIFAR-10 (JPEG q75 re-encode)"
 MNIST_URLS = "https://ossci-datasets.s3.amazonaws.com/mnist/ or http://yann.lecun.com/exdb/mnist/"
 
 DATASET_NAMES: tuple[str, ...] = (
-    "digits", "mnist", "cifar10", "cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq",
+    "digits", "mnist", "cifar10", "cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites",
 )
 
 _IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
@@ -1355,6 +1355,7 @@ _LOADER_OPTIONS: dict[str, frozenset[str]] = {
     "imagenet64": frozenset({"size", "limit"}),
     "lsun": frozenset({"size", "limit"}),
     "celebahq": frozenset({"size", "limit"}),
+    "dsprites": frozenset({"variant", "limit"}),
 }
 
 
@@ -1363,7 +1364,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
 
     Args:
         name: one of ``DATASET_NAMES`` (``digits``, ``mnist``, ``cifar10``, ``cifar10-jpeg``,
-            ``folder``, ``imagenet64``, ``lsun``, ``celebahq``), or an existing folder / ``.zip`` /
+            ``folder``, ``imagenet64``, ``lsun``, ``celebahq``, ``dsprites``), or an existing folder / ``.zip`` /
             ``.tar.gz`` path (an MNIST, CIFAR-10, Downsampled ImageNet or LSUN lmdb folder is
             recognised by its files; a zip is read as the CIFAR-10 JPEG zip; any other folder is
             read as a folder of images).
@@ -1374,7 +1375,9 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
             ``../shared/data/<name>`` if it exists, else ``cache_dir()/<name>``; folder has no default.
             (``../shared/data`` is ``$FLOWVAE_SHARED_DATA`` when that is set.)
         **kw: loader options: ``download`` (cifar10), ``limit``/``cache`` (cifar10-jpeg),
-            ``size``/``limit``/``on_bad`` (folder), ``size``/``limit`` (imagenet64, lsun, celebahq).
+            ``size``/``limit``/``on_bad`` (folder), ``size``/``limit`` (imagenet64, lsun, celebahq),
+            ``variant``/``limit`` (dsprites: ``"grid"``, ``"subset"`` or ``"full"``; its split may also be
+            ``"all"``, and its root defaults to ``../shared/data/dsprites``; see :mod:`flowvae.data.dsprites`).
             Options set to ``None`` are ignored, so the loaders' defaults apply (lsun 128, celebahq 256).
 
     Returns:
@@ -1422,6 +1425,11 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
             root = shared if shared.is_dir() else cache_dir() / kind
         loader = {"imagenet64": load_imagenet64, "lsun": load_lsun, "celebahq": load_celebahq}[kind]
         return loader(root, split, **options)
+    if kind == "dsprites":
+        from flowvae.data.dsprites import load_dsprites
+
+        # uint8 0/255 images [N, 1, 64, 64], labels = shape class (square, ellipse, heart).
+        return load_dsprites(root, split, **options).to_image_data()
     # kind == "folder"
     if root is None:
         raise DataError("dataset 'folder' needs the image folder: pass it with --data PATH")

@@ -27,6 +27,7 @@ from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError
 from ..evaluation.bpd import evaluate_bpd
 from ..flows.base import data_init
 from ..imaging import save_grid
+from ..models.factory import create_model
 from ..models.flowvae import FlowVAE
 from .checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
 from .distributed import DistContext, cleanup, setup
@@ -105,6 +106,40 @@ class _Batches:
     def load_state_dict(self, s: dict) -> None:
         self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
         self._perm = self._permutation()
+
+
+class _GroupedBatches:
+    """Batches made of ``groups`` classes, ``batch_size // groups`` images each (UG-VAE with
+    ``ugvae.group_by=label``); ``next()`` returns the images and their group index ``[B]``.
+    Each step's draw depends only on (seed, step), so the state is one counter."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, groups: int, seed: int):
+        if labels is None:
+            raise DataError("ugvae.group_by=label needs class labels, and this dataset has none; "
+                            "use ugvae.group_by=batch")
+        if groups < 1 or batch_size % groups:
+            raise ConfigError(f"train.batch_size={batch_size} must be a multiple of ugvae.groups_per_batch={groups}")
+        self.images, self.seed, self.groups, self.per = images, seed, groups, batch_size // groups
+        self.by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+        if groups > len(self.by_class):
+            raise ConfigError(f"ugvae.groups_per_batch={groups} but the data has {len(self.by_class)} classes")
+        self.step = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1000003 + self.step)
+        self.step += 1
+        classes = torch.randperm(len(self.by_class), generator=g)[: self.groups]
+        idx = []
+        for c in classes.tolist():
+            pool = self.by_class[c]
+            idx.append(pool[torch.randint(len(pool), (self.per,), generator=g)])
+        return self.images[torch.cat(idx)], torch.arange(self.groups).repeat_interleave(self.per)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.step = int(s["step"])
 
 
 def _write_metrics(run: Path, record: dict) -> None:
@@ -204,8 +239,11 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(tc.seed)
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
-    model = FlowVAE(cfg.model, cfg.data.n_bits).to(device).set_precision(tc.precision)
-    model.decoder.recompute = tc.recompute
+    model = create_model(cfg).to(device).set_precision(tc.precision)
+    if isinstance(model, FlowVAE):
+        model.decoder.recompute = tc.recompute
+    elif tc.recompute:
+        raise ConfigError("train.recompute applies to the flow models only")
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if ctx.enabled and device.type == "cuda":
@@ -246,7 +284,11 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
                             weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
-    batches = _Batches(train_data.images, tc.batch_size, tc.seed)
+    grouped = cfg.model.kind == "ugvae" and cfg.ugvae.group_by == "label"
+    if cfg.model.kind == "ugvae" and cfg.ugvae.group_by not in ("batch", "label"):
+        raise ConfigError(f"ugvae.group_by must be 'batch' or 'label', got {cfg.ugvae.group_by!r}")
+    batches = (_GroupedBatches(train_data.images, train_data.labels, tc.batch_size, cfg.ugvae.groups_per_batch, tc.seed)
+               if grouped else _Batches(train_data.images, tc.batch_size, tc.seed))
     noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
     aug = torch.Generator().manual_seed(tc.seed + 2)
     step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
@@ -335,15 +377,17 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         if not ctx.all_true(in_time, device):  # every rank stops at the same step
             log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
             break
-        x = augment_batch(batches.next(), cfg.data.flip, cfg.data.crop_pad, aug)
+        x, groups = batches.next() if grouped else (batches.next(), None)
+        x = augment_batch(x, cfg.data.flip, cfg.data.crop_pad, aug)
         if ctx.enabled:  # every rank built the same global batch; keep this rank's slice
             x = x[ctx.rank * local_batch:(ctx.rank + 1) * local_batch]
+            groups = None if groups is None else groups[ctx.rank * local_batch:(ctx.rank + 1) * local_batch]
         x = x.to(device)
         if tc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
         saved_buffers = [b.clone() for b in float_buffers]
-        loss, stats = net(x, noise, ctx.shard)
+        loss, stats = net(x, noise, ctx.shard, **({} if groups is None else {"groups": groups.to(device)}))
         opt.zero_grad(set_to_none=True)
         finite = ctx.all_true(bool(torch.isfinite(loss)), device)
         if finite:

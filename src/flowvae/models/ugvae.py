@@ -1,0 +1,744 @@
+"""UG-VAE: a VAE with a global Gaussian code beta shared by a group of images and a local
+Gaussian-mixture code per image (Peis, Olmos & Artes-Rodriguez, "Unsupervised Learning of Global
+Factors in Deep Generative Models", arXiv:2012.08234, §2; authors' code: github.com/ipeis/UG-VAE,
+``models.py``, class ``UGVAE``).
+
+Equations are cited by content; the copy of the paper in ``/work/shared/papers`` holds only the
+abstract and introduction, so the model section was checked against the authors' ``models.py``.
+
+Generative model, for one group ``X = {x_1..x_N}`` (by default the whole batch)::
+
+    beta ~ N(0, I_{d_beta})                                      one global code per group
+    d_i  ~ Cat(1/K)                                              uniform mixture component
+    z_i | d_i = k, beta ~ N(mu_k(beta), diag exp(lv_k(beta)))    K heads of one network of beta
+    x_i | z_i, beta ~ p(x | [z_i, beta])                         decoder on [z, beta]
+
+``lv_k = tanh(.)``, so the prior variances lie in ``[1/e, e]`` (as the authors' ``_z_prior``).
+The decoder sees ``[z_i, beta]`` as in the authors' code (``decoder_beta=False`` gives the
+``p(x_i | z_i)`` of the plain mixture model).
+
+Inference (amortised)::
+
+    q(z_i | x_i)        = N(m(h_i), diag exp(s(h_i)))     h_i = encoder features of x_i; not conditioned on d
+    q(d_i | .)          = Cat(pi_i)                        d_posterior="x": pi_i = softmax(W h_i)   (default)
+                                                           d_posterior="z": pi_i = softmax(MLP(z_i)), z_i ~ q(z_i|x_i)
+                                                                            (the authors' q(d_i | z_i))
+    q(beta | X)         = prod. of Gaussians (:func:`product_of_gaussians`) of per-image messages
+                          N(a_i, diag exp(b_i)), (a_i, b_i) = Linear([h_i, pi_i])  (authors' encoder_beta)
+                          times the prior N(0, I) when ``beta_prior_in_product`` (default)
+
+ELBO of one group (nats), minimised as its negative; ``beta`` is one reparameterised draw::
+
+    sum_i E_q[log p(x_i | z_i, beta)]
+  - sum_i sum_k pi_ik KL(q(z_i | x_i) || p(z_i | d_i = k, beta))        "kl_z"
+  - sum_i KL(Cat(pi_i) || Cat(1/K))                                       "kl_d"
+  - KL(q(beta | X) || N(0, I))                                            "kl_beta"
+
+With ``d_posterior="x"`` every KL is in closed form given ``beta`` and the sum is exactly the ELBO.
+With ``d_posterior="z"`` pi_i depends on the sampled z_i, so ``kl_z`` is the single-sample
+estimate ``-H[q(z_i|x_i)] - sum_k pi_ik(z_i) log p(z_i | k, beta)``, unbiased for the ELBO term.
+(The authors' code weights the closed-form KLs by pi_ik(z_i), which is biased when pi depends on z;
+we do not copy that.)
+
+Departures from the authors' code, all deliberate:
+
+* q(beta|X) includes the prior N(0, I) as one more factor (``beta_prior_in_product=True``); the
+  authors multiply the messages only. The prior factor keeps the posterior variance below 1 and
+  makes a group of one image well posed. ``beta_prior_in_product=False`` restores theirs.
+* Default q(d_i | x_i) from the encoder features (closed-form bound), see above.
+* No BatchNorm (a likelihood per image must not depend on the rest of the batch); 3x3 stride-2
+  convolutions so that 28, 32 and 64 px all work; the K prior heads share one hidden layer.
+* Likelihood: a proper distribution over the 256 pixel values (see :class:`UGVAEConfig`), instead
+  of the authors' fixed-variance (0.1) Gaussian density on ``x / 255``.
+* Encoder log-variances are soft-clamped to ``(-10, 10)`` (``10 tanh(s / 10)``) for stability.
+
+Units: images enter and leave as ``uint8 [B, C, H, W]`` (0..255). Losses and KLs are in nats per
+image: a group's bound is shared by its images, so the batch loss is ``-sum_groups ELBO / B``.
+Bits/dim divide nats per image by ``D ln 2`` with ``D = C * H * W``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["UGVAE", "UGVAEConfig", "product_of_gaussians", "gaussian_kl",
+           "discretized_logistic_logprob", "discretized_gaussian_logprob", "LIKELIHOODS"]
+
+LOG_2PI = math.log(2 * math.pi)
+LIKELIHOODS = ("discretized_logistic", "gaussian", "bernoulli")
+_LOGVAR_BOUND = 10.0
+_MIN_LOG_SCALE = -7.0
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class UGVAEConfig:
+    """Architecture of :class:`UGVAE`.
+
+    ``likelihood`` -- p(x | z, beta) per pixel, on the 8-bit value ``k`` in ``0..255``:
+
+    ``discretized_logistic`` (default)
+        Logistic with per-pixel mean and log-scale from the decoder, integrated over the bin of
+        ``k`` (Salimans et al. 2017, PixelCNN++; end bins take the tails). A proper distribution
+        over the 256 values, so the loss bounds ``-log P(x)`` of the 8-bit image and bits/dim are
+        comparable with the library's flows. This is why it is the default for 8-bit data.
+    ``gaussian``
+        The same with a Gaussian CDF (a discretised Gaussian with learned per-pixel scale; the
+        authors use an undiscretised Gaussian density with fixed variance 0.1).
+    ``bernoulli``
+        Independent Bernoulli on the target ``x / 255`` (binary cross-entropy with logits). An
+        exact likelihood only for binary images (values 0 or 255; bits/dim are then per binary
+        pixel); on grey levels (MNIST, digits) it is the usual cross-entropy surrogate, not a
+        normalised distribution over 0..255.
+
+    Networks: ``encoder``/``decoder`` are ``"conv"`` (3x3 stride-2 convolutions, one level per
+    ``conv_channels`` entry; meant for 28/32/64 px) or ``"mlp"`` (fully connected, ``hidden`` layers;
+    for small images such as the 8x8 digits). ``hidden[-1]`` is the width of the encoder features
+    h, of the prior network p(z | d, beta) and of q(d | z)'s network.
+    """
+
+    in_channels: int = 3
+    image_size: int = 32
+    d_z: int = 20                      # local latent dimension
+    d_beta: int = 50                   # global latent dimension
+    K: int = 20                        # mixture components of p(z | d, beta)
+    hidden: list = field(default_factory=lambda: [256])
+    conv_channels: list = field(default_factory=lambda: [32, 64, 64])
+    encoder: str = "conv"              # conv | mlp
+    decoder: str = "conv"              # conv | mlp
+    likelihood: str = "discretized_logistic"   # discretized_logistic | gaussian | bernoulli
+    d_posterior: str = "x"             # x: q(d_i | x_i) (closed-form bound) | z: q(d_i | z_i) (authors)
+    decoder_beta: bool = True          # p(x | z, beta) as the authors; False: p(x | z)
+    beta_prior_in_product: bool = True  # include N(0, I) as a factor of q(beta | X)
+
+    @property
+    def dim(self) -> int:
+        return self.in_channels * self.image_size * self.image_size
+
+    @property
+    def kind(self) -> str:
+        """``"ugvae"`` (read-only; as ``ModelConfig.kind`` names the other models)."""
+        return "ugvae"
+
+
+def _is_pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _validate(cfg: UGVAEConfig) -> None:
+    for name in ("in_channels", "image_size", "d_z", "d_beta", "K"):
+        v = getattr(cfg, name)
+        if not _is_pos_int(v):
+            raise ConfigError(f"ugvae.{name} must be a positive integer, got {v!r}")
+    if not (isinstance(cfg.hidden, (list, tuple)) and cfg.hidden and all(_is_pos_int(w) for w in cfg.hidden)):
+        raise ConfigError(f"ugvae.hidden must be a non-empty list of positive integers, got {cfg.hidden!r}")
+    for name in ("encoder", "decoder"):
+        v = getattr(cfg, name)
+        if v not in ("conv", "mlp"):
+            raise ConfigError(f"ugvae.{name} must be 'conv' or 'mlp', got {v!r}")
+    if "conv" in (cfg.encoder, cfg.decoder):
+        ch = cfg.conv_channels
+        if not (isinstance(ch, (list, tuple)) and ch and all(_is_pos_int(w) for w in ch)):
+            raise ConfigError(f"ugvae.conv_channels must be a non-empty list of positive integers, got {ch!r}")
+        if cfg.image_size < 2 ** len(ch):
+            raise ConfigError(f"ugvae.image_size {cfg.image_size} is too small for {len(ch)} stride-2 levels "
+                              f"(needs >= {2 ** len(ch)}); shorten ugvae.conv_channels or use 'mlp'")
+    if cfg.likelihood not in LIKELIHOODS:
+        raise ConfigError(f"ugvae.likelihood must be one of {', '.join(LIKELIHOODS)}; got {cfg.likelihood!r}")
+    if cfg.d_posterior not in ("x", "z"):
+        raise ConfigError(f"ugvae.d_posterior must be 'x' (q(d|x)) or 'z' (q(d|z)), got {cfg.d_posterior!r}")
+    for name in ("decoder_beta", "beta_prior_in_product"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ConfigError(f"ugvae.{name} must be true or false, got {getattr(cfg, name)!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Gaussian algebra and pixel likelihoods
+
+
+def _segment_product(mu: Tensor, logvar: Tensor, index: Tensor, n_groups: int, prior: bool) -> tuple[Tensor, Tensor]:
+    """Product of diagonal Gaussians within each group: ``index [N]`` in ``0..n_groups-1``.
+
+    Precisions add (``1 / var_g = [1] + sum_i 1 / var_i``) and the mean is precision-weighted
+    (``mu_g = var_g * sum_i mu_i / var_i``); done in log space so tiny or huge variances are safe.
+    Returns ``(mu [G, d], logvar [G, d])``.
+    """
+    d = mu.shape[-1]
+    neg = -logvar                                               # log precisions [N, d]
+    idx = index.view(-1, 1).expand_as(neg)
+    top = torch.full((n_groups, d), -math.inf, dtype=mu.dtype, device=mu.device)
+    top = top.scatter_reduce(0, idx, neg.detach(), "amax", include_self=True)
+    if prior:
+        top = top.clamp(min=0.0)                                # the prior's log precision is 0
+    total = torch.zeros(n_groups, d, dtype=mu.dtype, device=mu.device).index_add(0, index, torch.exp(neg - top[index]))
+    if prior:
+        total = total + torch.exp(-top)
+    log_prec = top + torch.log(total)
+    weight = torch.exp(neg - log_prec[index])                   # var_g / var_i
+    mean = torch.zeros(n_groups, d, dtype=mu.dtype, device=mu.device).index_add(0, index, weight * mu)
+    return mean, -log_prec
+
+
+def product_of_gaussians(mu: Tensor, logvar: Tensor, prior: bool = True) -> tuple[Tensor, Tensor]:
+    """Normalised product of ``N`` diagonal Gaussian factors (the global posterior of UG-VAE).
+
+    ``q(beta) ∝ [N(beta; 0, I)] * prod_i N(beta; mu_i, diag exp(logvar_i))``, a Gaussian with
+    precision ``[1] + sum_i exp(-logvar_i)`` and mean ``var * sum_i mu_i exp(-logvar_i)``
+    (the authors' ``gaussian_prod``, which has no prior factor).
+
+    Args:
+        mu: factor means ``[N, d]``.
+        logvar: factor log-variances ``[N, d]``.
+        prior: include the standard normal prior as one more factor.
+
+    Returns:
+        ``(mu [d], logvar [d])``.
+
+    Raises:
+        DataError: shapes differ or are not ``[N, d]``, or ``N = 0`` without the prior.
+    """
+    if mu.dim() != 2 or mu.shape != logvar.shape:
+        raise DataError(f"product_of_gaussians needs mu and logvar of one shape [N, d]; got "
+                        f"{list(mu.shape)} and {list(logvar.shape)}")
+    if mu.shape[0] == 0 and not prior:
+        raise DataError("product_of_gaussians of zero factors is undefined without the prior")
+    index = torch.zeros(mu.shape[0], dtype=torch.long, device=mu.device)
+    m, lv = _segment_product(mu, logvar, index, 1, prior)
+    return m[0], lv[0]
+
+
+def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | float = 0.0, logvar_p: Tensor | float = 0.0) -> Tensor:
+    """``KL(N(mu_q, diag e^logvar_q) || N(mu_p, diag e^logvar_p))`` in nats, summed over the last dim."""
+    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)
+    logvar_p = torch.as_tensor(logvar_p, dtype=mu_q.dtype, device=mu_q.device)
+    return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)
+                  - 1).sum(-1)
+
+
+def _gaussian_logprob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    return -0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar) + LOG_2PI).sum(-1)
+
+
+def _scaled(k: Tensor) -> Tensor:
+    """Pixel values 0..255 -> ``[-1, 1]``; bin ``k`` covers ``k / 127.5 - 1 ± 1/255``."""
+    return k / 127.5 - 1.0
+
+
+def discretized_logistic_logprob(k: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """log P(k) in nats, elementwise, for pixel values ``k`` in ``0..255`` (float or int).
+
+    A logistic with ``mean`` and ``log_scale`` on the ``[-1, 1]`` scale, integrated over the bin
+    ``[k / 127.5 - 1 - 1/255, k / 127.5 - 1 + 1/255]``; bin 0 takes the lower tail and bin 255 the
+    upper one, so the 256 probabilities sum to 1 (PixelCNN++, one mixture component).
+    """
+    c = _scaled(k.to(mean.dtype)) - mean
+    inv_s = torch.exp(-log_scale)
+    plus, minus = inv_s * (c + 1 / 255), inv_s * (c - 1 / 255)
+    log_cdf_plus = plus - F.softplus(plus)                      # log sigmoid(plus)
+    log_sf_minus = -F.softplus(minus)                           # log (1 - sigmoid(minus))
+    delta = torch.sigmoid(plus) - torch.sigmoid(minus)
+    mid = inv_s * c
+    log_pdf_mid = mid - log_scale - 2 * F.softplus(mid) - math.log(127.5)   # density x bin width
+    inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
+    return torch.where(k < 0.5, log_cdf_plus, torch.where(k > 254.5, log_sf_minus, inner))
+
+
+def discretized_gaussian_logprob(k: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """As :func:`discretized_logistic_logprob` with a Gaussian CDF (``mean``, std ``exp(log_scale)``)."""
+    c = _scaled(k.to(mean.dtype)) - mean
+    inv_s = torch.exp(-log_scale)
+    plus, minus = inv_s * (c + 1 / 255), inv_s * (c - 1 / 255)
+    ndtr, log_ndtr = torch.special.ndtr, torch.special.log_ndtr
+    # difference of CDFs taken on the side of the nearer tail, where it keeps its precision
+    delta = torch.where(minus > 0, ndtr(-minus) - ndtr(-plus), ndtr(plus) - ndtr(minus))
+    mid = inv_s * c
+    log_pdf_mid = -0.5 * mid.pow(2) - 0.5 * LOG_2PI - log_scale - math.log(127.5)
+    inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
+    return torch.where(k < 0.5, log_ndtr(plus), torch.where(k > 254.5, log_ndtr(-minus), inner))
+
+
+def _soft_clamp(v: Tensor, bound: float = _LOGVAR_BOUND) -> Tensor:
+    return bound * torch.tanh(v / bound)
+
+
+def _noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None,
+           shard: tuple[int, int] | None, uniform: bool = False) -> Tensor:
+    """Standard normal (or uniform) noise; with ``shard = (rank, world)`` the draw is made for the
+    ``world``-times larger global batch and slice ``rank`` is kept (as :class:`~flowvae.models.FlowVAE`)."""
+    draw = torch.rand if uniform else torch.randn
+    if shard is None:
+        return draw(shape, generator=generator, device=like.device, dtype=like.dtype)
+    rank, world = shard
+    n = shape[0]
+    full = draw((n * world, *shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
+    return full[rank * n:(rank + 1) * n]
+
+
+# ------------------------------------------------------------------------------------------------
+# networks
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def _level_sizes(image_size: int, levels: int) -> list[int]:
+    sizes = [image_size]
+    for _ in range(levels):
+        sizes.append(-(-sizes[-1] // 2))                         # 3x3, stride 2, padding 1: ceil(n / 2)
+    return sizes
+
+
+class _ConvEncoder(nn.Module):
+    """``[B, C, H, W]`` in ``[-1, 1]`` -> features ``[B, hidden]``: stride-2 3x3 convolutions + ReLU, then linear."""
+
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = cfg.in_channels
+        for w in cfg.conv_channels:
+            layers += [nn.Conv2d(c, w, 3, 2, 1), nn.ReLU()]
+            c = w
+        final = _level_sizes(cfg.image_size, len(cfg.conv_channels))[-1]
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * final * final, cfg.hidden[-1]), nn.ReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class _MLPEncoder(nn.Module):
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), _mlp([cfg.dim, *cfg.hidden]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class _ConvDecoder(nn.Module):
+    """``[B, d_in]`` -> ``[B, out, H, W]``: linear layers to the smallest map, then per level an
+    upsampling (nearest) to the encoder's size at that level and a 3x3 convolution + ReLU."""
+
+    def __init__(self, cfg: UGVAEConfig, d_in: int, out_channels: int):
+        super().__init__()
+        ch = list(cfg.conv_channels)
+        self.sizes = _level_sizes(cfg.image_size, len(ch))
+        self.shape = (ch[-1], self.sizes[-1], self.sizes[-1])
+        self.fc = _mlp([d_in, cfg.hidden[-1], ch[-1] * self.sizes[-1] ** 2])
+        self.convs = nn.ModuleList(nn.Conv2d(ch[lvl], ch[max(lvl - 1, 0)], 3, 1, 1) for lvl in reversed(range(len(ch))))
+        self.out = nn.Conv2d(ch[0], out_channels, 3, 1, 1)
+
+    def forward(self, v: Tensor) -> Tensor:
+        h = self.fc(v).view(-1, *self.shape)
+        for conv, size in zip(self.convs, reversed(self.sizes[:-1])):
+            h = F.relu(conv(F.interpolate(h, size=(size, size), mode="nearest")))
+        return self.out(h)
+
+
+class _MLPDecoder(nn.Module):
+    def __init__(self, cfg: UGVAEConfig, d_in: int, out_channels: int):
+        super().__init__()
+        self.shape = (out_channels, cfg.image_size, cfg.image_size)
+        self.net = nn.Sequential(_mlp([d_in, *reversed(cfg.hidden)]),
+                                 nn.Linear(cfg.hidden[0], out_channels * cfg.image_size ** 2))
+
+    def forward(self, v: Tensor) -> Tensor:
+        return self.net(v).view(-1, *self.shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# the model
+
+
+class UGVAE(nn.Module):
+    """Unsupervised Global VAE (Peis et al. 2020; see the module docstring for the factorisation).
+
+    Args:
+        cfg: architecture (:class:`UGVAEConfig`; default if omitted).
+
+    Raises:
+        ConfigError: an invalid configuration (the message names the field).
+
+    Shapes: ``B`` images, ``G`` groups, ``d_z``, ``d_beta``, ``K`` as in the config.
+    """
+
+    def __init__(self, cfg: UGVAEConfig | None = None):
+        super().__init__()
+        cfg = UGVAEConfig() if cfg is None else cfg
+        if not isinstance(cfg, UGVAEConfig):
+            raise ConfigError(f"UGVAE needs a UGVAEConfig, got {type(cfg).__name__}")
+        _validate(cfg)
+        self.cfg = cfg
+        self.dim = cfg.dim
+        width = cfg.hidden[-1]
+        self.encoder = _ConvEncoder(cfg) if cfg.encoder == "conv" else _MLPEncoder(cfg)
+        self.q_z = nn.Linear(width, 2 * cfg.d_z)                                   # q(z | x)
+        if cfg.d_posterior == "x":
+            self.q_d = nn.Linear(width, cfg.K)                                      # q(d | x): logits
+        else:
+            self.q_d = nn.Sequential(nn.Linear(cfg.d_z, width), nn.Tanh(), nn.Linear(width, cfg.K))  # q(d | z)
+        self.q_beta = nn.Linear(width + cfg.K, 2 * cfg.d_beta)                     # per-image message
+        self.p_z = nn.Sequential(nn.Linear(cfg.d_beta, width), nn.ReLU(),
+                                 nn.Linear(width, 2 * cfg.K * cfg.d_z))             # p(z | d, beta)
+        d_in = cfg.d_z + (cfg.d_beta if cfg.decoder_beta else 0)
+        out = cfg.in_channels * (1 if cfg.likelihood == "bernoulli" else 2)
+        self.decoder = (_ConvDecoder(cfg, d_in, out) if cfg.decoder == "conv" else _MLPDecoder(cfg, d_in, out))
+
+    def set_precision(self, precision: str) -> "UGVAE":
+        """Only ``"fp32"`` is supported (the trainer's interface); returns the model.
+
+        Raises:
+            ConfigError: any other precision.
+        """
+        if precision != "fp32":
+            raise ConfigError(f"the UG-VAE runs in fp32 only, got precision {precision!r}")
+        self.precision = precision
+        return self
+
+    # -------------------------------------------------------------------- input checks
+    @property
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise :class:`~flowvae.errors.DataError` unless ``x`` is a non-empty uint8 ``[B, C, H, W]`` of this
+        model's shape."""
+        want = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
+        if not isinstance(x, Tensor):
+            raise DataError(f"images must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != want:
+            raise DataError(f"images of shape {list(x.shape)} do not fit this model, which takes "
+                            f"[B, {want[0]}, {want[1]}, {want[2]}]; check ugvae.in_channels / ugvae.image_size")
+        if x.dtype != torch.uint8:
+            raise DataError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
+        if x.shape[0] == 0:
+            raise DataError("got an empty batch of images")
+
+    def _group_index(self, groups: Tensor | None, b: int, device: torch.device) -> tuple[Tensor, int]:
+        """``groups [B]`` (any integer labels) -> (index ``[B]`` in ``0..G-1`` by sorted label, ``G``)."""
+        if groups is None:
+            return torch.zeros(b, dtype=torch.long, device=device), 1
+        if not isinstance(groups, Tensor) or groups.dtype.is_floating_point or groups.dtype.is_complex \
+                or groups.dtype == torch.bool:
+            raise DataError(f"groups must be an integer tensor [B] of group labels, got "
+                            f"{type(groups).__name__ if not isinstance(groups, Tensor) else groups.dtype}")
+        if groups.shape != (b,):
+            raise DataError(f"groups must have shape [{b}] (one label per image), got {list(groups.shape)}")
+        labels, index = torch.unique(groups.to(device), sorted=True, return_inverse=True)
+        return index, int(labels.numel())
+
+    # -------------------------------------------------------------------- building blocks
+    def _features(self, x: Tensor) -> Tensor:
+        return self.encoder(_scaled(x.to(self._dtype)))
+
+    def _q_z(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        mu, raw = self.q_z(h).chunk(2, -1)
+        return mu, _soft_clamp(raw)
+
+    def _log_pi(self, h: Tensor, z: Tensor) -> Tensor:
+        """log q(d | .) ``[B, K]``: from features ``h`` (d_posterior="x") or from ``z`` ("z")."""
+        return F.log_softmax(self.q_d(h if self.cfg.d_posterior == "x" else z), -1)
+
+    def _messages(self, h: Tensor, log_pi: Tensor) -> tuple[Tensor, Tensor]:
+        mu, raw = self.q_beta(torch.cat([h, log_pi.exp()], -1)).chunk(2, -1)
+        return mu, _soft_clamp(raw)
+
+    def prior_z(self, beta: Tensor) -> tuple[Tensor, Tensor]:
+        """Means and log-variances of p(z | d = k, beta), each ``[..., K, d_z]`` for ``beta [..., d_beta]``."""
+        out = self.p_z(beta).view(*beta.shape[:-1], self.cfg.K, 2, self.cfg.d_z)
+        return out[..., 0, :], torch.tanh(out[..., 1, :])
+
+    def _decode_params(self, z: Tensor, beta: Tensor) -> Tensor:
+        v = torch.cat([z, beta], -1) if self.cfg.decoder_beta else z
+        return self.decoder(v)
+
+    def log_px(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x | z, beta) in nats ``[B]`` for uint8 ``x`` and decoder outputs ``params``."""
+        k = x.to(params.dtype)
+        if self.cfg.likelihood == "bernoulli":
+            return -F.binary_cross_entropy_with_logits(params, k / 255.0, reduction="none").flatten(1).sum(1)
+        mean, log_scale = params.chunk(2, 1)
+        log_scale = log_scale.clamp(min=_MIN_LOG_SCALE)
+        f = (discretized_logistic_logprob if self.cfg.likelihood == "discretized_logistic"
+             else discretized_gaussian_logprob)
+        return f(k, mean, log_scale).flatten(1).sum(1)
+
+    def _to_pixels(self, params: Tensor, u: Tensor | None) -> Tensor:
+        """Decoder outputs -> uint8 images: the mean (``u=None``) or the inverse-CDF sample at uniform ``u``."""
+        if self.cfg.likelihood == "bernoulli":
+            p = torch.sigmoid(params)
+            out = p * 255.0 if u is None else (u < p).float() * 255.0
+            return out.round().clamp(0, 255).to(torch.uint8)
+        mean, log_scale = params.chunk(2, 1)
+        c = mean
+        if u is not None:
+            s = torch.exp(log_scale.clamp(min=_MIN_LOG_SCALE))
+            u = u.clamp(1e-6, 1 - 1e-6)
+            std = (torch.log(u) - torch.log1p(-u)) if self.cfg.likelihood == "discretized_logistic" \
+                else torch.special.ndtri(u)
+            c = mean + s * std
+        return ((c + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+    # -------------------------------------------------------------------- the bound
+    def elbo_terms(self, x: Tensor, groups: Tensor | None = None, generator: torch.Generator | None = None,
+                   shard: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        """All quantities of one reparameterised draw of the bound.
+
+        Args:
+            x: uint8 images ``[B, C, H, W]``.
+            groups: integer labels ``[B]``; images with one label share a beta (default: one group).
+            generator: source of the noise for z and beta.
+            shard: ``(rank, world)`` under data parallelism (noise drawn globally, sliced).
+
+        Returns:
+            A dict of tensors: ``mu_z, logvar_z, z [B, d_z]``; ``log_pi [B, K]`` (log q(d|.));
+            ``msg_mu, msg_logvar [B, d_beta]`` (per-image factors of q(beta)); ``index [B]`` (group
+            of each image, in sorted label order); ``beta_mu, beta_logvar, beta [G, d_beta]``;
+            ``prior_mu, prior_logvar [G, K, d_z]`` (p(z | d, beta) at the drawn beta); and in nats
+            ``log_px, kl_z, kl_d [B]`` and ``kl_beta [G]``.
+
+        Raises:
+            DataError: bad images or group labels.
+        """
+        self.check_input(x)
+        b = x.shape[0]
+        index, n_groups = self._group_index(groups, b, x.device)
+        h = self._features(x)
+        mu_z, logvar_z = self._q_z(h)
+        z = mu_z + torch.exp(0.5 * logvar_z) * _noise(tuple(mu_z.shape), mu_z, generator, shard)
+        log_pi = self._log_pi(h, z)
+        msg_mu, msg_logvar = self._messages(h, log_pi)
+        beta_mu, beta_logvar = _segment_product(msg_mu, msg_logvar, index, n_groups, self.cfg.beta_prior_in_product)
+        beta = beta_mu + torch.exp(0.5 * beta_logvar) * _noise(tuple(beta_mu.shape), beta_mu, generator, shard)
+        prior_mu, prior_logvar = self.prior_z(beta)                                  # [G, K, d_z]
+        pm, plv = prior_mu[index], prior_logvar[index]                               # [B, K, d_z]
+        pi = log_pi.exp()
+        if self.cfg.d_posterior == "x":
+            kl_per_k = gaussian_kl(mu_z.unsqueeze(1), logvar_z.unsqueeze(1), pm, plv)   # [B, K]
+            kl_z = (pi * kl_per_k).sum(-1)
+        else:  # pi depends on z: single-sample estimate with the entropy of q(z|x) in closed form
+            neg_entropy = -0.5 * (logvar_z + 1 + LOG_2PI).sum(-1)
+            kl_z = neg_entropy - (pi * _gaussian_logprob(z.unsqueeze(1), pm, plv)).sum(-1)
+        kl_d = (pi * (log_pi + math.log(self.cfg.K))).sum(-1)
+        kl_beta = gaussian_kl(beta_mu, beta_logvar)
+        log_px = self.log_px(x, self._decode_params(z, beta[index]))
+        return dict(mu_z=mu_z, logvar_z=logvar_z, z=z, log_pi=log_pi, msg_mu=msg_mu, msg_logvar=msg_logvar,
+                    index=index, beta_mu=beta_mu, beta_logvar=beta_logvar, beta=beta, prior_mu=prior_mu,
+                    prior_logvar=prior_logvar, log_px=log_px, kl_z=kl_z, kl_d=kl_d, kl_beta=kl_beta)
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
+             *, groups: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training loss: the negative ELBO in nats per image (one reparameterised draw).
+
+        ``loss = (sum_i [recon_i + kl_z_i + kl_d_i] + sum_g kl_beta_g) / B``.
+
+        Args:
+            x: uint8 images ``[B, C, H, W]``.
+            generator: source of the noise (positional, as :meth:`FlowVAE.loss <flowvae.models.FlowVAE.loss>`).
+            shard: ``(rank, world)`` under data parallelism; each rank's slice is then its own group(s).
+            groups: keyword only: integer labels ``[B]``; each distinct label gets its own beta.
+                Default: the whole batch is one group.
+
+        Returns:
+            ``(loss, stats)``; ``stats`` holds detached scalars: ``bpd`` (loss / (D ln 2)), ``kl``
+            (kl_z + kl_d + kl_beta), ``recon`` (-log p(x|z,beta)), ``kl_z``, ``kl_d``, ``kl_beta``
+            (all nats per image) and ``n_groups``.
+        """
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"loss(x, generator, shard): generator must be a torch.Generator, got "
+                            f"{type(generator).__name__}; pass group labels as loss(x, groups=...)")
+        t = self.elbo_terms(x, groups, generator, shard)
+        b = x.shape[0]
+        recon = -t["log_px"].sum() / b
+        kl_z, kl_d, kl_beta = t["kl_z"].sum() / b, t["kl_d"].sum() / b, t["kl_beta"].sum() / b
+        kl = kl_z + kl_d + kl_beta
+        loss = recon + kl
+        stats = {"bpd": loss / (self.dim * math.log(2)), "kl": kl, "recon": recon, "kl_z": kl_z, "kl_d": kl_d,
+                 "kl_beta": kl_beta, "n_groups": torch.tensor(float(t["beta"].shape[0]))}
+        return loss, {k: v.detach() for k, v in stats.items()}
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
+                *, groups: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Same as :meth:`loss` (so that ``DistributedDataParallel(model)(x)`` trains it)."""
+        return self.loss(x, generator, shard, groups=groups)
+
+    @torch.no_grad()
+    def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None,
+                     groups: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-image bits/dim ``[B]``; each group's bound is shared equally by its images.
+
+        ``elbo_bpd``: the negative ELBO above, averaged over ``k`` draws. ``iw_bpd``: the negative
+        importance-weighted bound of each group with ``k`` draws of ``(Z, beta)`` from
+        ``q(Z|X) q(beta|X, .)`` and d summed out of the model (``p(z|beta) = mean_k p(z|d=k, beta)``),
+        so it needs no q(d): ``log w = sum_i [log p(x_i|z_i,beta) + log p(z_i|beta) - log q(z_i|x_i)]
+        + log p(beta) - log q(beta|X)``. ``kl``: kl_z + kl_d + kl_beta share, nats per image.
+        """
+        if not (isinstance(k, int) and k >= 1):
+            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        elbos, kls, logw = [], [], []
+        for _ in range(k):
+            t = self.elbo_terms(x, groups, generator)
+            idx = t["index"]
+            n_in = torch.bincount(idx, minlength=t["beta"].shape[0]).float()[idx]     # group size per image
+            kl = t["kl_z"] + t["kl_d"] + t["kl_beta"][idx] / n_in
+            elbos.append(t["log_px"] - kl)
+            kls.append(kl)
+            log_pz = torch.logsumexp(_gaussian_logprob(t["z"].unsqueeze(1), t["prior_mu"][idx],
+                                                       t["prior_logvar"][idx]), -1) - math.log(self.cfg.K)
+            per_image = t["log_px"] + log_pz - _gaussian_logprob(t["z"], t["mu_z"], t["logvar_z"])
+            zeros = torch.zeros_like(t["beta"])
+            per_group = (torch.zeros_like(t["kl_beta"]).index_add(0, idx, per_image)
+                         + _gaussian_logprob(t["beta"], zeros, zeros)
+                         - _gaussian_logprob(t["beta"], t["beta_mu"], t["beta_logvar"]))
+            logw.append(per_group)                                                   # [G]
+        scale = self.dim * math.log(2)
+        elbo = torch.stack(elbos).mean(0)
+        iw = (torch.logsumexp(torch.stack(logw), 0) - math.log(k))[idx] / n_in       # group bound, shared
+        return {"elbo_bpd": -elbo / scale, "iw_bpd": -iw / scale, "kl": torch.stack(kls).mean(0)}
+
+    # -------------------------------------------------------------------- tools
+    @torch.no_grad()
+    def encode_group(self, x: Tensor, groups: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Global posterior q(beta | X) of uint8 images ``[B, C, H, W]``.
+
+        Returns ``(beta_mu, beta_logvar)``, each ``[d_beta]`` for one group, or ``[G, d_beta]``
+        with ``groups`` (rows in sorted label order). Deterministic: with ``d_posterior="z"``,
+        q(d | z) is evaluated at the posterior mean of z.
+        """
+        self.check_input(x)
+        index, n_groups = self._group_index(groups, x.shape[0], x.device)
+        h = self._features(x)
+        mu_z, _ = self._q_z(h)
+        mu, lv = _segment_product(*self._messages(h, self._log_pi(h, mu_z)), index, n_groups,
+                                  self.cfg.beta_prior_in_product)
+        return (mu[0], lv[0]) if groups is None else (mu, lv)
+
+    @torch.no_grad()
+    def cluster(self, x: Tensor) -> Tensor:
+        """Mixture component of each image: ``argmax_k q(d = k | x)``, int64 ``[B]`` (q(d|z) at z's posterior mean)."""
+        self.check_input(x)
+        h = self._features(x)
+        return self._log_pi(h, self._q_z(h)[0]).argmax(-1)
+
+    def _check_beta(self, beta: Tensor, name: str = "beta") -> Tensor:
+        if not isinstance(beta, Tensor) or beta.shape != (self.cfg.d_beta,) or not beta.is_floating_point():
+            got = list(beta.shape) if isinstance(beta, Tensor) else type(beta).__name__
+            raise DataError(f"{name} must be a float tensor [{self.cfg.d_beta}] (d_beta), got {got}")
+        return beta.to(self._device, self._dtype)
+
+    @staticmethod
+    def _check_count(name: str, n) -> None:
+        if not _is_pos_int(n):
+            raise ConfigError(f"{name} must be a positive integer, got {n!r}")
+
+    @staticmethod
+    def _check_temperature(t) -> None:
+        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0):
+            raise ConfigError(f"temperature must be a finite number >= 0, got {t!r}")
+
+    def _local_noise(self, n: int, generator: torch.Generator | None,
+                     pixel_noise: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        device, dtype = self._device, self._dtype
+        d = torch.randint(self.cfg.K, (n,), generator=generator, device=device)
+        eps = torch.randn(n, self.cfg.d_z, generator=generator, device=device, dtype=dtype)
+        u = (torch.rand(n, self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size, generator=generator,
+                        device=device, dtype=dtype) if pixel_noise else None)
+        return d, eps, u
+
+    def _generate(self, beta: Tensor, d: Tensor, eps: Tensor, u: Tensor | None, temperature: float) -> Tensor:
+        mu, lv = self.prior_z(beta)                                               # [K, d_z]
+        z = mu[d] + temperature * torch.exp(0.5 * lv[d]) * eps
+        return self._to_pixels(self._decode_params(z, beta.expand(len(d), -1)), u)
+
+    @torch.no_grad()
+    def sample_group(self, n: int, beta: Tensor | None = None, temperature: float = 1.0,
+                     generator: torch.Generator | None = None, pixel_noise: bool = False) -> Tensor:
+        """``n`` images of one group: one beta, ``d_i ~ Cat(1/K)``, ``z_i ~ p(z | d_i, beta)``.
+
+        Args:
+            n: images to draw.
+            beta: the global code ``[d_beta]`` (default: drawn from N(0, I)).
+            temperature: multiplies the standard deviation of p(z | d, beta) (not beta's).
+            generator: source of the noise.
+            pixel_noise: draw the pixels from p(x | z, beta); default: its mean (rounded).
+
+        Returns:
+            uint8 ``[n, C, H, W]``.
+        """
+        self._check_count("n", n)
+        self._check_temperature(temperature)
+        device = self._device
+        beta = (torch.randn(self.cfg.d_beta, generator=generator, device=device, dtype=self._dtype) if beta is None
+                else self._check_beta(beta))
+        d, eps, u = self._local_noise(n, generator, pixel_noise)
+        return self._generate(beta, d, eps, u, temperature)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` uint8 samples ``[n, C, H, W]`` of one group (see :meth:`sample_group`)."""
+        return self.sample_group(n, None, temperature, generator)
+
+    @torch.no_grad()
+    def interpolate_beta(self, beta1: Tensor, beta2: Tensor, steps: int = 7, n_per_step: int = 8,
+                         generator: torch.Generator | None = None, temperature: float = 1.0,
+                         pixel_noise: bool = False) -> Tensor:
+        """Decode along ``beta_t = (1 - t) beta1 + t beta2``, ``t = 0, 1/(steps-1), .., 1``.
+
+        The local draws (components ``d_i``, the standard-normal noise of ``z_i`` and, with
+        ``pixel_noise``, the pixel noise) are drawn once and reused at every step, so a column
+        shows one "image slot" as the global code moves.
+
+        Args:
+            beta1, beta2: global codes ``[d_beta]``.
+            steps: points along the line (>= 1; 1 gives ``beta1`` only).
+            n_per_step: images per point.
+
+        Returns:
+            uint8 ``[steps, n_per_step, C, H, W]``.
+        """
+        self._check_count("steps", steps)
+        self._check_count("n_per_step", n_per_step)
+        self._check_temperature(temperature)
+        b1, b2 = self._check_beta(beta1, "beta1"), self._check_beta(beta2, "beta2")
+        d, eps, u = self._local_noise(n_per_step, generator, pixel_noise)
+        ts = [0.0] if steps == 1 else [i / (steps - 1) for i in range(steps)]
+        rows = [self._generate(b1 if t == 0 else b2 if t == 1 else (1 - t) * b1 + t * b2, d, eps, u, temperature)
+                for t in ts]
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, beta: Tensor, pixel_noise: bool = False,
+               generator: torch.Generator | None = None) -> Tensor:
+        """uint8 images ``[n, C, H, W]`` from ``z [n, d_z]`` and ``beta [d_beta]``: the mean of p(x | z, beta),
+        or a draw with ``pixel_noise``."""
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.cfg.d_z:
+            raise DataError(f"z must be a float tensor [n, {self.cfg.d_z}], got "
+                            f"{list(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
+        beta = self._check_beta(beta)
+        u = (torch.rand(z.shape[0], self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size,
+                        generator=generator, device=self._device, dtype=self._dtype) if pixel_noise else None)
+        return self._to_pixels(self._decode_params(z.to(self._device, self._dtype), beta.expand(z.shape[0], -1)), u)
+
+    def describe(self) -> dict:
+        """Architecture and parameter counts."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"kind": "ugvae", "parameters": count(self), "encoder_parameters": count(self.encoder),
+                "decoder_parameters": count(self.decoder), "prior_parameters": count(self.p_z),
+                "config": asdict(self.cfg)}
