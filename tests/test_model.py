@@ -396,3 +396,14 @@ def test_variational_dequantization_bound_trains_and_keeps_round_trip(digits):
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
     with pytest.raises(ConfigError, match="dequantization"):
         FlowVAE(digits_cfg(dequantization="gaussian"))
+
+
+def test_non_finite_decodes_become_black_pixels_with_a_warning(digits_model, caplog):
+    """A sample far in the tails of v can overflow the inverse flow: one bad image must not fail a batch."""
+    x = torch.zeros(3, 1, 8, 8)
+    x[1, 0, 2, 3] = float("nan")
+    x[2, 0, 0, 0] = float("inf")
+    out = digits_model.continuous_to_uint8(x)
+    assert out.dtype == torch.uint8 and out[1, 0, 2, 3] == 0 and out[2, 0, 0, 0] == 0
+    assert out[0, 0, 0, 0] == 128  # 0.0 is the middle bin
+    assert "2 non-finite pixel values in 2 image(s)" in caplog.text

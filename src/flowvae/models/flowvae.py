@@ -29,6 +29,7 @@ Units and conventions used throughout:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict
 
@@ -46,6 +47,7 @@ from ..networks.encoder import CompressionEncoder
 __all__ = ["FlowVAE", "build_model"]
 
 LOG_2PI = math.log(2 * math.pi)
+log = logging.getLogger(__name__)
 
 
 def _gaussian_logprob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
@@ -224,7 +226,17 @@ class FlowVAE(nn.Module):
         return (bins + u) / self.n_bins - 0.5, log_q
 
     def continuous_to_uint8(self, x: Tensor) -> Tensor:
-        """Continuous images in ``[-0.5, 0.5)`` -> uint8, by the bin each value falls in."""
+        """Continuous images in ``[-0.5, 0.5)`` -> uint8, by the bin each value falls in.
+
+        Values outside the range are clipped to the end bins. The inverse of an affine coupling
+        divides by its scale, so a sample far out in the tails of v can overflow; its non-finite
+        pixels become 0 with a warning instead of failing the whole batch.
+        """
+        bad = ~torch.isfinite(x)
+        if bad.any():
+            log.warning("%d non-finite pixel values in %d image(s) (inverse flow overflowed); set to 0",
+                        int(bad.sum()), int(bad.flatten(1).any(1).sum()))
+            x = torch.where(bad, torch.full_like(x, -0.5), x)
         bins = torch.floor((x + 0.5) * self.n_bins).clamp(0, self.n_bins - 1)
         return self.from_bins(bins)
 
