@@ -287,9 +287,11 @@ def _large(name: str, size: int, steps: list, hidden: list, d_z: int, encoder: l
     return Config(
         name=name,
         model=ModelConfig(in_channels=3, image_size=size, steps=steps, hidden=hidden, d_z=d_z,
-                          encoder_widths=encoder, encoder_maps=32, prior_steps=2, prior_hidden=prior_hidden),
+                          encoder_widths=encoder, encoder_maps=32, prior_steps=2, prior_hidden=prior_hidden,
+                          alpha=0.5 if name == "imagenet64" else 1.0),  # Appendix B.2
+        # C.1: random flips for CIFAR-10 and CelebA-HQ only; LSUN is centre-cropped and resized.
         data=DataConfig(dataset={"imagenet64": "imagenet64", "lsun128": "lsun"}.get(name, "celebahq"), n_bits=8,
-                        flip=name != "imagenet64", image_size=size),
+                        flip=name == "celebahq256", image_size=size),
         train=TrainConfig(steps=500000, batch_size=batch, lr=1e-3, warmup_steps=200, lr_decay=0.999997,
                           weight_decay=5e-4, init_batch_size=2 * batch, eval_every=5000,
                           eval_images=None, checkpoint_every=5000),

@@ -344,7 +344,9 @@ def cmd_interpolate(args) -> int:
     betas = [b / (args.cols - 1) for b in range(args.cols)] if args.cols > 1 else [0.0]
     x1, x2 = test.images[i:i + 1].to(device), test.images[j:j + 1].to(device)
     grid = model.interpolate(x1, x2, alphas, betas, spherical=args.spherical).cpu()
-    exact = bool(torch.equal(grid[0, 0], x1[0].cpu()) and torch.equal(grid[-1, -1], x2[0].cpu()))
+    # Corners that use the weights 0 (or 1) for both codes must be the real images.
+    exact = bool(torch.equal(grid[0, 0], x1[0].cpu())
+                 and (alphas[-1] != 1.0 or betas[-1] != 1.0 or torch.equal(grid[-1, -1], x2[0].cpu())))
     out = Path(args.out) if args.out else Path(args.run) / "interpolation.png"
     save_grid(grid.flatten(0, 1), out, nrow=len(betas), scale=max(1, 64 // model.cfg.image_size))
     res = {"file": str(out), "images": [i, j], "alphas": alphas, "betas": betas, "spherical": args.spherical,
@@ -393,6 +395,7 @@ def cmd_fid(args) -> int:
     from ..training.trainer import load_data
 
     model, device, seed = _load_for_eval(args)
+    features = InceptionFeatures(args.inception, device)  # a missing network file fails before sampling
     cfg = model.config
     cfg.data.test_limit = args.num
     real = load_data(cfg, "test").images
@@ -401,7 +404,7 @@ def cmd_fid(args) -> int:
 
     fake = torch.cat([model.sample(min(256, args.num - i), args.temperature, generator=gen).cpu()
                       for i in progress(range(0, args.num, 256), total=-(-args.num // 256), desc="sampling")])
-    res = fid_kid(real, fake, InceptionFeatures(args.inception, device))
+    res = fid_kid(real, fake, features)
     res.update(temperature=args.temperature, dataset=cfg.data.dataset)
     atomic_write_bytes(Path(args.run) / f"fid_t{args.temperature:.2f}.json", json.dumps(res, indent=2).encode())
     _emit(args, res, [f"FID {res['fid']:.2f}, KID {res['kid_mean']:.4f} +- {res['kid_std']:.4f} "
@@ -465,6 +468,7 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "switch"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``flowvae`` command line; returns the exit status (0 success, 1 failure, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
@@ -482,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(f"flowvae {args.command}: interrupted", file=sys.stderr)
+        return 1
+    except OSError as e:  # an output file or folder that cannot be written: a user problem, one line
+        print(f"flowvae {args.command}: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 1
 
 
