@@ -98,3 +98,14 @@ def test_train_on_a_folder_without_a_preset_picks_one_by_image_size(tmp_path, ca
     assert preset_for_images(3, 130, 128, n_bits=5)[2].model.coupling == "additive"
     assert main(["train", "--run", str(tmp_path / "x")]) == 1
     assert "--data FOLDER" in capsys.readouterr().err
+
+
+def test_api_reference_is_up_to_date():
+    """docs/api.md is generated from the docstrings; regenerate with `python docs/gen_api.py`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "docs" / "gen_api.py"), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
