@@ -293,6 +293,7 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     aug = torch.Generator().manual_seed(tc.seed + 2)
     step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
     bad_in_row, skipped, run_bpd = 0, 0, None
+    grad_norm_max = 0.0
     eval_images = test_data.images if tc.eval_images is None else test_data.images[:tc.eval_images]
 
     found = load_latest_checkpoint(run / "checkpoints") if resume else None
@@ -330,9 +331,11 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         keys = ("elbo_bpd", "iw_bpd", "kl")
         total = ctx.sum([part[k_] * len(mine) for k_ in keys], device)
         res = {**{k_: t / len(eval_images) for k_, t in zip(keys, total)}, "k": tc.eval_k, "n": len(eval_images)}
+        nonlocal grad_norm_max
         rec = {"step": step, "train_bpd": train_bpd, **{f"test_{k}": v for k, v in res.items()},
-               "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped,
+               "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "grad_norm_max": grad_norm_max or None,
                "time_s": round(elapsed + time.time() - t0, 2)}
+        grad_norm_max = 0.0
         if main:
             _write_metrics(run, rec)
             tb.scalars(step, {f"test/{k_}": v for k_, v in res.items() if k_ in keys})
@@ -395,6 +398,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
             finite = bool(torch.isfinite(norm)) and len(grads) > 0
+            if finite:  # the largest gradient norm since the last evaluation: spikes show here first
+                grad_norm_max = max(grad_norm_max, float(norm))
         if not finite:
             # Skip the update; parameters and buffers stay those of the last good step.
             with torch.no_grad():
@@ -423,7 +428,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
             bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
         if step % 100 == 0:
             (progress_log if bar is not None else log).info(
-                "step %d: train %.4f bits/dim (running mean), kl %.2f nats", step, run_bpd, float(stats["kl"]))
+                "step %d: train %.4f bits/dim (running mean), kl %.2f nats, max grad norm %.3g", step, run_bpd,
+                float(stats["kl"]), grad_norm_max)
             tb.scalars(step, {"train/bpd": b, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
         if step % tc.eval_every == 0 or step == tc.steps:
             last = evaluate(run_bpd, skipped)
