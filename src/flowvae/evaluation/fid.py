@@ -97,8 +97,9 @@ def fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, batch_size:
             kid_subset_size: int | None = None) -> dict:
     """FID and KID between uint8 image sets ``real`` and ``fake`` ``[N, C, H, W]``.
 
-    Returns ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake", "inception_sha256"}``. KID uses
-    subsets of ``min(1000, n_real, n_fake)`` images unless ``kid_subset_size`` is given.
+    Returns ``{"fid", "kid_mean", "kid_std", "n_real", "n_fake", "inception_sha256"}``. KID averages
+    100 random subsets of ``min(1000, n_real // 2, n_fake // 2)`` images unless ``kid_subset_size``
+    is given.
 
     Raises:
         FlowVAEError: fewer than 2 images in either set.
@@ -121,7 +122,8 @@ def fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, batch_size:
         def forward(self, f: Tensor) -> Tensor:
             return f
 
-    subset = kid_subset_size or min(1000, len(real), len(fake))
+    # Subsets smaller than the sets, so that the 100 subsets differ and kid_std means something.
+    subset = kid_subset_size or max(2, min(1000, len(real) // 2, len(fake) // 2))
     fid = FrechetInceptionDistance(feature=_Precomputed(), normalize=False, input_img_size=(2048,))
     kid = KernelInceptionDistance(feature=_Precomputed(), subset_size=subset, normalize=False)
     for m in (fid, kid):
