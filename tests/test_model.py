@@ -348,7 +348,7 @@ def test_grey_images_need_zero_steps_at_full_resolution():
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("kind", "glow", "kind"),
+    ("kind", "maf", "kind"),
     ("coupling", "spline", "coupling"),
     ("steps", [0, [1, 1], [1, 1]], "plain step count"),
     ("hidden", [8, 64], "hidden"),
