@@ -218,7 +218,9 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         The last evaluation record (``step``, ``test_elbo_bpd``, ...).
 
     Under ``torchrun`` the run is data-parallel (see :mod:`flowvae.training.distributed`);
-    ``train.batch_size`` is then the global batch.
+    ``train.batch_size`` is then the global batch. ``run/train.log`` receives what the ``flowvae``
+    logger lets through: INFO under the command line; in library use call
+    ``logging.getLogger("flowvae").setLevel(logging.INFO)`` for the same log.
 
     Raises:
         FlowVAEError: bad data, config, run folder, or too many non-finite steps in a row.
