@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
+from ._checks import check_images
 
 __all__ = ["UGVAE", "UGVAEConfig", "product_of_gaussians", "gaussian_kl",
            "discretized_logistic_logprob", "discretized_gaussian_logprob", "LIKELIHOODS"]
@@ -420,16 +421,7 @@ class UGVAE(nn.Module):
     def check_input(self, x: Tensor) -> None:
         """Raise :class:`~flowvae.errors.DataError` unless ``x`` is a non-empty uint8 ``[B, C, H, W]`` of this
         model's shape."""
-        want = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
-        if not isinstance(x, Tensor):
-            raise DataError(f"images must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise DataError(f"images of shape {list(x.shape)} do not fit this model, which takes "
-                            f"[B, {want[0]}, {want[1]}, {want[2]}]; check ugvae.in_channels / ugvae.image_size")
-        if x.dtype != torch.uint8:
-            raise DataError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
-        if x.shape[0] == 0:
-            raise DataError("got an empty batch of images")
+        check_images(x, self.cfg.in_channels, self.cfg.image_size, "ugvae")
 
     def _group_index(self, groups: Tensor | None, b: int, device: torch.device) -> tuple[Tensor, int]:
         """``groups [B]`` (any integer labels) -> (index ``[B]`` in ``0..G-1`` by sorted label, ``G``)."""
