@@ -25,6 +25,10 @@ def _common(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present) [default: auto]")
     if seed:
         p.add_argument("--seed", type=int, default=None, help="random seed [default: the config's train.seed, 0]")
+    _output(p)
+
+
+def _output(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
 
@@ -128,16 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "interpolation grids, probe and FID/KID tables, parameters, hardware, wall time.")
     p.add_argument("run", metavar="RUN", help="run folder")
     p.add_argument("--out", default=None, help="HTML file [default: RUN/report.html]")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    _output(p)
 
     p = sub.add_parser("compare", help="put several runs side by side in one HTML page",
                        description="A table (kind, parameters, steps, final test bits/dim, KL, wall time, probe "
                                    "accuracies) and the test bits/dim curves of several runs.")
     p.add_argument("runs", metavar="RUN", nargs="+", help="run folders")
     p.add_argument("--out", required=True, help="HTML file to write")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    _output(p)
 
     p = sub.add_parser("presets", help="list the presets and their parameter counts")
     p.add_argument("--json", action="store_true", help="print as JSON")

@@ -376,7 +376,9 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         bar = tqdm(total=tc.steps, initial=step, unit="step", dynamic_ncols=True)
     model.train()
     last = {}
-    float_buffers = [b for b in model.buffers() if b.is_floating_point()]
+    # Only BatchNorm statistics change in a forward pass; other buffers (1x1 conv permutations) are constant.
+    float_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                     for b in (m.running_mean, m.running_var) if b is not None]
     while step < tc.steps:
         in_time = tc.time_limit_s is None or elapsed + time.time() - t0 <= tc.time_limit_s
         if not ctx.all_true(in_time, device):  # every rank stops at the same step
