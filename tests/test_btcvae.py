@@ -150,7 +150,9 @@ def test_bad_config_and_input():
     with pytest.raises(ConfigError):
         BTCVAE(_cfg(image_size=30))
     with pytest.raises(ConfigError):
-        BTCVAE(_cfg(dataset_size=None))
+        BTCVAE(_cfg(dataset_size=0))
+    with pytest.raises(ConfigError, match="dataset_size"):  # buildable, but not trainable, without N
+        BTCVAE(_cfg(dataset_size=None)).loss(_binary(4))
     with pytest.raises(ConfigError):
         BTCVAE(_cfg(estimator="foo"))
     with pytest.raises(ConfigError):

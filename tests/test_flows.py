@@ -164,6 +164,11 @@ def _cases() -> list:
         "glow-grey-cond": Case(
             _randomised(lambda: ConditionalGlow(1, 4, [0, [1, 1], 1], [4, 8, 8], cond_dim=3), **GENTLE),
             (1, 4, 4), cond_dim=3, flat_output=True),
+        # the multi-stage model's flow: a code of 3 plus a 1x4x4 conditioning image (3 + 16 values)
+        "glow-grey-cond-image": Case(
+            _randomised(lambda: ConditionalGlow(1, 4, [0, [1, 1], 1], [4, 8, 8], cond_dim=3, cond_image=(1, 4)),
+                        **GENTLE),
+            (1, 4, 4), cond_dim=19, flat_output=True),
         "glow-rgb-uncond": Case(
             _randomised(lambda: ConditionalGlow(3, 4, [1, [1, 1], 1], [4, 8, 8], cond_dim=0), **GENTLE),
             (3, 4, 4), flat_output=True),

@@ -18,10 +18,9 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ModelConfig", "DataConfig", "TrainConfig", "Config", "PRESETS", "get_preset", "preset_for_images",
+__all__ = ["ModelConfig", "DataConfig", "TrainConfig", "UGVAEOptions", "BTCVAEOptions", "MultiStageOptions", "Config", "PRESETS", "get_preset", "preset_for_images",
            "load_config", "save_config", "apply_overrides", "resolve"]
 
-MODEL_KINDS = ("flowvae", "refined_glow")
 
 
 @dataclass
@@ -34,7 +33,7 @@ class ModelConfig:
     coupling-network width per level.
     """
 
-    kind: str = "flowvae"             # flowvae (paper) | z_prior | refined_glow | glow | ugvae (see flowvae.models)
+    kind: str = "flowvae"             # flowvae (paper) | z_prior | refined_glow | glow | ugvae | btcvae | multistage
     in_channels: int = 3
     image_size: int = 32
     steps: list = field(default_factory=lambda: [2, [6, 6], [6, 6], 4])
@@ -128,6 +127,41 @@ class UGVAEOptions:
 
 
 @dataclass
+class BTCVAEOptions:
+    """Settings of the beta-TCVAE (``model.kind=btcvae``, and stage 1 of ``model.kind=multistage``;
+    see :class:`flowvae.models.btcvae.BTCVAEConfig`).
+
+    ``model.in_channels``, ``model.image_size`` and ``model.d_z`` (the number of latent factors) are
+    shared with the other models. ``dataset_size`` (N of the minibatch estimators) is filled in with
+    the number of training images when training starts.
+    """
+
+    conv_channels: list = field(default_factory=lambda: [32, 32, 64, 64])
+    hidden: int = 256
+    likelihood: str = "bernoulli"      # bernoulli | discretized_logistic
+    alpha: float = 1.0                 # weight of the index-code mutual information
+    beta: float = 6.0                  # weight of the total correlation
+    gamma: float = 1.0                 # weight of the dimension-wise KL
+    estimator: str = "mss"             # mss (default) | mws
+    dataset_size: int | None = None
+
+
+@dataclass
+class MultiStageOptions:
+    """Settings of the multi-stage model (``model.kind=multistage``; see
+    :class:`flowvae.models.multistage.MultiStage`).
+
+    ``stage1`` is the run folder of a trained ``btcvae`` run. When training starts its config is
+    copied into this run's ``btcvae`` section and ``model.d_z``, and its weights into this model,
+    so the finished run folder stands alone. ``recon_input`` also feeds the stage-1 reconstruction
+    to every coupling network of the flow.
+    """
+
+    stage1: str | None = None
+    recon_input: bool = False
+
+
+@dataclass
 class Config:
     """The whole configuration of a run."""
 
@@ -136,12 +170,15 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     ugvae: UGVAEOptions = field(default_factory=UGVAEOptions)
+    btcvae: BTCVAEOptions = field(default_factory=BTCVAEOptions)
+    multistage: MultiStageOptions = field(default_factory=MultiStageOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "ugvae": UGVAEOptions}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "ugvae": UGVAEOptions,
+             "btcvae": BTCVAEOptions, "multistage": MultiStageOptions}
 
 
 def _from_dict(d: dict[str, Any]) -> Config:
@@ -313,8 +350,36 @@ def _celebahq256() -> Config:
                   [24, 256, 256, 256, 256, 256, 512], 256, [48, 96, 96, 192, 192, 256], 512, 40)
 
 
+def _dsprites_btcvae() -> Config:
+    """beta-TCVAE on the dSprites factor grid (stage 1 of the multi-stage model): Chen et al.'s
+    dSprites setting (10 factors, beta = 6, MSS, Bernoulli pixels, Adam at 1e-3) with a CPU-sized batch."""
+    return Config(
+        name="dsprites-btcvae",
+        model=ModelConfig(kind="btcvae", in_channels=1, image_size=64, d_z=10),
+        data=DataConfig(dataset="dsprites", n_bits=1),
+        train=TrainConfig(steps=6000, batch_size=128, lr=1e-3, warmup_steps=0, lr_decay=1.0, weight_decay=0.0,
+                          init_batch_size=128, eval_every=1000, eval_images=2000, checkpoint_every=1000,
+                          sample_temperatures=[1.0]),
+    )
+
+
+def _dsprites_multistage() -> Config:
+    """Stage 2 on dSprites: a conditional refined Glow on the factors of a ``dsprites-btcvae`` run
+    (``--set multistage.stage1=RUN``), 1-bit pixels so its bits/dim compare with stage 1's Bernoulli ones."""
+    return Config(
+        name="dsprites-multistage",
+        model=ModelConfig(kind="multistage", in_channels=1, image_size=64, steps=[0, [2, 2], [2, 2], 2],
+                          hidden=[8, 64, 64, 64], d_z=10),
+        data=DataConfig(dataset="dsprites", n_bits=1),
+        train=TrainConfig(steps=4000, batch_size=32, lr=1e-3, warmup_steps=100, lr_decay=0.9999, weight_decay=0.0,
+                          init_batch_size=256, eval_every=1000, eval_images=1000, checkpoint_every=500,
+                          sample_temperatures=[0.0, 0.7, 1.0]),
+    )
+
+
 PRESETS = {"digits": _digits, "mnist": _mnist, "cifar10-small": _cifar10_small, "cifar10": _cifar10,
-           "imagenet64": _imagenet64, "lsun128": _lsun128, "celebahq256": _celebahq256}
+           "imagenet64": _imagenet64, "lsun128": _lsun128, "celebahq256": _celebahq256,
+           "dsprites-btcvae": _dsprites_btcvae, "dsprites-multistage": _dsprites_multistage}
 
 
 def preset_for_images(channels: int, height: int, width: int, n_bits: int = 8) -> tuple[str, int, Config]:

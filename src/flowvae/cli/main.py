@@ -141,6 +141,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="HTML file to write")
     _output(p)
 
+    p = sub.add_parser("traverse", help="latent traversal grid: one latent dimension changed at a time",
+                       description="From the posterior mean of one test image, set one dimension of the vector "
+                                   "latent (z of the flow models, c of the beta-TCVAE and multi-stage models) to "
+                                   "evenly spaced values, one row per dimension.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--index", type=int, nargs="+", default=[0], help="test-image indices, one grid each [default: 0]")
+    p.add_argument("--dims", type=int, nargs="+", default=None, help="latent dimensions [default: all]")
+    p.add_argument("--range", type=float, default=2.0, dest="span", metavar="R",
+                   help="values run from -R to R [default: 2, in prior standard deviations for N(0, I) latents]")
+    p.add_argument("--steps", type=int, default=9, help="values per dimension [default: 9]")
+    p.add_argument("--local", choices=["keep", "zero"], default="keep",
+                   help="flow models: decode with the image's own local code v (keep) or v = 0 (zero) [default: keep]")
+    p.add_argument("--out", default=None, help="PNG file [default: RUN/traverse.png; RUN/traverse_I.png for several]")
+    _common(p, seed=False)
+
+    p = sub.add_parser("disentangle", help="MIG, DCI, SAP, FactorVAE and BetaVAE scores on the dSprites grid",
+                       description="Disentanglement metrics of a run's vector latent (posterior means) against "
+                                   "dSprites' ground-truth factors, on the full factor grid (46,080 images), "
+                                   "with disentanglement_lib's settings. Writes RUN/disentanglement.json.")
+    p.add_argument("run", metavar="RUN", help="run folder")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="dSprites folder or dsprites_downsampled.npz [default: the run's data.root or ../shared/data/dsprites]")
+    p.add_argument("--metrics", nargs="+", default=["mig", "dci", "sap", "factorvae", "betavae"],
+                   choices=["mig", "dci", "sap", "factorvae", "betavae"], help="metrics to compute [default: all]")
+    p.add_argument("--num-train", type=int, default=10000, help="training points of each metric [default: 10000]")
+    p.add_argument("--num-test", type=int, default=5000, help="evaluation points of each metric [default: 5000]")
+    _common(p)
+
     p = sub.add_parser("presets", help="list the presets and their parameter counts")
     p.add_argument("--json", action="store_true", help="print as JSON")
     return parser
@@ -246,6 +274,17 @@ def cmd_eval(args) -> int:
             expected = model.from_bins(model.to_bins(x))
         mismatched = int((xr != expected).sum())
         res.update(roundtrip_images=len(x), roundtrip_mismatched_pixels=mismatched)
+    from ..models import BTCVAE, MultiStage
+
+    recon_lines = []
+    if isinstance(model, (BTCVAE, MultiStage)):
+        from ..evaluation import reconstruction_quality
+
+        rq = reconstruction_quality(model, images, seed=seed, device=device)
+        res["reconstruction"] = rq
+        mse = rq["mse"] if isinstance(rq["mse"], dict) else {"mean image": rq["mse"]}
+        recon_lines = [f"reconstruction from the factors: {rq['recon_bpd']:.4f} bits/dim (-log p(x|c)), MSE "
+                       + ", ".join(f"{k} {v:.5f}" for k, v in mse.items())]
     atomic_write_bytes(Path(args.run) / "eval.json", json.dumps(res, indent=2).encode())
     _emit(args, res, [
         f"{test.name}: {res['n']} images, K = {res['k']} posterior samples",
@@ -432,6 +471,110 @@ def cmd_check(args) -> int:
     return 0 if res["ok"] else 1
 
 
+def _vector_latent_model(args):
+    """A run's model that has a per-image vector latent (flow models with z, beta-TCVAE, multi-stage)."""
+    from ..api import load_run
+    from ..errors import ConfigError
+    from ..models import BTCVAE, FlowVAE
+    from ..training.environment import resolve_device
+
+    device = resolve_device(args.device)
+    model = load_run(args.run, device)
+    if not (isinstance(model, BTCVAE) or (isinstance(model, FlowVAE) and model.uses_z)):
+        raise ConfigError(f"flowvae {args.command} needs a model with a per-image vector latent (flowvae, z_prior, "
+                          f"btcvae, multistage); {args.run} holds a {model.config.model.kind!r} model")
+    return model, device
+
+
+def cmd_traverse(args) -> int:
+    from ..errors import ConfigError
+    from ..imaging import save_grid
+    from ..models import BTCVAE
+    from ..training.trainer import load_data
+
+    model, device = _vector_latent_model(args)
+    if args.steps < 2:
+        raise ConfigError(f"--steps must be at least 2, got {args.steps}")
+    test = load_data(model.config, "test")
+    values = [-args.span + 2 * args.span * i / (args.steps - 1) for i in range(args.steps)]
+    files = []
+    for i in args.index:
+        if not 0 <= i < len(test):
+            raise ConfigError(f"--index {i} is outside the test set (0..{len(test) - 1})")
+        x = test.images[i:i + 1].to(device)
+        if isinstance(model, BTCVAE):
+            grid = model.traverse(x, values, args.dims)
+        else:
+            grid = model.traverse(x, values, args.dims, local=args.local)
+        if args.out and len(args.index) == 1:
+            out = Path(args.out)
+        else:
+            base = Path(args.out) if args.out else Path(args.run) / "traverse.png"
+            out = base if len(args.index) == 1 else base.with_name(f"{base.stem}_{i}{base.suffix}")
+        save_grid(grid.flatten(0, 1).cpu(), out, nrow=len(values), scale=max(1, 64 // model.config.model.image_size))
+        files.append(str(out))
+    dims = args.dims or list(range(model.config.model.d_z))
+    res = {"files": files, "index": args.index, "dims": dims, "values": values,
+           "local": None if isinstance(model, BTCVAE) else args.local}
+    _emit(args, res, [f"wrote {f}: rows = latent dimensions {dims}, columns = values {values[0]:g}..{values[-1]:g}"
+                      for f in files])
+    return 0
+
+
+def cmd_disentangle(args) -> int:
+    import numpy as np
+    import torch
+
+    from ..data.dsprites import load_dsprites
+    from ..evaluation import disentanglement as D
+    from ..models import BTCVAE
+    from ..progress import progress
+    from ..training.checkpoint import atomic_write_bytes
+
+    model, device = _vector_latent_model(args)
+    cfg = model.config
+    seed = cfg.train.seed if args.seed is None else args.seed
+    root = args.data or (cfg.data.root if cfg.data.dataset == "dsprites" else None)
+    data = load_dsprites(root, split="all", variant="grid")
+    images = data.to_image_data().images
+    if tuple(images.shape[1:]) != (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size):
+        from ..errors import DataError
+        raise DataError(f"dSprites images are {list(images.shape[1:])}, this model takes "
+                        f"[{cfg.model.in_channels}, {cfg.model.image_size}, {cfg.model.image_size}]")
+    codes = []
+    with torch.no_grad():
+        for i in progress(range(0, len(images), 512), total=-(-len(images) // 512), desc="codes"):
+            x = images[i:i + 512].to(device)
+            mu = model.encode(x) if isinstance(model, BTCVAE) else model.posterior(model.to_bins(x))[0]
+            codes.append(mu.float().cpu())
+    codes = torch.cat(codes).numpy().astype(np.float64)
+    factors = data.factors.numpy()
+    res = {"dataset": data.name, "n": len(codes), "d_z": codes.shape[1], "seed": seed,
+           "factor_names": list(data.factor_names)}
+    nt, ne = args.num_train, args.num_test
+    for name in args.metrics:
+        log.info("computing %s", name)
+        if name == "mig":
+            res["mig"] = D.mig(codes, factors, num_train=nt, seed=seed)
+        elif name == "dci":
+            res["dci"] = D.dci(codes, factors, num_train=nt, num_test=ne, seed=seed)
+        elif name == "sap":
+            res["sap"] = D.sap_score(codes, factors, num_train=nt, num_test=ne, seed=seed)
+        elif name == "factorvae":
+            res["factorvae"] = D.factor_vae_score_from_codes(codes, factors, seed=seed, num_train=nt, num_eval=ne)
+        else:
+            res["betavae"] = D.beta_vae_score_from_codes(codes, factors, seed=seed, num_train=nt, num_eval=ne)
+    res = json.loads(json.dumps(res, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    atomic_write_bytes(Path(args.run) / "disentanglement.json", json.dumps(res, indent=2).encode())
+    lines = [f"{data.name}: {len(codes)} images, {codes.shape[1]} latent dimensions"]
+    for name in args.metrics:
+        r = res[name]
+        scalars = {k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        lines.append(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
+    _emit(args, res, lines)
+    return 0
+
+
 def cmd_report(args) -> int:
     from ..report import write_report
 
@@ -466,7 +609,8 @@ def cmd_presets(args) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "switch": cmd_switch,
             "interpolate": cmd_interpolate, "probe": cmd_probe, "fid": cmd_fid, "check": cmd_check,
-            "report": cmd_report, "compare": cmd_compare, "presets": cmd_presets}
+            "report": cmd_report, "compare": cmd_compare, "presets": cmd_presets, "traverse": cmd_traverse,
+            "disentangle": cmd_disentangle}
 
 
 def main(argv: list[str] | None = None) -> int:

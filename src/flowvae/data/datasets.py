@@ -1467,10 +1467,11 @@ def quantize(x: torch.Tensor, n_bits: int) -> torch.Tensor:
 
 
 def bins_to_uint8(bins: torch.Tensor, n_bits: int) -> torch.Tensor:
-    """Map ``n_bits`` bins back to 8-bit pixels for display: ``bins * 2**(8 - n_bits)``.
+    """Map ``n_bits`` bins back to 8-bit pixels over the full range: ``round(bins * 255 / (2**n_bits - 1))``.
 
-    The exact inverse of :func:`quantize` when ``n_bits == 8``; for fewer bits it returns the
-    lower edge of each bin.
+    The exact inverse of :func:`quantize` when ``n_bits == 8``; for fewer bits the value lies inside
+    its bin (``quantize(bins_to_uint8(b)) == b``), bin 0 is 0 and the top bin is 255, so binary
+    images (``n_bits = 1``, e.g. dSprites) come back as 0/255 and white stays white.
 
     Args:
         bins: integer tensor of any shape, values ``0..2**n_bits - 1``.
@@ -1491,7 +1492,8 @@ def bins_to_uint8(bins: torch.Tensor, n_bits: int) -> torch.Tensor:
             f"bins must lie in 0..{2**n_bits - 1} for n_bits={n_bits}, got {int(bins.min())}..{int(bins.max())}; "
             "clamp samples before converting"
         )
-    return (bins.to(torch.int64) << (8 - n_bits)).to(torch.uint8)
+    top = 2**n_bits - 1
+    return ((bins.to(torch.int64) * 510 + top) // (2 * top)).to(torch.uint8)  # integer round-half-up
 
 
 # --------------------------------------------------------------------------------------

@@ -187,6 +187,8 @@ class ConditionalGlow(Flow):
         steps: per level, an ``int`` (plain level) or a list ``[a, b, ...]`` (fine-grained level).
         hidden: coupling-network width per level.
         cond_dim: ``d_z`` (0 for the unconditional refined Glow).
+        cond_image: ``(C_img, S_img)``: the conditioning also holds an image of that shape, flattened
+            after the code, given to every coupling network (:class:`ConvCouplingNet`); refined only.
         factor_out: ``M``; a fine-grained level factors out ``C/M`` channels after each group.
         alpha, additive, conv1x1: see :class:`AffineCoupling` and :class:`InvertibleConv1x1`.
 
@@ -199,7 +201,8 @@ class ConditionalGlow(Flow):
 
     def __init__(self, in_channels: int, image_size: int, steps: list, hidden: list[int],
                  cond_dim: int = 0, factor_out: int = 4, alpha: float = 1.0,
-                 additive: bool = False, conv1x1: str = "lu", architecture: str = "refined"):
+                 additive: bool = False, conv1x1: str = "lu", architecture: str = "refined",
+                 cond_image: tuple[int, int] | None = None):
         super().__init__()
         levels = len(steps)
         if len(hidden) != levels:
@@ -212,6 +215,8 @@ class ConditionalGlow(Flow):
         # Recompute activations from the layer outputs in the backward pass (flat memory in depth).
         self.recompute = False
         if architecture == "glow":
+            if cond_image is not None:
+                raise ValueError("cond_image is supported by the refined architecture only")
             self._build_glow(steps, hidden, cond_dim, alpha, additive, conv1x1)
             return
         if image_size % 2 ** (levels - 1):
@@ -227,12 +232,14 @@ class ConditionalGlow(Flow):
             flows.append(flow)
 
         for level, (entry, width) in enumerate(zip(steps, hidden)):
-            def make_net(c_a: int, c_out: int, width=width) -> nn.Module:
-                return ConvCouplingNet(c_a, c_out, width, cond_dim)
             kw = dict(alpha=alpha, additive=additive, conv1x1=conv1x1)
             if level > 0:
                 self.ops.append(("squeeze", 0))
                 c, s = c * 4, s // 2
+            image = None if cond_image is None else (*cond_image, s)
+
+            def make_net(c_a: int, c_out: int, width=width, image=image) -> nn.Module:
+                return ConvCouplingNet(c_a, c_out, width, cond_dim, image)
             groups = list(entry) if isinstance(entry, (list, tuple)) else [entry]
             last = level == levels - 1
             if c < 2 and sum(groups) > 0:

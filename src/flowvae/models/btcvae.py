@@ -103,7 +103,9 @@ class BTCVAEConfig:
     Networks: the encoder has one 4x4 stride-2 convolution (+ ReLU) per ``conv_channels`` entry, then
     ``hidden`` units and a linear map to ``(mu, logvar)``; the decoder mirrors it with transposed
     convolutions. ``alpha``, ``beta``, ``gamma`` weight mi, tc and dwkl (module docstring).
-    ``dataset_size`` is N, the number of training images (required: both estimators use it).
+    ``dataset_size`` is N, the number of training images: both estimators use it, so the training
+    objective raises :class:`~flowvae.errors.ConfigError` while it is ``None`` (bounds, encoding and
+    sampling do not need it).
     """
 
     in_channels: int = 1
@@ -116,7 +118,7 @@ class BTCVAEConfig:
     beta: float = 6.0                  # weight of TC(z)
     gamma: float = 1.0                 # weight of sum_j KL(q(z_j) || p(z_j))
     estimator: str = "mss"             # mss | mws
-    dataset_size: int | None = None    # N
+    dataset_size: int | None = None    # N (required by the training objective)
 
     @property
     def dim(self) -> int:
@@ -158,7 +160,7 @@ def _validate(cfg: BTCVAEConfig) -> None:
         v = getattr(cfg, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ConfigError(f"btcvae.{name} must be a finite number >= 0, got {v!r}")
-    if not _is_pos_int(cfg.dataset_size):
+    if cfg.dataset_size is not None and not _is_pos_int(cfg.dataset_size):
         raise ConfigError(f"btcvae.dataset_size must be the number of training images (a positive integer), "
                           f"got {cfg.dataset_size!r}")
 
@@ -274,6 +276,16 @@ class BTCVAE(nn.Module):
         model's shape."""
         check_images(x, self.cfg.in_channels, self.cfg.image_size, "btcvae")
 
+    def set_precision(self, precision: str) -> "BTCVAE":
+        """Only ``"fp32"``: the networks are small, and the minibatch estimators need full precision.
+
+        Raises:
+            ConfigError: any other precision.
+        """
+        if precision != "fp32":
+            raise ConfigError(f"the beta-TCVAE trains in fp32 only; got train.precision={precision!r}")
+        return self
+
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -302,12 +314,14 @@ class BTCVAE(nn.Module):
         mean, log_scale = params.chunk(2, 1)
         return discretized_logistic_logprob(k, mean, log_scale.clamp(min=_MIN_LOG_SCALE)).flatten(1).sum(1)
 
-    def _to_pixels(self, params: Tensor) -> Tensor:
+    def pixel_mean(self, params: Tensor) -> Tensor:
+        """Mean image of p(x | z) on [0, 1] (float ``[B, C, H, W]``) from decoder outputs ``params``."""
         if self.cfg.likelihood == "bernoulli":
-            out = torch.sigmoid(params) * 255.0
-        else:
-            out = (params.chunk(2, 1)[0] + 1.0) * 127.5
-        return out.round().clamp(0, 255).to(torch.uint8)
+            return torch.sigmoid(params)
+        return ((params.chunk(2, 1)[0] + 1.0) / 2).clamp(0, 1)
+
+    def _to_pixels(self, params: Tensor) -> Tensor:
+        return (self.pixel_mean(params) * 255.0).round().clamp(0, 255).to(torch.uint8)
 
     # -------------------------------------------------------------------- the objective
     def decomposition(self, x: Tensor, generator: torch.Generator | None = None,
@@ -320,6 +334,9 @@ class BTCVAE(nn.Module):
         (``shard``) the estimators use the local batch.
         """
         self.check_input(x)
+        if self.cfg.dataset_size is None:
+            raise ConfigError("the minibatch estimators need btcvae.dataset_size, the number of training images "
+                              "(the trainer sets it); set it before computing the training objective")
         mu, lv = self._q(x)
         z = mu + torch.exp(0.5 * lv) * _noise(tuple(mu.shape), mu, generator, shard)
         log_px = self.log_px(x, self._decode_params(z))

@@ -204,7 +204,8 @@ class FlowVAE(nn.Module):
         return quantize(x, self.n_bits).float()
 
     def from_bins(self, bins: Tensor) -> Tensor:
-        """Bin indices -> uint8 pixel values (lower edge of each bin; exact inverse for 8 bits)."""
+        """Bin indices -> uint8 pixel values (:func:`~flowvae.data.bins_to_uint8`: full 0..255 range, inside
+        each bin; exact inverse for 8 bits)."""
         return bins_to_uint8(bins.long(), self.n_bits)
 
     def centres(self, bins: Tensor) -> Tensor:
@@ -421,6 +422,54 @@ class FlowVAE(nn.Module):
         z = za.repeat_interleave(len(betas), 0)
         v = vb.repeat(len(alphas), 1)
         return self.decode(z, v).view(len(alphas), len(betas), *x1.shape[1:])
+
+    @torch.no_grad()
+    def traverse(self, x_single: Tensor, dim_values: list[float], dims: list[int] | None = None,
+                 local: str = "keep") -> Tensor:
+        """Latent traversals of the global code: from the posterior mean z of one image, set one
+        dimension of z at a time to each of ``dim_values`` and decode.
+
+        Args:
+            x_single: one uint8 image ``[C, H, W]`` or ``[1, C, H, W]``.
+            dim_values: values given to the traversed dimension (absolute values of z).
+            dims: dimensions of z to traverse; default all ``range(d_z)``.
+            local: ``"keep"`` decodes with the image's own local code v (exact at the image's own
+                value of z); ``"zero"`` with ``v = 0``, the most likely local code.
+
+        Returns:
+            uint8 ``[len(dims), len(dim_values), C, H, W]``.
+
+        Raises:
+            ConfigError: a model without z, bad values, dims or ``local``.
+            DataError: not one image of this model's shape.
+        """
+        if not self.uses_z:
+            raise ConfigError(f"a {self.cfg.kind!r} model has no global code z to traverse")
+        if local not in ("keep", "zero"):
+            raise ConfigError(f"local must be 'keep' or 'zero', got {local!r}")
+        if isinstance(x_single, Tensor) and x_single.dim() == 3:
+            x_single = x_single.unsqueeze(0)
+        self.check_input(x_single)
+        if x_single.shape[0] != 1:
+            raise DataError(f"traverse takes one image, got a batch of {x_single.shape[0]}")
+        vals = list(dim_values) if isinstance(dim_values, (list, tuple)) else None
+        if not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                               for v in vals):
+            raise ConfigError(f"dim_values must be a non-empty list of finite numbers, got {dim_values!r}")
+        d_z = self.cfg.d_z
+        dims = list(range(d_z)) if dims is None else dims
+        if not isinstance(dims, (list, tuple)) or not dims or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d < d_z for d in dims):
+            raise ConfigError(f"dims must be a non-empty list of latent indices in 0..{d_z - 1}, got {dims!r}")
+        z0, v0 = self.encode(x_single)
+        z = z0.expand(len(dims), len(vals), d_z).clone()
+        values = torch.tensor(vals, dtype=z.dtype, device=z.device)
+        for a, d in enumerate(dims):
+            z[a, :, d] = values
+        n = len(dims) * len(vals)
+        v = v0.expand(n, -1) if local == "keep" else torch.zeros(n, self.dim, device=v0.device, dtype=v0.dtype)
+        img = self.decode(z.view(n, d_z), v.contiguous())
+        return img.view(len(dims), len(vals), *img.shape[1:])
 
     def describe(self) -> dict:
         """Architecture and parameter counts (total, decoder, encoder, prior)."""

@@ -26,14 +26,30 @@ class ConvCouplingNet(nn.Module):
         hidden: width of the two hidden layers.
         cond_dim: ``d_z``; 0 builds the unconditional network (refined Glow, no FC(z)).
 
-    Shapes: ``x_a [B, C_a, H, W]``, ``cond [B, d_z]`` -> ``[B, out_channels, H, W]``. The last
-    layer starts at zero, so the coupling starts as the identity.
+        cond_image: ``(C_img, S_img, S)``: the conditioning also carries an image ``[B, C_img, S_img,
+            S_img]`` (the multi-stage model's stage-1 reconstruction), flattened after the ``d_z``
+            code, and this network works at side ``S``; the image is rearranged losslessly to that
+            side (space-to-depth by ``S_img / S``) and concatenated to ``x_a`` as extra input channels.
+
+    Shapes: ``x_a [B, C_a, H, W]``, ``cond [B, d_z]`` (``[B, d_z + C_img*S_img*S_img]`` with
+    ``cond_image``) -> ``[B, out_channels, H, W]``. The last layer starts at zero, so the coupling
+    starts as the identity.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int, cond_dim: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, cond_dim: int = 0,
+                 cond_image: tuple[int, int, int] | None = None):
         super().__init__()
         self.compute_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: see FlowVAE.set_precision
-        self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False)
+        self.cond_dim = cond_dim
+        self.cond_image = cond_image
+        extra = 0
+        if cond_image is not None:
+            c_img, s_img, s = cond_image
+            if s_img % s:
+                raise ValueError(f"a conditioning image of side {s_img} cannot be rearranged to side {s}")
+            self.image_factor = s_img // s
+            extra = c_img * self.image_factor ** 2
+        self.conv1 = nn.Conv2d(in_channels + extra, hidden, 3, padding=1, bias=False)
         self.conv2 = nn.Conv2d(hidden, hidden, 1, bias=False)
         self.cond = nn.Linear(cond_dim, hidden) if cond_dim > 0 else None
         self.conv3 = ZeroWeightNormConv2d(hidden, out_channels, 3)
@@ -47,11 +63,18 @@ class ConvCouplingNet(nn.Module):
         return self._forward(x, cond)
 
     def _forward(self, x: Tensor, cond: Tensor | None) -> Tensor:
+        if (self.cond is not None or self.cond_image is not None) and cond is None:
+            raise ValueError("this coupling network is conditioned: pass cond of shape [B, d_z] "
+                             "(followed by the flattened image when it takes one)")
+        if self.cond_image is not None:
+            c_img, s_img, _ = self.cond_image
+            img = cond[:, self.cond_dim:].reshape(-1, c_img, s_img, s_img)
+            if self.image_factor > 1:
+                img = F.pixel_unshuffle(img, self.image_factor)
+            x = torch.cat([x, img.to(x.dtype)], 1)
         h = self.conv2(F.elu(self.conv1(x)))
         if self.cond is not None:
-            if cond is None:
-                raise ValueError("this coupling network is conditioned on z: pass cond of shape [B, d_z]")
-            h = h + self.cond(cond).to(h.dtype)[:, :, None, None]
+            h = h + self.cond(cond[:, :self.cond_dim]).to(h.dtype)[:, :, None, None]
         return self.conv3(F.elu(h))
 
 

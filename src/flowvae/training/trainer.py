@@ -56,7 +56,7 @@ def load_data(cfg: Config, split: str) -> ImageData:
     d = cfg.data
     kw = {}
     limit = d.train_limit if split == "train" else d.test_limit
-    if d.dataset in ("cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq"):
+    if d.dataset in ("cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites"):
         kw["limit"] = limit
     if d.dataset == "folder":
         kw["on_bad"] = d.on_bad
@@ -205,6 +205,31 @@ def _check_run_folder(run: Path, resume: bool) -> None:
                               f"or choose another --run folder (nothing was changed)")
 
 
+def _stage1_of(cfg: Config):
+    """Load the stage-1 run named by ``multistage.stage1`` and copy its architecture into ``cfg``
+    (``btcvae`` section, ``model.in_channels/image_size/d_z``), so this run folder stands alone.
+
+    Raises:
+        ConfigError: no stage-1 run given, or one that is not a trained beta-TCVAE.
+    """
+    from ..api import load_run
+    from ..models.btcvae import BTCVAE
+
+    path = cfg.multistage.stage1
+    if not path:
+        raise ConfigError("model.kind=multistage needs the stage-1 run: --set multistage.stage1=RUN, the run "
+                          "folder of a trained btcvae (e.g. flowvae train dsprites-btcvae --run RUN)")
+    stage1 = load_run(path)
+    if not isinstance(stage1, BTCVAE):
+        raise ConfigError(f"multistage.stage1={path} holds a {stage1.config.model.kind!r} model; stage 1 must be "
+                          f"a btcvae run")
+    s1 = stage1.config
+    cfg.btcvae = s1.btcvae
+    cfg.model.in_channels, cfg.model.image_size, cfg.model.d_z = (s1.model.in_channels, s1.model.image_size,
+                                                                  s1.model.d_z)
+    return stage1
+
+
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None) -> dict:
     """Train the model of ``cfg`` and write everything into the run folder ``run``.
 
@@ -240,8 +265,15 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(tc.seed)
+    has_checkpoint = resume and any((run / "checkpoints").glob("ckpt-*.pt"))
+    stage1 = _stage1_of(cfg) if cfg.model.kind == "multistage" and not has_checkpoint else None
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
-    model = create_model(cfg).to(device).set_precision(tc.precision)
+    if cfg.model.kind == "btcvae" and cfg.btcvae.dataset_size is None:
+        cfg.btcvae.dataset_size = len(train_data)  # N of the minibatch estimators
+    model = create_model(cfg)
+    if stage1 is not None:
+        model.load_stage1(stage1)
+    model = model.to(device).set_precision(tc.precision)
     if isinstance(model, FlowVAE):
         model.decoder.recompute = tc.recompute
     elif tc.recompute:
@@ -283,7 +315,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     tb = _TensorBoard(run, main)
     progress_log = logging.getLogger("flowvae.progress")
 
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
+    # Frozen parts (stage 1 of the multi-stage model) are left out of the optimiser.
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
                             weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
     grouped = cfg.model.kind == "ugvae" and cfg.ugvae.group_by == "label"
