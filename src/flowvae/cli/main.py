@@ -603,7 +603,7 @@ def cmd_presets(args) -> int:
         with torch.device("meta"):
             n = sum(p.numel() for p in create_model(cfg).parameters())
         rows[name] = {"parameters": n, "dataset": cfg.data.dataset, "image": [cfg.model.in_channels, cfg.model.image_size]}
-    _emit(args, rows, [f"{k:14s} {v['parameters']:>12,d} parameters  {v['dataset']}" for k, v in rows.items()])
+    _emit(args, rows, [f"{k:20s} {v['parameters']:>12,d} parameters  {v['dataset']}" for k, v in rows.items()])
     return 0
 
 
