@@ -365,12 +365,16 @@ def _dsprites_btcvae() -> Config:
 
 def _dsprites_multistage() -> Config:
     """Stage 2 on dSprites: a conditional refined Glow on the factors of a ``dsprites-btcvae`` run
-    (``--set multistage.stage1=RUN``), 1-bit pixels so its bits/dim compare with stage 1's Bernoulli ones."""
+    (``--set multistage.stage1=RUN``) with the stage-1 reconstruction as extra coupling input, 1-bit
+    pixels so its bits/dim compare with stage 1's Bernoulli ones,
+    with variational dequantisation: under uniform noise a flow on binary pixels pays a large
+    dequantisation gap (0.077 against 0.021 bits/dim after 25 CPU minutes; README)."""
     return Config(
         name="dsprites-multistage",
         model=ModelConfig(kind="multistage", in_channels=1, image_size=64, steps=[0, [2, 2], [2, 2], 2],
-                          hidden=[8, 64, 64, 64], d_z=10),
+                          hidden=[8, 64, 64, 64], d_z=10, dequantization="variational"),
         data=DataConfig(dataset="dsprites", n_bits=1),
+        multistage=MultiStageOptions(recon_input=True),
         train=TrainConfig(steps=4000, batch_size=32, lr=1e-3, warmup_steps=100, lr_decay=0.9999, weight_decay=0.0,
                           init_batch_size=256, eval_every=1000, eval_images=1000, checkpoint_every=500,
                           sample_temperatures=[0.0, 0.7, 1.0]),
