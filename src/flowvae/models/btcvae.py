@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ._checks import check_images
+from ._checks import check_images, check_traverse_args
 from .ugvae import _noise, discretized_logistic_logprob, gaussian_kl
 
 __all__ = ["BTCVAE", "BTCVAEConfig", "log_importance_weight_matrix", "log_qz_estimates",
@@ -450,19 +450,7 @@ class BTCVAE(nn.Module):
             uint8 ``[len(dims), len(dim_values), C, H, W]``: entry ``[a, b]`` decodes the mean code with
             ``z[dims[a]] = dim_values[b]``.
         """
-        if isinstance(x_single, Tensor) and x_single.dim() == 3:
-            x_single = x_single.unsqueeze(0)
-        self.check_input(x_single)
-        if x_single.shape[0] != 1:
-            raise DataError(f"traverse takes one image, got a batch of {x_single.shape[0]}")
-        vals = list(dim_values) if isinstance(dim_values, (list, tuple)) else None
-        if not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               for v in vals):
-            raise ConfigError(f"dim_values must be a non-empty list of finite numbers, got {dim_values!r}")
-        dims = list(range(self.cfg.d_z)) if dims is None else dims
-        if not isinstance(dims, (list, tuple)) or not dims or not all(
-                isinstance(d, int) and not isinstance(d, bool) and 0 <= d < self.cfg.d_z for d in dims):
-            raise ConfigError(f"dims must be a non-empty list of latent indices in 0..{self.cfg.d_z - 1}, got {dims!r}")
+        x_single, vals, dims = check_traverse_args(x_single, dim_values, dims, self.cfg.d_z, self.check_input)
         mu = self.encode(x_single)[0]
         z = mu.repeat(len(dims), len(vals), 1)                                     # [len(dims), len(vals), d_z]
         v = torch.tensor(vals, dtype=mu.dtype, device=mu.device)

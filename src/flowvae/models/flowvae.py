@@ -43,6 +43,7 @@ from ..flows.base import Flow
 from ..flows.dequant import VariationalDequantizer
 from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior, standard_normal_logprob
 from ..networks.encoder import CompressionEncoder
+from ._checks import check_traverse_args
 
 __all__ = ["FlowVAE", "build_model"]
 
@@ -87,13 +88,13 @@ def _noise(draw, like: Tensor, generator: torch.Generator | None, shard: tuple[i
     return full[rank * n:(rank + 1) * n]
 
 
-class _PriorConditionedDecoder(Flow):
-    """Unconditional refined Glow followed by v's z-conditioned Gaussian (the ``z_prior`` baseline)."""
+class WrappedGlow(Flow):
+    """Base of decoders built around a :class:`ConditionalGlow` ``self.glow``: ``dim`` and the
+    ``recompute`` switch (``train.recompute``) are the wrapped flow's."""
 
-    def __init__(self, glow: ConditionalGlow, d_z: int):
+    def __init__(self, glow: ConditionalGlow):
         super().__init__()
         self.glow = glow
-        self.gaussian = ConditionalGaussian(glow.dim, d_z)
         self.dim = glow.dim
 
     @property
@@ -103,6 +104,14 @@ class _PriorConditionedDecoder(Flow):
     @recompute.setter
     def recompute(self, value: bool) -> None:
         self.glow.recompute = value
+
+
+class _PriorConditionedDecoder(WrappedGlow):
+    """Unconditional refined Glow followed by v's z-conditioned Gaussian (the ``z_prior`` baseline)."""
+
+    def __init__(self, glow: ConditionalGlow, d_z: int):
+        super().__init__(glow)
+        self.gaussian = ConditionalGaussian(glow.dim, d_z)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         v, ld = self.glow(x)
@@ -447,20 +456,8 @@ class FlowVAE(nn.Module):
             raise ConfigError(f"a {self.cfg.kind!r} model has no global code z to traverse")
         if local not in ("keep", "zero"):
             raise ConfigError(f"local must be 'keep' or 'zero', got {local!r}")
-        if isinstance(x_single, Tensor) and x_single.dim() == 3:
-            x_single = x_single.unsqueeze(0)
-        self.check_input(x_single)
-        if x_single.shape[0] != 1:
-            raise DataError(f"traverse takes one image, got a batch of {x_single.shape[0]}")
-        vals = list(dim_values) if isinstance(dim_values, (list, tuple)) else None
-        if not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               for v in vals):
-            raise ConfigError(f"dim_values must be a non-empty list of finite numbers, got {dim_values!r}")
         d_z = self.cfg.d_z
-        dims = list(range(d_z)) if dims is None else dims
-        if not isinstance(dims, (list, tuple)) or not dims or not all(
-                isinstance(d, int) and not isinstance(d, bool) and 0 <= d < d_z for d in dims):
-            raise ConfigError(f"dims must be a non-empty list of latent indices in 0..{d_z - 1}, got {dims!r}")
+        x_single, vals, dims = check_traverse_args(x_single, dim_values, dims, d_z, self.check_input)
         z0, v0 = self.encode(x_single)
         z = z0.expand(len(dims), len(vals), d_z).clone()
         values = torch.tensor(vals, dtype=z.dtype, device=z.device)

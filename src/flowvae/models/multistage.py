@@ -37,10 +37,9 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from ..flows.base import Flow
 from ..flows.glow import ConditionalGlow, standard_normal_logprob
 from .btcvae import BTCVAE, BTCVAEConfig
-from .flowvae import FlowVAE
+from .flowvae import FlowVAE, WrappedGlow
 
 __all__ = ["MultiStage", "StandardNormalPrior"]
 
@@ -63,25 +62,15 @@ class StandardNormalPrior(nn.Module):
         return torch.randn(n, self.dim, generator=generator, device=device) * temperature
 
 
-class _StageTwoDecoder(Flow):
+class _StageTwoDecoder(WrappedGlow):
     """The conditional Glow with its conditioning built from the factors c: ``c`` alone, or ``c``
     followed by stage 1's flattened reconstruction (``recon_input``)."""
 
     def __init__(self, glow: ConditionalGlow, stage1: BTCVAE, recon_input: bool):
-        super().__init__()
-        self.glow = glow
-        self.dim = glow.dim
+        super().__init__(glow)
         self.recon_input = recon_input
         # A plain attribute, not a submodule: stage 1 is registered once, on MultiStage.
         self.__dict__["_stage1"] = stage1
-
-    @property
-    def recompute(self) -> bool:
-        return self.glow.recompute
-
-    @recompute.setter
-    def recompute(self, value: bool) -> None:
-        self.glow.recompute = value
 
     def condition(self, c: Tensor) -> Tensor:
         """Conditioning of the coupling networks for factors ``c [B, d_z]``: ``c`` or
