@@ -166,3 +166,20 @@ def test_lr_schedule_warmup_then_decay():
     f = lr_lambda(10, 0.5)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == 1.0 and f(12) == pytest.approx(0.25)
+
+
+def test_tune_cpu_allocator_applies_once_and_can_be_switched_off():
+    import os
+    import subprocess
+    import sys
+
+    from flowvae.training.environment import tune_cpu_allocator
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux-only")
+    assert tune_cpu_allocator() is True
+    assert tune_cpu_allocator() is True  # idempotent
+    code = "from flowvae.training.environment import tune_cpu_allocator as t; print(t())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "FLOWVAE_TUNE_MALLOC": "0"}, check=True)
+    assert out.stdout.strip() == "False"

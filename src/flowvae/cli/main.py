@@ -625,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
 
     set_bars(sys.stderr.isatty() and not getattr(args, "quiet", False))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    from ..training.environment import tune_cpu_allocator
+
+    tune_cpu_allocator()  # fewer page faults per step on CPUs; a no-op off glibc
     try:
         return COMMANDS[args.command](args)
     except FlowVAEError as e:

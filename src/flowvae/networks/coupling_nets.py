@@ -72,10 +72,12 @@ class ConvCouplingNet(nn.Module):
             if self.image_factor > 1:
                 img = F.pixel_unshuffle(img, self.image_factor)
             x = torch.cat([x, img.to(x.dtype)], 1)
-        h = self.conv2(F.elu(self.conv1(x)))
+        # In-place ELUs on fresh outputs: autograd then keeps only the ELU's result (which the next
+        # convolution saves anyway) and differentiates from it without a second exp.
+        h = self.conv2(F.elu(self.conv1(x), inplace=True))
         if self.cond is not None:
-            h = h + self.cond(cond[:, :self.cond_dim]).to(h.dtype)[:, :, None, None]
-        return self.conv3(F.elu(h))
+            h = h.add_(self.cond(cond[:, :self.cond_dim]).to(h.dtype)[:, :, None, None])
+        return self.conv3(F.elu(h, inplace=True))
 
 
 class MLPCouplingNet(nn.Module):

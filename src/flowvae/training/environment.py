@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["environment_record", "resolve_device"]
+__all__ = ["cpu_model", "environment_record", "resolve_device", "tune_cpu_allocator"]
 
 
 def _git_commit() -> str | None:
@@ -20,6 +20,54 @@ def _git_commit() -> str | None:
         return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), or None when unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed activation buffers in the process instead of handing them back to the kernel.
+
+    glibc serves allocations above its mmap threshold with fresh ``mmap`` pages and returns them on
+    ``free``, so the activations of a training step (8-16 MB each for the cifar10 preset) are
+    page-faulted and zeroed again by the kernel on later steps. Raising the mmap threshold to its
+    maximum (32 MB) and the trim threshold to 1 GB keeps those buffers on the heap for reuse.
+    Measured on the project's 2-core CPU (``benchmarks/bench.py``, mode ``bf16+cl`` against
+    ``bf16+cl+stockmalloc``, cifar10 preset, batch 32): about 1,700 instead of 12,000-17,000 page
+    faults per step, and a step 5-8% shorter. Memory is then not returned to the system until the
+    process ends, which suits a training process.
+
+    Returns True when the settings were applied (Linux with glibc), False elsewhere; never raises.
+    Idempotent. Set ``FLOWVAE_TUNE_MALLOC=0`` to leave the allocator alone.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if os.environ.get("FLOWVAE_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
+        ok = (libc.mallopt(m_mmap_threshold, 32 * 2**20) == 1
+              and libc.mallopt(m_trim_threshold, 2**30) == 1
+              and libc.mallopt(m_top_pad, 64 * 2**20) == 1)
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    _ALLOCATOR_TUNED = ok
+    return ok
 
 
 def environment_record(device: torch.device) -> dict:
@@ -37,6 +85,8 @@ def environment_record(device: torch.device) -> dict:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # e.g. AVX512, AMX-capable builds say so too
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
