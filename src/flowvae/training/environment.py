@@ -86,7 +86,7 @@ def environment_record(device: torch.device) -> dict:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # e.g. AVX512, AMX-capable builds say so too
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the vector ISA torch dispatches to, e.g. AVX512
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
