@@ -97,6 +97,7 @@ class TrainConfig:
     precision: str = "fp32"           # "fp32" or "bf16" (coupling networks under bfloat16 autocast)
     recompute: bool = False           # decoder activations recomputed by inversion in backward (memory)
     channels_last: bool = False       # channels-last memory format (faster bf16 convolutions on CPUs)
+    compile: bool = False             # torch.compile the training forward (a C++ compiler on CPUs; minutes to compile)
     sample_temperatures: list = field(default_factory=lambda: [0.7, 1.0])
     time_limit_s: float | None = None  # stop training after this wall time (checkpoint kept)
     deterministic: bool = False       # torch.use_deterministic_algorithms (bitwise resume on GPU too)

@@ -406,6 +406,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     net = model
     if ctx.enabled:  # after the data-dependent init: DDP's constructor broadcasts rank 0's state
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:  # the training forward only; evaluation, sampling and checkpoints use `model` itself
+        net = torch.compile(net)
     show = (sys.stderr.isatty() if progress is None else progress) and main
     bar = None
     if show:
