@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/profile_step.py --preset cifar10 --mode bf16+cl --batch 8
 
 Prints the torch.profiler table (self CPU time by operator) of one forward + backward of the
-preset's model on random uint8 images, then the time of one forward pass (``log_weights``) of the
+preset's model on random uint8 images, the time of one AdamW update (default and fused), then the
+time of one forward pass (``log_weights``) of the
 ``--nograd-preset`` model under ``torch.no_grad()`` and with autograd on.
 """
 
@@ -49,6 +50,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--nograd-preset", default="mnist")
     args = p.parse_args()
+    from flowvae.training.environment import tune_cpu_allocator
+
+    tune_cpu_allocator()  # as `flowvae train` does
     print(f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
 
     model, x = _model(args.preset, set(args.mode.split("+")), args.batch)
@@ -62,6 +66,13 @@ def main() -> None:
         step()
     print(f"## one training step of {args.preset} ({args.mode}), batch {args.batch}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+
+    # AdamW over the preset's parameters (gradients already there): the default (foreach) update
+    # against the fused kernel the trainer uses.
+    for name, kw in (("foreach", {}), ("fused", {"fused": True})):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-6, **kw)
+        print(f"## AdamW step ({name}) over {sum(p.numel() for p in model.parameters()):,} parameters: "
+              f"{_time(opt.step, reps=5) * 1e3:.0f} ms")
 
     model, x = _model(args.nograd_preset, set(), 64)
     model.eval()

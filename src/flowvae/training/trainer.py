@@ -318,8 +318,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     progress_log = logging.getLogger("flowvae.progress")
 
     # Frozen parts (stage 1 of the multi-stage model) are left out of the optimiser.
-    # fused=True: one kernel over all parameters, 3 times faster than the default on the CPU for the
-    # cifar10 preset (30 ms against 90 ms per step); same update rule.
+    # fused=True: one kernel over all parameters, about 3 times faster than the default on the CPU
+    # for the cifar10 preset (benchmarks/profile_step.py); same update rule.
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
                             weight_decay=tc.weight_decay, fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
