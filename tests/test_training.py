@@ -186,7 +186,15 @@ def test_tune_cpu_allocator_applies_once_and_can_be_switched_off():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on CPU needs a C++ compiler")
+def _can_compile_cpu() -> bool:
+    """Inductor builds CPU kernels with a C++ compiler against Python's headers."""
+    import sysconfig
+    from pathlib import Path
+
+    return bool(shutil.which("c++") or shutil.which("g++")) and (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
+
+
+@pytest.mark.skipif(not _can_compile_cpu(), reason="torch.compile on CPU needs a C++ compiler and Python's headers")
 def test_compiled_training_matches_eager(tmp_path):
     """train.compile=true trains the same model: after 5 steps the weights are those of the eager
     run to float rounding (inductor reorders float sums), and both moved away from the start."""
