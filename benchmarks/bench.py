@@ -20,8 +20,9 @@ Each (preset, mode) runs in its own subprocess so that peak memory is that confi
 Images are random uint8 of the preset's shape (speed does not depend on content). FLOPs of one
 training step are counted with ``torch.utils.flop_counter`` on the float32 model; achieved GFLOP/s
 is that count over the median step time, set against the float32 or bfloat16 peak rate measured on
-the spot (the faster of a matrix product and the model's 512-channel 1x1 convolution). Also timed: sampling (images/s at temperature 1) and evaluation
-(``bits_per_dim`` with K importance samples, images/s), and a normflows Glow of about the same
+the spot (the faster of a matrix product and the model's 512-channel 1x1 convolution). Also
+timed: sampling (images/s at temperature 1) and evaluation (``bits_per_dim`` with K importance
+samples, images/s), and a normflows Glow of about the same
 size as the refined Glow (no z), trained the same way (``pip install normflows``).
 """
 
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from flowvae.training.environment import cpu_model
+from flowvae.training.environment import cpu_model, tune_cpu_allocator
 
 ROOT = Path(__file__).resolve().parent
 
@@ -122,8 +123,6 @@ def worker(preset: str, mode: str, batch: int, steps: int, device_name: str, kin
 
     device = torch.device(device_name)
     flags = set(mode.split("+"))
-    from flowvae.training.environment import tune_cpu_allocator
-
     if device.type == "cpu" and "stockmalloc" not in flags:
         tune_cpu_allocator()  # as `flowvae train` does
     cfg = get_preset(preset)
@@ -168,7 +167,8 @@ def worker(preset: str, mode: str, batch: int, steps: int, device_name: str, kin
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
     step_s = sorted(times)[len(times) // 2]  # median: robust to other work on a shared machine
     rec = {"preset": preset, "kind": kind, "mode": mode, "batch": batch, "steps": steps,
-           "step_s": step_s, "step_times_s": times, "page_faults_per_step": faults, "train_images_per_s": batch / step_s, "first_steps_s": warm_s,
+           "step_s": step_s, "step_times_s": times, "page_faults_per_step": faults,
+           "train_images_per_s": batch / step_s, "first_steps_s": warm_s,
            "loss_bpd": losses[-1], "parameters": sum(p.numel() for p in model.parameters())}
     if device.type == "cuda":
         rec["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20

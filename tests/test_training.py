@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,10 +175,6 @@ def test_lr_schedule_warmup_then_decay():
 
 
 def test_tune_cpu_allocator_applies_once_and_can_be_switched_off():
-    import os
-    import subprocess
-    import sys
-
     from flowvae.training.environment import tune_cpu_allocator
 
     if not sys.platform.startswith("linux"):
@@ -188,9 +189,6 @@ def test_tune_cpu_allocator_applies_once_and_can_be_switched_off():
 
 def _can_compile_cpu() -> bool:
     """Inductor builds CPU kernels with a C++ compiler against Python's headers."""
-    import sysconfig
-    from pathlib import Path
-
     return bool(shutil.which("c++") or shutil.which("g++")) and (Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
 
 
@@ -203,10 +201,12 @@ def test_compiled_training_matches_eager(tmp_path):
     train(_digits("train.steps=0", *overrides), tmp_path / "start", progress=False)
     train(_digits("train.steps=5", *overrides), tmp_path / "eager", progress=False)
     train(_digits("train.steps=5", "train.compile=true", *overrides), tmp_path / "compiled", progress=False)
-    start, eager, compiled = (load_run(tmp_path / r).state_dict() for r in ("start", "eager", "compiled"))
+    start, eager = load_run(tmp_path / "start").state_dict(), load_run(tmp_path / "eager").state_dict()
+    compiled_model = load_run(tmp_path / "compiled")
+    compiled = compiled_model.state_dict()
     assert eager.keys() == compiled.keys()
     moved = max(float((eager[k] - start[k]).abs().max()) for k in eager if eager[k].is_floating_point())
     assert moved > 1e-3  # the five steps changed the weights, so the comparison below means something
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], rtol=1e-3, atol=1e-4, msg=k)
-    assert load_run(tmp_path / "compiled").config.train.compile is True
+    assert compiled_model.config.train.compile is True
