@@ -10,7 +10,7 @@ from flowvae.models.btcvae import (BTCVAE, BTCVAEConfig, log_importance_weight_m
 
 
 def _cfg(**kw):
-    base = dict(in_channels=1, image_size=28, d_z=4, conv_channels=[8, 8], hidden=32, dataset_size=1000)
+    base = dict(in_channels=1, image_size=28, n_factors=4, conv_channels=[8, 8], hidden=32, dataset_size=1000)
     base.update(kw)
     return BTCVAEConfig(**base)
 
@@ -123,7 +123,7 @@ def test_beta_weights_tc():
 def test_shapes(size):
     torch.manual_seed(0)
     chans = [4, 4, 4, 4] if size == 64 else [4, 4]
-    m = BTCVAE(_cfg(image_size=size, conv_channels=chans, d_z=3))
+    m = BTCVAE(_cfg(image_size=size, conv_channels=chans, n_factors=3))
     x = _binary(2, size=size)
     assert m.encode(x).shape == (2, 3)
     assert m.decode(torch.zeros(5, 3)).shape == (5, 1, size, size)
@@ -162,7 +162,7 @@ def test_bad_config_and_input():
     with pytest.raises(ConfigError):
         BTCVAE(_cfg(conv_channels=[4] * 6))
     with pytest.raises(ConfigError):
-        BTCVAE(_cfg(d_z=0))
+        BTCVAE(_cfg(n_factors=0))
     with pytest.raises(ConfigError):
         BTCVAE()
     m = BTCVAE(_cfg())
@@ -186,4 +186,4 @@ def test_bad_config_and_input():
         m.sample(0)
     with pytest.raises(ConfigError) as err:
         BTCVAE(_cfg(estimator="foo"))
-    assert "\n" not in str(err.value) and "btcvae.estimator" in str(err.value)
+    assert "\n" not in str(err.value) and "model.estimator" in str(err.value)

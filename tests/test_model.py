@@ -290,12 +290,12 @@ def test_sample_shapes_and_dtype(digits, kind):
 
 
 def test_sample_at_zero_temperature_is_deterministic(digits_model):
-    a = digits_model.sample(3, temperature=0.0, z_temperature=0.0)
-    b = digits_model.sample(3, temperature=0.0, z_temperature=0.0)
+    a = digits_model.sample(3, temperature=0.0, global_temperature=0.0)
+    b = digits_model.sample(3, temperature=0.0, global_temperature=0.0)
     assert torch.equal(a, b)
     assert torch.equal(a[0], a[1]) and torch.equal(a[0], a[2])  # v = 0 and z = f^-1(0) for everyone
     # with z at full temperature, the images differ although v = 0: z carries information
-    c = digits_model.sample(8, temperature=0.0, z_temperature=1.0, generator=torch.Generator().manual_seed(0))
+    c = digits_model.sample(8, temperature=0.0, global_temperature=1.0, generator=torch.Generator().manual_seed(0))
     assert any(not torch.equal(c[0], c[i]) for i in range(1, 8))
 
 

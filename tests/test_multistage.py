@@ -17,25 +17,25 @@ from flowvae.data.dsprites import DSPRITES_FILES
 from flowvae.errors import ConfigError
 from flowvae.evaluation import reconstruction_quality
 from flowvae.flows.base import data_init
-from flowvae.models import BTCVAE, BTCVAEConfig, MultiStage
+from flowvae.models import BTCVAE, BTCVAEConfig, MultiStage, MultiStageConfig
 
 DSPRITES = shared_data_dir() / "dsprites"
 needs_dsprites = pytest.mark.skipif(not (DSPRITES / DSPRITES_FILES["grid"]).is_file(),
                                     reason=f"dSprites grid file not in {DSPRITES}")
 
 
-def _stage1(d_z: int = 3) -> BTCVAE:
+def _stage1(n_factors: int = 3) -> BTCVAE:
     torch.manual_seed(0)
-    return BTCVAE(BTCVAEConfig(in_channels=1, image_size=28, d_z=d_z, conv_channels=[8, 8], hidden=16,
+    return BTCVAE(BTCVAEConfig(in_channels=1, image_size=28, n_factors=n_factors, conv_channels=[8, 8], hidden=16,
                                dataset_size=100))
 
 
 def _model(recon_input: bool = False, stage1: BTCVAE | None = None) -> MultiStage:
     stage1 = stage1 or _stage1()
-    cfg = ModelConfig(kind="multistage", in_channels=1, image_size=28, steps=[0, [1, 1], 1], hidden=[4, 8, 8],
-                      d_z=stage1.cfg.d_z)
+    cfg = MultiStageConfig(in_channels=1, image_size=28, steps=[0, [1, 1], 1], hidden=[4, 8, 8], stage1=stage1.cfg,
+                           recon_input=recon_input)
     torch.manual_seed(1)
-    m = MultiStage(cfg, stage1.cfg, n_bits=1, recon_input=recon_input).load_stage1(stage1)
+    m = MultiStage(cfg, n_bits=1).load_stage1(stage1)
     return m
 
 
@@ -119,15 +119,14 @@ def test_reconstruct_and_sample_shapes_and_quality_figures():
 
 
 def test_mismatched_stages_are_refused():
-    s1 = _stage1(d_z=3)
-    cfg = ModelConfig(kind="multistage", in_channels=1, image_size=28, steps=[0, [1, 1], 1], hidden=[4, 8, 8], d_z=4)
-    with pytest.raises(ConfigError, match="d_z"):
-        MultiStage(cfg, s1.cfg, n_bits=1)
+    s1 = _stage1(n_factors=3)
+    with pytest.raises(ConfigError, match="stage 1 models 1x28x28"):
+        MultiStage(MultiStageConfig(in_channels=1, image_size=32, steps=[0, [1, 1], 1], hidden=[4, 8, 8], stage1=s1.cfg))
     m = _model()
     with pytest.raises(ConfigError, match="btcvae"):
         m.load_stage1(torch.nn.Linear(2, 2))
     with pytest.raises(ConfigError, match="do not fit"):
-        m.load_stage1(_stage1(d_z=5))
+        m.load_stage1(_stage1(n_factors=5))
 
 
 @needs_dsprites
@@ -135,17 +134,17 @@ def test_two_stages_train_from_the_cli_and_the_run_stands_alone(tmp_path, capsys
     s1, s2 = tmp_path / "s1", tmp_path / "s2"
     common = ["train.eval_images=64", "data.train_limit=512", "data.test_limit=64", "train.init_batch_size=64"]
     assert main(["train", "dsprites-btcvae", "--run", str(s1), "--steps", "4", "--device", "cpu", "-q",
-                 "--set", "train.batch_size=32", "btcvae.conv_channels=[8,8,8,8]", "btcvae.hidden=32", *common]) == 0
+                 "--set", "train.batch_size=32", "model.conv_channels=[8,8,8,8]", "model.hidden=32", *common]) == 0
     stage1 = load_run(s1)
     assert isinstance(stage1, BTCVAE) and stage1.cfg.dataset_size == 512
     assert main(["train", "dsprites-multistage", "--run", str(s2), "--steps", "3", "--device", "cpu", "-q",
-                 "--set", f"multistage.stage1={s1}", "multistage.recon_input=true", "train.batch_size=8",
+                 "--set", f"model.stage1_run={s1}", "model.recon_input=true", "train.batch_size=8",
                  "model.steps=[0,[1,1],1]", "model.hidden=[4,8,8]", *common]) == 0
     moved = tmp_path / "elsewhere"
     shutil.move(s1, moved)  # the stage-2 run folder holds stage 1's architecture and weights
     m = load_run(s2)
     assert isinstance(m, MultiStage) and m.decoder.recon_input
-    assert m.config.btcvae.conv_channels == [8, 8, 8, 8]
+    assert m.config.model.stage1.conv_channels == [8, 8, 8, 8]
     s1_model = load_run(moved)
     assert all(torch.equal(a, b) for a, b in zip(s1_model.state_dict().values(), m.stage1.state_dict().values()))
     capsys.readouterr()
@@ -169,6 +168,6 @@ def test_multistage_without_stage1_is_a_clear_error(tmp_path, capsys):
     cfg = get_preset("dsprites-multistage")
     from flowvae.training import train
 
-    with pytest.raises(ConfigError, match="multistage.stage1"):
+    with pytest.raises(ConfigError, match="model.stage1_run"):
         train(cfg, tmp_path / "run")
     assert main(["traverse", str(tmp_path / "nope"), "--device", "cpu"]) == 1

@@ -56,7 +56,8 @@ def test_interpolation_corners_are_the_real_images(model_and_images, spherical):
 
 def test_features_shapes(model_and_images):
     model, x = model_and_images
-    z, v = model.features(x, batch_size=16)
+    f = model.features(x, batch_size=16)
+    z, v = f["z"], f["v"]
     assert z.shape == (64, model.cfg.d_z) and v.shape == (64, 64)
     assert torch.allclose(z, model.encode(x)[0])
 

@@ -32,7 +32,8 @@ def digits() -> torch.Tensor:
 
 
 def tiny(**kw) -> UGVAE:
-    cfg = dict(in_channels=1, image_size=8, d_z=D_Z, d_beta=D_BETA, K=K, hidden=[32], encoder="mlp", decoder="mlp")
+    cfg = dict(in_channels=1, image_size=8, d_local=D_Z, d_global=D_BETA, n_components=K, hidden=[32], encoder="mlp",
+               decoder="mlp")
     cfg.update(kw)
     torch.manual_seed(0)
     return UGVAE(UGVAEConfig(**cfg))
@@ -308,7 +309,7 @@ def test_trainer_interface_and_determinism(digits):
     bpd = model.bits_per_dim(x, k=1, generator=gen(5))
     torch.testing.assert_close(bpd["elbo_bpd"].mean(), sb["bpd"].float())
     assert model.set_precision("fp32") is model and model.cfg.kind == "ugvae"
-    with pytest.raises(ConfigError, match="fp32"):
+    with pytest.raises(ConfigError, match="bf16 does not apply"):
         model.set_precision("bf16")
     with pytest.raises(TypeError, match="groups="):
         model.loss(x, torch.zeros(8, dtype=torch.long))
@@ -324,7 +325,7 @@ def test_importance_weighted_bound_is_tighter(digits):
 def test_conv_networks_28_and_32_px():
     for c, size in ((1, 28), (3, 32)):
         torch.manual_seed(0)
-        model = UGVAE(UGVAEConfig(in_channels=c, image_size=size, d_z=3, d_beta=2, K=3, hidden=[16],
+        model = UGVAE(UGVAEConfig(in_channels=c, image_size=size, d_local=3, d_global=2, n_components=3, hidden=[16],
                                   conv_channels=[4, 8, 8]))
         x = torch.randint(0, 256, (4, c, size, size), dtype=torch.uint8)
         loss, _ = model.loss(x, gen())
@@ -383,15 +384,15 @@ def test_bad_input_raises_data_error(digits):
 
 
 @pytest.mark.parametrize("field,value,msg", [
-    ("encoder", "cnn", "ugvae.encoder"),
-    ("decoder", "resnet", "ugvae.decoder"),
-    ("likelihood", "poisson", "ugvae.likelihood"),
-    ("K", 0, "ugvae.K"),
-    ("d_z", -1, "ugvae.d_z"),
-    ("d_beta", 2.5, "ugvae.d_beta"),
-    ("hidden", [], "ugvae.hidden"),
-    ("d_posterior", "y", "ugvae.d_posterior"),
-    ("decoder_beta", "yes", "ugvae.decoder_beta"),
+    ("encoder", "cnn", "model.encoder"),
+    ("decoder", "resnet", "model.decoder"),
+    ("likelihood", "poisson", "model.likelihood"),
+    ("n_components", 0, "model.n_components"),
+    ("d_local", -1, "model.d_local"),
+    ("d_global", 2.5, "model.d_global"),
+    ("hidden", [], "model.hidden"),
+    ("d_posterior", "y", "model.d_posterior"),
+    ("decoder_beta", "yes", "model.decoder_beta"),
 ])
 def test_bad_config_raises_config_error(field, value, msg):
     with pytest.raises(ConfigError, match=msg) as e:
@@ -403,7 +404,7 @@ def test_bad_config_conv_too_small_and_bad_tool_arguments():
     with pytest.raises(ConfigError, match="too small"):
         UGVAE(UGVAEConfig(in_channels=1, image_size=8, encoder="conv", conv_channels=[4, 4, 4, 4]))
     with pytest.raises(ConfigError, match="UGVAEConfig"):
-        UGVAE({"d_z": 3})
+        UGVAE({"d_local": 3})
     model = tiny()
     with pytest.raises(ConfigError, match="n must be"):
         model.sample_group(0)
@@ -419,14 +420,14 @@ def test_ugvae_trains_through_the_trainer_with_label_groups(tmp_path):
     from flowvae.config import apply_overrides, get_preset, load_config
     from flowvae.training import train
 
-    sets = ["model.kind=ugvae", "model.d_z=4", "ugvae.d_beta=4", "ugvae.K=5", "ugvae.hidden=[32]",
-            "ugvae.encoder=mlp", "ugvae.decoder=mlp", "ugvae.group_by=label", "ugvae.groups_per_batch=4",
+    sets = ["model.kind=ugvae", "model.d_local=4", "model.d_global=4", "model.n_components=5", "model.hidden=[32]",
+            "model.encoder=mlp", "model.decoder=mlp", "model.group_by=label", "model.groups_per_batch=4",
             "train.batch_size=32", "train.eval_every=10", "train.checkpoint_every=10", "train.num_threads=1",
             "train.sample_temperatures=[1.0]", "data.test_limit=64"]
     full = train(apply_overrides(get_preset("digits"), [*sets, "train.steps=20"]), tmp_path / "full", progress=False)
     assert full["step"] == 20 and torch.isfinite(torch.tensor(full["test_elbo_bpd"]))
     model = load_run(tmp_path / "full")
-    assert type(model).__name__ == "UGVAE" and model.config.ugvae.group_by == "label"
+    assert type(model).__name__ == "UGVAE" and model.config.model.group_by == "label"
     # stop at 10, resume to 20: the grouped batches and every RNG stream continue exactly
     train(apply_overrides(get_preset("digits"), [*sets, "train.steps=10"]), tmp_path / "part", progress=False)
     cfg = load_config(tmp_path / "part" / "config.yaml")

@@ -8,7 +8,15 @@ __version__ = "0.1.0"
 
 from .api import load_run  # noqa: E402
 from .config import Config, DataConfig, ModelConfig, TrainConfig, get_preset  # noqa: E402
-from .models import FlowVAE, build_model  # noqa: E402
+from .models import (  # noqa: E402
+    MODEL_KINDS,
+    Capabilities,
+    FlowVAE,
+    FlowVAEConfig,
+    GenerativeModel,
+    build_model,
+    create_model,
+)
 
-__all__ = ["Config", "DataConfig", "FlowVAE", "ModelConfig", "TrainConfig", "__version__", "build_model",
-           "get_preset", "load_run"]
+__all__ = ["Capabilities", "Config", "DataConfig", "FlowVAE", "FlowVAEConfig", "GenerativeModel", "MODEL_KINDS",
+           "ModelConfig", "TrainConfig", "__version__", "build_model", "create_model", "get_preset", "load_run"]

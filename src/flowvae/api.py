@@ -8,14 +8,12 @@ import torch
 
 from .config import load_config
 from .errors import CheckpointError
-from .models.factory import create_model
-from .models.flowvae import FlowVAE
-from .models.ugvae import UGVAE
+from .models.base import GenerativeModel, create_model
 
 __all__ = ["load_run"]
 
 
-def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> FlowVAE | UGVAE:
+def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> GenerativeModel:
     """Load the model of a run folder, in eval mode, with its config attached as ``model.config``.
 
     Reads ``run/config.yaml`` and the weights from ``run/model.safetensors`` (or, when training

@@ -1,431 +1,336 @@
-"""Typed configuration: model, data and training settings, presets, and command-line overrides.
+"""The run configuration: a model kind's config, data and training settings, and overrides.
 
-A :class:`Config` is plain dataclasses, saved as ``config.yaml`` in every run folder and read
-back with :func:`load_config`. Any field can be overridden with ``section.field=value``
-(``--set train.lr=5e-4`` on the command line); values are parsed as YAML scalars or lists.
+A :class:`Config` has four parts: ``name``, ``model`` (the config class of ``model.kind``, looked up
+in the model registry: :class:`~flowvae.models.FlowVAEConfig`, :class:`~flowvae.models.UGVAEConfig`,
+...), ``data`` (:class:`DataConfig`) and ``train`` (:class:`TrainConfig`). It is saved as
+``config.yaml`` in every run folder and read back with :func:`load_config`. Any field can be
+overridden with ``section.field=value`` (``--set train.lr=5e-4`` on the command line; nested
+settings with more dots, ``model.stage1.beta=4``); values are parsed as YAML scalars or lists and
+checked against the field's type and range at once. ``model.kind=NAME`` switches the model config
+to that kind's class, keeping the fields both kinds share.
+
+Config files of earlier releases (sections ``ugvae``, ``btcvae``, ``multistage``) are read and
+converted (:func:`migrate`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
-import os
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from .errors import ConfigError
+from .models.base import ModelSettings, config_class
+from .models.flowvae import FlowVAEConfig
+from .settings import Settings, setting
 
-__all__ = ["ModelConfig", "DataConfig", "TrainConfig", "UGVAEOptions", "BTCVAEOptions", "MultiStageOptions", "Config", "PRESETS", "get_preset", "preset_for_images",
-           "load_config", "save_config", "apply_overrides", "resolve"]
+__all__ = ["Config", "DataConfig", "TrainConfig", "ModelConfig", "PRESETS", "get_preset", "preset_for_images",
+           "load_config", "save_config", "apply_overrides", "resolve", "migrate", "suggest", "config_from_dict"]
 
+ModelConfig = FlowVAEConfig  # the name of earlier releases: the flow kinds' model config
 
-
-@dataclass
-class ModelConfig:
-    """Architecture of the model (paper §2, Appendix B; defaults: the published CIFAR-10 model).
-
-    ``steps`` has one entry per level of the decoder: an ``int`` is a plain level of that many
-    flow steps; a pair ``[a, b]`` is a fine-grained level (Figure 3c): ``a`` steps, factor out
-    ``1/factor_out`` of the channels, ``b`` steps, factor out again. ``hidden`` gives the
-    coupling-network width per level.
-    """
-
-    kind: str = "flowvae"             # flowvae (paper) | z_prior | refined_glow | glow | ugvae | btcvae | multistage
-    in_channels: int = 3
-    image_size: int = 32
-    steps: list = field(default_factory=lambda: [2, [6, 6], [6, 6], 4])
-    hidden: list = field(default_factory=lambda: [24, 512, 512, 512])
-    factor_out: int = 4               # M of the fine-grained multi-scale architecture
-    d_z: int = 64
-    encoder_widths: list = field(default_factory=lambda: [48, 96, 96])
-    encoder_maps: int = 8             # maps of the encoder's last 1x1 conv (authors: 8 at 32x32, 32 above)
-    dequantization: str = "uniform"   # uniform | variational (Flow++ q(u|x), its entropy in the bound)
-    dequant_hidden: int = 32          # width of q(u|x)'s networks (variational only)
-    dequant_steps: int = 2            # blocks of q(u|x)'s flow (variational only)
-    prior_steps: int = 2
-    prior_hidden: int = 256
-    coupling: str = "affine"          # "affine" or "additive"
-    alpha: float = 1.0                # scale bound of Appendix B.2
-    conv1x1: str = "lu"               # "lu" or "plain" parametrisation of the 1x1 convolutions
-
-    @property
-    def levels(self) -> int:
-        return len(self.steps)
+MAX_CONFIG_BYTES = 1 << 20  # a config.yaml is a few kB; anything larger is not one
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Settings):
     """Where the images come from and how they are preprocessed (Appendix C.1)."""
 
-    dataset: str = "cifar10"          # digits | mnist | cifar10 | cifar10-jpeg | folder | imagenet64 | lsun | celebahq
+    section: ClassVar[str] = "data"
+
+    dataset: str = "cifar10"          # a data source name (flowvae.data), e.g. digits | mnist | cifar10 | folder
     root: str | None = None           # path to the files (default: see flowvae.data)
-    n_bits: int = 8
+    n_bits: int = setting(8, ge=1, le=8, help="bits per pixel modelled")
     flip: bool = False                # random horizontal flip
-    crop_pad: int = 0                 # reflection padding for random crops (4 for CIFAR-10)
-    image_size: int | None = None     # resize/centre-crop folder images to this size
-    train_limit: int | None = None    # use only the first N training images
-    test_limit: int | None = None     # use only the first N test images
-    on_bad: str = "error"             # folder images that cannot be read: "error" or "skip" (counted)
+    crop_pad: int = setting(0, ge=0, le=64, help="reflection padding of random crops (4 for CIFAR-10)")
+    image_size: int | None = setting(None, ge=2, le=1024, help="resize/centre-crop folder images to this size")
+    train_limit: int | None = setting(None, ge=1, help="a seeded subset of N training images")
+    test_limit: int | None = setting(None, ge=1, help="a seeded subset of N test images")
+    on_bad: Literal["error", "skip"] = "error"  # folder images that cannot be read
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Optimisation (Appendix C.2 and Table 5) and bookkeeping."""
 
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-3
-    warmup_steps: int = 50
-    lr_decay: float = 0.999997        # per-step exponential decay after warm-up
-    weight_decay: float = 1e-6
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    grad_clip: float | None = None    # max global grad norm (None: off)
-    init_batch_size: int = 512        # images for the data-dependent ActNorm initialisation
-    eval_every: int = 500
-    eval_images: int | None = 2000    # test images used by the periodic evaluation (None: all)
-    eval_k: int = 1                   # posterior samples in the periodic evaluation
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    max_bad_steps: int = 20           # non-finite steps in a row before the run stops
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int | None = None    # torch CPU threads (None: torch's default)
-    precision: str = "fp32"           # "fp32" or "bf16" (coupling networks under bfloat16 autocast)
+    section: ClassVar[str] = "train"
+
+    steps: int = setting(1000, ge=0, help="optimizer steps")
+    batch_size: int = setting(64, ge=1, help="global batch size")
+    lr: float = setting(1e-3, gt=0, le=10)
+    warmup_steps: int = setting(50, ge=0)
+    lr_decay: float = setting(0.999997, gt=0, le=1, help="per-step exponential decay after warm-up")
+    weight_decay: float = setting(1e-6, ge=0, le=10)
+    betas: list[float] = setting(factory=lambda: [0.9, 0.999], ge=0, le=0.999999)
+    eps: float = setting(1e-8, gt=0, le=1)
+    grad_clip: float | None = setting(None, gt=0, help="max global grad norm (None: off)")
+    init_batch_size: int = setting(512, ge=1, help="images for the data-dependent ActNorm initialisation")
+    eval_every: int = setting(500, ge=1)
+    eval_images: int | None = setting(2000, ge=1, help="test images of the periodic evaluation (None: all)")
+    eval_k: int = setting(1, ge=1, le=10000, help="posterior samples in the periodic evaluation")
+    checkpoint_every: int = setting(500, ge=1)
+    keep_checkpoints: int = setting(3, ge=1)
+    max_bad_steps: int = setting(20, ge=1, help="non-finite steps in a row before the run stops")
+    seed: int = setting(0, ge=0)
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    num_threads: int | None = setting(None, ge=1, le=4096, help="torch CPU threads (None: torch's default)")
+    precision: Literal["fp32", "bf16"] = "fp32"   # bf16: coupling networks under bfloat16 autocast
     recompute: bool = False           # decoder activations recomputed by inversion in backward (memory)
     channels_last: bool = False       # channels-last memory format (faster bf16 convolutions on CPUs)
-    compile: bool = False             # torch.compile the training forward (a C++ compiler on CPUs; minutes to compile)
-    sample_temperatures: list = field(default_factory=lambda: [0.7, 1.0])
-    time_limit_s: float | None = None  # stop training after this wall time (checkpoint kept)
+    compile: bool = False             # torch.compile the training forward (a C++ compiler on CPUs)
+    sample_temperatures: list[float] = setting(factory=lambda: [0.7, 1.0], ge=0, le=100)
+    time_limit_s: float | None = setting(None, gt=0, help="stop training after this wall time (checkpoint kept)")
     deterministic: bool = False       # torch.use_deterministic_algorithms (bitwise resume on GPU too)
 
-
-@dataclass
-class UGVAEOptions:
-    """Settings of the UG-VAE (``model.kind=ugvae``; see :class:`flowvae.models.ugvae.UGVAEConfig`).
-
-    ``model.in_channels``, ``model.image_size`` and ``model.d_z`` (the local latent) are shared
-    with the other models. ``group_by``: ``"batch"`` makes each training batch one group (one
-    global latent beta); ``"label"`` builds every batch from ``groups_per_batch`` classes, each
-    class one group, so beta is shared by images of one class.
-    """
-
-    d_beta: int = 50
-    K: int = 20
-    hidden: list = field(default_factory=lambda: [256])
-    conv_channels: list = field(default_factory=lambda: [32, 64, 64])
-    encoder: str = "conv"
-    decoder: str = "conv"
-    likelihood: str = "discretized_logistic"
-    d_posterior: str = "x"
-    decoder_beta: bool = True
-    beta_prior_in_product: bool = True
-    group_by: str = "batch"
-    groups_per_batch: int = 4
-
-
-@dataclass
-class BTCVAEOptions:
-    """Settings of the beta-TCVAE (``model.kind=btcvae``, and stage 1 of ``model.kind=multistage``;
-    see :class:`flowvae.models.btcvae.BTCVAEConfig`).
-
-    ``model.in_channels``, ``model.image_size`` and ``model.d_z`` (the number of latent factors) are
-    shared with the other models. ``dataset_size`` (N of the minibatch estimators) is filled in with
-    the number of training images when training starts.
-    """
-
-    conv_channels: list = field(default_factory=lambda: [32, 32, 64, 64])
-    hidden: int = 256
-    likelihood: str = "bernoulli"      # bernoulli | discretized_logistic
-    alpha: float = 1.0                 # weight of the index-code mutual information
-    beta: float = 6.0                  # weight of the total correlation
-    gamma: float = 1.0                 # weight of the dimension-wise KL
-    estimator: str = "mss"             # mss (default) | mws
-    dataset_size: int | None = None
-
-
-@dataclass
-class MultiStageOptions:
-    """Settings of the multi-stage model (``model.kind=multistage``; see
-    :class:`flowvae.models.multistage.MultiStage`).
-
-    ``stage1`` is the run folder of a trained ``btcvae`` run. When training starts its config is
-    copied into this run's ``btcvae`` section and ``model.d_z``, and its weights into this model,
-    so the finished run folder stands alone. ``recon_input`` also feeds the stage-1 reconstruction
-    to every coupling network of the flow.
-    """
-
-    stage1: str | None = None
-    recon_input: bool = False
+    def validate(self) -> None:
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas must be two numbers [beta1, beta2], got {self.betas!r}")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {dev!r}")
 
 
 @dataclass
 class Config:
-    """The whole configuration of a run."""
+    """The whole configuration of a run: ``name``, ``model`` (a kind's config), ``data``, ``train``."""
 
     name: str = "custom"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelSettings = field(default_factory=FlowVAEConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    ugvae: UGVAEOptions = field(default_factory=UGVAEOptions)
-    btcvae: BTCVAEOptions = field(default_factory=BTCVAEOptions)
-    multistage: MultiStageOptions = field(default_factory=MultiStageOptions)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values, as written to ``config.yaml``."""
+        return {"name": self.name, "model": self.model.to_dict(), "data": self.data.to_dict(),
+                "train": self.train.to_dict()}
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "ugvae": UGVAEOptions,
-             "btcvae": BTCVAEOptions, "multistage": MultiStageOptions}
+_SECTIONS: dict[str, type[Settings]] = {"data": DataConfig, "train": TrainConfig}
+
+# Fields that earlier releases spelled differently, so that a message can name the new spelling.
+_MOVED: dict[str, dict[str, str]] = {"ugvae": {"d_z": "d_local", "d_beta": "d_global", "K": "n_components"},
+          "btcvae": {"d_z": "n_factors"},
+          "multistage": {"d_z": "stage1.n_factors", "stage1": "stage1_run"}}
 
 
-def _from_dict(d: dict[str, Any]) -> Config:
-    if not isinstance(d, dict):
-        raise ConfigError("a config file must hold a mapping with sections model, data, train")
-    unknown = set(d) - {"name", *_SECTIONS}
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"unknown config section {key!r}{_suggest(key, ['name', *_SECTIONS])}")
-    cfg = Config(name=str(d.get("name", "custom")))
-    for section, cls in _SECTIONS.items():
-        for key, value in (d.get(section) or {}).items():
-            _set_field(cfg, f"{section}.{key}", value)
-    return cfg
+def suggest(key: str, options: Iterable[str], prefix: str | None = None) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``options``, else the list of valid names."""
+    options = list(options)
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid: {', '.join(sorted(options))}"
 
 
-def _suggest(key: str, options) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.5)
-    return f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(options))}"
+# ----------------------------------------------------------------------------------------------
+# reading and writing
+
+def migrate(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping of an earlier release (sections ``ugvae``, ``btcvae``, ``multistage``, and
+    ``model.d_z`` meaning the local latent or the factors) in the current layout; current mappings
+    are returned unchanged."""
+    old = [s for s in ("ugvae", "btcvae", "multistage") if s in d]
+    if not old:
+        return dict(d)
+    out = {k: v for k, v in d.items() if k not in old}
+    model = dict(d.get("model") or {})
+    kind = model.get("kind", "flowvae")
+    sec = {s: dict(d.get(s) or {}) for s in ("ugvae", "btcvae", "multistage")}
+    shape = {k: model[k] for k in ("in_channels", "image_size") if k in model}
+    renames: dict[str, str] = _MOVED.get(kind, {})
+    if kind == "ugvae":
+        new = {"kind": kind, **shape, **({"d_local": model["d_z"]} if "d_z" in model else {})}
+        new.update({str(renames.get(str(k), k)): v for k, v in sec["ugvae"].items()})
+    elif kind == "btcvae":
+        new = {"kind": kind, **shape, **({"n_factors": model["d_z"]} if "d_z" in model else {})}
+        new.update(sec["btcvae"])
+    elif kind == "multistage":
+        from .models.flowvae import GlowSettings
+
+        glow = {f.name for f in dataclasses.fields(GlowSettings)}
+        stage1 = {"kind": "btcvae", **shape, **({"n_factors": model["d_z"]} if "d_z" in model else {}),
+                  **sec["btcvae"]}
+        new = {k: v for k, v in model.items() if k in glow}
+        new.update(stage1=stage1, stage1_run=sec["multistage"].get("stage1"),
+                   recon_input=sec["multistage"].get("recon_input", False))
+    else:
+        new = model
+    out["model"] = new
+    return out
 
 
-def _set_field(cfg: Config, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    if len(parts) != 2 or parts[0] not in _SECTIONS:
-        all_keys = [f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in fields(c)]
-        raise ConfigError(f"unknown config field {dotted!r}{_suggest(dotted, all_keys)}")
-    section, key = parts
-    obj = getattr(cfg, section)
-    names = {f.name: f for f in fields(obj)}
-    if key not in names:
-        raise ConfigError(f"unknown config field {dotted!r}{_suggest(dotted, [f'{section}.{n}' for n in names])}")
-    default = getattr(type(obj)(), key)
-    if isinstance(value, str) and (default is None or isinstance(default, float)):
-        try:  # YAML 1.1 reads "2e-3" (no dot) as a string; a number is meant
-            value = float(value)
-        except ValueError:
-            pass
-    if value is not None and default is not None and not isinstance(value, type(default)):
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        else:
-            raise ConfigError(f"{dotted} must be of type {type(default).__name__}, got {value!r}")
-    setattr(obj, key, value)
-
-
-def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
-    """Apply ``section.field=value`` strings (values parsed as YAML) to ``cfg`` in place.
+def config_from_dict(d: Any) -> Config:
+    """A :class:`Config` from its mapping (``config.yaml``'s content, any release).
 
     Raises:
-        ConfigError: malformed override, unknown field (with the nearest valid name) or a value
-            of the wrong type.
+        ConfigError: not a mapping, an unknown section or field (with the nearest name), a bad value.
     """
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.lr=5e-4")
-        key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"cannot parse the value of {key}: {e}") from None
-        _set_field(cfg, key.strip(), value)
-    return cfg
+    if not isinstance(d, Mapping):
+        raise ConfigError("a config file must hold a mapping with sections model, data, train")
+    d = migrate(d)
+    unknown = set(d) - {"name", "model", *_SECTIONS}
+    if unknown:
+        key = sorted(map(str, unknown))[0]
+        raise ConfigError(f"unknown config section {key!r}{suggest(key, ['name', 'model', *_SECTIONS])}")
+    name = d.get("name", "custom")
+    if not isinstance(name, (str, int, float)):
+        raise ConfigError(f"name must be a string, got {name!r}")
+    model = d.get("model") or {}
+    if not isinstance(model, Mapping):
+        raise ConfigError(f"section 'model' must be a mapping of fields, got {type(model).__name__}")
+    kind = model.get("kind", "flowvae")
+    if not isinstance(kind, str):
+        raise ConfigError(f"model.kind must be a string, got {kind!r}")
+    return Config(name=str(name), model=_model_from_dict(kind, model),
+                  data=DataConfig.from_dict(d.get("data") or {}), train=TrainConfig.from_dict(d.get("train") or {}))
+
+
+def _model_from_dict(kind: str, model: Mapping[str, Any]) -> ModelSettings:
+    cls = config_class(kind)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in model:
+        if key not in names:
+            raise ConfigError(_unknown_model_field(kind, str(key), names))
+    return cls.from_dict(model)
+
+
+def _unknown_model_field(kind: str, key: str, names: Iterable[str]) -> str:
+    moved = _MOVED.get(kind, {}).get(key)
+    hint = f"; it is model.{moved} now" if moved else suggest(f"model.{key}", [f"model.{n}" for n in names])
+    return f"unknown config field model.{key} for a {kind!r} model{hint}"
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write ``cfg`` as YAML (``.yaml``/``.yml``) or JSON (any other suffix), atomically."""
     path = Path(path)
-    text = json.dumps(cfg.to_dict(), indent=2) if path.suffix == ".json" else yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    d = cfg.to_dict()
+    text = json.dumps(d, indent=2) if path.suffix == ".json" else yaml.safe_dump(d, sort_keys=False)
+    from .training.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a config written by :func:`save_config` (YAML or JSON).
+    """Read a config written by :func:`save_config` (YAML or JSON, any release).
 
     Raises:
-        ConfigError: unreadable file or unknown fields.
+        ConfigError: unreadable or oversized file, not UTF-8, not YAML, unknown fields or bad values.
     """
     path = Path(path)
     try:
-        d = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} kB; it is not a flowvae config")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        d = yaml.safe_load(raw.decode("utf-8"))  # YAML is a superset of JSON
+    except UnicodeDecodeError:
+        raise ConfigError(f"cannot read config {path}: it is not UTF-8 text") from None
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
-    return _from_dict(d)
+    return config_from_dict(d)
 
 
 # ----------------------------------------------------------------------------------------------
-# Presets. The architecture fields of `cifar10` are the published CIFAR-10 model (issue text and
-# the authors' configuration); training fields follow Table 5 of the paper.
+# overrides
 
-def _digits() -> Config:
-    return Config(
-        name="digits",
-        model=ModelConfig(in_channels=1, image_size=8, steps=[0, [2, 2], 2], hidden=[8, 64, 64],
-                          d_z=8, encoder_widths=[32], prior_steps=2, prior_hidden=64),
-        data=DataConfig(dataset="digits", n_bits=8),
-        train=TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup_steps=50, lr_decay=0.9995,
-                          init_batch_size=512, eval_every=250, eval_images=None, eval_k=1,
-                          checkpoint_every=500, sample_temperatures=[0.7, 0.8, 0.9, 1.0]),
-    )
+def _switch_kind(model: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The ``model`` mapping for ``kind``, carrying the fields the old kind's config shares with the
+    new one through a common base class (the image shape always; the Glow's fields between flow kinds)."""
+    old, new = config_class(str(model.get("kind", "flowvae"))), config_class(kind)
+    common = next(c for c in old.__mro__ if isinstance(c, type) and issubclass(new, c))
+    shared = {f.name for f in dataclasses.fields(common)} - {"kind"}
+    return {"kind": kind, **{k: v for k, v in model.items() if k in shared}}
 
 
-def _mnist() -> Config:
-    return Config(
-        name="mnist",
-        model=ModelConfig(in_channels=1, image_size=28, steps=[0, [4, 4], 4], hidden=[8, 128, 128],
-                          d_z=32, encoder_widths=[32, 64], prior_steps=2, prior_hidden=128),
-        data=DataConfig(dataset="mnist", n_bits=8),
-        train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
-                          init_batch_size=512, eval_every=1000, eval_images=2000,
-                          checkpoint_every=1000),
-    )
+def _set_in(d: dict[str, Any], cls: type[Settings], path: list[str], value: Any, dotted: str, kind: str | None) -> None:
+    key = path[0]
+    flds = {f.name: f for f in dataclasses.fields(cls)}
+    if key not in flds:
+        if kind is not None and len(path) == 1:
+            raise ConfigError(_unknown_model_field(kind, key, flds))
+        section = dotted[: dotted.rindex(key) - 1]
+        raise ConfigError(f"unknown config field {dotted!r}{suggest(dotted, [f'{section}.{n}' for n in flds])}")
+    if len(path) == 1:
+        d[key] = value
+        return
+    inner = typing.get_type_hints(cls)[key]
+    if not (isinstance(inner, type) and issubclass(inner, Settings)):
+        raise ConfigError(f"{dotted}: {dotted[: dotted.rindex(path[1]) - 1]} is a value, not a section")
+    sub = d.get(key)
+    d[key] = sub = dict(sub) if isinstance(sub, Mapping) else {}
+    _set_in(sub, inner, path[1:], value, dotted, None)
 
 
-def _cifar10_small() -> Config:
-    return Config(
-        name="cifar10-small",
-        model=ModelConfig(in_channels=3, image_size=32, steps=[2, [4, 4], 4], hidden=[16, 128, 128],
-                          d_z=64, encoder_widths=[32, 64, 64], prior_steps=2, prior_hidden=128),
-        data=DataConfig(dataset="cifar10-jpeg", n_bits=8, flip=True, crop_pad=0),
-        train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
-                          init_batch_size=512, eval_every=1000, eval_images=2000,
-                          checkpoint_every=1000),
-    )
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if parts == ["name"]:
+        d["name"] = str(value)
+        return
+    if parts[0] in _MOVED and len(parts) == 2:
+        new = _MOVED[parts[0]].get(parts[1], parts[1])
+        raise ConfigError(f"config section {parts[0]!r} was merged into 'model' (with model.kind={parts[0]}): "
+                          f"use model.{new}")
+    kind = str(d["model"].get("kind", "flowvae"))
+    if len(parts) < 2 or parts[0] not in ("model", *_SECTIONS):
+        all_keys = ["name", *(f"model.{f.name}" for f in dataclasses.fields(config_class(kind))),
+                    *(f"{s}.{f.name}" for s, c in _SECTIONS.items() for f in dataclasses.fields(c))]
+        raise ConfigError(f"unknown config field {dotted!r}{suggest(dotted, all_keys)}")
+    if parts == ["model", "kind"]:
+        if not isinstance(value, str):
+            raise ConfigError(f"model.kind must be a string, got {value!r}")
+        d["model"] = _switch_kind(d["model"], value)
+        return
+    cls = config_class(kind) if parts[0] == "model" else _SECTIONS[parts[0]]
+    _set_in(d[parts[0]], cls, parts[1:], value, dotted, kind if parts[0] == "model" else None)
 
 
-def _cifar10() -> Config:
-    return Config(
-        name="cifar10",
-        model=ModelConfig(),
-        data=DataConfig(dataset="cifar10", n_bits=8, flip=True, crop_pad=4),
-        train=TrainConfig(steps=500000, batch_size=512, lr=1e-3, warmup_steps=50, lr_decay=0.999997,
-                          weight_decay=1e-6, init_batch_size=1024, eval_every=5000,
-                          eval_images=None, checkpoint_every=5000),
-    )
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.lr=5e-4")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse the value of {key}: {e}") from None
+    return key.strip(), value
 
 
-def _large(name: str, size: int, steps: list, hidden: list, d_z: int, encoder: list, prior_hidden: int,
-           batch: int) -> Config:
-    """The published ImageNet/LSUN/CelebA-HQ architectures; training fields from Table 5
-    (weight decay 5e-4, 200 warm-up updates). Data: the imagenet64/lsun/celebahq loaders (``--data DIR``)."""
-    return Config(
-        name=name,
-        model=ModelConfig(in_channels=3, image_size=size, steps=steps, hidden=hidden, d_z=d_z,
-                          encoder_widths=encoder, encoder_maps=32, prior_steps=2, prior_hidden=prior_hidden,
-                          alpha=0.5 if name == "imagenet64" else 1.0),  # Appendix B.2
-        # C.1: random flips for CIFAR-10 and CelebA-HQ only; LSUN is centre-cropped and resized.
-        data=DataConfig(dataset={"imagenet64": "imagenet64", "lsun128": "lsun"}.get(name, "celebahq"), n_bits=8,
-                        flip=name == "celebahq256", image_size=size),
-        train=TrainConfig(steps=500000, batch_size=batch, lr=1e-3, warmup_steps=200, lr_decay=0.999997,
-                          weight_decay=5e-4, init_batch_size=2 * batch, eval_every=5000,
-                          eval_images=None, checkpoint_every=5000),
-    )
-
-
-def _imagenet64() -> Config:
-    return _large("imagenet64", 64, [2, [8, 8], [8, 8], [6, 6], 4], [24, 512, 512, 512, 512], 128,
-                  [48, 96, 96, 192], 256, 256)
-
-
-def _lsun128() -> Config:
-    return _large("lsun128", 128, [2, [16, 16], [16, 16], [8, 8], [4, 4], 2], [24, 256, 256, 256, 256, 512], 256,
-                  [48, 96, 96, 192, 192], 512, 256)
-
-
-def _celebahq256() -> Config:
-    return _large("celebahq256", 256, [2, [12, 12], [10, 10], [8, 8], [4, 4], [2, 2], 1],
-                  [24, 256, 256, 256, 256, 256, 512], 256, [48, 96, 96, 192, 192, 256], 512, 40)
-
-
-def _dsprites_btcvae() -> Config:
-    """beta-TCVAE on the dSprites factor grid (stage 1 of the multi-stage model): Chen et al.'s
-    dSprites setting (10 factors, beta = 6, MSS, Bernoulli pixels, Adam at 1e-3) with a CPU-sized batch."""
-    return Config(
-        name="dsprites-btcvae",
-        model=ModelConfig(kind="btcvae", in_channels=1, image_size=64, d_z=10),
-        data=DataConfig(dataset="dsprites", n_bits=1),
-        train=TrainConfig(steps=6000, batch_size=128, lr=1e-3, warmup_steps=0, lr_decay=1.0, weight_decay=0.0,
-                          init_batch_size=128, eval_every=1000, eval_images=2000, checkpoint_every=1000,
-                          sample_temperatures=[1.0]),
-    )
-
-
-def _dsprites_multistage() -> Config:
-    """Stage 2 on dSprites: a conditional refined Glow on the factors of a ``dsprites-btcvae`` run
-    (``--set multistage.stage1=RUN``) with the stage-1 reconstruction as extra coupling input, 1-bit
-    pixels so its bits/dim compare with stage 1's Bernoulli ones,
-    with variational dequantisation: under uniform noise a flow on binary pixels pays a large
-    dequantisation gap (0.077 against 0.021 bits/dim after 25 CPU minutes; README)."""
-    return Config(
-        name="dsprites-multistage",
-        model=ModelConfig(kind="multistage", in_channels=1, image_size=64, steps=[0, [2, 2], [2, 2], 2],
-                          hidden=[8, 64, 64, 64], d_z=10, dequantization="variational"),
-        data=DataConfig(dataset="dsprites", n_bits=1),
-        multistage=MultiStageOptions(recon_input=True),
-        train=TrainConfig(steps=4000, batch_size=32, lr=1e-3, warmup_steps=100, lr_decay=0.9999, weight_decay=0.0,
-                          init_batch_size=256, eval_every=1000, eval_images=1000, checkpoint_every=500,
-                          sample_temperatures=[0.0, 0.7, 1.0]),
-    )
-
-
-PRESETS = {"digits": _digits, "mnist": _mnist, "cifar10-small": _cifar10_small, "cifar10": _cifar10,
-           "imagenet64": _imagenet64, "lsun128": _lsun128, "celebahq256": _celebahq256,
-           "dsprites-btcvae": _dsprites_btcvae, "dsprites-multistage": _dsprites_multistage}
-
-
-def preset_for_images(channels: int, height: int, width: int, n_bits: int = 8) -> tuple[str, int, Config]:
-    """A sensible preset for a folder of ``channels x height x width`` images (the first file's shape).
-
-    The image side becomes the largest supported size not above the shorter side (images are
-    centre-cropped and resized to it): 256, 128 and 64 take the published CelebA-HQ, LSUN and
-    ImageNet architectures; 32 the CPU-sized CIFAR-10 model (MNIST's for grey images); 28 MNIST's;
-    smaller images the digits model at 8x8. With ``n_bits <= 5`` the large architectures use
-    additive couplings, as the paper's 5-bit LSUN and CelebA-HQ models do.
-
-    Returns:
-        ``(preset name, image size, config)`` with ``data`` set to read the folder.
-    """
-    side = min(height, width)
-    grey = channels == 1
-    table = [(256, "celebahq256"), (128, "lsun128"), (64, "imagenet64"), (32, "mnist" if grey else "cifar10-small"),
-             (28, "mnist"), (8, "digits")]
-    size, name = next(((s, n) for s, n in table if side >= s), (8, "digits"))
-    cfg = get_preset(name)
-    cfg.model.in_channels = 1 if grey else 3
-    cfg.model.image_size = size
-    if grey and cfg.model.steps and cfg.model.steps[0] != 0:
-        cfg.model.steps[0] = 0  # one grey channel cannot be coupled before the first squeeze
-    cfg.data.dataset, cfg.data.image_size, cfg.data.n_bits = "folder", size, n_bits
-    cfg.data.crop_pad = 0
-    if n_bits <= 5 and size >= 128:
-        cfg.model.coupling = "additive"
-    cfg.name = f"{name}-folder"
-    return name, size, cfg
-
-
-def get_preset(name: str) -> Config:
-    """A fresh copy of the preset ``name``.
+def set_field(cfg: Config, dotted: str, value: Any) -> None:
+    """Set the field ``section.field[.field...]`` of ``cfg`` to ``value`` (checked), in place.
 
     Raises:
-        ConfigError: unknown name (with the nearest preset).
+        ConfigError: an unknown field (with the nearest name, or its new name) or a bad value.
     """
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}")
-    return PRESETS[name]()
+    _apply(cfg, [(dotted, value)])
+
+
+def _apply(cfg: Config, items: list[tuple[str, Any]]) -> None:
+    # All values are set first and checked together, so fields that must agree (model.steps and
+    # model.hidden) can be changed in one go.
+    d = cfg.to_dict()
+    for dotted, value in items:
+        _set_dotted(d, dotted, value)
+    new = config_from_dict(d)
+    cfg.name, cfg.model, cfg.data, cfg.train = new.name, new.model, new.data, new.train
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """Apply ``section.field=value`` strings (values parsed as YAML) to ``cfg`` in place; the result
+    is checked as a whole.
+
+    Raises:
+        ConfigError: malformed override, unknown field (with the nearest valid name) or a value
+            of the wrong type or out of range.
+    """
+    _apply(cfg, [_parse_override(item) for item in overrides or []])
+    return cfg
 
 
 def resolve(preset_or_path: str, overrides: list[str] | None = None) -> Config:
@@ -438,5 +343,8 @@ def resolve(preset_or_path: str, overrides: list[str] | None = None) -> Config:
             raise ConfigError(f"config file {p} does not exist")
         cfg = load_config(p)
     else:
-        raise ConfigError(f"{preset_or_path!r} is neither a preset nor a config file{_suggest(preset_or_path, PRESETS)}")
+        raise ConfigError(f"{preset_or_path!r} is neither a preset nor a config file{suggest(preset_or_path, PRESETS)}")
     return apply_overrides(cfg, overrides)
+
+
+from .presets import PRESETS, get_preset, preset_for_images  # noqa: E402  (presets build Config objects)

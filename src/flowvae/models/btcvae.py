@@ -65,20 +65,22 @@ bits/dim divide by ``D ln 2`` with ``D = C * H * W``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ._checks import check_images, check_traverse_args
-from .ugvae import _noise, discretized_logistic_logprob, gaussian_kl
+from ..maths import LOG_2PI, discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise
+from ..settings import setting
+from ._checks import check_traverse_args
+from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
 
 __all__ = ["BTCVAE", "BTCVAEConfig", "log_importance_weight_matrix", "log_qz_estimates",
            "ESTIMATORS", "LIKELIHOODS"]
 
-LOG_2PI = math.log(2 * math.pi)
 LIKELIHOODS = ("bernoulli", "discretized_logistic")
 ESTIMATORS = ("mss", "mws")
 IMAGE_SIZES = (28, 32, 64)
@@ -87,8 +89,8 @@ _MIN_LOG_SCALE = -7.0
 
 
 @dataclass
-class BTCVAEConfig:
-    """Architecture and objective weights of :class:`BTCVAE`.
+class BTCVAEConfig(ModelSettings):
+    """Architecture and objective weights of :class:`BTCVAE` (``model.kind=btcvae``).
 
     ``likelihood``:
 
@@ -98,38 +100,49 @@ class BTCVAEConfig:
         levels it is the cross-entropy surrogate, not a distribution over 0..255.
     ``discretized_logistic``
         Per-pixel logistic on the ``[-1, 1]`` scale integrated over the 8-bit bin
-        (:func:`~flowvae.models.ugvae.discretized_logistic_logprob`): a proper likelihood of 8-bit images.
+        (:func:`~flowvae.maths.discretized_logistic_logprob`): a proper likelihood of 8-bit images.
 
     Networks: the encoder has one 4x4 stride-2 convolution (+ ReLU) per ``conv_channels`` entry, then
-    ``hidden`` units and a linear map to ``(mu, logvar)``; the decoder mirrors it with transposed
-    convolutions. ``alpha``, ``beta``, ``gamma`` weight mi, tc and dwkl (module docstring).
-    ``dataset_size`` is N, the number of training images: both estimators use it, so the training
-    objective raises :class:`~flowvae.errors.ConfigError` while it is ``None`` (bounds, encoding and
-    sampling do not need it).
+    ``hidden`` units and a linear map to ``(mu, logvar)`` of the ``n_factors`` latent factors; the
+    decoder mirrors it with transposed convolutions. ``alpha``, ``beta``, ``gamma`` weight mi, tc and
+    dwkl (module docstring). ``dataset_size`` is N, the number of training images: both estimators
+    use it, so the training objective raises :class:`~flowvae.errors.ConfigError` while it is
+    ``None`` (the trainer fills it in; bounds, encoding and sampling do not need it).
     """
 
-    in_channels: int = 1
-    image_size: int = 64
-    d_z: int = 10
-    conv_channels: list = field(default_factory=lambda: [32, 32, 64, 64])
-    hidden: int = 256
-    likelihood: str = "bernoulli"      # bernoulli | discretized_logistic
-    alpha: float = 1.0                 # weight of I_q(z; n)
-    beta: float = 6.0                  # weight of TC(z)
-    gamma: float = 1.0                 # weight of sum_j KL(q(z_j) || p(z_j))
-    estimator: str = "mss"             # mss | mws
-    dataset_size: int | None = None    # N (required by the training objective)
+    kind: Literal["btcvae"] = "btcvae"
+    in_channels: int = setting(1, ge=1, le=4, help="image channels")
+    image_size: int = setting(64, ge=28, le=64, help="28, 32 or 64 pixels")
+    n_factors: int = setting(10, ge=1, le=4096, help="dimension of the latent factors z")
+    conv_channels: list[int] = setting(factory=lambda: [32, 32, 64, 64], ge=1, le=4096)
+    hidden: int = setting(256, ge=1, le=65536)
+    likelihood: Literal["bernoulli", "discretized_logistic"] = "bernoulli"
+    alpha: float = setting(1.0, ge=0, le=1e6, help="weight of I_q(z; n)")
+    beta: float = setting(6.0, ge=0, le=1e6, help="weight of TC(z)")
+    gamma: float = setting(1.0, ge=0, le=1e6, help="weight of sum_j KL(q(z_j) || p(z_j))")
+    estimator: Literal["mss", "mws"] = "mss"
+    dataset_size: int | None = setting(None, ge=1, help="N of the minibatch estimators (set by the trainer)")
 
     @property
     def dim(self) -> int:
         return self.in_channels * self.image_size * self.image_size
 
-    @property
-    def kind(self) -> str:
-        return "btcvae"
+    def validate(self) -> None:
+        if self.image_size not in IMAGE_SIZES:
+            raise ConfigError(f"model.image_size must be one of {', '.join(map(str, IMAGE_SIZES))} for the "
+                              f"beta-TCVAE, got {self.image_size}")
+        if not self.conv_channels:
+            raise ConfigError("model.conv_channels must list at least one convolution")
+        if _conv_sizes(self.image_size, len(self.conv_channels))[-1] < 1:
+            raise ConfigError(f"model.image_size {self.image_size} is too small for {len(self.conv_channels)} "
+                              f"stride-2 levels; use fewer conv_channels")
+
+    def for_training(self, n_train: int) -> BTCVAEConfig:
+        """With ``dataset_size`` set to ``n_train`` when it is not set already."""
+        return self if self.dataset_size is not None else self.replace(dataset_size=n_train)
 
 
-def _is_pos_int(v) -> bool:
+def _is_pos_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
@@ -140,29 +153,9 @@ def _conv_sizes(image_size: int, levels: int) -> list[int]:
     return sizes
 
 
-def _validate(cfg: BTCVAEConfig) -> None:
-    for name in ("in_channels", "d_z", "hidden"):
-        if not _is_pos_int(getattr(cfg, name)):
-            raise ConfigError(f"btcvae.{name} must be a positive integer, got {getattr(cfg, name)!r}")
-    if cfg.image_size not in IMAGE_SIZES or isinstance(cfg.image_size, bool):
-        raise ConfigError(f"btcvae.image_size must be one of {', '.join(map(str, IMAGE_SIZES))}, got {cfg.image_size!r}")
-    ch = cfg.conv_channels
-    if not isinstance(ch, (list, tuple)) or not ch or not all(_is_pos_int(c) for c in ch):
-        raise ConfigError(f"btcvae.conv_channels must be a non-empty list of positive integers, got {ch!r}")
-    if _conv_sizes(cfg.image_size, len(ch))[-1] < 1:
-        raise ConfigError(f"btcvae.image_size {cfg.image_size} is too small for {len(ch)} stride-2 levels; "
-                          f"use fewer conv_channels")
-    if cfg.likelihood not in LIKELIHOODS:
-        raise ConfigError(f"btcvae.likelihood must be one of {', '.join(LIKELIHOODS)}; got {cfg.likelihood!r}")
-    if cfg.estimator not in ESTIMATORS:
-        raise ConfigError(f"btcvae.estimator must be one of {', '.join(ESTIMATORS)}; got {cfg.estimator!r}")
-    for name in ("alpha", "beta", "gamma"):
-        v = getattr(cfg, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ConfigError(f"btcvae.{name} must be a finite number >= 0, got {v!r}")
-    if cfg.dataset_size is not None and not _is_pos_int(cfg.dataset_size):
-        raise ConfigError(f"btcvae.dataset_size must be the number of training images (a positive integer), "
-                          f"got {cfg.dataset_size!r}")
+def _noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None,
+           shard: tuple[int, int] | None) -> Tensor:
+    return sharded_noise(torch.randn, shape, like, generator, shard)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,7 +180,7 @@ def log_importance_weight_matrix(batch_size: int, dataset_size: int, dtype: torc
     if not (_is_pos_int(b) and b >= 2):
         raise DataError(f"minibatch stratified sampling needs a batch of at least 2 images, got {b!r}")
     if not _is_pos_int(n) or b - 1 > n:
-        raise DataError(f"batch of {b} images does not fit dataset_size={n!r}; set btcvae.dataset_size to the "
+        raise DataError(f"batch of {b} images does not fit dataset_size={n!r}; set model.dataset_size to the "
                         f"number of training images")
     m = b - 1
     w = torch.full((b, b), 1.0 / m, dtype=torch.float64)
@@ -224,30 +217,31 @@ def log_qz_estimates(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int,
     return log_qz, log_prod
 
 
-def _gaussian_logprob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    return -0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar) + LOG_2PI).sum(-1)
-
-
 # ------------------------------------------------------------------------------------------------
 # the model
 
 
-class BTCVAE(nn.Module):
+@register
+class BTCVAE(GenerativeModel):
     """beta-TCVAE with a Gaussian encoder and a convolutional decoder (module docstring).
+
+    Args:
+        cfg: architecture and objective weights (:class:`BTCVAEConfig`).
+        n_bits: bits per pixel of the data (8 for the discretised logistic likelihood).
 
     Raises:
         ConfigError: an invalid configuration (the message names the field).
     """
 
-    def __init__(self, cfg: BTCVAEConfig | None = None):
-        super().__init__()
-        if cfg is None:
-            raise ConfigError("BTCVAE needs a BTCVAEConfig with dataset_size set to the number of training images")
-        if not isinstance(cfg, BTCVAEConfig):
-            raise ConfigError(f"BTCVAE needs a BTCVAEConfig, got {type(cfg).__name__}")
-        _validate(cfg)
-        self.cfg = cfg
-        self.dim = cfg.dim
+    config_class: ClassVar[type[ModelSettings]] = BTCVAEConfig
+    cfg: BTCVAEConfig
+
+    def __init__(self, cfg: BTCVAEConfig | None = None, n_bits: int = 8):
+        super().__init__(cfg, n_bits)  # type: ignore[arg-type]  # None is refused there, in one line
+        cfg = self.cfg
+        if cfg.likelihood == "discretized_logistic" and n_bits != 8:
+            raise ConfigError(f"the discretized logistic likelihood models 8-bit images; got data.n_bits={n_bits}")
+        d_z = cfg.n_factors
         ch = list(cfg.conv_channels)
         self.sizes = _conv_sizes(cfg.image_size, len(ch))
         layers: list[nn.Module] = []
@@ -257,8 +251,8 @@ class BTCVAE(nn.Module):
             c = w
         s = self.sizes[-1]
         self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * s * s, cfg.hidden), nn.ReLU(),
-                                     nn.Linear(cfg.hidden, 2 * cfg.d_z))
-        self.fc = nn.Sequential(nn.Linear(cfg.d_z, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, c * s * s), nn.ReLU())
+                                     nn.Linear(cfg.hidden, 2 * d_z))
+        self.fc = nn.Sequential(nn.Linear(d_z, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, c * s * s), nn.ReLU())
         out_ch = cfg.in_channels * (1 if cfg.likelihood == "bernoulli" else 2)
         ups: list[nn.Module] = []
         widths = list(reversed(ch))
@@ -270,27 +264,20 @@ class BTCVAE(nn.Module):
         self.ups = nn.ModuleList(ups)
         self._top = (c, s, s)
 
-    # -------------------------------------------------------------------- helpers
-    def check_input(self, x: Tensor) -> None:
-        """Raise :class:`~flowvae.errors.DataError` unless ``x`` is a non-empty uint8 ``[B, C, H, W]`` of this
-        model's shape."""
-        check_images(x, self.cfg.in_channels, self.cfg.image_size, "btcvae")
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(vector_latent=True, reconstruction=True)
 
-    def set_precision(self, precision: str) -> "BTCVAE":
-        """Only ``"fp32"``: the networks are small, and the minibatch estimators need full precision.
-
-        Raises:
-            ConfigError: any other precision.
-        """
-        if precision != "fp32":
-            raise ConfigError(f"the beta-TCVAE trains in fp32 only; got train.precision={precision!r}")
-        return self
+    @property
+    def latent_dim(self) -> int:
+        """Dimension of the latent factors (``n_factors``)."""
+        return self.cfg.n_factors
 
     def _device(self) -> torch.device:
-        return next(self.parameters()).device
+        return self.device
 
     def _dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
+        return self.dtype
 
     def _q(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(mu, logvar)`` of q(z | x), each ``[B, d_z]``."""
@@ -335,20 +322,20 @@ class BTCVAE(nn.Module):
         """
         self.check_input(x)
         if self.cfg.dataset_size is None:
-            raise ConfigError("the minibatch estimators need btcvae.dataset_size, the number of training images "
+            raise ConfigError("the minibatch estimators need model.dataset_size, the number of training images "
                               "(the trainer sets it); set it before computing the training objective")
         mu, lv = self._q(x)
         z = mu + torch.exp(0.5 * lv) * _noise(tuple(mu.shape), mu, generator, shard)
         log_px = self.log_px(x, self._decode_params(z))
-        log_qzx = _gaussian_logprob(z, mu, lv)
-        log_pz = _gaussian_logprob(z, torch.zeros_like(z), torch.zeros_like(z))
+        log_qzx = gaussian_logprob(z, mu, lv)
+        log_pz = gaussian_logprob(z, torch.zeros_like(z), torch.zeros_like(z))
         log_qz, log_prod = log_qz_estimates(z, mu, lv, self.cfg.dataset_size, self.cfg.estimator)
         return {"log_px": log_px, "log_qzx": log_qzx, "log_pz": log_pz, "log_qz": log_qz, "log_prod_qzj": log_prod,
                 "mi": log_qzx - log_qz, "tc": log_qz - log_prod, "dwkl": log_prod - log_pz,
                 "kl": log_qzx - log_pz, "z": z, "mu": mu, "logvar": lv}
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None,
-             shard: tuple[int, int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+             shard: tuple[int, int] | None = None, **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss in nats per image: ``mean_i [-log p(x_i|z_i) + alpha mi_i + beta tc_i + gamma dwkl_i]``.
 
         Args:
@@ -371,11 +358,6 @@ class BTCVAE(nn.Module):
                  "elbo_bpd": (recon + kl) / scale}
         return loss, {k: v.detach() for k, v in stats.items()}
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None,
-                shard: tuple[int, int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Same as :meth:`loss`."""
-        return self.loss(x, generator, shard)
-
     @torch.no_grad()
     def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Per-image bounds ``[B]`` of the plain VAE (alpha = beta = gamma = 1, no minibatch estimator).
@@ -384,8 +366,7 @@ class BTCVAE(nn.Module):
         ``k`` draws and the KL in closed form. ``iw_bpd``: the importance-weighted bound with ``k`` draws
         (equals the single-sample Monte Carlo ELBO for ``k = 1``). ``kl``: the closed-form KL in nats.
         """
-        if not _is_pos_int(k):
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        check_count("k", k)
         self.check_input(x)
         mu, lv = self._q(x)
         kl = gaussian_kl(mu, lv)
@@ -394,8 +375,8 @@ class BTCVAE(nn.Module):
             z = mu + torch.exp(0.5 * lv) * _noise(tuple(mu.shape), mu, generator, None)
             log_px = self.log_px(x, self._decode_params(z))
             lpx.append(log_px)
-            logw.append(log_px + _gaussian_logprob(z, torch.zeros_like(z), torch.zeros_like(z))
-                        - _gaussian_logprob(z, mu, lv))
+            logw.append(log_px + gaussian_logprob(z, torch.zeros_like(z), torch.zeros_like(z))
+                        - gaussian_logprob(z, mu, lv))
         scale = self.dim * math.log(2)
         elbo = torch.stack(lpx).mean(0) - kl
         iw = torch.logsumexp(torch.stack(logw), 0) - math.log(k)
@@ -409,9 +390,9 @@ class BTCVAE(nn.Module):
         return self._q(x)[0]
 
     def _check_z(self, z: Tensor) -> Tensor:
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.cfg.d_z or z.shape[0] == 0:
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.cfg.n_factors or z.shape[0] == 0:
             got = list(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise DataError(f"latent codes must be a tensor [B, {self.cfg.d_z}] with B >= 1, got {got}")
+            raise DataError(f"latent codes must be a tensor [B, {self.cfg.n_factors}] with B >= 1, got {got}")
         if not torch.isfinite(z).all():
             raise DataError("latent codes contain NaN or infinite values")
         return z.to(device=self._device(), dtype=self._dtype())
@@ -422,20 +403,46 @@ class BTCVAE(nn.Module):
         return self._to_pixels(self._decode_params(self._check_z(z)))
 
     @torch.no_grad()
+    def reconstruction_bits(self, x: Tensor) -> Tensor:
+        """``-log p(x | z = mu(x))`` in bits/dim per image ``[B]`` (exact; the stage-1 figure of the
+        multi-stage comparison)."""
+        params = self._decode_params(self.encode(x))
+        return -self.log_px(x, params) / (self.dim * math.log(2))
+
+    @torch.no_grad()
+    def reconstruction_mean(self, x: Tensor) -> Tensor:
+        """Mean image of p(x | z = mu(x)) on [0, 1], float ``[B, C, H, W]``."""
+        return self.pixel_mean(self._decode_params(self.encode(x)))
+
+    @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """``decode(encode(x))``: uint8 ``[B, C, H, W]``."""
         return self.decode(self.encode(x))
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` mean images of p(x | z), z ~ N(0, temperature^2 I): uint8 ``[n, C, H, W]``."""
-        if not _is_pos_int(n):
-            raise ConfigError(f"n must be a positive integer, got {n!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-                or not math.isfinite(temperature) or temperature < 0:
-            raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
-        z = torch.randn((n, self.cfg.d_z), generator=generator, dtype=self._dtype(), device=self._device())
+    def sample(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """``n`` mean images of p(x | z), z ~ N(0, temperature^2 I): uint8 ``[n, C, H, W]``.
+
+        Raises:
+            ConfigError: bad ``n`` or temperature; a global temperature other than 1 (no global code).
+        """
+        check_count("n", n)
+        check_temperature(temperature)
+        if global_temperature != 1.0:
+            raise ConfigError("a 'btcvae' model has no global code; leave the global temperature at 1")
+        z = torch.randn((n, self.cfg.n_factors), generator=generator, dtype=self._dtype(), device=self._device())
         return self.decode(z * temperature)
+
+    @torch.no_grad()
+    def latent_mean(self, x: Tensor) -> Tensor:
+        """Posterior mean of the factors ``[B, n_factors]`` (same as :meth:`encode`)."""
+        return self.encode(x)
+
+    @torch.no_grad()
+    def representations(self, x: Tensor) -> dict[str, Tensor]:
+        """``z``: the posterior mean of the factors ``[B, n_factors]``."""
+        return {"z": self.encode(x)}
 
     @torch.no_grad()
     def traverse(self, x_single: Tensor, dim_values: list[float], dims: list[int] | None = None) -> Tensor:
@@ -450,11 +457,11 @@ class BTCVAE(nn.Module):
             uint8 ``[len(dims), len(dim_values), C, H, W]``: entry ``[a, b]`` decodes the mean code with
             ``z[dims[a]] = dim_values[b]``.
         """
-        x_single, vals, dims = check_traverse_args(x_single, dim_values, dims, self.cfg.d_z, self.check_input)
+        x_single, vals, dims = check_traverse_args(x_single, dim_values, dims, self.cfg.n_factors, self.check_input)
         mu = self.encode(x_single)[0]
         z = mu.repeat(len(dims), len(vals), 1)                                     # [len(dims), len(vals), d_z]
         v = torch.tensor(vals, dtype=mu.dtype, device=mu.device)
         for a, d in enumerate(dims):
             z[a, :, d] = v
-        img = self.decode(z.view(-1, self.cfg.d_z))
+        img = self.decode(z.view(-1, self.cfg.n_factors))
         return img.view(len(dims), len(vals), *img.shape[1:])

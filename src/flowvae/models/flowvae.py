@@ -31,28 +31,106 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..data import bins_to_uint8, quantize
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..flows.base import Flow
 from ..flows.dequant import VariationalDequantizer
-from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior, standard_normal_logprob
+from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior
+from ..maths import gaussian_logprob, sharded_noise, standard_normal_logprob
 from ..networks.encoder import CompressionEncoder
+from ..settings import setting
 from ._checks import check_traverse_args
+from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
 
-__all__ = ["FlowVAE", "build_model"]
+__all__ = ["FlowVAE", "FlowVAEConfig", "GlowSettings", "ModelConfig", "build_model"]
 
-LOG_2PI = math.log(2 * math.pi)
 log = logging.getLogger(__name__)
 
 
-def _gaussian_logprob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    return -0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar) + LOG_2PI).sum(-1)
+@dataclass
+class GlowSettings(ModelSettings):
+    """The conditional refined Glow v = f(x; z) shared by the flow kinds (paper §2.2, Appendix B).
+
+    ``steps`` has one entry per level of the decoder: an ``int`` is a plain level of that many
+    flow steps; a pair ``[a, b]`` is a fine-grained level (Figure 3c): ``a`` steps, factor out
+    ``1/factor_out`` of the channels, ``b`` steps, factor out again. ``hidden`` gives the
+    coupling-network width per level. Defaults: the published CIFAR-10 model.
+    """
+
+    steps: list[int | list[int]] = setting(factory=lambda: [2, [6, 6], [6, 6], 4], ge=0, le=512,
+                                           help="flow steps per level; [a, b] = fine-grained level")
+    hidden: list[int] = setting(factory=lambda: [24, 512, 512, 512], ge=1, le=8192,
+                                help="coupling-network width per level")
+    factor_out: int = setting(4, ge=2, le=64, help="M of the fine-grained multi-scale architecture")
+    coupling: Literal["affine", "additive"] = "affine"
+    alpha: float = setting(1.0, gt=0, le=100, help="scale bound of Appendix B.2")
+    conv1x1: Literal["lu", "plain"] = "lu"
+    dequantization: Literal["uniform", "variational"] = "uniform"
+    dequant_hidden: int = setting(32, ge=1, le=4096, help="width of q(u|x)'s networks (variational only)")
+    dequant_steps: int = setting(2, ge=1, le=64, help="blocks of q(u|x)'s flow (variational only)")
+
+    @property
+    def levels(self) -> int:
+        return len(self.steps)
+
+    def validate(self) -> None:
+        if not self.steps:
+            raise ConfigError("model.steps must list at least one level")
+        for s in self.steps:
+            if isinstance(s, list) and len(s) != 2:
+                raise ConfigError(f"model.steps entries are an int or a pair [a, b]; got {s!r}")
+        if len(self.hidden) != len(self.steps):
+            raise ConfigError(f"model.hidden needs one width per level: {len(self.steps)} levels in model.steps, "
+                              f"{len(self.hidden)} widths in model.hidden")
+
+
+@dataclass
+class FlowVAEConfig(GlowSettings):
+    """Architecture of :class:`FlowVAE` and its baselines (``kind``: module docstring).
+
+    ``d_z`` is the dimension of the global code z; the compression encoder q(z|x) has one
+    residual level per ``encoder_widths`` entry (eq. 5) and the prior p(z) is a flow of
+    ``prior_steps`` steps of width ``prior_hidden``.
+    """
+
+    kind: Literal["flowvae", "z_prior", "refined_glow", "glow"] = "flowvae"
+    d_z: int = setting(64, ge=1, le=8192, help="dimension of the global code z")
+    encoder_widths: list[int] = setting(factory=lambda: [48, 96, 96], ge=1, le=8192,
+                                        help="channels of the encoder's residual levels")
+    encoder_maps: int = setting(8, ge=1, le=1024, help="maps of the encoder's last 1x1 conv")
+    prior_steps: int = setting(2, ge=0, le=64, help="steps of the flow prior p(z)")
+    prior_hidden: int = setting(256, ge=1, le=8192, help="width of the flow prior's networks")
+
+
+ModelConfig = FlowVAEConfig  # the name of earlier releases
+
+
+class StandardNormalPrior(nn.Module):
+    """N(0, I) over ``dim`` dimensions, with :class:`~flowvae.flows.glow.FlowPrior`'s interface
+    (the multi-stage model's prior of the factors)."""
+
+    _device_anchor: Tensor
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        # Follows the model to its device, so that samples are drawn there; not part of the weights.
+        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log N(z; 0, I) in nats ``[B]`` for ``z [B, d]``."""
+        return standard_normal_logprob(z)
+
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """``[n, d]`` draws of N(0, temperature^2 I)."""
+        device = self._device_anchor.device
+        return torch.randn(n, self.dim, generator=generator, device=device) * temperature
 
 
 def _lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -77,15 +155,8 @@ def _slerp(a: Tensor, b: Tensor, t: float) -> Tensor:
     return torch.where(so.abs() < 1e-6, _lerp(a, b, t), out)
 
 
-def _noise(draw, like: Tensor, generator: torch.Generator | None, shard: tuple[int, int] | None) -> Tensor:
-    """``draw`` (``torch.rand``/``torch.randn``) shaped like ``like``; with ``shard = (rank, world)``,
-    slice ``rank`` of the draw for the ``world``-times larger global batch."""
-    if shard is None:
-        return draw(like.shape, generator=generator, device=like.device, dtype=like.dtype)
-    rank, world = shard
-    n = like.shape[0]
-    full = draw((n * world, *like.shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
-    return full[rank * n:(rank + 1) * n]
+def _noise(draw: Any, like: Tensor, generator: torch.Generator | None, shard: tuple[int, int] | None) -> Tensor:
+    return sharded_noise(draw, tuple(like.shape), like, generator, shard)
 
 
 class WrappedGlow(Flow):
@@ -124,34 +195,27 @@ class _PriorConditionedDecoder(WrappedGlow):
         return x, ld + ld2
 
 
-KINDS = ("flowvae", "z_prior", "refined_glow", "glow")
-
-
-class FlowVAE(nn.Module):
-    """The paper's model (``kind="flowvae"``) or the refined Glow baseline (``kind="refined_glow"``).
+@register
+class FlowVAE(GenerativeModel):
+    """The paper's model (``kind="flowvae"``) and its baselines (``z_prior``, ``refined_glow``, ``glow``).
 
     Args:
-        cfg: architecture (:class:`flowvae.config.ModelConfig`).
+        cfg: architecture (:class:`FlowVAEConfig`).
         n_bits: bits per pixel of the modelled data (1..8).
 
     Raises:
         ConfigError: an architecture that cannot be built (message says why).
     """
 
-    def __init__(self, cfg: ModelConfig, n_bits: int = 8):
-        super().__init__()
-        if cfg.kind not in KINDS:
-            raise ConfigError(f"model.kind must be one of {', '.join(KINDS)}; got {cfg.kind!r}")
-        if not (isinstance(n_bits, int) and 1 <= n_bits <= 8):
-            raise ConfigError(f"data.n_bits must be an integer in 1..8, got {n_bits!r}")
-        if cfg.coupling not in ("affine", "additive"):
-            raise ConfigError(f"model.coupling must be 'affine' or 'additive', got {cfg.coupling!r}")
-        self.cfg = cfg
-        self.n_bits = n_bits
+    config_class: ClassVar[type[ModelSettings]] = FlowVAEConfig
+    cfg: FlowVAEConfig
+
+    def __init__(self, cfg: FlowVAEConfig, n_bits: int = 8):
+        super().__init__(cfg, n_bits)
         self.n_bins = 2 ** n_bits
         self.uses_z = cfg.kind in ("flowvae", "z_prior")
         try:
-            self.decoder = ConditionalGlow(
+            self.decoder: ConditionalGlow | WrappedGlow = ConditionalGlow(
                 cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden,
                 cond_dim=cfg.d_z if cfg.kind == "flowvae" else 0, factor_out=cfg.factor_out, alpha=cfg.alpha,
                 additive=cfg.coupling == "additive", conv1x1=cfg.conv1x1,
@@ -164,16 +228,30 @@ class FlowVAE(nn.Module):
                                      f"for {len(cfg.encoder_widths)} encoder levels; change model.encoder_widths")
                 self.encoder = CompressionEncoder(cfg.in_channels, cfg.image_size, cfg.encoder_widths, cfg.d_z,
                                                   cfg.encoder_maps)
-                self.prior = FlowPrior(cfg.d_z, cfg.prior_steps, cfg.prior_hidden, cfg.alpha, cfg.conv1x1)
+                self.prior: FlowPrior | StandardNormalPrior = FlowPrior(cfg.d_z, cfg.prior_steps, cfg.prior_hidden,
+                                                                        cfg.alpha, cfg.conv1x1)
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None
         self.dim = self.decoder.dim
-        if cfg.dequantization not in ("uniform", "variational"):
-            raise ConfigError(f"model.dequantization must be 'uniform' or 'variational', got {cfg.dequantization!r}")
         self.dequantizer = (VariationalDequantizer(cfg.in_channels, cfg.dequant_hidden, cfg.dequant_steps)
                             if cfg.dequantization == "variational" else None)
 
-    def set_precision(self, precision: str) -> "FlowVAE":
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(global_local=self.uses_z, exact_codes=True, vector_latent=self.uses_z,
+                            bf16=True, recompute=True)
+
+    @property
+    def latent_dim(self) -> int:
+        """Dimension of the per-image vector latent z (0 for the kinds without z)."""
+        return self.cfg.d_z if self.uses_z else 0
+
+    def set_recompute(self, enabled: bool) -> FlowVAE:
+        """Recompute the decoder's activations by inversion in the backward pass (``train.recompute``)."""
+        self.decoder.recompute = bool(enabled)
+        return self
+
+    def set_precision(self, precision: str) -> FlowVAE:
         """``"fp32"`` (default) or ``"bf16"``: run the decoder's coupling networks under bfloat16
         autocast. Everything invertible (ActNorm, 1x1 convolutions, the affine transforms and their
         log-determinants), the encoder, the prior and the loss stay in float32, so exact
@@ -182,27 +260,16 @@ class FlowVAE(nn.Module):
         Raises:
             ConfigError: unknown precision.
         """
+        super().set_precision(precision)
         dtypes = {"fp32": None, "bf16": torch.bfloat16}
-        if precision not in dtypes:
-            raise ConfigError(f"precision must be one of {sorted(dtypes)}, got {precision!r}")
         from ..networks.coupling_nets import ConvCouplingNet
 
         for m in self.modules():
             if isinstance(m, ConvCouplingNet):
                 m.compute_dtype = dtypes[precision]
-        self.precision = precision
         return self
 
     # ------------------------------------------------------------------ preprocessing
-    def check_input(self, x: Tensor) -> None:
-        """Raise :class:`~flowvae.errors.DataError` unless ``x`` is uint8 ``[B, C, H, W]`` of this model's shape."""
-        want = (self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise DataError(f"images of shape {list(x.shape)} do not fit this model, which takes "
-                            f"[B, {want[0]}, {want[1]}, {want[2]}]; check model.in_channels / model.image_size")
-        if x.dtype != torch.uint8:
-            raise DataError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
-
     def to_bins(self, x: Tensor) -> Tensor:
         """uint8 ``[B, C, H, W]`` (0..255) -> float bin indices ``0..n_bins-1`` (floor of ``x / 2**(8-n_bits)``).
 
@@ -279,7 +346,7 @@ class FlowVAE(nn.Module):
                 mu, logvar = mu.repeat_interleave(k, 0), logvar.repeat_interleave(k, 0)
             eps = _noise(torch.randn, mu, generator, shard)
             z = mu + torch.exp(0.5 * logvar) * eps
-            log_q = _gaussian_logprob(z, mu, logvar)
+            log_q = gaussian_logprob(z, mu, logvar)
             log_pz = self.prior.log_prob(z)
             kl = log_q - log_pz
         else:
@@ -291,7 +358,7 @@ class FlowVAE(nn.Module):
         return {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_z))}
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None,
-             shard: tuple[int, int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+             shard: tuple[int, int] | None = None, **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the negative ELBO (eq. 2) in bits/dim, averaged over the batch.
 
         Args:
@@ -306,11 +373,6 @@ class FlowVAE(nn.Module):
         bpd = -terms["log_w"][:, 0] / (self.dim * math.log(2))
         loss = bpd.mean()
         return loss, {"bpd": loss.detach(), "kl": terms["kl"].mean().detach()}
-
-    def forward(self, x: Tensor, generator: torch.Generator | None = None,
-                shard: tuple[int, int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Same as :meth:`loss` (so that ``DistributedDataParallel(model)(x)`` trains it)."""
-        return self.loss(x, generator, shard)
 
     @torch.no_grad()
     def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
@@ -344,6 +406,13 @@ class FlowVAE(nn.Module):
         v, _ = self.decoder(self.centres(bins), z)
         return z, v
 
+    def _codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`encode` for the kinds with z (callers have checked the capability)."""
+        z, v = self.encode(x)
+        if z is None:
+            raise ConfigError(f"a {self.kind!r} model has no global code z")
+        return z, v
+
     @torch.no_grad()
     def decode(self, z: Tensor | None, v: Tensor) -> Tensor:
         """uint8 images ``[B, C, H, W]`` from ``z [B, d_z]`` and ``v [B, C*H*W]``: ``x = f^{-1}(v; z)``."""
@@ -351,31 +420,42 @@ class FlowVAE(nn.Module):
         return self.continuous_to_uint8(x)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, z_temperature: float = 1.0,
+    def sample(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
         """``n`` uint8 samples ``[n, C, H, W]``.
 
         ``v ~ N(0, temperature^2 I)``; z is drawn from the flow prior with its base Gaussian at
-        ``z_temperature`` (default 1: temperature acts on the local code only, as in Glow's
+        ``global_temperature`` (default 1: temperature acts on the local code only, as in Glow's
         reduced-temperature sampling applied to v).
+
+        Raises:
+            ConfigError: ``n`` not a positive integer, a temperature not finite and >= 0, or a
+                global temperature other than 1 for a kind without z.
         """
-        device = next(self.parameters()).device
-        z = self.prior.sample(n, z_temperature, generator) if self.uses_z else None
-        v = torch.randn(n, self.dim, generator=generator, device=device) * temperature
+        check_count("n", n)
+        check_temperature(temperature)
+        check_temperature(global_temperature, "global_temperature")
+        if not self.uses_z and global_temperature != 1.0:
+            raise ConfigError(f"a {self.kind!r} model has no global code; leave the global temperature at 1")
+        z = self.prior.sample(n, global_temperature, generator) if self.uses_z else None
+        v = torch.randn(n, self.dim, generator=generator, device=self.device) * temperature
         return self.decode(z, v)
 
     @torch.no_grad()
-    def features(self, x: Tensor, batch_size: int = 256) -> tuple[Tensor | None, Tensor]:
-        """Representations for downstream use (linear probes): ``z`` = posterior mean ``[N, d_z]``
-        (``None`` for the refined Glow) and ``v = f(x; z)`` ``[N, C*H*W]``, computed in batches."""
-        from ..progress import progress
+    def latent_mean(self, x: Tensor) -> Tensor:
+        """Posterior mean of the global code, ``[B, d_z]``, for uint8 images ``[B, C, H, W]``.
 
-        zs, vs = [], []
-        for i in progress(range(0, len(x), batch_size), total=-(-len(x) // batch_size), desc="features"):
-            z, v = self.encode(x[i:i + batch_size].to(next(self.parameters()).device))
-            zs.append(None if z is None else z.cpu())
-            vs.append(v.cpu())
-        return (None if zs[0] is None else torch.cat(zs)), torch.cat(vs)
+        Raises:
+            ConfigError: a kind without z.
+        """
+        self.require("vector_latent", "latent_mean")
+        return self.posterior(self.to_bins(x))[0]
+
+    @torch.no_grad()
+    def representations(self, x: Tensor) -> dict[str, Tensor]:
+        """``z`` (posterior mean ``[B, d_z]``, kinds with z only) and ``v = f(x; z)`` ``[B, C*H*W]``."""
+        z, v = self.encode(x)
+        return {"v": v} if z is None else {"z": z, "v": v}
 
     @torch.no_grad()
     def switch(self, x1: Tensor, x2: Tensor) -> Tensor:
@@ -392,10 +472,9 @@ class FlowVAE(nn.Module):
         Raises:
             ConfigError: for the refined Glow, which has no global code.
         """
-        if not self.uses_z:
-            raise ConfigError(f"a {self.cfg.kind!r} model has no global code z to switch")
-        z1, v1 = self.encode(x1)
-        z2, v2 = self.encode(x2)
+        self.require("global_local", "switch")
+        z1, v1 = self._codes(x1)
+        z2, v2 = self._codes(x2)
         z = torch.cat([z1, z2, z2, z1])
         v = torch.cat([v1, v1, v2, v2])
         out = self.decode(z, v).view(4, *x1.shape)
@@ -418,13 +497,12 @@ class FlowVAE(nn.Module):
             uint8 ``[len(alphas), len(betas), C, H, W]``; cell ``(0, 0)`` is ``x1`` and cell
             ``(-1, -1)`` is ``x2`` exactly when the weights start at 0 and end at 1.
         """
-        if not self.uses_z:
-            raise ConfigError(f"a {self.cfg.kind!r} model has no global code z to interpolate")
+        self.require("global_local", "interpolate")
         alphas = [0.0, 0.25, 0.5, 0.75, 1.0] if alphas is None else list(alphas)
         betas = [i / 10 for i in range(11)] if betas is None else list(betas)
         x1, x2 = (x if x.dim() == 4 else x.unsqueeze(0) for x in (x1, x2))
-        z1, v1 = self.encode(x1)
-        z2, v2 = self.encode(x2)
+        z1, v1 = self._codes(x1)
+        z2, v2 = self._codes(x2)
         mix = _slerp if spherical else _lerp
         za = torch.cat([mix(z1, z2, a) for a in alphas])
         vb = torch.cat([mix(v1, v2, b) for b in betas])
@@ -452,13 +530,12 @@ class FlowVAE(nn.Module):
             ConfigError: a model without z, bad values, dims or ``local``.
             DataError: not one image of this model's shape.
         """
-        if not self.uses_z:
-            raise ConfigError(f"a {self.cfg.kind!r} model has no global code z to traverse")
+        self.require("vector_latent", "traverse")
         if local not in ("keep", "zero"):
             raise ConfigError(f"local must be 'keep' or 'zero', got {local!r}")
-        d_z = self.cfg.d_z
+        d_z = self.latent_dim
         x_single, vals, dims = check_traverse_args(x_single, dim_values, dims, d_z, self.check_input)
-        z0, v0 = self.encode(x_single)
+        z0, v0 = self._codes(x_single)
         z = z0.expand(len(dims), len(vals), d_z).clone()
         values = torch.tensor(vals, dtype=z.dtype, device=z.device)
         for a, d in enumerate(dims):
@@ -468,16 +545,10 @@ class FlowVAE(nn.Module):
         img = self.decode(z.view(n, d_z), v.contiguous())
         return img.view(len(dims), len(vals), *img.shape[1:])
 
-    def describe(self) -> dict:
-        """Architecture and parameter counts (total, decoder, encoder, prior)."""
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        d = {"kind": self.cfg.kind, "parameters": count(self), "decoder_parameters": count(self.decoder)}
-        if self.uses_z:
-            d.update(encoder_parameters=count(self.encoder), prior_parameters=count(self.prior))
-        d["config"] = asdict(self.cfg)
-        return d
 
+def build_model(cfg: Any, n_bits: int | None = None) -> GenerativeModel:
+    """The model of a run config (:class:`~flowvae.config.Config`, e.g. ``get_preset("digits")``) or
+    of any kind's model config; see :func:`flowvae.models.base.create_model`."""
+    from .base import create_model
 
-def build_model(cfg: ModelConfig, n_bits: int = 8) -> FlowVAE:
-    """Construct the model described by ``cfg`` (see :class:`FlowVAE`)."""
-    return FlowVAE(cfg, n_bits)
+    return create_model(cfg, n_bits)

@@ -31,40 +31,73 @@ whose preprocessing (bins, dequantisation), encode/decode, switch and interpolat
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ModelConfig
 from ..errors import ConfigError
-from ..flows.glow import ConditionalGlow, standard_normal_logprob
+from ..flows.dequant import VariationalDequantizer
+from ..flows.glow import ConditionalGlow
+from ..maths import standard_normal_logprob
+from ..settings import setting
+from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
 from .btcvae import BTCVAE, BTCVAEConfig
-from .flowvae import FlowVAE, WrappedGlow
+from .flowvae import FlowVAE, GlowSettings, StandardNormalPrior, WrappedGlow
 
-__all__ = ["MultiStage", "StandardNormalPrior"]
+__all__ = ["MultiStage", "MultiStageConfig", "StandardNormalPrior"]
 
 
-class StandardNormalPrior(nn.Module):
-    """N(0, I) over ``d`` dimensions, with the ``sample``/``log_prob`` interface of
-    :class:`~flowvae.flows.glow.FlowPrior` (stage 1's prior of the factors)."""
+@dataclass
+class MultiStageConfig(GlowSettings):
+    """Architecture of :class:`MultiStage` (``model.kind=multistage``): the conditional Glow's fields,
+    stage 1's config and where stage 1 comes from.
 
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
+    ``stage1_run`` is the run folder of a trained ``btcvae`` run. When training starts, its model
+    config is copied into ``stage1`` (and its image shape into ``in_channels``/``image_size``) and
+    its weights into this model, so the finished run folder stands alone. ``recon_input`` also feeds
+    the stage-1 reconstruction to every coupling network of the flow.
+    """
 
-    def log_prob(self, z: Tensor) -> Tensor:
-        """log N(z; 0, I) in nats ``[B]`` for ``z [B, d]``."""
-        return standard_normal_logprob(z)
+    kind: Literal["multistage"] = "multistage"
+    in_channels: int = setting(1, ge=1, le=4)
+    image_size: int = setting(64, ge=28, le=64)
+    stage1_run: str | None = setting(None, help="run folder of the trained btcvae stage 1")
+    recon_input: bool = False
+    stage1: BTCVAEConfig = setting(factory=BTCVAEConfig, help="stage 1's model config (copied from stage1_run)")
 
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> Tensor:
-        """``[n, d]`` draws of N(0, temperature^2 I)."""
-        return torch.randn(n, self.dim, generator=generator, device=device) * temperature
+    @property
+    def n_factors(self) -> int:
+        """Dimension of the factors c (stage 1's latent)."""
+        return self.stage1.n_factors
+
+    def for_training(self, n_train: int) -> MultiStageConfig:
+        """With ``stage1`` and the image shape copied from the ``stage1_run`` folder's config.
+
+        Raises:
+            ConfigError: no stage-1 run given, or one that is not a beta-TCVAE run.
+        """
+        if not self.stage1_run:
+            raise ConfigError("model.kind=multistage needs the stage-1 run: --set model.stage1_run=RUN, the run "
+                              "folder of a trained btcvae (e.g. flowvae train dsprites-btcvae --run RUN)")
+        from ..config import load_config
+
+        path = Path(self.stage1_run)
+        if not (path / "config.yaml").is_file():
+            raise ConfigError(f"model.stage1_run={path} is not a run folder (no config.yaml); train stage 1 first")
+        s1 = load_config(path / "config.yaml").model
+        if not isinstance(s1, BTCVAEConfig):
+            raise ConfigError(f"model.stage1_run={path} holds a {s1.kind!r} model; stage 1 must be a btcvae run")
+        return self.replace(stage1=s1, in_channels=s1.in_channels, image_size=s1.image_size)
 
 
 class _StageTwoDecoder(WrappedGlow):
     """The conditional Glow with its conditioning built from the factors c: ``c`` alone, or ``c``
     followed by stage 1's flattened reconstruction (``recon_input``)."""
+
+    _stage1: BTCVAE
 
     def __init__(self, glow: ConditionalGlow, stage1: BTCVAE, recon_input: bool):
         super().__init__(glow)
@@ -73,8 +106,8 @@ class _StageTwoDecoder(WrappedGlow):
         self.__dict__["_stage1"] = stage1
 
     def condition(self, c: Tensor) -> Tensor:
-        """Conditioning of the coupling networks for factors ``c [B, d_z]``: ``c`` or
-        ``[c, x_1(c)]`` with the stage-1 mean image on [0, 1], flattened (``[B, d_z + D]``)."""
+        """Conditioning of the coupling networks for factors ``c [B, n_factors]``: ``c`` or
+        ``[c, x_1(c)]`` with the stage-1 mean image on [0, 1], flattened (``[B, n_factors + D]``)."""
         if not self.recon_input:
             return c
         with torch.no_grad():
@@ -83,25 +116,27 @@ class _StageTwoDecoder(WrappedGlow):
         return torch.cat([c, mean.flatten(1).to(c.dtype)], 1)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if cond is None:
+            raise ConfigError("the multi-stage flow needs the factors c as its condition")
         return self.glow(x, self.condition(cond))
 
     def inverse(self, v: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if cond is None:
+            raise ConfigError("the multi-stage flow needs the factors c as its condition")
         return self.glow.inverse(v, self.condition(cond))
 
 
+@register
 class MultiStage(FlowVAE):
     """Multi-stage model: a frozen beta-TCVAE (``stage1``) and a conditional Glow on its factors.
 
     Args:
-        cfg: the flow's architecture (``steps``, ``hidden``, ``factor_out``, ``coupling``, ``alpha``,
-            ``conv1x1``, ``dequantization``; ``kind`` must be ``"multistage"`` and ``d_z`` must equal
-            stage 1's).
-        stage1_cfg: stage 1's architecture (its weights are loaded separately, e.g. by
-            :meth:`load_stage1`, and are part of this model's state dict).
+        cfg: the flow's architecture and stage 1's config (:class:`MultiStageConfig`; stage 1's
+            weights are loaded separately, by :meth:`prepare_training` or :meth:`load_stage1`, and
+            are part of this model's state dict).
         n_bits: bits per pixel of the modelled data (1 for binary images such as dSprites).
-        recon_input: also condition every coupling network on stage 1's reconstruction.
 
-    Methods (uint8 images ``[B, C, H, W]`` throughout): ``encode(x) -> (c [B, d_z], v [B, D])``
+    Methods (uint8 images ``[B, C, H, W]`` throughout): ``encode(x) -> (c [B, n_factors], v [B, D])``
     (disentangled factors, exact local code), ``decode(c, v)`` (exact inverse), ``sample``,
     :meth:`reconstruct` (from the factors alone, fresh local detail), :meth:`traverse` (one factor
     at a time), ``bits_per_dim`` (``-log p(x | c)``, see the module docstring), ``switch``,
@@ -111,47 +146,62 @@ class MultiStage(FlowVAE):
         ConfigError: an architecture that cannot be built, or mismatched stages.
     """
 
-    def __init__(self, cfg: ModelConfig, stage1_cfg: BTCVAEConfig, n_bits: int = 8, recon_input: bool = False):
-        nn.Module.__init__(self)
-        if cfg.kind != "multistage":
-            raise ConfigError(f"MultiStage needs model.kind='multistage', got {cfg.kind!r}")
-        if not (isinstance(n_bits, int) and 1 <= n_bits <= 8):
-            raise ConfigError(f"data.n_bits must be an integer in 1..8, got {n_bits!r}")
-        if cfg.coupling not in ("affine", "additive"):
-            raise ConfigError(f"model.coupling must be 'affine' or 'additive', got {cfg.coupling!r}")
-        if (stage1_cfg.in_channels, stage1_cfg.image_size, stage1_cfg.d_z) != (cfg.in_channels, cfg.image_size, cfg.d_z):
+    config_class: ClassVar[type[ModelSettings]] = MultiStageConfig
+    cfg: MultiStageConfig  # type: ignore[assignment]
+
+    def __init__(self, cfg: MultiStageConfig, n_bits: int = 8):
+        GenerativeModel.__init__(self, cfg, n_bits)
+        s1 = cfg.stage1
+        if (s1.in_channels, s1.image_size) != (cfg.in_channels, cfg.image_size):
             raise ConfigError(
-                f"stage 1 models {stage1_cfg.in_channels}x{stage1_cfg.image_size}x{stage1_cfg.image_size} images with "
-                f"d_z={stage1_cfg.d_z}, but the flow is configured for {cfg.in_channels}x{cfg.image_size}x"
-                f"{cfg.image_size} with d_z={cfg.d_z}; set model.in_channels/image_size/d_z to stage 1's")
-        self.cfg = cfg
-        self.n_bits, self.n_bins = n_bits, 2 ** n_bits
+                f"stage 1 models {s1.in_channels}x{s1.image_size}x{s1.image_size} images but the flow is configured "
+                f"for {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}; set model.in_channels/image_size to "
+                f"stage 1's (the trainer copies them from model.stage1_run)")
+        self.n_bins = 2 ** n_bits
         self.uses_z = True
-        self.stage1 = BTCVAE(stage1_cfg)
+        self.stage1 = BTCVAE(cfg.stage1, 8)
         self.stage1.requires_grad_(False)
+        recon_input = cfg.recon_input
         try:
-            glow = ConditionalGlow(cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden, cond_dim=cfg.d_z,
+            glow = ConditionalGlow(cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden, cond_dim=cfg.n_factors,
                                    factor_out=cfg.factor_out, alpha=cfg.alpha, additive=cfg.coupling == "additive",
                                    conv1x1=cfg.conv1x1,
                                    cond_image=(cfg.in_channels, cfg.image_size) if recon_input else None)
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None
         self.decoder = _StageTwoDecoder(glow, self.stage1, recon_input)
-        self.prior = StandardNormalPrior(cfg.d_z)
+        self.prior = StandardNormalPrior(cfg.n_factors)
         self.dim = glow.dim
-        if cfg.dequantization not in ("uniform", "variational"):
-            raise ConfigError(f"model.dequantization must be 'uniform' or 'variational', got {cfg.dequantization!r}")
-        from ..flows.dequant import VariationalDequantizer
-
         self.dequantizer = (VariationalDequantizer(cfg.in_channels, cfg.dequant_hidden, cfg.dequant_steps)
                             if cfg.dequantization == "variational" else None)
 
-    def train(self, mode: bool = True) -> "MultiStage":
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(global_local=True, exact_codes=True, vector_latent=True, reconstruction=True,
+                            bf16=True, recompute=True)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.cfg.n_factors
+
+    def prepare_training(self) -> None:
+        """Load stage 1's weights from ``cfg.stage1_run`` (a fresh run; on resume they are in the checkpoint)."""
+        from ..api import load_run
+
+        if not self.cfg.stage1_run:
+            raise ConfigError("model.kind=multistage needs the stage-1 run: --set model.stage1_run=RUN")
+        stage1 = load_run(self.cfg.stage1_run)
+        if not isinstance(stage1, BTCVAE):
+            raise ConfigError(f"model.stage1_run={self.cfg.stage1_run} holds a {stage1.kind!r} model; stage 1 must "
+                              f"be a btcvae run")
+        self.load_stage1(stage1)
+
+    def train(self, mode: bool = True) -> MultiStage:
         super().train(mode)
         self.stage1.eval()  # frozen: always in evaluation mode
         return self
 
-    def load_stage1(self, stage1: BTCVAE) -> "MultiStage":
+    def load_stage1(self, stage1: BTCVAE) -> MultiStage:
         """Copy the weights of a trained :class:`BTCVAE` into ``self.stage1`` (same architecture).
 
         Raises:
@@ -189,27 +239,26 @@ class MultiStage(FlowVAE):
 
     # ------------------------------------------------------------------ tools
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, z_temperature: float = 1.0,
+    def sample(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
-        """``n`` uint8 samples ``[n, C, H, W]``: ``c ~ N(0, z_temperature^2 I)``, ``v ~ N(0, temperature^2 I)``."""
-        device = next(self.parameters()).device
-        c = self.prior.sample(n, z_temperature, generator, device)
-        v = torch.randn(n, self.dim, generator=generator, device=device) * temperature
+        """``n`` uint8 samples ``[n, C, H, W]``: ``c ~ N(0, global_temperature^2 I)``, ``v ~ N(0, temperature^2 I)``."""
+        check_count("n", n)
+        check_temperature(temperature)
+        check_temperature(global_temperature, "global_temperature")
+        c = self.prior.sample(n, global_temperature, generator)
+        v = torch.randn(n, self.dim, generator=generator, device=self.device) * temperature
         return self.decode(c, v)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """Reconstruction from the factors alone: ``c = encode(x)``, a fresh local code
         ``v ~ N(0, temperature^2 I)`` (``0``: ``v = 0``), decoded. uint8 ``[B, C, H, W]``."""
-        c, _ = self.encode(x)
+        c, _ = self._codes(x)
         v = torch.randn(c.shape[0], self.dim, generator=generator, device=c.device) * temperature
         return self.decode(c, v)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Architecture and parameter counts (total, flow, stage 1)."""
-        from dataclasses import asdict
-
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        return {"kind": "multistage", "parameters": count(self), "decoder_parameters": count(self.decoder),
-                "stage1_parameters": count(self.stage1), "recon_input": self.decoder.recon_input,
-                "config": asdict(self.cfg)}
+        d = super().describe()
+        d["recon_input"] = self.cfg.recon_input
+        return d

@@ -60,19 +60,29 @@ Bits/dim divide nats per image by ``D ln 2`` with ``D = C * H * W``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ._checks import check_images
+from ..maths import (
+    LOG_2PI,
+    discretized_gaussian_logprob,
+    discretized_logistic_logprob,
+    gaussian_kl,
+    gaussian_logprob,
+    sharded_noise,
+    to_unit_range,
+)
+from ..settings import setting
+from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
 
 __all__ = ["UGVAE", "UGVAEConfig", "product_of_gaussians", "gaussian_kl",
            "discretized_logistic_logprob", "discretized_gaussian_logprob", "LIKELIHOODS"]
 
-LOG_2PI = math.log(2 * math.pi)
 LIKELIHOODS = ("discretized_logistic", "gaussian", "bernoulli")
 _LOGVAR_BOUND = 10.0
 _MIN_LOG_SCALE = -7.0
@@ -83,8 +93,11 @@ _MIN_LOG_SCALE = -7.0
 
 
 @dataclass
-class UGVAEConfig:
-    """Architecture of :class:`UGVAE`.
+class UGVAEConfig(ModelSettings):
+    """Architecture of :class:`UGVAE` (``model.kind=ugvae``).
+
+    Latents: ``d_local`` is the dimension of each image's local code z, ``d_global`` that of the
+    group's global code beta, ``n_components`` the number K of mixture components of p(z | d, beta).
 
     ``likelihood`` -- p(x | z, beta) per pixel, on the 8-bit value ``k`` in ``0..255``:
 
@@ -106,61 +119,44 @@ class UGVAEConfig:
     ``conv_channels`` entry; meant for 28/32/64 px) or ``"mlp"`` (fully connected, ``hidden`` layers;
     for small images such as the 8x8 digits). ``hidden[-1]`` is the width of the encoder features
     h, of the prior network p(z | d, beta) and of q(d | z)'s network.
+
+    Batches: ``group_by="batch"`` makes each training batch one group (one beta); ``"label"``
+    builds every batch from ``groups_per_batch`` classes, each class one group.
     """
 
-    in_channels: int = 3
-    image_size: int = 32
-    d_z: int = 20                      # local latent dimension
-    d_beta: int = 50                   # global latent dimension
-    K: int = 20                        # mixture components of p(z | d, beta)
-    hidden: list = field(default_factory=lambda: [256])
-    conv_channels: list = field(default_factory=lambda: [32, 64, 64])
-    encoder: str = "conv"              # conv | mlp
-    decoder: str = "conv"              # conv | mlp
-    likelihood: str = "discretized_logistic"   # discretized_logistic | gaussian | bernoulli
-    d_posterior: str = "x"             # x: q(d_i | x_i) (closed-form bound) | z: q(d_i | z_i) (authors)
-    decoder_beta: bool = True          # p(x | z, beta) as the authors; False: p(x | z)
-    beta_prior_in_product: bool = True  # include N(0, I) as a factor of q(beta | X)
+    kind: Literal["ugvae"] = "ugvae"
+    d_local: int = setting(20, ge=1, le=4096, help="dimension of each image's local code z")
+    d_global: int = setting(50, ge=1, le=4096, help="dimension of the group's global code beta")
+    n_components: int = setting(20, ge=1, le=1024, help="mixture components K of p(z | d, beta)")
+    hidden: list[int] = setting(factory=lambda: [256], ge=1, le=65536)
+    conv_channels: list[int] = setting(factory=lambda: [32, 64, 64], ge=1, le=4096)
+    encoder: Literal["conv", "mlp"] = "conv"
+    decoder: Literal["conv", "mlp"] = "conv"
+    likelihood: Literal["discretized_logistic", "gaussian", "bernoulli"] = "discretized_logistic"
+    d_posterior: Literal["x", "z"] = "x"   # x: q(d_i | x_i) (closed-form bound) | z: q(d_i | z_i) (authors)
+    decoder_beta: bool = True              # p(x | z, beta) as the authors; False: p(x | z)
+    beta_prior_in_product: bool = True     # include N(0, I) as a factor of q(beta | X)
+    group_by: Literal["batch", "label"] = "batch"
+    groups_per_batch: int = setting(4, ge=1, le=4096, help="classes per batch with group_by=label")
 
     @property
     def dim(self) -> int:
         return self.in_channels * self.image_size * self.image_size
 
-    @property
-    def kind(self) -> str:
-        """``"ugvae"`` (read-only; as ``ModelConfig.kind`` names the other models)."""
-        return "ugvae"
+    def validate(self) -> None:
+        if not self.hidden:
+            raise ConfigError("model.hidden must be a non-empty list of positive integers")
+        if "conv" in (self.encoder, self.decoder):
+            if not self.conv_channels:
+                raise ConfigError("model.conv_channels must be a non-empty list of positive integers")
+            if self.image_size < 2 ** len(self.conv_channels):
+                raise ConfigError(f"model.image_size {self.image_size} is too small for {len(self.conv_channels)} "
+                                  f"stride-2 levels (needs >= {2 ** len(self.conv_channels)}); shorten "
+                                  f"model.conv_channels or use 'mlp'")
 
 
-def _is_pos_int(v) -> bool:
+def _is_pos_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _validate(cfg: UGVAEConfig) -> None:
-    for name in ("in_channels", "image_size", "d_z", "d_beta", "K"):
-        v = getattr(cfg, name)
-        if not _is_pos_int(v):
-            raise ConfigError(f"ugvae.{name} must be a positive integer, got {v!r}")
-    if not (isinstance(cfg.hidden, (list, tuple)) and cfg.hidden and all(_is_pos_int(w) for w in cfg.hidden)):
-        raise ConfigError(f"ugvae.hidden must be a non-empty list of positive integers, got {cfg.hidden!r}")
-    for name in ("encoder", "decoder"):
-        v = getattr(cfg, name)
-        if v not in ("conv", "mlp"):
-            raise ConfigError(f"ugvae.{name} must be 'conv' or 'mlp', got {v!r}")
-    if "conv" in (cfg.encoder, cfg.decoder):
-        ch = cfg.conv_channels
-        if not (isinstance(ch, (list, tuple)) and ch and all(_is_pos_int(w) for w in ch)):
-            raise ConfigError(f"ugvae.conv_channels must be a non-empty list of positive integers, got {ch!r}")
-        if cfg.image_size < 2 ** len(ch):
-            raise ConfigError(f"ugvae.image_size {cfg.image_size} is too small for {len(ch)} stride-2 levels "
-                              f"(needs >= {2 ** len(ch)}); shorten ugvae.conv_channels or use 'mlp'")
-    if cfg.likelihood not in LIKELIHOODS:
-        raise ConfigError(f"ugvae.likelihood must be one of {', '.join(LIKELIHOODS)}; got {cfg.likelihood!r}")
-    if cfg.d_posterior not in ("x", "z"):
-        raise ConfigError(f"ugvae.d_posterior must be 'x' (q(d|x)) or 'z' (q(d|z)), got {cfg.d_posterior!r}")
-    for name in ("decoder_beta", "beta_prior_in_product"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ConfigError(f"ugvae.{name} must be true or false, got {getattr(cfg, name)!r}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,71 +214,18 @@ def product_of_gaussians(mu: Tensor, logvar: Tensor, prior: bool = True) -> tupl
     return m[0], lv[0]
 
 
-def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor | float = 0.0, logvar_p: Tensor | float = 0.0) -> Tensor:
-    """``KL(N(mu_q, diag e^logvar_q) || N(mu_p, diag e^logvar_p))`` in nats, summed over the last dim."""
-    mu_p = torch.as_tensor(mu_p, dtype=mu_q.dtype, device=mu_q.device)
-    logvar_p = torch.as_tensor(logvar_p, dtype=mu_q.dtype, device=mu_q.device)
-    return 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)
-                  - 1).sum(-1)
-
-
-def _gaussian_logprob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    return -0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar) + LOG_2PI).sum(-1)
-
-
-def _scaled(k: Tensor) -> Tensor:
-    """Pixel values 0..255 -> ``[-1, 1]``; bin ``k`` covers ``k / 127.5 - 1 ± 1/255``."""
-    return k / 127.5 - 1.0
-
-
-def discretized_logistic_logprob(k: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
-    """log P(k) in nats, elementwise, for pixel values ``k`` in ``0..255`` (float or int).
-
-    A logistic with ``mean`` and ``log_scale`` on the ``[-1, 1]`` scale, integrated over the bin
-    ``[k / 127.5 - 1 - 1/255, k / 127.5 - 1 + 1/255]``; bin 0 takes the lower tail and bin 255 the
-    upper one, so the 256 probabilities sum to 1 (PixelCNN++, one mixture component).
-    """
-    c = _scaled(k.to(mean.dtype)) - mean
-    inv_s = torch.exp(-log_scale)
-    plus, minus = inv_s * (c + 1 / 255), inv_s * (c - 1 / 255)
-    log_cdf_plus = plus - F.softplus(plus)                      # log sigmoid(plus)
-    log_sf_minus = -F.softplus(minus)                           # log (1 - sigmoid(minus))
-    delta = torch.sigmoid(plus) - torch.sigmoid(minus)
-    mid = inv_s * c
-    log_pdf_mid = mid - log_scale - 2 * F.softplus(mid) - math.log(127.5)   # density x bin width
-    inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
-    return torch.where(k < 0.5, log_cdf_plus, torch.where(k > 254.5, log_sf_minus, inner))
-
-
-def discretized_gaussian_logprob(k: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
-    """As :func:`discretized_logistic_logprob` with a Gaussian CDF (``mean``, std ``exp(log_scale)``)."""
-    c = _scaled(k.to(mean.dtype)) - mean
-    inv_s = torch.exp(-log_scale)
-    plus, minus = inv_s * (c + 1 / 255), inv_s * (c - 1 / 255)
-    ndtr, log_ndtr = torch.special.ndtr, torch.special.log_ndtr
-    # difference of CDFs taken on the side of the nearer tail, where it keeps its precision
-    delta = torch.where(minus > 0, ndtr(-minus) - ndtr(-plus), ndtr(plus) - ndtr(minus))
-    mid = inv_s * c
-    log_pdf_mid = -0.5 * mid.pow(2) - 0.5 * LOG_2PI - log_scale - math.log(127.5)
-    inner = torch.where(delta > 1e-5, torch.log(delta.clamp(min=1e-12)), log_pdf_mid)
-    return torch.where(k < 0.5, log_ndtr(plus), torch.where(k > 254.5, log_ndtr(-minus), inner))
-
-
 def _soft_clamp(v: Tensor, bound: float = _LOGVAR_BOUND) -> Tensor:
     return bound * torch.tanh(v / bound)
 
 
+def _scaled(k: Tensor) -> Tensor:
+    return to_unit_range(k)
+
+
 def _noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None,
            shard: tuple[int, int] | None, uniform: bool = False) -> Tensor:
-    """Standard normal (or uniform) noise; with ``shard = (rank, world)`` the draw is made for the
-    ``world``-times larger global batch and slice ``rank`` is kept (as :class:`~flowvae.models.FlowVAE`)."""
-    draw = torch.rand if uniform else torch.randn
-    if shard is None:
-        return draw(shape, generator=generator, device=like.device, dtype=like.dtype)
-    rank, world = shard
-    n = shape[0]
-    full = draw((n * world, *shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
-    return full[rank * n:(rank + 1) * n]
+    return sharded_noise(torch.rand if uniform else torch.randn, shape, like, generator, shard)
+
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,64 +307,59 @@ class _MLPDecoder(nn.Module):
 # the model
 
 
-class UGVAE(nn.Module):
+@register
+class UGVAE(GenerativeModel):
     """Unsupervised Global VAE (Peis et al. 2020; see the module docstring for the factorisation).
 
     Args:
         cfg: architecture (:class:`UGVAEConfig`; default if omitted).
+        n_bits: must be 8 (the likelihoods model 8-bit pixel values).
 
     Raises:
         ConfigError: an invalid configuration (the message names the field).
 
-    Shapes: ``B`` images, ``G`` groups, ``d_z``, ``d_beta``, ``K`` as in the config.
+    Shapes: ``B`` images, ``G`` groups, ``d_z`` = ``cfg.d_local``, ``d_beta`` = ``cfg.d_global``,
+    ``K`` = ``cfg.n_components``.
     """
 
-    def __init__(self, cfg: UGVAEConfig | None = None):
-        super().__init__()
-        cfg = UGVAEConfig() if cfg is None else cfg
-        if not isinstance(cfg, UGVAEConfig):
-            raise ConfigError(f"UGVAE needs a UGVAEConfig, got {type(cfg).__name__}")
-        _validate(cfg)
-        self.cfg = cfg
-        self.dim = cfg.dim
+    config_class: ClassVar[type[ModelSettings]] = UGVAEConfig
+    cfg: UGVAEConfig
+
+    def __init__(self, cfg: UGVAEConfig | None = None, n_bits: int = 8):
+        super().__init__(UGVAEConfig() if cfg is None else cfg, n_bits)
+        cfg = self.cfg
+        if n_bits != 8:
+            raise ConfigError(f"the UG-VAE models 8-bit images; got data.n_bits={n_bits}")
         width = cfg.hidden[-1]
         self.encoder = _ConvEncoder(cfg) if cfg.encoder == "conv" else _MLPEncoder(cfg)
-        self.q_z = nn.Linear(width, 2 * cfg.d_z)                                   # q(z | x)
+        self.q_z = nn.Linear(width, 2 * cfg.d_local)                               # q(z | x)
+        self.q_d: nn.Module
         if cfg.d_posterior == "x":
-            self.q_d = nn.Linear(width, cfg.K)                                      # q(d | x): logits
+            self.q_d = nn.Linear(width, cfg.n_components)                           # q(d | x): logits
         else:
-            self.q_d = nn.Sequential(nn.Linear(cfg.d_z, width), nn.Tanh(), nn.Linear(width, cfg.K))  # q(d | z)
-        self.q_beta = nn.Linear(width + cfg.K, 2 * cfg.d_beta)                     # per-image message
-        self.p_z = nn.Sequential(nn.Linear(cfg.d_beta, width), nn.ReLU(),
-                                 nn.Linear(width, 2 * cfg.K * cfg.d_z))             # p(z | d, beta)
-        d_in = cfg.d_z + (cfg.d_beta if cfg.decoder_beta else 0)
+            self.q_d = nn.Sequential(nn.Linear(cfg.d_local, width), nn.Tanh(), nn.Linear(width, cfg.n_components))
+        self.q_beta = nn.Linear(width + cfg.n_components, 2 * cfg.d_global)        # per-image message
+        self.p_z = nn.Sequential(nn.Linear(cfg.d_global, width), nn.ReLU(),
+                                 nn.Linear(width, 2 * cfg.n_components * cfg.d_local))  # p(z | d, beta)
+        d_in = cfg.d_local + (cfg.d_global if cfg.decoder_beta else 0)
         out = cfg.in_channels * (1 if cfg.likelihood == "bernoulli" else 2)
         self.decoder = (_ConvDecoder(cfg, d_in, out) if cfg.decoder == "conv" else _MLPDecoder(cfg, d_in, out))
 
-    def set_precision(self, precision: str) -> "UGVAE":
-        """Only ``"fp32"`` is supported (the trainer's interface); returns the model.
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(groups=True)
 
-        Raises:
-            ConfigError: any other precision.
-        """
-        if precision != "fp32":
-            raise ConfigError(f"the UG-VAE runs in fp32 only, got precision {precision!r}")
-        self.precision = precision
-        return self
+    @property
+    def label_groups(self) -> int | None:
+        return self.cfg.groups_per_batch if self.cfg.group_by == "label" else None
 
-    # -------------------------------------------------------------------- input checks
     @property
     def _device(self) -> torch.device:
-        return next(self.parameters()).device
+        return self.device
 
     @property
     def _dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    def check_input(self, x: Tensor) -> None:
-        """Raise :class:`~flowvae.errors.DataError` unless ``x`` is a non-empty uint8 ``[B, C, H, W]`` of this
-        model's shape."""
-        check_images(x, self.cfg.in_channels, self.cfg.image_size, "ugvae")
+        return self.dtype
 
     def _group_index(self, groups: Tensor | None, b: int, device: torch.device) -> tuple[Tensor, int]:
         """``groups [B]`` (any integer labels) -> (index ``[B]`` in ``0..G-1`` by sorted label, ``G``)."""
@@ -454,7 +392,7 @@ class UGVAE(nn.Module):
 
     def prior_z(self, beta: Tensor) -> tuple[Tensor, Tensor]:
         """Means and log-variances of p(z | d = k, beta), each ``[..., K, d_z]`` for ``beta [..., d_beta]``."""
-        out = self.p_z(beta).view(*beta.shape[:-1], self.cfg.K, 2, self.cfg.d_z)
+        out = self.p_z(beta).view(*beta.shape[:-1], self.cfg.n_components, 2, self.cfg.d_local)
         return out[..., 0, :], torch.tanh(out[..., 1, :])
 
     def _decode_params(self, z: Tensor, beta: Tensor) -> Tensor:
@@ -527,8 +465,8 @@ class UGVAE(nn.Module):
             kl_z = (pi * kl_per_k).sum(-1)
         else:  # pi depends on z: single-sample estimate with the entropy of q(z|x) in closed form
             neg_entropy = -0.5 * (logvar_z + 1 + LOG_2PI).sum(-1)
-            kl_z = neg_entropy - (pi * _gaussian_logprob(z.unsqueeze(1), pm, plv)).sum(-1)
-        kl_d = (pi * (log_pi + math.log(self.cfg.K))).sum(-1)
+            kl_z = neg_entropy - (pi * gaussian_logprob(z.unsqueeze(1), pm, plv)).sum(-1)
+        kl_d = (pi * (log_pi + math.log(self.cfg.n_components))).sum(-1)
         kl_beta = gaussian_kl(beta_mu, beta_logvar)
         log_px = self.log_px(x, self._decode_params(z, beta[index]))
         return dict(mu_z=mu_z, logvar_z=logvar_z, z=z, log_pi=log_pi, msg_mu=msg_mu, msg_logvar=msg_logvar,
@@ -536,7 +474,7 @@ class UGVAE(nn.Module):
                     prior_logvar=prior_logvar, log_px=log_px, kl_z=kl_z, kl_d=kl_d, kl_beta=kl_beta)
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
-             *, groups: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+             *, groups: Tensor | None = None, **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the negative ELBO in nats per image (one reparameterised draw).
 
         ``loss = (sum_i [recon_i + kl_z_i + kl_d_i] + sum_g kl_beta_g) / B``.
@@ -566,11 +504,6 @@ class UGVAE(nn.Module):
                  "kl_beta": kl_beta, "n_groups": torch.tensor(float(t["beta"].shape[0]))}
         return loss, {k: v.detach() for k, v in stats.items()}
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
-                *, groups: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """Same as :meth:`loss` (so that ``DistributedDataParallel(model)(x)`` trains it)."""
-        return self.loss(x, generator, shard, groups=groups)
-
     @torch.no_grad()
     def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None,
                      groups: Tensor | None = None) -> dict[str, Tensor]:
@@ -582,8 +515,7 @@ class UGVAE(nn.Module):
         so it needs no q(d): ``log w = sum_i [log p(x_i|z_i,beta) + log p(z_i|beta) - log q(z_i|x_i)]
         + log p(beta) - log q(beta|X)``. ``kl``: kl_z + kl_d + kl_beta share, nats per image.
         """
-        if not (isinstance(k, int) and k >= 1):
-            raise ConfigError(f"k must be a positive integer, got {k!r}")
+        check_count("k", k)
         elbos, kls, logw = [], [], []
         for _ in range(k):
             t = self.elbo_terms(x, groups, generator)
@@ -592,13 +524,13 @@ class UGVAE(nn.Module):
             kl = t["kl_z"] + t["kl_d"] + t["kl_beta"][idx] / n_in
             elbos.append(t["log_px"] - kl)
             kls.append(kl)
-            log_pz = torch.logsumexp(_gaussian_logprob(t["z"].unsqueeze(1), t["prior_mu"][idx],
-                                                       t["prior_logvar"][idx]), -1) - math.log(self.cfg.K)
-            per_image = t["log_px"] + log_pz - _gaussian_logprob(t["z"], t["mu_z"], t["logvar_z"])
+            log_pz = torch.logsumexp(gaussian_logprob(t["z"].unsqueeze(1), t["prior_mu"][idx],
+                                                       t["prior_logvar"][idx]), -1) - math.log(self.cfg.n_components)
+            per_image = t["log_px"] + log_pz - gaussian_logprob(t["z"], t["mu_z"], t["logvar_z"])
             zeros = torch.zeros_like(t["beta"])
             per_group = (torch.zeros_like(t["kl_beta"]).index_add(0, idx, per_image)
-                         + _gaussian_logprob(t["beta"], zeros, zeros)
-                         - _gaussian_logprob(t["beta"], t["beta_mu"], t["beta_logvar"]))
+                         + gaussian_logprob(t["beta"], zeros, zeros)
+                         - gaussian_logprob(t["beta"], t["beta_mu"], t["beta_logvar"]))
             logw.append(per_group)                                                   # [G]
         scale = self.dim * math.log(2)
         elbo = torch.stack(elbos).mean(0)
@@ -630,26 +562,24 @@ class UGVAE(nn.Module):
         return self._log_pi(h, self._q_z(h)[0]).argmax(-1)
 
     def _check_beta(self, beta: Tensor, name: str = "beta") -> Tensor:
-        if not isinstance(beta, Tensor) or beta.shape != (self.cfg.d_beta,) or not beta.is_floating_point():
+        if not isinstance(beta, Tensor) or beta.shape != (self.cfg.d_global,) or not beta.is_floating_point():
             got = list(beta.shape) if isinstance(beta, Tensor) else type(beta).__name__
-            raise DataError(f"{name} must be a float tensor [{self.cfg.d_beta}] (d_beta), got {got}")
+            raise DataError(f"{name} must be a float tensor [{self.cfg.d_global}] (d_beta), got {got}")
         return beta.to(self._device, self._dtype)
 
     @staticmethod
-    def _check_count(name: str, n) -> None:
-        if not _is_pos_int(n):
-            raise ConfigError(f"{name} must be a positive integer, got {n!r}")
+    def _check_count(name: str, n: Any) -> None:
+        check_count(name, n)
 
     @staticmethod
-    def _check_temperature(t) -> None:
-        if not (isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t >= 0):
-            raise ConfigError(f"temperature must be a finite number >= 0, got {t!r}")
+    def _check_temperature(t: Any) -> None:
+        check_temperature(t)
 
     def _local_noise(self, n: int, generator: torch.Generator | None,
                      pixel_noise: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         device, dtype = self._device, self._dtype
-        d = torch.randint(self.cfg.K, (n,), generator=generator, device=device)
-        eps = torch.randn(n, self.cfg.d_z, generator=generator, device=device, dtype=dtype)
+        d = torch.randint(self.cfg.n_components, (n,), generator=generator, device=device)
+        eps = torch.randn(n, self.cfg.d_local, generator=generator, device=device, dtype=dtype)
         u = (torch.rand(n, self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size, generator=generator,
                         device=device, dtype=dtype) if pixel_noise else None)
         return d, eps, u
@@ -677,15 +607,26 @@ class UGVAE(nn.Module):
         self._check_count("n", n)
         self._check_temperature(temperature)
         device = self._device
-        beta = (torch.randn(self.cfg.d_beta, generator=generator, device=device, dtype=self._dtype) if beta is None
+        beta = (torch.randn(self.cfg.d_global, generator=generator, device=device, dtype=self._dtype) if beta is None
                 else self._check_beta(beta))
         d, eps, u = self._local_noise(n, generator, pixel_noise)
         return self._generate(beta, d, eps, u, temperature)
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` uint8 samples ``[n, C, H, W]`` of one group (see :meth:`sample_group`)."""
-        return self.sample_group(n, None, temperature, generator)
+    def sample(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """``n`` uint8 samples ``[n, C, H, W]`` of one group: ``beta ~ N(0, global_temperature^2 I)``,
+        then :meth:`sample_group` at ``temperature``."""
+        self._check_count("n", n)
+        check_temperature(global_temperature, "global_temperature")
+        beta = torch.randn(self.cfg.d_global, generator=generator, device=self._device, dtype=self._dtype)
+        return self.sample_group(n, beta * global_temperature, temperature, generator)
+
+    @torch.no_grad()
+    def representations(self, x: Tensor) -> dict[str, Tensor]:
+        """``z``: the posterior mean of each image's local code ``[B, d_local]``."""
+        self.check_input(x)
+        return {"z": self._q_z(self._features(x))[0]}
 
     @torch.no_grad()
     def interpolate_beta(self, beta1: Tensor, beta2: Tensor, steps: int = 7, n_per_step: int = 8,
@@ -720,17 +661,10 @@ class UGVAE(nn.Module):
                generator: torch.Generator | None = None) -> Tensor:
         """uint8 images ``[n, C, H, W]`` from ``z [n, d_z]`` and ``beta [d_beta]``: the mean of p(x | z, beta),
         or a draw with ``pixel_noise``."""
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.cfg.d_z:
-            raise DataError(f"z must be a float tensor [n, {self.cfg.d_z}], got "
+        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.cfg.d_local:
+            raise DataError(f"z must be a float tensor [n, {self.cfg.d_local}], got "
                             f"{list(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
         beta = self._check_beta(beta)
         u = (torch.rand(z.shape[0], self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size,
                         generator=generator, device=self._device, dtype=self._dtype) if pixel_noise else None)
         return self._to_pixels(self._decode_params(z.to(self._device, self._dtype), beta.expand(z.shape[0], -1)), u)
-
-    def describe(self) -> dict:
-        """Architecture and parameter counts."""
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        return {"kind": "ugvae", "parameters": count(self), "encoder_parameters": count(self.encoder),
-                "decoder_parameters": count(self.decoder), "prior_parameters": count(self.p_z),
-                "config": asdict(self.cfg)}

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -27,8 +25,7 @@ from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError
 from ..evaluation.bpd import evaluate_bpd
 from ..flows.base import data_init
 from ..imaging import save_grid
-from ..models.factory import create_model
-from ..models.flowvae import FlowVAE
+from ..models.base import GenerativeModel, create_model
 from .checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
 from .distributed import DistContext, cleanup, setup
 from .environment import environment_record, resolve_device, tune_cpu_allocator
@@ -92,13 +89,14 @@ class _Batches:
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         return torch.randperm(len(self.images), generator=g)
 
-    def next(self) -> torch.Tensor:
+    def next(self) -> tuple[torch.Tensor, None]:
+        """The next batch ``[B, C, H, W]`` and no group labels."""
         if self.pos + self.batch_size > len(self.images):  # drop the ragged end of each epoch
             self.epoch, self.pos = self.epoch + 1, 0
             self._perm = self._permutation()
         idx = self._perm[self.pos:self.pos + self.batch_size]
         self.pos += self.batch_size
-        return self.images[idx]
+        return self.images[idx], None
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
@@ -110,19 +108,19 @@ class _Batches:
 
 class _GroupedBatches:
     """Batches made of ``groups`` classes, ``batch_size // groups`` images each (UG-VAE with
-    ``ugvae.group_by=label``); ``next()`` returns the images and their group index ``[B]``.
+    ``model.group_by=label``); ``next()`` returns the images and their group index ``[B]``.
     Each step's draw depends only on (seed, step), so the state is one counter."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, groups: int, seed: int):
         if labels is None:
-            raise DataError("ugvae.group_by=label needs class labels, and this dataset has none; "
-                            "use ugvae.group_by=batch")
+            raise DataError("model.group_by=label needs class labels, and this dataset has none; "
+                            "use model.group_by=batch")
         if groups < 1 or batch_size % groups:
-            raise ConfigError(f"train.batch_size={batch_size} must be a multiple of ugvae.groups_per_batch={groups}")
+            raise ConfigError(f"train.batch_size={batch_size} must be a multiple of model.groups_per_batch={groups}")
         self.images, self.seed, self.groups, self.per = images, seed, groups, batch_size // groups
         self.by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
         if groups > len(self.by_class):
-            raise ConfigError(f"ugvae.groups_per_batch={groups} but the data has {len(self.by_class)} classes")
+            raise ConfigError(f"model.groups_per_batch={groups} but the data has {len(self.by_class)} classes")
         self.step = 0
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,31 +203,6 @@ def _check_run_folder(run: Path, resume: bool) -> None:
                               f"or choose another --run folder (nothing was changed)")
 
 
-def _stage1_of(cfg: Config):
-    """Load the stage-1 run named by ``multistage.stage1`` and copy its architecture into ``cfg``
-    (``btcvae`` section, ``model.in_channels/image_size/d_z``), so this run folder stands alone.
-
-    Raises:
-        ConfigError: no stage-1 run given, or one that is not a trained beta-TCVAE.
-    """
-    from ..api import load_run
-    from ..models.btcvae import BTCVAE
-
-    path = cfg.multistage.stage1
-    if not path:
-        raise ConfigError("model.kind=multistage needs the stage-1 run: --set multistage.stage1=RUN, the run "
-                          "folder of a trained btcvae (e.g. flowvae train dsprites-btcvae --run RUN)")
-    stage1 = load_run(path)
-    if not isinstance(stage1, BTCVAE):
-        raise ConfigError(f"multistage.stage1={path} holds a {stage1.config.model.kind!r} model; stage 1 must be "
-                          f"a btcvae run")
-    s1 = stage1.config
-    cfg.btcvae = s1.btcvae
-    cfg.model.in_channels, cfg.model.image_size, cfg.model.d_z = (s1.model.in_channels, s1.model.image_size,
-                                                                  s1.model.d_z)
-    return stage1
-
-
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None) -> dict:
     """Train the model of ``cfg`` and write everything into the run folder ``run``.
 
@@ -268,18 +241,13 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(tc.seed)
     has_checkpoint = resume and any((run / "checkpoints").glob("ckpt-*.pt"))
-    stage1 = _stage1_of(cfg) if cfg.model.kind == "multistage" and not has_checkpoint else None
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
-    if cfg.model.kind == "btcvae" and cfg.btcvae.dataset_size is None:
-        cfg.btcvae.dataset_size = len(train_data)  # N of the minibatch estimators
+    if not has_checkpoint:  # e.g. the beta-TCVAE's dataset size, the multi-stage model's stage-1 config
+        cfg.model = cfg.model.for_training(len(train_data))
     model = create_model(cfg)
-    if stage1 is not None:
-        model.load_stage1(stage1)
-    model = model.to(device).set_precision(tc.precision)
-    if isinstance(model, FlowVAE):
-        model.decoder.recompute = tc.recompute
-    elif tc.recompute:
-        raise ConfigError("train.recompute applies to the flow models only")
+    if not has_checkpoint:
+        model.prepare_training()
+    model = model.to(device).set_precision(tc.precision).set_recompute(tc.recompute)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if ctx.enabled and device.type == "cuda":
@@ -304,7 +272,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     return last
 
 
-def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageData, run: Path,
+def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data: ImageData, run: Path,
            device: torch.device, resume: bool, progress: bool | None, ctx: DistContext) -> dict:
     t0 = time.time()
     tc = cfg.train
@@ -323,11 +291,11 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
                             weight_decay=tc.weight_decay, fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
-    grouped = cfg.model.kind == "ugvae" and cfg.ugvae.group_by == "label"
-    if cfg.model.kind == "ugvae" and cfg.ugvae.group_by not in ("batch", "label"):
-        raise ConfigError(f"ugvae.group_by must be 'batch' or 'label', got {cfg.ugvae.group_by!r}")
-    batches = (_GroupedBatches(train_data.images, train_data.labels, tc.batch_size, cfg.ugvae.groups_per_batch, tc.seed)
-               if grouped else _Batches(train_data.images, tc.batch_size, tc.seed))
+    groups_per_batch = model.label_groups  # batches drawn by class, each class one group (UG-VAE)
+    grouped = groups_per_batch is not None
+    batches: _Batches | _GroupedBatches = (
+        _GroupedBatches(train_data.images, train_data.labels, tc.batch_size, groups_per_batch, tc.seed)
+        if groups_per_batch is not None else _Batches(train_data.images, tc.batch_size, tc.seed))
     noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
     aug = torch.Generator().manual_seed(tc.seed + 2)
     step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
@@ -423,7 +391,7 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
         if not ctx.all_true(in_time, device):  # every rank stops at the same step
             log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
             break
-        x, groups = batches.next() if grouped else (batches.next(), None)
+        x, groups = batches.next()
         x = augment_batch(x, cfg.data.flip, cfg.data.crop_pad, aug)
         if ctx.enabled:  # every rank built the same global batch; keep this rank's slice
             x = x[ctx.rank * local_batch:(ctx.rank + 1) * local_batch]
@@ -502,8 +470,8 @@ def _train(cfg: Config, model: FlowVAE, train_data: ImageData, test_data: ImageD
     return last
 
 
-def _save_final(model: FlowVAE, run: Path) -> None:
+def _save_final(model: GenerativeModel, run: Path) -> None:
     tmp = run / ".model.safetensors.tmp"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "flowvae", "kind": model.cfg.kind})
+    save_file(state, str(tmp), metadata={"format": "flowvae", "kind": model.kind})
     tmp.replace(run / "model.safetensors")

@@ -1,0 +1,317 @@
+"""The model contract: what every model kind implements, what it declares, and the registry.
+
+Every kind is a :class:`GenerativeModel` with a config class (a :class:`ModelSettings`, the
+``model:`` section of ``config.yaml``, selected by its ``kind`` field). Commands and the trainer
+ask a model for its :class:`Capabilities`, never for its class: a command that needs a capability
+the model lacks refuses in one line (:meth:`GenerativeModel.require`).
+
+Conventions shared by every kind:
+
+* Images enter and leave as ``uint8 [B, C, H, W]`` tensors with values 0..255.
+* ``loss(x, generator, shard, **batch)`` returns ``(loss, stats)``; ``stats`` holds detached
+  scalars, at least ``bpd`` (the training objective in bits/dim) and ``kl`` (nats per image).
+* ``bits_per_dim(x, k, generator)`` returns per-image ``[B]`` tensors ``elbo_bpd`` (negative ELBO,
+  bits/dim), ``iw_bpd`` (negative importance-weighted bound with ``k`` samples) and ``kl`` (nats).
+* ``sample(n, temperature, *, global_temperature, generator)`` returns ``n`` uint8 images; the
+  temperature scales the standard deviation of the local (or only) latent, ``global_temperature``
+  that of the global code where the kind has one.
+* ``representations(x)`` returns named per-image features ``{name: [B, d]}`` for linear probes.
+
+Adding a kind: one module with its config and model class, decorated with :func:`register`, and
+one import line in :mod:`flowvae.models` (``docs/adding-a-model.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError, DataError
+from ..settings import Settings, setting
+
+__all__ = ["Capabilities", "GenerativeModel", "ModelSettings", "register", "MODEL_KINDS", "config_class",
+           "model_class", "create_model", "check_images", "check_count", "check_temperature"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do; commands and the trainer decide by these flags alone.
+
+    Attributes:
+        global_local: a per-image global code z and local code v with ``encode(x) -> (z, v)`` and
+            ``decode(z, v)`` exact (switch, 2-D interpolation; paper §3.2-3.3).
+        exact_codes: ``encode``/``decode`` are exact inverses on uint8 images (round-trip checks).
+        vector_latent: a per-image vector latent with a posterior mean (``latent_mean``;
+            traversals and disentanglement metrics).
+        reconstruction: reconstructs an image from its code alone (``reconstruction_quality``).
+        groups: the objective takes group labels (``loss(..., groups=...)``), with batches drawn by
+            class when ``label_groups`` says so.
+        bf16: coupling networks can run under bfloat16 autocast (``train.precision=bf16``).
+        recompute: activations can be recomputed by inversion (``train.recompute``).
+        channels_last: the model runs in channels-last memory format (``train.channels_last``).
+    """
+
+    global_local: bool = False
+    exact_codes: bool = False
+    vector_latent: bool = False
+    reconstruction: bool = False
+    groups: bool = False
+    bf16: bool = False
+    recompute: bool = False
+    channels_last: bool = True
+
+    def names(self) -> list[str]:
+        """The names of the capabilities that are present."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
+
+
+@dataclass
+class ModelSettings(Settings):
+    """Base of every kind's config: the ``model:`` section. ``kind`` selects the class (registry)."""
+
+    section: ClassVar[str] = "model"
+
+    kind: str = "flowvae"
+    in_channels: int = setting(3, ge=1, le=4, help="image channels (1 grey, 3 colour)")
+    image_size: int = setting(32, ge=2, le=1024, help="side of the square images, pixels")
+
+    def for_training(self, n_train: int) -> ModelSettings:
+        """This config completed for a fresh training run on ``n_train`` images (e.g. the
+        beta-TCVAE's dataset size N); the default changes nothing."""
+        return self
+
+
+MODEL_KINDS: dict[str, type[GenerativeModel]] = {}
+
+
+def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
+    """Class decorator: make ``cls`` the model of every kind its ``config_class.kind`` admits."""
+    hints = typing.get_type_hints(cls.config_class)
+    kinds = typing.get_args(hints["kind"]) or (cls.config_class.kind,)
+    for kind in kinds:
+        if kind in MODEL_KINDS and MODEL_KINDS[kind] is not cls:
+            raise RuntimeError(f"model kind {kind!r} registered twice")
+        MODEL_KINDS[kind] = cls
+    return cls
+
+
+def _ensure_registered() -> None:
+    from .. import models  # noqa: F401  (imports every kind's module, which registers it)
+
+
+def model_class(kind: str) -> type[GenerativeModel]:
+    """The model class of ``kind``.
+
+    Raises:
+        ConfigError: an unknown kind (with the list of kinds).
+    """
+    _ensure_registered()
+    if kind not in MODEL_KINDS:
+        from ..config import suggest
+
+        raise ConfigError(f"unknown model.kind {kind!r}{suggest(str(kind), MODEL_KINDS)}")
+    return MODEL_KINDS[kind]
+
+
+def config_class(kind: str) -> type[ModelSettings]:
+    """The config class of ``kind`` (see :func:`model_class`)."""
+    return model_class(kind).config_class
+
+
+def create_model(cfg: Any, n_bits: int | None = None) -> GenerativeModel:
+    """The model of a run config (:class:`~flowvae.config.Config`, bits from ``cfg.data.n_bits``) or
+    of a model config (``n_bits`` default 8).
+
+    Raises:
+        ConfigError: an architecture that cannot be built, with the reason.
+    """
+    if isinstance(cfg, ModelSettings):
+        mcfg, bits = cfg, 8 if n_bits is None else n_bits
+    elif isinstance(getattr(cfg, "model", None), ModelSettings):
+        mcfg, bits = cfg.model, cfg.data.n_bits if n_bits is None else n_bits
+    else:
+        raise ConfigError(f"create_model needs a flowvae Config or a model config, got {type(cfg).__name__}")
+    return model_class(mcfg.kind)(mcfg, bits)
+
+
+def check_images(x: Any, channels: int, size: int) -> None:
+    """Raise :class:`~flowvae.errors.DataError` unless ``x`` is a non-empty uint8 ``[B, channels, size, size]``."""
+    want = (channels, size, size)
+    if not isinstance(x, Tensor):
+        raise DataError(f"images must be a torch.Tensor, got {type(x).__name__}; convert with torch.from_numpy")
+    if x.dim() != 4 or tuple(x.shape[1:]) != want:
+        raise DataError(f"images of shape {list(x.shape)} do not fit this model, which takes "
+                        f"[B, {want[0]}, {want[1]}, {want[2]}]; check model.in_channels / model.image_size")
+    if x.dtype != torch.uint8:
+        raise DataError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise DataError("got an empty batch of images")
+
+
+def check_count(name: str, n: Any) -> int:
+    """``n`` if it is a positive integer; else :class:`~flowvae.errors.ConfigError`."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {n!r}")
+    return n
+
+
+def check_temperature(t: Any, name: str = "temperature") -> float:
+    """``t`` if it is a finite number >= 0; else :class:`~flowvae.errors.ConfigError`."""
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {t!r}")
+    return float(t)
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every model kind (the contract in the module docstring).
+
+    Subclasses set ``config_class`` and implement ``loss``, ``bits_per_dim``, ``sample``,
+    ``representations`` and :attr:`capabilities`; the optional methods (``encode``/``decode``,
+    ``switch``, ``interpolate``, ``latent_mean``, ``traverse``, ``reconstruct``) exist where the
+    matching capability is declared.
+
+    Args:
+        cfg: an instance of ``config_class``.
+        n_bits: bits per pixel of the modelled data (1..8).
+    """
+
+    config_class: ClassVar[type[ModelSettings]] = ModelSettings
+    cfg: Any
+    config: Any  # the run's Config, attached by flowvae.load_run
+    dim: int
+
+    def __init__(self, cfg: ModelSettings, n_bits: int = 8):
+        super().__init__()
+        if not isinstance(cfg, self.config_class):  # e.g. a plain dict or another kind's config
+            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(cfg).__name__}")
+        if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 8:
+            raise ConfigError(f"data.n_bits must be an integer in 1..8, got {n_bits!r}")
+        self.cfg = cfg
+        self.n_bits = n_bits
+        self.dim = cfg.in_channels * cfg.image_size * cfg.image_size
+        self.precision = "fp32"
+
+    # ---------------------------------------------------------------- declared
+    @property
+    def kind(self) -> str:
+        """The model kind (``model.kind``)."""
+        return str(self.cfg.kind)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model can do (see :class:`Capabilities`)."""
+        return Capabilities()
+
+    @property
+    def latent_dim(self) -> int:
+        """Dimension of the per-image vector latent (``vector_latent`` kinds), else 0."""
+        return 0
+
+    @property
+    def label_groups(self) -> int | None:
+        """Classes per training batch when batches must be drawn by class (each class one group),
+        else ``None`` (plain shuffled batches)."""
+        return None
+
+    def require(self, capability: str, what: str) -> None:
+        """Raise a one-line :class:`~flowvae.errors.ConfigError` unless ``capability`` is declared.
+
+        Args:
+            capability: a :class:`Capabilities` field name.
+            what: what needs it, e.g. ``"flowvae switch"``.
+        """
+        if not getattr(self.capabilities, capability):
+            raise ConfigError(f"{what} does not apply to a {self.kind!r} model (it has no {capability.replace('_', ' ')} "
+                              f"capability; it has: {', '.join(self.capabilities.names()) or 'none'})")
+
+    # ---------------------------------------------------------------- shared behaviour
+    def check_input(self, x: Any) -> None:
+        """Raise :class:`~flowvae.errors.DataError` unless ``x`` is non-empty uint8 ``[B, C, H, W]`` of this model's shape."""
+        check_images(x, self.cfg.in_channels, self.cfg.image_size)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters (CPU for a model without any)."""
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype of the model's parameters."""
+        p = next(self.parameters(), None)
+        return p.dtype if p is not None else torch.float32
+
+    def set_precision(self, precision: str) -> GenerativeModel:
+        """``"fp32"`` everywhere; ``"bf16"`` only where :attr:`capabilities` has ``bf16``.
+
+        Raises:
+            ConfigError: an unknown precision, or bf16 on a kind without it.
+        """
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision == "bf16":
+            self.require("bf16", "train.precision=bf16")
+        self.precision = precision
+        return self
+
+    def set_recompute(self, enabled: bool) -> GenerativeModel:
+        """Recompute activations by inversion in the backward pass (less memory).
+
+        Raises:
+            ConfigError: on a kind without the ``recompute`` capability.
+        """
+        if enabled:
+            self.require("recompute", "train.recompute")
+        return self
+
+    def prepare_training(self) -> None:
+        """Called once before the first step of a fresh run (not on resume); e.g. loads frozen parts."""
+
+    def describe(self) -> dict[str, Any]:
+        """Kind, parameter counts (total and per top-level part) and the config."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        parts = {f"{name}_parameters": count(m) for name, m in self.named_children()}
+        return {"kind": self.kind, "parameters": count(self), **parts, "capabilities": self.capabilities.names(),
+                "config": self.cfg.to_dict()}
+
+    # ---------------------------------------------------------------- the contract
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
+             **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """Training loss of uint8 images ``[B, C, H, W]`` and detached ``stats`` (module docstring)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
+                **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """Same as :meth:`loss` (so that ``DistributedDataParallel(model)(x)`` trains it)."""
+        return self.loss(x, generator, shard, **batch)
+
+    def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Per-image ``elbo_bpd``, ``iw_bpd`` (bits/dim) and ``kl`` (nats), each ``[B]``."""
+        raise NotImplementedError
+
+    def sample(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Tensor:
+        """``n`` uint8 samples ``[n, C, H, W]``."""
+        raise NotImplementedError
+
+    def representations(self, x: Tensor) -> dict[str, Tensor]:
+        """Named per-image features ``{name: [B, d]}`` of uint8 images (linear probes)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def features(self, x: Tensor, batch_size: int = 256) -> dict[str, Tensor]:
+        """:meth:`representations` of many images ``[N, C, H, W]`` in batches, on the CPU."""
+        from ..progress import progress
+
+        check_count("batch_size", batch_size)
+        out: dict[str, list[Tensor]] = {}
+        for i in progress(range(0, len(x), batch_size), total=-(-len(x) // batch_size), desc="features"):
+            for name, t in self.representations(x[i:i + batch_size].to(self.device)).items():
+                out.setdefault(name, []).append(t.float().cpu())
+        return {name: torch.cat(ts) for name, ts in out.items()}
