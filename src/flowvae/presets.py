@@ -4,7 +4,8 @@ The architecture fields of ``cifar10`` are the published CIFAR-10 model (the aut
 configuration); ``imagenet64``, ``lsun128`` and ``celebahq256`` the published large models;
 training fields follow Table 5 of the paper. ``digits``, ``mnist`` and ``cifar10-small`` are the
 paper's architecture at CPU size. Every family has a ready preset: the UG-VAE (``mnist-ugvae``),
-the beta-TCVAE and the multi-stage model (``dsprites-btcvae``, ``dsprites-multistage``).
+the beta-TCVAE and the multi-stage model (``dsprites-btcvae``, ``dsprites-multistage``), and the
+plain VAE baseline of Table 4 (``digits-vae``, ``mnist-vae``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..config import Config, save_config
-from ..data import ImageData, load_dataset
+from ..data import ImageData, load_split
 from ..data.augment import augment_batch
 from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError
 from ..evaluation.bpd import evaluate_bpd
@@ -45,23 +45,14 @@ def lr_lambda(warmup: int, decay: float):
 
 
 def load_data(cfg: Config, split: str) -> ImageData:
-    """The train or test split named by ``cfg.data``, checked against the model's input shape.
+    """The train or test split named by ``cfg.data`` (:func:`flowvae.data.load_split`: the data
+    source's own options, limits as seeded class-stratified subsets), checked against the model's
+    input shape.
 
     Raises:
         DataError: missing or unreadable data, or images that do not fit ``cfg.model``.
     """
-    d = cfg.data
-    kw = {}
-    limit = d.train_limit if split == "train" else d.test_limit
-    if d.dataset in ("cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites"):
-        kw["limit"] = limit
-    if d.dataset == "folder":
-        kw["on_bad"] = d.on_bad
-    if d.dataset in ("folder", "imagenet64", "lsun", "celebahq") and d.image_size:
-        kw["size"] = d.image_size
-    data = load_dataset(d.dataset, split, d.root, **kw)
-    if limit is not None and len(data) > limit:
-        data = ImageData(data.images[:limit], None if data.labels is None else data.labels[:limit], data.name, data.classes)
+    data = load_split(cfg.data, split)
     c, h, w = data.images.shape[1:]
     m = cfg.model
     if h != w:
