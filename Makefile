@@ -9,7 +9,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.flowvae-installed
 DEMO   ?= runs/demo
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo test lint clean-demo
 
 setup: $(STAMP)
 
@@ -34,6 +34,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check src tests benchmarks && $(BIN)/python -m mypy src/flowvae
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -64,10 +64,11 @@ def matmul_rates(device: torch.device, n: int = 2048, reps: int = 10) -> dict:
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        out[name] = _rate(lambda: a @ b, 2 * n**3, reps, device)
+        out[name] = _rate(lambda a=a, b=b: a @ b, 2 * n**3, reps, device)
         x = torch.randn(32, 512, 16, 16, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
         w = torch.randn(512, 512, 1, 1, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        out[f"conv_{name}"] = _rate(lambda: torch.nn.functional.conv2d(x, w), 2 * 32 * 256 * 512 * 512, reps, device)
+        out[f"conv_{name}"] = _rate(lambda x=x, w=w: torch.nn.functional.conv2d(x, w),
+                                    2 * 32 * 256 * 512 * 512, reps, device)
         out[f"peak_{name}"] = max(out[name], out[f"conv_{name}"])
     return out
 

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     same_txt = "same factors" if same else "FACTORS DIFFER"
     lines.append(f"| multi-stage | {same_txt} | | | | | | | {r2['recon_bpd']:.4f} | "
                  + ", ".join(f"{k}: {v:.5f}" for k, v in mse2.items()) + " |")
-    lines.append(f"| multi-stage, own local code v | same factors | | | | | | | (same) | 0 (exact: v = f(x; c)) |")
+    lines.append("| multi-stage, own local code v | same factors | | | | | | | (same) | 0 (exact: v = f(x; c)) |")
     (out / "multistage.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

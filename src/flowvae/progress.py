@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Iterable, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 __all__ = ["progress", "bars_enabled", "set_bars"]
 

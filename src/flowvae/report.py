@@ -168,7 +168,8 @@ def _collect(run: str | Path) -> dict:
         if m and isinstance(d := _read_json(p, notes), dict):
             fids.append((float(m.group(1)), p.name, d))
     info["fid"] = sorted(fids, key=lambda t: t[0])
-    samples, others = [], []
+    samples: list[tuple[float, Path]] = []
+    others: list[tuple[float, Path]] = []
     if (run / "samples").is_dir():
         for p in sorted((run / "samples").glob("*.png")):
             m = _SAMPLES.match(p.name)
@@ -285,7 +286,9 @@ def _svg_plot(series: list[tuple[str, list[tuple[float, float]]]], plot_id: str,
     if not points:
         return f'<p id="{plot_id}" class="muted">no data to plot</p>'
     # Legend entries are laid out in rows above the plot; widths estimated at ~7 px per character.
-    rows, row, used = [], [], 0
+    rows: list[list[tuple[int, str, int]]] = []
+    row: list[tuple[int, str, int]] = []
+    used = 0
     for i, (name, _) in enumerate(series):
         w = 28 + 7 * len(name)
         if row and used + w > width - 80:

@@ -124,7 +124,10 @@ def fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, batch_size:
 
     # Subsets smaller than the sets, so that the 100 subsets differ and kid_std means something.
     subset = kid_subset_size or max(2, min(1000, len(real) // 2, len(fake) // 2))
-    fid = FrechetInceptionDistance(feature=_Precomputed(), normalize=False, input_img_size=(2048,))
+    # torchmetrics annotates input_img_size as (C, H, W), but it only shapes the dummy batch it would feed a
+    # custom extractor without num_features; ours takes 2048-d feature vectors, hence a 1-tuple.
+    fid = FrechetInceptionDistance(feature=_Precomputed(), normalize=False,
+                                   input_img_size=(2048,))  # type: ignore[arg-type]
     kid = KernelInceptionDistance(feature=_Precomputed(), subset_size=subset, normalize=False)
     for m in (fid, kid):
         m.update(feats["real"], real=True)

@@ -4,8 +4,16 @@ from .actnorm import ActNorm
 from .base import Flow, FlowSequence, data_init
 from .conv1x1 import InvertibleConv1x1, InvertibleLinear
 from .coupling import AffineCoupling, ChannelSplit, bounded_log_scale
-from .glow import (ConditionalGaussian, ConditionalGlow, FactorOut, FlowPrior, LearnedGaussian, glow_step,
-                   refined_step, standard_normal_logprob)
+from .glow import (
+    ConditionalGaussian,
+    ConditionalGlow,
+    FactorOut,
+    FlowPrior,
+    LearnedGaussian,
+    glow_step,
+    refined_step,
+    standard_normal_logprob,
+)
 from .squeeze import Squeeze
 
 __all__ = ["ActNorm", "AffineCoupling", "ChannelSplit", "ConditionalGaussian", "ConditionalGlow", "FactorOut",

@@ -28,6 +28,8 @@ class ActNorm(Flow):
         eps: added to the standard deviation at initialisation to avoid division by zero.
     """
 
+    initialized: Tensor  # buffer (registered in __init__)
+
     def __init__(self, num_channels: int, eps: float = 1e-6):
         super().__init__()
         self.num_channels = num_channels

@@ -16,9 +16,9 @@ With this sign convention the change-of-variables formula (paper eq. 4) reads
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import cast
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Flow", "FlowSequence", "data_init"]
@@ -46,7 +46,8 @@ class FlowSequence(Flow):
         self.flows = nn.ModuleList(flows)
 
     def __iter__(self) -> Iterator[Flow]:
-        return iter(self.flows)
+        # nn.ModuleList is not generic (it yields nn.Module); this one is built from flows only.
+        return cast(Iterator[Flow], iter(self.flows))
 
     def __len__(self) -> int:
         return len(self.flows)
@@ -61,7 +62,7 @@ class FlowSequence(Flow):
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logdet = y.new_zeros(y.shape[0])
         for flow in reversed(self.flows):
-            y, ld = flow.inverse(y, cond)
+            y, ld = cast(Flow, flow).inverse(y, cond)  # a ModuleList of flows, see __iter__
             logdet = logdet + ld
         return y, logdet
 
@@ -87,10 +88,11 @@ class data_init:  # noqa: N801 - used as a context manager, reads like a stateme
     def __enter__(self) -> nn.Module:
         for m in self.module.modules():
             if hasattr(m, "_data_init"):
-                m._data_init = True
+                # nn.Module.__setattr__ is annotated for Tensor/Module values only; the flag is a plain bool.
+                m._data_init = True  # type: ignore[assignment]
         return self.module
 
     def __exit__(self, *exc) -> None:
         for m in self.module.modules():
             if hasattr(m, "_data_init"):
-                m._data_init = False
+                m._data_init = False  # type: ignore[assignment]  # see __enter__

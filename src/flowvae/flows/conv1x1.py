@@ -40,6 +40,10 @@ class InvertibleConv1x1(Flow):
         parametrization: ``"lu"`` or ``"plain"``.
     """
 
+    perm: Tensor  # buffers of the "lu" parametrization (registered in __init__)
+    sign: Tensor
+    eye: Tensor
+
     def __init__(self, num_channels: int, parametrization: str = "lu"):
         super().__init__()
         if parametrization not in ("lu", "plain"):

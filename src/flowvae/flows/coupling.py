@@ -7,7 +7,6 @@ Paper: §2.2 eq. (6) (conditional affine coupling), Figure 3b (split patterns), 
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -13,19 +13,17 @@ channels, affine couplings whose networks see ``h(x)`` beside the conditioning c
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..maths import LOG_2PI
 from ..networks.layers import ZeroWeightNormConv2d
 from .base import Flow
 from .coupling import AffineCoupling, ChannelSplit
 
 __all__ = ["VariationalDequantizer"]
 
-LOG_2PI = math.log(2 * math.pi)
 
 
 class _ElementwiseAffine(Flow):
@@ -54,6 +52,8 @@ class _FeatureCouplingNet(nn.Module):
         self.out = ZeroWeightNormConv2d(hidden, c_out, 3)
 
     def forward(self, x_a: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is None:  # the TypeError torch.cat would raise, with the reason
+            raise TypeError("the dequantizer's coupling networks need the image features as cond")
         return self.out(F.elu(self.conv(torch.cat([x_a, cond], 1))))
 
 

@@ -26,12 +26,12 @@ written as invertible affine maps to N(0, I) (same density), so v stays standard
 
 from __future__ import annotations
 
-import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from ..maths import standard_normal_logprob  # re-exported: part of this module's API
 from ..networks.coupling_nets import ConvCouplingNet, MLPCouplingNet
 from ..networks.layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
 from .actnorm import ActNorm
@@ -45,12 +45,6 @@ __all__ = ["refined_step", "glow_step", "FactorOut", "ConditionalGlow", "Conditi
            "LearnedGaussian",
            "standard_normal_logprob"]
 
-LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal_logprob(v: Tensor) -> Tensor:
-    """``log N(v; 0, I)`` summed over all non-batch dimensions: ``[B, ...] -> [B]`` (nats)."""
-    return -0.5 * (v.pow(2) + LOG_2PI).flatten(1).sum(1)
 
 
 NetFactory = Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> network
@@ -232,7 +226,6 @@ class ConditionalGlow(Flow):
             flows.append(flow)
 
         for level, (entry, width) in enumerate(zip(steps, hidden)):
-            kw = dict(alpha=alpha, additive=additive, conv1x1=conv1x1)
             if level > 0:
                 self.ops.append(("squeeze", 0))
                 c, s = c * 4, s // 2
@@ -254,11 +247,11 @@ class ConditionalGlow(Flow):
                 n_out = c // factor_out
             else:
                 n_out = c // 2
-            for g, n in enumerate(groups):
+            for n in groups:
                 for _ in range(n):
-                    add(refined_step(c, make_net, **kw))
+                    add(refined_step(c, make_net, alpha=alpha, additive=additive, conv1x1=conv1x1))
                 if not last and (isinstance(entry, (list, tuple)) or level > 0):
-                    add(FactorOut(c, n_out, make_net, **kw))
+                    add(FactorOut(c, n_out, make_net, alpha=alpha, additive=additive, conv1x1=conv1x1))
                     self.ops.append(("split", n_out))
                     self.out_shapes.append((n_out, s, s))
                     c -= n_out

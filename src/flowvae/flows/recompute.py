@@ -13,7 +13,8 @@ so gradients agree with the ordinary backward pass to that accuracy, not bitwise
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,8 @@ from torch import Tensor, nn
 __all__ = ["Op", "run_ops", "invert_ops", "recomputed_ops"]
 
 # An op of a multi-scale flow: ("flow", layer), ("squeeze", squeeze layer) or ("split", n_channels).
-Op = tuple[str, object]
+# The payload's type follows from the tag, which mypy cannot narrow through tuple unpacking: Any.
+Op = tuple[str, Any]
 
 
 def run_ops(ops: Sequence[Op], x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -101,7 +103,8 @@ class _Recompute(torch.autograd.Function):
                 for p, gp in zip(own, g[1 + need_cond:]):
                     if gp is not None:
                         i = index[id(p)]
-                        param_grads[i] = gp if param_grads[i] is None else param_grads[i] + gp
+                        prev = param_grads[i]
+                        param_grads[i] = gp if prev is None else prev + gp
                 y = x
         return (None, None, gy, grad_cond, *param_grads)
 

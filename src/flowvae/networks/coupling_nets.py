@@ -67,6 +67,7 @@ class ConvCouplingNet(nn.Module):
             raise ValueError("this coupling network is conditioned: pass cond of shape [B, d_z] "
                              "(followed by the flattened image when it takes one)")
         if self.cond_image is not None:
+            assert cond is not None  # narrowing only: the check above raised if it were None
             c_img, s_img, _ = self.cond_image
             img = cond[:, self.cond_dim:].reshape(-1, c_img, s_img, s_img)
             if self.image_factor > 1:
@@ -76,6 +77,7 @@ class ConvCouplingNet(nn.Module):
         # convolution saves anyway) and differentiates from it without a second exp.
         h = self.conv2(F.elu(self.conv1(x), inplace=True))
         if self.cond is not None:
+            assert cond is not None  # narrowing only: the check above raised if it were None
             h = h.add_(self.cond(cond[:, :self.cond_dim]).to(h.dtype)[:, :, None, None])
         return self.conv3(F.elu(h, inplace=True))
 
