@@ -6,8 +6,8 @@ Runs the library's commands in order (each step is skipped when its run folder a
 finished run, so an interrupted benchmark continues):
 
 1. ``flowvae train dsprites-btcvae --run OUT/stage1`` (beta-TCVAE, beta = 6, MSS; stage 1);
-2. ``flowvae train dsprites-multistage --run OUT/stage2 --set multistage.stage1=OUT/stage1
-   multistage.recon_input=...`` (conditional Glow on the stage-1 factors; stage 2);
+2. ``flowvae train dsprites-multistage --run OUT/stage2 --set model.stage1_run=OUT/stage1
+   model.recon_input=...`` (conditional Glow on the stage-1 factors; stage 2);
 3. ``flowvae disentangle OUT/stage1`` (MIG, DCI, SAP, FactorVAE, BetaVAE on the 46,080-image factor
    grid; the multi-stage model's factors are stage 1's, so its scores are the same by construction,
    which step 4 checks on the codes);
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         run(["train", "dsprites-btcvae", "--run", str(s1), "--steps", str(args.stage1_steps), "--device", "cpu",
              "--no-progress", *(["--set", *threads] if threads else [])])
     if not _finished(s2):
-        extra = [f"multistage.stage1={s1}", f"multistage.recon_input={str(args.recon_input).lower()}", *threads,
+        extra = [f"model.stage1_run={s1}", f"model.recon_input={str(args.recon_input).lower()}", *threads,
                  *args.overrides]
         if args.stage2_time_limit:
             extra.append(f"train.time_limit_s={args.stage2_time_limit}")

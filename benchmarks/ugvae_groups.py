@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/ugvae_groups.py --steps 1500 --out runs/ugvae
 
 Trains two UG-VAEs with the same budget: one whose training groups are single digit classes
-(``ugvae.group_by=label``, 4 classes of 16 images per batch of 64) and one whose groups are random
-batches (``ugvae.group_by=batch``). Then, on test images, forms groups of ``--group-size`` images
+(``model.group_by=label``, 4 classes of 16 images per batch of 64) and one whose groups are random
+batches (``model.group_by=batch``). Then, on test images, forms groups of ``--group-size`` images
 of one class, encodes each group to its global posterior mean, and fits a linear probe (the
 library's protocol: standardised features, LinearSVC, C by cross-validation) that predicts the
 group's class from beta, on held-out groups. Chance is 10%. Also writes sample grids from the betas
@@ -48,14 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/ugvae")
     args = p.parse_args(argv)
     out = Path(args.out)
-    common = ["model.kind=ugvae", "model.d_z=16", "ugvae.d_beta=16", "ugvae.K=10", f"train.steps={args.steps}",
+    common = ["model.kind=ugvae", "model.d_local=16", "model.d_global=16", "model.n_components=10",
+              f"train.steps={args.steps}",
               "train.batch_size=64", "train.lr=1e-3", f"train.eval_every={args.steps}", "train.eval_images=1000",
               "train.sample_temperatures=[1.0]"]
     rows = {}
     for mode in ("label", "batch"):
         run = out / f"groups-{mode}"
         if not (run / "model.safetensors").exists():
-            cfg = apply_overrides(get_preset("mnist"), [*common, f"ugvae.group_by={mode}", "ugvae.groups_per_batch=4"])
+            cfg = apply_overrides(get_preset("mnist"), [*common, f"model.group_by={mode}", "model.groups_per_batch=4"])
             train(cfg, run, progress=False)
         model = load_run(run)
         test = load_data(model.config, "test")
