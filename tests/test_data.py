@@ -36,8 +36,10 @@ from flowvae.data import (
     load_lsun,
     load_mnist,
     quantize,
+    subset_indices,
 )
-from flowvae.data import datasets as datasets_module
+from flowvae.data.sources import cifar10 as cifar10_source
+from flowvae.data.sources import imagenet64 as imagenet64_source
 from flowvae.errors import DataError
 
 
@@ -243,11 +245,11 @@ def test_cifar10_missing_and_download_failures(tmp_path: Path, monkeypatch: pyte
     def offline(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise urllib.error.URLError("network unreachable")
 
-    monkeypatch.setattr(datasets_module.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(cifar10_source.urllib.request, "urlopen", offline)
     with pytest.raises(DataError, match=r"cannot download.*put it at .*cifar-10-python.tar.gz"):
         load_cifar10(tmp_path / "dl", "train", download=True)
 
-    monkeypatch.setattr(datasets_module.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"not the archive"))
+    monkeypatch.setattr(cifar10_source.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(b"not the archive"))
     with pytest.raises(DataError, match="MD5"):
         load_cifar10(tmp_path / "dl", "train", download=True)
     assert not (tmp_path / "dl" / "cifar-10-python.tar.gz").exists()
@@ -260,8 +262,8 @@ def test_cifar10_download_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(folder, arcname="cifar-10-batches-py")
     payload = buf.getvalue()
-    monkeypatch.setattr(datasets_module, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
-    monkeypatch.setattr(datasets_module.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
+    monkeypatch.setattr(cifar10_source, "CIFAR10_MD5", hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(cifar10_source.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
     train = load_cifar10(tmp_path / "dl", "train", download=True)
     assert np.array_equal(train.images.reshape(20, -1).numpy(), x)
     assert (tmp_path / "dl" / "cifar-10-batches-py" / "data_batch_5").is_file()
@@ -286,20 +288,24 @@ def test_cifar10_jpeg_zip_limited_and_cached(_private_cache: Path, monkeypatch: 
         assert d.images.shape == (200, 3, 32, 32) and d.images.dtype == torch.uint8
         assert d.name == f"CIFAR-10 (JPEG q75 re-encode)/{split}"
         assert d.classes == list(CIFAR10_CLASSES)
-        # class-balanced prefix: 20 of each class, in CIFAR-10 order
+        # a seeded random subset stratified by class: 20 of each of the 10 equal classes
         assert torch.bincount(d.labels, minlength=10).tolist() == [20] * 10
-        assert d.labels[:10].tolist() == list(range(10))
         assert 60 < d.images.float().mean().item() < 190
 
-    # the label comes from the folder: entry test/cat/0000.jpg decodes to the image labelled cat
+    # The label comes from the folder. The split's order is (file number, class), so item i is
+    # test/<class i % 10>/<i // 10>.jpg: the entry chosen for 'cat' decodes to the image labelled cat.
     d = load_cifar10_jpeg_zip(CIFAR_JPEG_ZIP, "test", limit=10)
+    keep = subset_indices(10000, 10, torch.arange(10000) % 10)
+    assert d.labels.tolist() == (keep % 10).tolist() and sorted(d.labels.tolist()) == list(range(10))
+    at = d.labels.tolist().index(3)
     with zipfile.ZipFile(CIFAR_JPEG_ZIP) as zf:
-        cat = np.asarray(Image.open(io.BytesIO(zf.read("test/cat/0000.jpg"))).convert("RGB"))
-    assert np.array_equal(d.images[3].permute(1, 2, 0).numpy(), cat) and int(d.labels[3]) == 3
+        cat = np.asarray(Image.open(io.BytesIO(zf.read(f"test/cat/{int(keep[at]) // 10:04d}.jpg"))).convert("RGB"))
+    assert np.array_equal(d.images[at].permute(1, 2, 0).numpy(), cat)
 
-    # the second load must come from the cache: make decoding impossible and load again
-    assert list((_private_cache / "cifar10-jpeg").glob("*-test-10-images.npy"))
-    monkeypatch.setattr(datasets_module.Image, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no decode")))
+    # the second load must come from the cache (keyed as a random subset, never an old prefix):
+    # make decoding impossible and load again
+    assert list((_private_cache / "cifar10-jpeg").glob("*-test-random10-seed0-images.npy"))
+    monkeypatch.setattr(Image, "open", lambda *a, **k: (_ for _ in ()).throw(OSError("no decode")))
     again = load_cifar10_jpeg_zip(CIFAR_JPEG_ZIP, "test", limit=10)
     assert torch.equal(again.images, d.images) and torch.equal(again.labels, d.labels)
     with pytest.raises(DataError, match="cannot decode"):
@@ -358,7 +364,9 @@ def test_image_folder_flat_unlabelled_and_limit(tmp_path: Path) -> None:
         _save(tmp_path / f"{i}.png", (3, 3), "L", i * 10)
     d = load_dataset("folder", "train", root=tmp_path, limit=3)  # no train/ subfolder: whole root
     assert d.labels is None and d.images.shape == (3, 1, 3, 3)
-    assert d.images[:, 0, 0, 0].tolist() == [0, 10, 20]
+    # a seeded random subset of the sorted files (not the first 3), kept in sorted order
+    assert d.images[:, 0, 0, 0].tolist() == [10 * i for i in subset_indices(5, 3).tolist()]
+    assert torch.equal(load_image_folder(tmp_path, limit=3).images, d.images)
     item = ImageTensorDataset(d)[0]
     assert item[1] == -1
 
@@ -368,7 +376,7 @@ def test_image_folder_mixed_sizes_and_resize(tmp_path: Path, caplog: pytest.LogC
     _save(tmp_path / "b.png", (12, 6), color=(0, 0, 255))
     with pytest.raises(DataError, match=r"a\.png is 8x8 but .*b\.png is 12x6.*data\.image_size"):
         load_image_folder(tmp_path)
-    with caplog.at_level(logging.INFO, logger="flowvae.data.datasets"):
+    with caplog.at_level(logging.INFO, logger="flowvae.data"):
         d = load_image_folder(tmp_path, size=4)
     assert d.images.shape == (2, 3, 4, 4)
     assert "bicubic" in caplog.text
@@ -385,7 +393,7 @@ def test_image_folder_bad_files(tmp_path: Path, caplog: pytest.LogCaptureFixture
     (tmp_path / "zzz.png").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"truncated\.jpg"):
         load_image_folder(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="flowvae.data.datasets"):
+    with caplog.at_level(logging.WARNING, logger="flowvae.data"):
         d = load_image_folder(tmp_path, on_bad="skip")
     assert len(d) == 1 and "skipped 2" in caplog.text
     with pytest.raises(DataError, match="on_bad"):
@@ -446,18 +454,31 @@ def test_imagenet64_train_batches_in_order_and_labels(tmp_path: Path) -> None:
     assert load_dataset(str(tmp_path), "test").name == "imagenet64/test"
 
 
-def test_imagenet64_limit_stops_reading_batches(tmp_path: Path) -> None:
-    x1, _ = _write_imagenet64_batch(tmp_path / "train_data_batch_1.npz", 3, seed=1)
+def test_imagenet64_limit_reads_only_the_chosen_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    x1, y1 = _write_imagenet64_batch(tmp_path / "train_data_batch_1.npz", 3, seed=1)
     x2, y2 = _write_imagenet64_batch(tmp_path / "train_data_batch_2.npz", 3, seed=2)
-    (tmp_path / "train_data_batch_3.npz").write_bytes(b"not an npz at all")  # never reached below
+    x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2]) - 1
+    keep = subset_indices(6, 4, y).numpy()  # stratified by the labels of every batch
     d = load_imagenet64(tmp_path, "train", limit=4)
     assert d.images.shape == (4, 3, 64, 64)
-    assert np.array_equal(d.images.reshape(4, -1).numpy(), np.concatenate([x1, x2[:1]]))
-    assert d.labels[3].item() == y2[0] - 1
+    assert np.array_equal(d.images.reshape(4, -1).numpy(), x[keep]) and d.labels.tolist() == y[keep].tolist()
     assert len(load_dataset("imagenet64", "train", root=tmp_path, limit=2, size=64)) == 2
-    # without the limit the damaged third batch is read and reported
+
+    # np.savez stores arrays uncompressed: 'data' is memory-mapped, so only the chosen rows are read
+    real_read = imagenet64_source._read_npz
+    monkeypatch.setattr(imagenet64_source, "_read_npz",
+                        lambda path, key: (_ for _ in ()).throw(AssertionError("data loaded whole")) if key == "data"
+                        else real_read(path, key))
+    assert torch.equal(load_imagenet64(tmp_path, "train", limit=4).images, d.images)
+    monkeypatch.undo()
+    # a compressed npz cannot be mapped: its array is read whole, with the same result
+    np.savez_compressed(tmp_path / "train_data_batch_2.npz", data=x2, labels=y2)
+    assert torch.equal(load_imagenet64(tmp_path, "train", limit=4).images, d.images)
+
+    # every batch's labels are read to stratify the subset, so a damaged batch is reported
+    (tmp_path / "train_data_batch_3.npz").write_bytes(b"not an npz at all")
     with pytest.raises(DataError, match=r"cannot read .*train_data_batch_3\.npz.*download it again"):
-        load_imagenet64(tmp_path, "train")
+        load_imagenet64(tmp_path, "train", limit=4)
 
 
 def test_imagenet64_errors(tmp_path: Path) -> None:
@@ -551,8 +572,8 @@ def test_lsun_lmdb_splits_order_crop_and_limit(tmp_path: Path) -> None:
     assert test.name == "lsun-bedroom/test" and test.images.shape == (1, 3, 2, 2)
     assert test.images[0, :, 0, 0].tolist() == [1, 2, 3]
 
-    first2 = load_lsun(tmp_path, "train", size=4, limit=2)
-    assert torch.equal(first2.images, d.images[:2])
+    two = load_lsun(tmp_path, "train", size=4, limit=2)  # a seeded random subset, in key order
+    assert torch.equal(two.images, d.images[subset_indices(4, 2)])
     assert load_dataset("lsun", "train", root=tmp_path).images.shape == (4, 3, 128, 128)  # default size
     assert load_dataset(str(tmp_path), "test", size=2).name == "lsun-bedroom/test"  # inferred from the lmdb
 
@@ -604,8 +625,10 @@ def test_lsun_exported_image_folder(tmp_path: Path) -> None:
 
     d = load_lsun(tmp_path, "train", size=6, limit=2)
     assert d.images.shape == (2, 3, 6, 6) and d.labels is None and d.name == "lsun/train"
-    # sorted by path: 1/1a (i=1), 5/5c (i=2)
-    assert d.images[:, 0, 3, 3].tolist() == [20, 40] and d.images[:, 2].unique().tolist() == [0]
+    # sorted by path: 1/1a (i=1), 5/5c (i=2), 9/9f (i=0); a random 2 of them, in that order
+    by_path = [20, 40, 0]
+    assert d.images[:, 0, 3, 3].tolist() == [by_path[k] for k in subset_indices(3, 2).tolist()]
+    assert d.images[:, 2].unique().tolist() == [0]
     test = load_dataset("lsun", "test", root=tmp_path, size=4)
     assert test.images.shape == (1, 3, 4, 4) and test.images[0, 1].float().mean() > 250
 
@@ -630,8 +653,11 @@ def test_celebahq_flat_image_folder_numeric_split(tmp_path: Path) -> None:
     assert train.images[:, 0, 0, 0].tolist() == [i * 20 for i in range(10)]
     assert test.images[:, 0, 0, 0].tolist() == [200, 220] and test.images[:, 1, 0, 0].tolist() == [55, 35]
     assert train.labels is None and train.name == "celebahq/train" and test.name == "celebahq/test"
-    assert load_celebahq(tmp_path, "test", size=8, limit=1).images[:, 0, 0, 0].tolist() == [200]
-    assert load_celebahq(tmp_path, "train", size=8, limit=3).images[:, 0, 0, 0].tolist() == [0, 20, 40]
+    # limits take a seeded random subset of the split, in split order
+    assert load_celebahq(tmp_path, "test", size=8, limit=1).images[:, 0, 0, 0].tolist() == \
+        [[200, 220][k] for k in subset_indices(2, 1).tolist()]
+    assert load_celebahq(tmp_path, "train", size=8, limit=3).images[:, 0, 0, 0].tolist() == \
+        [20 * k for k in subset_indices(10, 3).tolist()]
     # default size 256, through the dispatcher
     d = load_dataset("celebahq", "test", root=tmp_path)
     assert d.images.shape == (2, 3, 256, 256) and d.images[0, 0].unique().tolist() == [200]
@@ -721,12 +747,11 @@ def test_trainer_load_data_passes_limit_and_size(tmp_path: Path) -> None:
     from flowvae.training.trainer import load_data
 
     x, y = _write_imagenet64_batch(tmp_path / "imagenet" / "train_data_batch_1.npz", 5, seed=4)
-    # only read if train_limit is not passed on to the loader
-    (tmp_path / "imagenet" / "train_data_batch_2.npz").write_bytes(b"damaged")
     cfg = get_preset("imagenet64")
     cfg.data.dataset, cfg.data.root, cfg.data.train_limit = "imagenet64", str(tmp_path / "imagenet"), 3
     d = load_data(cfg, "train")  # image_size=64 from the preset is passed as size and accepted
-    assert np.array_equal(d.images.reshape(3, -1).numpy(), x[:3]) and d.labels.tolist() == (y[:3] - 1).tolist()
+    keep = subset_indices(5, 3, y).numpy()  # the loader's own stratified subset
+    assert np.array_equal(d.images.reshape(3, -1).numpy(), x[keep]) and d.labels.tolist() == (y[keep] - 1).tolist()
 
     for i in range(4):
         _save(tmp_path / "faces" / f"{i}.png", (40, 30), "RGB", (i, 0, 0))
@@ -734,7 +759,7 @@ def test_trainer_load_data_passes_limit_and_size(tmp_path: Path) -> None:
     cfg.data.dataset, cfg.data.root, cfg.data.train_limit, cfg.data.test_limit = "celebahq", str(tmp_path / "faces"), 2, None
     cfg.data.image_size = cfg.model.image_size = 32
     train = load_data(cfg, "train")
-    assert train.images.shape == (2, 3, 32, 32) and train.images[:, 0, 0, 0].tolist() == [0, 1]
+    assert train.images.shape == (2, 3, 32, 32) and train.images[:, 0, 0, 0].tolist() == subset_indices(3, 2).tolist()
     assert load_data(cfg, "test").images[:, 0, 0, 0].tolist() == [3]
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowvae.data.datasets import ImageData, _check_limit, _check_split, shared_data_dir
+from flowvae.data.base import LIMIT_SEED, ImageData, check_limit, check_split, shared_data_dir, subset_indices
 from flowvae.errors import DataError
 
 __all__ = [
@@ -283,7 +283,8 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | 
     with archive:
         missing = [k for k in ("imgs", "latents_classes", "latents_values") if k not in archive.files]
         if missing:
-            raise DataError(f"{path} has no {', '.join(missing)} (it holds {', '.join(archive.files)}); it is not a dSprites file; {_HOWTO}")
+            raise DataError(f"{path} has no {', '.join(missing)} (it holds {', '.join(archive.files)}); "
+                            f"it is not a dSprites file; {_HOWTO}")
         try:
             imgs = archive["imgs"]
             classes = archive["latents_classes"]
@@ -353,7 +354,9 @@ def load_dsprites(root: str | Path | None = None, split: str = "train", variant:
             the only split that supports :meth:`DSpritesData.images_from_factors`), ``"train"`` (90%)
             or ``"test"`` (10%): a fixed seeded split of the file's rows (module docstring).
         variant: ``"grid"`` (46,080 images, default), ``"subset"`` (20,000) or ``"full"`` (737,280).
-        limit: keep only the first ``limit`` images of the split.
+        limit: keep only a seeded random subset of ``limit`` images of the split, stratified by
+            shape (:func:`~flowvae.data.subset_indices`, seed 0), in file order. A limited set is
+            not the complete grid, so :meth:`DSpritesData.images_from_factors` refuses it.
         binary: keep the file's ``0``/``1`` pixels instead of scaling them to ``0``/``255``.
 
     Returns:
@@ -365,8 +368,8 @@ def load_dsprites(root: str | Path | None = None, split: str = "train", variant:
             where to get dSprites and how to pass ``--data``), an unreadable file, or a file that
             does not hold what ``variant`` expects (e.g. the original file read as the grid).
     """
-    _check_split(split, _SPLITS)
-    limit = _check_limit(limit)
+    check_split(split, _SPLITS)
+    limit = check_limit(limit)
     if variant not in DSPRITES_FILES:
         raise DataError(f"unknown dSprites variant {variant!r}; use one of: {', '.join(DSPRITES_VARIANTS)}")
     path = _resolve(root, variant)
@@ -374,12 +377,15 @@ def load_dsprites(root: str | Path | None = None, split: str = "train", variant:
     classes, values, source, sizes = _validate(path, variant, imgs, classes, values, source)
 
     rows = _split_rows(len(imgs), split)
-    if rows is None:
-        stop = len(imgs) if limit is None else min(limit, len(imgs))
-        images = imgs[:stop] if stop == len(imgs) else imgs[:stop].copy()
-        classes, values, source = classes[:stop], values[:stop], source[:stop]
+    if rows is None and (limit is None or limit >= len(imgs)):
+        images = imgs  # the whole file: no copy
     else:
-        rows = rows[:limit]
+        if rows is None:
+            rows = np.arange(len(imgs))
+        if limit is not None:
+            # File order puts shape slowest, so a prefix would be all squares: take a seeded
+            # random subset stratified by shape instead (the label of to_image_data()).
+            rows = rows[subset_indices(len(rows), limit, classes[rows, 0], LIMIT_SEED).numpy()]
         images = imgs[rows]
         classes, values, source = classes[rows], values[rows], source[rows]
     del imgs

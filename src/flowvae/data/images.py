@@ -1,0 +1,241 @@
+"""Image files: which files count as images, how folders are listed, and how files are decoded.
+
+One definition of each, shared by every loader that reads image files (folder, LSUN exports,
+CelebA-HQ images, the CIFAR-10 JPEG zip) and by :func:`flowvae.data.describe_image_folder`, so
+what a folder is described as is what the loader will read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from flowvae.data.base import ImageData, make_image_data
+from flowvae.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DECODE_ERRORS",
+    "GREY_MODES",
+    "IMAGE_SUFFIXES",
+    "TEST_ALIASES",
+    "center_crop_resize",
+    "decode_image_file",
+    "decode_image_files",
+    "folder_labels",
+    "folder_split_name",
+    "has_image_files",
+    "has_split_folders",
+    "image_channels",
+    "iter_files",
+    "list_image_files",
+    "natural_key",
+]
+
+# Lower-case suffixes of the files image loaders read (in the order messages list them).
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+# PIL modes decoded to one grey channel; every other mode (RGB, RGBA, P, CMYK ...) becomes RGB.
+GREY_MODES: frozenset[str] = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"})
+_EIGHT_BIT_GREY = frozenset({"1", "L", "LA", "La"})  # PIL's convert("L") is exact for these
+# What PIL raises for unreadable, truncated or oversized files.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# Folder names that stand for the test split when there is no test/ folder.
+TEST_ALIASES: tuple[str, ...] = ("val", "valid", "validation")
+_DIGIT_RUNS = re.compile(r"(\d+)")
+
+
+def image_channels(mode: str) -> int:
+    """Channels the loaders produce for an image of PIL ``mode``: 1 for :data:`GREY_MODES`, else 3."""
+    return 1 if mode in GREY_MODES else 3
+
+
+# --------------------------------------------------------------------------------------
+# Listing
+# --------------------------------------------------------------------------------------
+
+
+def _inside(path: Path, real_base: str) -> bool:
+    real = os.path.realpath(path)
+    return real == real_base or real.startswith(real_base.rstrip(os.sep) + os.sep)
+
+
+def iter_files(base: Path, suffixes: Collection[str]) -> Iterator[Path]:
+    """Regular files under ``base`` (recursive) whose lower-case suffix is in ``suffixes``, unsorted.
+
+    Hidden files and folders (name starting with ``.``) are skipped. Symlinked folders are not
+    entered and a symlinked file is only listed if its target lies inside ``base``, so a dataset
+    folder can never make a loader read files outside it (or loop).
+    """
+    real_base = os.path.realpath(base)
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith(".") or os.path.splitext(fname)[1].lower() not in suffixes:
+                continue
+            path = Path(dirpath, fname)
+            if path.is_symlink() and not _inside(path, real_base):
+                continue
+            if path.is_file():
+                yield path
+
+
+def list_image_files(base: Path) -> list[Path]:
+    """Image files (:data:`IMAGE_SUFFIXES`) under ``base`` as :func:`iter_files` lists them,
+    sorted by relative path: the order every image loader reads them in."""
+    return sorted(iter_files(base, IMAGE_SUFFIXES), key=lambda p: p.relative_to(base).as_posix())
+
+
+def has_image_files(base: Path) -> bool:
+    """Whether ``base`` holds at least one listable image file (stops at the first)."""
+    return next(iter_files(base, IMAGE_SUFFIXES), None) is not None
+
+
+def natural_key(path: Path, base: Path) -> list[Any]:
+    """Sort key comparing digit runs as numbers, so ``2.jpg < 10.jpg`` and ``imgHQ00002.npy < imgHQ00010.npy``."""
+    parts = _DIGIT_RUNS.split(path.relative_to(base).as_posix())
+    return [(0, int(p), "") if i % 2 else (1, 0, p) for i, p in enumerate(parts)]
+
+
+def has_split_folders(root: Path) -> bool:
+    """Whether ``root`` has both ``train/`` and ``test/`` subfolders."""
+    return (root / "train").is_dir() and (root / "test").is_dir()
+
+
+def folder_split_name(root: Path, split: str) -> str:
+    """``split``, or ``"val"`` when ``root`` has ``val/`` (or ``valid/``, ``validation/``) but no ``test/``."""
+    if split == "test" and not (root / "test").is_dir():
+        for alias in TEST_ALIASES:
+            if (root / alias).is_dir():
+                return alias
+    return split
+
+
+def folder_labels(files: Sequence[Path], base: Path) -> tuple[np.ndarray | None, list[str] | None]:
+    """Labels from the first subfolder of each file, when every file has one.
+
+    Returns:
+        ``(int64 [len(files)], sorted class names)``, or ``(None, None)`` if any file lies
+        directly in ``base``.
+    """
+    rel = [f.relative_to(base).parts for f in files]
+    if not rel or not all(len(parts) > 1 for parts in rel):
+        return None, None
+    classes = sorted({parts[0] for parts in rel})
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[parts[0]] for parts in rel], dtype=np.int64), classes
+
+
+# --------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------
+
+
+def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
+    """Centre-crop ``img`` to the largest square and resize it to ``size x size`` (PIL bicubic).
+
+    The crop box starts at ``((w - s) // 2, (h - s) // 2)`` with ``s = min(w, h)``; an image that
+    is already ``size x size`` comes back unchanged (PIL returns a copy for a same-size resize).
+    """
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    return img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def decode_image_file(path: Path, size: int | None) -> np.ndarray:
+    """Decode to ``uint8 [H, W]`` (grey) or ``[H, W, 3]`` (RGB); ``size`` centre-crops and resizes.
+
+    Raises:
+        OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError: on bad files
+        (:data:`DECODE_ERRORS`); callers turn them into DataError.
+    """
+    with Image.open(path) as img:
+        img.load()  # force the full decode here so truncated files fail now, not later
+        if img.mode in _EIGHT_BIT_GREY:
+            img = img.convert("L")
+        elif img.mode in GREY_MODES:
+            # 16-bit / int / float grey: scale to 8 bits instead of letting PIL clip at 255.
+            a = np.asarray(img, dtype=np.float64)
+            top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+            img = Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), mode="L")
+        else:
+            img = img.convert("RGB")  # RGBA, P, CMYK, YCbCr ... -> RGB
+        if size is not None:
+            img = center_crop_resize(img, size)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def decode_image_files(files: Sequence[Path], base: Path, name: str, size: int | None, on_bad: str,
+                       classes: Sequence[str] | None = None) -> ImageData:
+    """Decode ``files`` (all under ``base``) into one :class:`ImageData`.
+
+    Grey files give ``C=1``; if any file is colour, all are converted to RGB (``C=3``). Labels come
+    from the first subfolder when every kept file has one (classes sorted by name), or from
+    ``classes`` when given (a subset keeps the class indices of the whole folder).
+
+    Args:
+        files: the files, in the order wanted.
+        base: the folder they are listed under (labels and messages are relative to it).
+        name: dataset name for messages and the result.
+        size: centre-crop and resize to ``size x size``, or ``None`` (all files must then agree).
+        on_bad: ``"error"`` or ``"skip"`` for unreadable files.
+        classes: class names to index labels into, or ``None`` to derive them from ``files``.
+
+    Returns:
+        ImageData, images ``uint8 [N, C, H, W]`` with ``C`` in ``{1, 3}``.
+
+    Raises:
+        DataError: an unreadable file (``on_bad="error"``), none readable, or mixed sizes without ``size``.
+    """
+    if size is not None:
+        logger.info("%s: centre-cropping images to squares and resizing to %dx%d (PIL bicubic)", name, size, size)
+    arrays: list[np.ndarray] = []
+    kept: list[Path] = []
+    bad: list[Path] = []
+    for f in files:
+        try:
+            arr = decode_image_file(f, size)
+        except DECODE_ERRORS as exc:
+            if on_bad == "error":
+                raise DataError(
+                    f"cannot read image {f} ({exc}); delete or fix it, or skip unreadable files with --set data.on_bad=skip"
+                ) from exc
+            bad.append(f)
+            continue
+        if arrays and arr.shape[:2] != arrays[0].shape[:2]:
+            h0, w0 = arrays[0].shape[:2]
+            h1, w1 = arr.shape[:2]
+            raise DataError(
+                f"images differ in size: {kept[0]} is {w0}x{h0} but {f} is {w1}x{h1}; "
+                "resize them all to one square size with --set data.image_size=N"
+            )
+        arrays.append(arr)
+        kept.append(f)
+    if bad:
+        logger.warning("%s: skipped %d unreadable image file(s), e.g. %s", name, len(bad), bad[0])
+    if not arrays:
+        raise DataError(f"empty dataset {name}: none of the {len(files)} image files under {base} could be read")
+
+    if all(a.ndim == 2 for a in arrays):
+        images = np.stack(arrays)[:, None]
+    else:
+        # Grey -> RGB by repeating the plane is exactly what PIL's convert("RGB") does.
+        images = np.stack([a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays])
+        images = images.transpose(0, 3, 1, 2)
+
+    labels, found = folder_labels(kept, base)
+    if labels is not None and classes is not None:
+        index = {c: i for i, c in enumerate(classes)}
+        labels = np.array([index[f.relative_to(base).parts[0]] for f in kept], dtype=np.int64)
+        found = list(classes)
+    elif labels is None and any(len(f.relative_to(base).parts) > 1 for f in kept):
+        logger.warning("%s: some images are in subfolders and some are not; loading without labels", name)
+    return make_image_data(images, labels, name, found)
