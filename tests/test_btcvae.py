@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flowvae.errors import ConfigError, DataError
-from flowvae.models.btcvae import (BTCVAE, BTCVAEConfig, log_importance_weight_matrix, log_qz_estimates)
+from flowvae.models.btcvae import BTCVAE, BTCVAEConfig, log_importance_weight_matrix, log_qz_estimates
 
 
 def _cfg(**kw):

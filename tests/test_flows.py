@@ -15,8 +15,8 @@ parameters are randomised before checking; otherwise most checks would be vacuou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import pytest
 import torch
@@ -271,7 +271,7 @@ def _per_sample_jacobian_logdet(fn, x: torch.Tensor) -> torch.Tensor:
     """``log |det d fn(x_i) / d x_i|`` for each sample, from the autograd Jacobian."""
     out = []
     for i in range(x.shape[0]):
-        jac = torch.autograd.functional.jacobian(lambda xi: fn(xi.unsqueeze(0), i).flatten(), x[i])
+        jac = torch.autograd.functional.jacobian(lambda xi, i=i: fn(xi.unsqueeze(0), i).flatten(), x[i])
         d = x[i].numel()
         sign, logabs = torch.linalg.slogdet(jac.reshape(d, d))
         assert sign != 0

@@ -11,7 +11,7 @@ import torch
 
 from flowvae.api import load_run
 from flowvae.cli.main import main
-from flowvae.config import ModelConfig, get_preset
+from flowvae.config import get_preset
 from flowvae.data.datasets import shared_data_dir
 from flowvae.data.dsprites import DSPRITES_FILES
 from flowvae.errors import ConfigError

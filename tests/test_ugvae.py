@@ -369,7 +369,7 @@ def test_bad_input_raises_data_error(digits):
         (digits[:0], "empty"),
     ]
     for x, msg in cases:
-        for call in (lambda: model.loss(x), lambda: model.encode_group(x), lambda: model.cluster(x)):
+        for call in (lambda x=x: model.loss(x), lambda x=x: model.encode_group(x), lambda x=x: model.cluster(x)):
             with pytest.raises(DataError, match=msg) as e:
                 call()
             assert "\n" not in str(e.value)

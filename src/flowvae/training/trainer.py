@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -240,7 +241,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         model.prepare_training()
     model = model.to(device).set_precision(tc.precision).set_recompute(tc.recompute)
     if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     if ctx.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     _check_run_folder(run, resume)
@@ -279,18 +280,18 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
     # Frozen parts (stage 1 of the multi-stage model) are left out of the optimiser.
     # fused=True: one kernel over all parameters, about 3 times faster than the default on the CPU
     # for the cifar10 preset (benchmarks/profile_step.py); same update rule.
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=tuple(tc.betas), eps=tc.eps,
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), eps=tc.eps,
                             weight_decay=tc.weight_decay, fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
     groups_per_batch = model.label_groups  # batches drawn by class, each class one group (UG-VAE)
-    grouped = groups_per_batch is not None
     batches: _Batches | _GroupedBatches = (
         _GroupedBatches(train_data.images, train_data.labels, tc.batch_size, groups_per_batch, tc.seed)
         if groups_per_batch is not None else _Batches(train_data.images, tc.batch_size, tc.seed))
     noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
     aug = torch.Generator().manual_seed(tc.seed + 2)
     step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
-    bad_in_row, skipped, run_bpd = 0, 0, None
+    bad_in_row, skipped = 0, 0
+    run_bpd: float | None = None
     grad_norm_max = 0.0
     eval_images = test_data.images if tc.eval_images is None else test_data.images[:tc.eval_images]
 
@@ -340,7 +341,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
         return rec
 
-    saved_at = {"step": None}
+    saved_at: dict[str, int | None] = {"step": None}
 
     def checkpoint() -> None:
         """Everything a resumed run needs to continue bitwise: weights, optimiser, schedule, data
@@ -362,7 +363,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
             model.loss(init.to(device), noise)
         evaluate(None, 0)
 
-    net = model
+    net: Any = model  # the module the training forward runs through: model, DDP(model) or compiled
     if ctx.enabled:  # after the data-dependent init: DDP's constructor broadcasts rank 0's state
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if tc.compile:  # the training forward only; evaluation, sampling and checkpoints use `model` itself
@@ -423,8 +424,9 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         opt.step()
         sched.step()
         step += 1
-        b = float(stats["bpd"]) if not ctx.enabled else ctx.sum([float(stats["bpd"])], device)[0] / ctx.world
-        run_bpd = b if run_bpd is None else 0.98 * run_bpd + 0.02 * b
+        batch_bpd = (float(stats["bpd"]) if not ctx.enabled
+                     else float(ctx.sum([float(stats["bpd"])], device)[0]) / ctx.world)
+        run_bpd = batch_bpd if run_bpd is None else 0.98 * run_bpd + 0.02 * batch_bpd
         if bar is not None:
             bar.update(1)
             bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
@@ -432,7 +434,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
             (progress_log if bar is not None else log).info(
                 "step %d: train %.4f bits/dim (running mean), kl %.2f nats, max grad norm %.3g", step, run_bpd,
                 float(stats["kl"]), grad_norm_max)
-            tb.scalars(step, {"train/bpd": b, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
+            tb.scalars(step, {"train/bpd": batch_bpd, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
         if step % tc.eval_every == 0 or step == tc.steps:
             last = evaluate(run_bpd, skipped)
         if step % tc.checkpoint_every == 0:
