@@ -1,6 +1,6 @@
 # flowvae: two commands for a fresh machine.
 #   make demo   set up .venv and train + evaluate the paper's model on scikit-learn's digits
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv, run ruff and mypy (make lint), then the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 # A CPU build of PyTorch by default. On a GPU machine: make TORCH="torch" setup
@@ -32,7 +32,7 @@ demo: $(STAMP)
 	$(BIN)/flowvae report $(DEMO)
 	@echo "demo run folder: $(DEMO); open $(DEMO)/report.html"
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
