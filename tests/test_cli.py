@@ -1,4 +1,7 @@
-"""The command line: train -> eval -> sample on real digits, JSON output, exit codes, one-line errors."""
+"""The command line: train -> eval -> sample on real digits, JSON output, exit codes, one-line errors,
+range checks of every numeric option, and the fixed bugs (sampling the VAE kinds, eval's
+reconstruction lines, grey+alpha folders, one-class probes, traverse without --seed, switch on
+fewer-bit data). The trained runs are the session's tiny runs (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,43 +11,173 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from flowvae.cli.main import main
+from flowvae.config import load_config, save_config
 
-FAST = ["--set", "train.eval_every=1000", "train.batch_size=32", "train.init_batch_size=128",
-        "train.sample_temperatures=[1.0]", "train.num_threads=2"]
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+CPU = ["--device", "cpu", "-q"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "digits", "--run", str(run), "--steps", "30", "--seed", "3", "--device", "cpu",
-                 "-q", *FAST]) == 0
-    return run
+def run(tiny_runs) -> Path:
+    """The tiny run of the paper's model (digits, 8x8)."""
+    return tiny_runs["flowvae"]
 
 
-def test_train_writes_run_and_seed_override(run):
+def _one_line(err: str) -> str:
+    """The only line of ``err``; fails on a traceback or several lines."""
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def _copy_run(src: Path, dest: Path, **data: object) -> Path:
+    """A copy of the run folder ``src`` with ``data.<field>`` of its config replaced."""
+    shutil.copytree(src, dest)
+    cfg = load_config(dest / "config.yaml")
+    cfg.data = cfg.data.replace(**data)
+    save_config(cfg, dest / "config.yaml")
+    return dest
+
+
+def test_train_writes_run_and_seed_override(tiny_runs, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "digits", "--run", str(run), "--steps", "3", "--seed", "3", *CPU, "--json",
+                 "--set", *tiny_runs.overrides("flowvae")]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 3
     cfg = (run / "config.yaml").read_text()
-    assert "seed: 3" in cfg and "steps: 30" in cfg
+    assert "seed: 3" in cfg and "steps: 3" in cfg
 
 
 def test_eval_json_reports_both_bounds_and_exact_round_trip(run, capsys):
-    assert main(["eval", str(run), "-k", "3", "--limit", "40", "--json", "--device", "cpu", "-q"]) == 0
+    assert main(["eval", str(run), "-k", "3", "--limit", "40", "--json", *CPU]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["k"] == 3 and res["n"] == 40
     assert res["iw_bpd"] <= res["elbo_bpd"] + 1e-9
     assert res["roundtrip_mismatched_pixels"] == 0 and res["roundtrip_images"] == 40
+    assert "reconstruction" not in res  # the flow has no reconstruction capability
     assert json.loads((run / "eval.json").read_text())["elbo_bpd"] == res["elbo_bpd"]
 
 
 def test_sample_writes_one_grid_per_temperature(run, tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["sample", str(run), "--temperature", "0.5", "1.0", "-n", "16", "--out", str(out),
-                 "--json", "--device", "cpu", "-q"]) == 0
+                 "--json", *CPU]) == 0
     res = json.loads(capsys.readouterr().out)
     assert [Path(p).name for p in res["files"]] == ["samples_t0.50.png", "samples_t1.00.png"]
     assert all(Path(p).stat().st_size > 100 for p in res["files"])
+
+
+def test_global_temperature_is_an_alias_of_z_temperature(run, tmp_path, capsys):
+    for flag in ("--z-temperature", "--global-temperature"):
+        assert main(["sample", str(run), "-t", "0.8", "-n", "8", flag, "0.5", "--out", str(tmp_path / flag),
+                     "--json", *CPU]) == 0
+        assert json.loads(capsys.readouterr().out)["z_temperature"] == 0.5
+    a, b = ((tmp_path / flag / "samples_t0.80.png").read_bytes() for flag in ("--z-temperature", "--global-temperature"))
+    assert a == b
+
+
+def test_sample_works_on_the_vae_kinds(tiny_runs, tmp_path, capsys):
+    """Bug: `flowvae sample` on a UG-VAE or beta-TCVAE run. The temperature acts on the local (or only)
+    latent; a global temperature is accepted where the kind has a global code (the UG-VAE's beta) and
+    refused in one line where it has none (VAE, beta-TCVAE)."""
+    ug = tiny_runs["ugvae"]
+    assert main(["sample", str(ug), "-n", "4", "-t", "0.5", "1.0", "--global-temperature", "0.5",
+                 "--out", str(tmp_path / "ug"), "--json", *CPU]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["files"]) == 2 and res["z_temperature"] == 0.5
+    kinds = ["vae"] + (["btcvae"] if not tiny_runs.recipe("btcvae").missing() else [])
+    for kind in kinds:
+        r = tiny_runs[kind]
+        assert main(["sample", str(r), "-n", "4", "-t", "0.5", "--out", str(tmp_path / kind), "--json", *CPU]) == 0
+        assert Path(json.loads(capsys.readouterr().out)["files"][0]).is_file()
+        assert main(["sample", str(r), "-n", "4", "--global-temperature", "0.5", *CPU]) == 1
+        assert "no global code" in _one_line(capsys.readouterr().err)
+
+
+def test_eval_prints_the_reconstruction_line(tiny_runs, capsys):
+    """Bug: eval built the reconstruction line of the kinds that reconstruct but did not print it."""
+    kinds = ["vae"] + (["btcvae"] if not tiny_runs.recipe("btcvae").missing() else [])
+    for kind in kinds:
+        assert main(["eval", str(tiny_runs[kind]), "-k", "1", "--limit", "16", *CPU]) == 0
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.startswith("reconstruction from the factors"))
+        assert "bits/dim" in line and "MSE" in line and "round trip" not in out
+
+
+def test_traverse_runs_without_a_seed_option(run, tmp_path, capsys):
+    """Bug: traverse has no --seed, and loading the run read args.seed (AttributeError traceback)."""
+    out = tmp_path / "t.png"
+    assert main(["traverse", str(run), "--index", "0", "3", "--steps", "3", "--out", str(out), "--json", *CPU]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [Path(f).name for f in res["files"]] == ["t_0.png", "t_3.png"] and res["local"] == "keep"
+    assert all(Path(f).is_file() for f in res["files"])
+
+
+def test_switch_and_interpolate_are_exact_on_fewer_bit_data(run, tmp_path, capsys):
+    """Bug: with data.n_bits < 8 the real images come back as their quantised values, which the
+    diagonal and corner checks compared with the raw 8-bit images (exit 1 on an exact model)."""
+    five = _copy_run(run, tmp_path / "five", n_bits=5)
+    assert main(["switch", str(five), "--pairs", "3", "--json", *CPU]) == 0
+    assert json.loads(capsys.readouterr().out)["diagonal_exact"]
+    assert main(["interpolate", str(five), "--rows", "2", "--cols", "2", "--json", *CPU]) == 0
+    assert json.loads(capsys.readouterr().out)["corners_exact"]
+
+
+def test_same_class_pairs_skip_images_without_a_partner():
+    from flowvae.data import ImageData
+    from flowvae.errors import ConfigError
+    from flowvae.evaluation.switching import pick_pairs
+
+    data = ImageData(torch.zeros(5, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 1, 2, 2]), "toy", None)
+    first, second = pick_pairs(data, 4, same_class=True, seed=0)
+    assert 0 not in first.tolist() and all(int(data.labels[a]) == int(data.labels[b]) and a != b
+                                           for a, b in zip(first.tolist(), second.tolist()))
+    with pytest.raises(ConfigError, match="with a partner of the same class, but toy has 4"):
+        pick_pairs(data, 5, same_class=True)
+    with pytest.raises(ConfigError, match="at most 2 pairs"):
+        pick_pairs(data, 3)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["eval", "RUN", "-k", "0"], "-k/--k must be an integer >= 1, got 0"),
+    (["eval", "RUN", "--limit", "-5"], "--limit must be an integer >= 1, got -5"),
+    (["eval", "RUN", "--batch-size", "0"], "--batch-size"),
+    (["sample", "RUN", "-n", "-3"], "-n/--num must be an integer >= 1, got -3"),
+    (["sample", "RUN", "-t", "1", "nan"], "-t/--temperature must be a finite number >= 0, got nan"),
+    (["sample", "RUN", "--global-temperature", "-1"], "--z-temperature/--global-temperature"),
+    (["switch", "RUN", "--pairs", "10000"], "pairs=10000 needs 20000 test images"),
+    (["switch", "RUN", "--pairs", "0"], "--pairs must be an integer >= 1"),
+    (["interpolate", "RUN", "--index", "0", "99999"], "index 99999 is outside the test set"),
+    (["interpolate", "RUN", "--rows", "0"], "--rows"),
+    (["probe", "RUN", "--C", "-1"], "--C must be a finite number > 0, got -1"),
+    (["probe", "RUN", "--train-limit", "0"], "--train-limit"),
+    (["traverse", "RUN", "--steps", "1"], "--steps must be an integer >= 2, got 1"),
+    (["traverse", "RUN", "--index", "99999"], "index 99999 is outside the test set"),
+    (["traverse", "RUN", "--range", "inf"], "--range must be a finite number > 0"),
+    (["fid", "RUN", "-n", "1"], "-n/--num must be an integer >= 2, got 1"),
+    (["check", "RUN", "--limit", "0"], "--limit must be an integer >= 1, got 0"),
+    (["disentangle", "RUN", "--num-train", "0"], "--num-train"),
+    (["train", "digits", "--run", "RUN", "--steps", "-1"], "--steps must be an integer >= 0"),
+    (["eval", "RUN", "--seed", "-1"], "--seed must be an integer >= 0"),
+])
+def test_numeric_options_out_of_range_are_one_line_errors(run, argv, flag, capsys):
+    argv = [str(run) if a == "RUN" else a for a in argv]
+    assert main([*argv, *CPU]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"flowvae {argv[0]}: error: ") and flag in line
+
+
+def test_text_where_a_number_belongs_is_a_usage_error(run):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(run), "-k", "five"])
+    assert e.value.code == 2
 
 
 def test_user_errors_are_one_line_with_exit_1(tmp_path, capsys):
@@ -75,11 +208,13 @@ def test_console_script_is_installed_and_lists_commands():
         assert cmd in out
 
 
-def test_train_on_a_folder_without_a_preset_picks_one_by_image_size(tmp_path, capsys):
-    import numpy as np
-    from PIL import Image
+TINY_FOLDER_MODEL = ["model.hidden=[4,8,8]", "model.steps=[0,[1,1],1]", "model.encoder_widths=[8]",
+                     "model.prior_steps=1", "model.prior_hidden=8", "model.d_z=4", "train.batch_size=4",
+                     "train.init_batch_size=8", "train.sample_temperatures=[1.0]", "train.eval_images=8"]
 
-    from flowvae.config import load_config, preset_for_images
+
+def test_train_on_a_folder_without_a_preset_picks_one_by_image_size(tmp_path, capsys):
+    from flowvae.config import preset_for_images
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -100,12 +235,41 @@ def test_train_on_a_folder_without_a_preset_picks_one_by_image_size(tmp_path, ca
     assert "--data FOLDER" in capsys.readouterr().err
 
 
+def test_train_on_grey_alpha_pngs_picks_a_one_channel_preset(tmp_path):
+    """Bug: the folder inspection had its own grey-mode list, without 'LA', so grey+alpha PNGs got a
+    3-channel model while the loader reads them as 1 channel (the loader's own inspection now)."""
+    folder = tmp_path / "la"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).convert("LA").save(folder / f"{i:02d}.png")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--run", str(run), "--steps", "1", *CPU, "--set",
+                 *TINY_FOLDER_MODEL]) == 0
+    cfg = load_config(run / "config.yaml")
+    assert (cfg.model.in_channels, cfg.model.image_size, cfg.data.dataset) == (1, 8, "folder")
+
+
+def test_probe_on_a_one_class_training_subset_is_a_one_line_error(run, tmp_path, capsys):
+    """Bug: a class-subfolder dataset whose --train-limit subset held one class ended in sklearn's
+    ValueError traceback; now one line, exit 1 (and a stratified subset of 2 per class works)."""
+    folder = tmp_path / "classes"
+    rng = np.random.default_rng(2)
+    for cls in ("a", "b"):
+        (folder / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / cls / f"{i}.png")
+    probe_run = _copy_run(run, tmp_path / "run", dataset="folder", root=str(folder), image_size=8)
+    assert main(["probe", str(probe_run), "--train-limit", "1", *CPU]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "one class" in line and "--train-limit" in line
+    assert main(["probe", str(probe_run), "--train-limit", "4", "--C", "0.01", "--json", *CPU]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["results"]["pixels"]["n_train"] == 4 and set(res["results"]) == {"z", "v", "pixels"}
+
+
 def test_api_reference_is_up_to_date():
     """docs/api.md is generated from the docstrings; regenerate with `python docs/gen_api.py`."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, str(root / "docs" / "gen_api.py"), "--check"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,7 +1,38 @@
-"""Evaluation: bits/dim and reconstruction quality (disentanglement metrics, probes and FID live in
-their own modules: ``disentanglement``, ``probe``, ``fid``)."""
+"""Evaluation of a model of any kind: what each ``flowvae`` command computes, as functions that take a
+model (and data) and return plain results (dicts, uint8 image tensors); the command line only loads,
+calls, writes files and prints.
+
+=========================  ==============================================  ======================
+command                    function                                        needs capability
+=========================  ==============================================  ======================
+``flowvae eval``           :func:`evaluate_run` (:func:`evaluate_bpd`,     round trip:
+                           :func:`round_trip`, :func:`reconstruction_      ``exact_codes``;
+                           quality`)                                       reconstruction:
+                                                                           ``reconstruction``
+``flowvae sample``         :func:`sample_grids`                            --
+``flowvae fid``            :func:`fid_run`                                 --
+``flowvae switch``         :func:`switch_pairs`                            ``global_local``
+``flowvae interpolate``    :func:`interpolation_grid`                      ``global_local``
+``flowvae traverse``       :func:`traversal_grids`                         ``vector_latent``
+``flowvae probe``          :func:`probe_run`                               --
+``flowvae disentangle``    :func:`disentangle_codes`                       ``vector_latent``
+``flowvae check``          :func:`check_model` (``evaluation.check``)      --
+=========================  ==============================================  ======================
+
+A function whose capability the model lacks raises the model's one-line
+:class:`~flowvae.errors.ConfigError` (:meth:`~flowvae.models.base.GenerativeModel.require`). The
+metric modules live beside them: ``disentanglement``, ``probe``, ``fid``.
+"""
 
 from .bpd import evaluate_bpd
+from .evaluate import evaluate_run, round_trip
+from .interpolation import interpolation_grid
 from .reconstruction import reconstruction_quality
+from .representations import disentangle_codes, latent_codes, probe_run
+from .sampling import fid_run, generate, inception_network, sample_grids
+from .switching import pick_pairs, switch_pairs
+from .traversal import traversal_grids, traversal_values
 
-__all__ = ["evaluate_bpd", "reconstruction_quality"]
+__all__ = ["evaluate_bpd", "reconstruction_quality", "evaluate_run", "round_trip", "sample_grids", "generate",
+           "fid_run", "inception_network", "switch_pairs", "pick_pairs", "interpolation_grid", "traversal_grids",
+           "traversal_values", "probe_run", "latent_codes", "disentangle_codes"]

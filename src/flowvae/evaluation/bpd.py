@@ -6,14 +6,14 @@ import math
 
 import torch
 
-from ..models.flowvae import FlowVAE
+from ..models.base import GenerativeModel
 from ..progress import progress
 
 __all__ = ["evaluate_bpd"]
 
 
 @torch.no_grad()
-def evaluate_bpd(model: FlowVAE, images: torch.Tensor, k: int = 1, batch_size: int = 256,
+def evaluate_bpd(model: GenerativeModel, images: torch.Tensor, k: int = 1, batch_size: int = 256,
                  seed: int = 0, device: torch.device | str = "cpu") -> dict[str, float]:
     """Average bits/dim of uint8 images ``[N, C, H, W]`` with ``k`` posterior samples per image.
 

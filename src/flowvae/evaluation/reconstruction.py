@@ -16,59 +16,59 @@ Two figures per model on a set of images x (uint8 ``[N, C, H, W]``):
 
 from __future__ import annotations
 
-import math
+from typing import Any, cast
 
 import torch
-from torch import nn
 
+from ..models.base import GenerativeModel
 from ..progress import progress
+from ._protocols import Reconstructing
 
 __all__ = ["reconstruction_quality"]
 
 
 @torch.no_grad()
-def reconstruction_quality(model: nn.Module, images: torch.Tensor, temperatures: tuple[float, ...] = (0.0, 0.5, 1.0),
+def reconstruction_quality(model: GenerativeModel, images: torch.Tensor, temperatures: tuple[float, ...] = (0.0, 0.5, 1.0),
                            batch_size: int = 128, seed: int = 0, device: torch.device | str = "cpu") -> dict:
-    """``recon_bpd`` and ``mse`` (module docstring) of a :class:`~flowvae.models.btcvae.BTCVAE` or
-    :class:`~flowvae.models.multistage.MultiStage` on uint8 ``images [N, C, H, W]``.
+    """``recon_bpd`` and ``mse`` (module docstring) of a model with the ``reconstruction`` capability
+    (the beta-TCVAE, the multi-stage model) on uint8 ``images [N, C, H, W]``.
 
     Returns:
         ``{"kind", "n", "recon_bpd", "mse"}`` for the beta-TCVAE; for the multi-stage model ``mse`` is
         ``{"T=0.0": ..., ...}``, one entry per temperature.
 
     Raises:
-        ConfigError: a model of another kind.
+        ConfigError: a model without the ``reconstruction`` capability.
     """
-    from ..errors import ConfigError
-    from ..models.btcvae import BTCVAE
-    from ..models.multistage import MultiStage
+    if not isinstance(model, GenerativeModel):
+        from ..errors import ConfigError
 
-    if not isinstance(model, (BTCVAE, MultiStage)):
-        raise ConfigError(f"reconstruction quality is defined for the btcvae and multistage models, "
-                          f"not {type(model).__name__}")
+        raise ConfigError(f"reconstruction quality needs a flowvae model, got {type(model).__name__}")
+    model.require("reconstruction", "reconstruction quality")
+    flow = model.capabilities.exact_codes  # a flow stage 2: its own -log p(x|c), reconstructions at temperatures
+    rec_model = cast(Reconstructing, model)
     was = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     n, bits = len(images), 0.0
-    sq = {t: 0.0 for t in temperatures} if isinstance(model, MultiStage) else {None: 0.0}
+    sq: dict[float | None, float] = {t: 0.0 for t in temperatures} if flow else {None: 0.0}
     try:
         for i in progress(range(0, n, batch_size), total=-(-n // batch_size), desc="reconstruction"):
             x = images[i:i + batch_size].to(device)
             target = x.float() / 255.0
-            if isinstance(model, BTCVAE):
-                params = model._decode_params(model.encode(x))
-                bits += float(-model.log_px(x, params).double().sum()) / (model.dim * math.log(2))
-                sq[None] += float(((model.pixel_mean(params) - target) ** 2).double().sum())
+            if not flow:
+                bits += float(rec_model.reconstruction_bits(x).double().sum())
+                sq[None] += float(((rec_model.reconstruction_mean(x) - target) ** 2).double().sum())
             else:
                 bits += float(model.bits_per_dim(x, 1, gen)["elbo_bpd"].double().sum())
                 for t in temperatures:
-                    rec = model.reconstruct(x, t, gen).float() / 255.0
+                    rec = rec_model.reconstruct(x, t, gen).float() / 255.0
                     sq[t] += float(((rec - target) ** 2).double().sum())
     finally:
         model.train(was)
     per_pixel = n * images[0].numel()
-    out = {"kind": model.cfg.kind, "n": n, "recon_bpd": bits / n}
-    if isinstance(model, BTCVAE):
+    out: dict[str, Any] = {"kind": model.kind, "n": n, "recon_bpd": bits / n}
+    if not flow:
         out["mse"] = sq[None] / per_pixel
     else:
         out["mse"] = {f"T={t}": v / per_pixel for t, v in sq.items()}

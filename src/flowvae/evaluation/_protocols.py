@@ -1,0 +1,54 @@
+"""The optional methods that a model declares with a capability, as typing protocols.
+
+:class:`~flowvae.models.base.GenerativeModel` declares only the methods every kind has; a kind
+with a capability also has that capability's methods (module docstring of
+:mod:`flowvae.models.base`). The evaluation functions check the capability with
+``model.require(...)`` and then view the model through the matching protocol (``typing.cast``),
+so that the type checker knows the methods exist; nothing is checked at run time by these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from torch import Tensor
+
+__all__ = ["ExactCodes", "GlobalLocal", "VectorLatent", "Reconstructing"]
+
+
+class ExactCodes(Protocol):
+    """``exact_codes``: ``decode(*encode(x)) == x`` on uint8 images (as quantised to the model's bits)."""
+
+    def encode(self, x: Tensor) -> Any: ...
+
+    def decode(self, *codes: Any) -> Tensor: ...
+
+
+class GlobalLocal(Protocol):
+    """``global_local``: the switch operation and the 2-D interpolation of real images (uint8 in and out)."""
+
+    def switch(self, x1: Tensor, x2: Tensor) -> Tensor: ...
+
+    def interpolate(self, x1: Tensor, x2: Tensor, alphas: list[float] | None = None,
+                    betas: list[float] | None = None, spherical: bool = False) -> Tensor: ...
+
+
+class VectorLatent(Protocol):
+    """``vector_latent``: posterior means ``[B, latent_dim]`` and latent traversals (uint8 out)."""
+
+    def latent_mean(self, x: Tensor) -> Tensor: ...
+
+    def traverse(self, x_single: Tensor, dim_values: list[float], dims: list[int] | None = None,
+                 **options: Any) -> Tensor: ...
+
+
+class Reconstructing(Protocol):
+    """``reconstruction``: images from their code alone. Kinds whose decoder ends in a distribution
+    give the likelihood and mean of ``x`` given its code; flow kinds (``exact_codes`` too) decode
+    the code with a fresh local code at a temperature."""
+
+    def reconstruction_bits(self, x: Tensor) -> Tensor: ...
+
+    def reconstruction_mean(self, x: Tensor) -> Tensor: ...
+
+    def reconstruct(self, x: Tensor, *args: Any) -> Tensor: ...

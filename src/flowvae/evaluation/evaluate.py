@@ -1,0 +1,94 @@
+"""What ``flowvae eval`` computes, for any model kind: bits/dim, and where the kind's capabilities
+allow it, the exact round trip and the reconstruction quality.
+
+Everything here takes a model and uint8 images and returns plain dicts; nothing is printed or
+written (the command line does that).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from ..data import bins_to_uint8, quantize
+from ..models.base import GenerativeModel
+from ._protocols import ExactCodes
+from .bpd import evaluate_bpd
+from .reconstruction import reconstruction_quality
+
+__all__ = ["quantised", "decode_codes", "round_trip", "evaluate_run", "ROUND_TRIP_IMAGES"]
+
+ROUND_TRIP_IMAGES = 256
+"""How many test images ``flowvae eval`` encodes and decodes for the round-trip check."""
+
+
+def quantised(model: GenerativeModel, x: Tensor) -> Tensor:
+    """The uint8 images ``[B, C, H, W]`` an exact model reproduces from ``x``: ``x`` itself for 8-bit
+    models, else ``x`` reduced to ``model.n_bits`` bits and mapped back to 0..255 (the decoder can only
+    return the bins it models)."""
+    return bins_to_uint8(quantize(x, model.n_bits), model.n_bits)
+
+
+def decode_codes(model: GenerativeModel, codes: Any) -> Tensor:
+    """``model.decode`` of what ``model.encode`` returned: a tuple of codes (``(z, v)`` of the kinds
+    with a global and a local code) is passed as separate arguments, one code as it is."""
+    m = cast(ExactCodes, model)
+    return m.decode(*codes) if isinstance(codes, tuple) else m.decode(codes)
+
+
+@torch.no_grad()
+def round_trip(model: GenerativeModel, images: Tensor) -> dict[str, int]:
+    """Encode uint8 ``images [N, C, H, W]`` (posterior mean and exact local code), decode, compare.
+
+    Returns:
+        ``{"roundtrip_images": N, "roundtrip_mismatched_pixels": P}``; ``P`` counts the uint8 values
+        (pixels x channels) that differ from :func:`quantised` of the input (0 for an exact model).
+
+    Raises:
+        ConfigError: a model without the ``exact_codes`` capability (one line).
+    """
+    model.require("exact_codes", "the round-trip check")
+    x = images.to(model.device)
+    out = decode_codes(model, cast(ExactCodes, model).encode(x))
+    return {"roundtrip_images": len(x), "roundtrip_mismatched_pixels": int((out != quantised(model, x)).sum())}
+
+
+def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size: int = 256, seed: int = 0,
+                 device: torch.device | str = "cpu", dataset: str | None = None,
+                 roundtrip_images: int = ROUND_TRIP_IMAGES) -> dict[str, Any]:
+    """Test-set figures of a model of any kind on uint8 ``images [N, C, H, W]``.
+
+    Args:
+        model: a model in eval mode.
+        images: uint8 test images (on any device; batches are moved to ``device``).
+        k: posterior samples per image (>= 1).
+        batch_size: images x samples per batch.
+        seed: seed of the dequantisation noise and posterior samples.
+        device: where the model is.
+        dataset: name recorded under ``"dataset"`` (e.g. ``"digits/test"``).
+        roundtrip_images: how many of the first images the round-trip check uses.
+
+    Returns:
+        :func:`~flowvae.evaluation.evaluate_bpd`'s ``elbo_bpd``, ``iw_bpd`` (bits/dim), ``kl`` (nats),
+        ``k``, ``n``; ``dataset``; with the ``exact_codes`` capability :func:`round_trip`'s two keys;
+        with ``reconstruction``, ``reconstruction``:
+        :func:`~flowvae.evaluation.reconstruction_quality`'s dict.
+
+    Raises:
+        ConfigError: ``k`` or ``batch_size`` not a positive integer.
+    """
+    from ..models.base import check_count
+
+    check_count("k", k)
+    check_count("batch_size", batch_size)
+    res: dict[str, Any] = dict(evaluate_bpd(model, images, k, batch_size, seed=seed, device=device))
+    if dataset is not None:
+        res["dataset"] = dataset
+    caps = model.capabilities
+    if caps.exact_codes:
+        res.update(round_trip(model, images[:roundtrip_images]))
+    if caps.reconstruction:
+        res["reconstruction"] = reconstruction_quality(model, images, seed=seed, device=device)
+    return res
