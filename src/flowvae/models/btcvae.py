@@ -75,7 +75,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, DataError
 from ..maths import LOG_2PI, discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise
 from ..settings import setting
-from ._checks import check_traverse_args
+from ._checks import traverse_mean_code
 from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
 
 __all__ = ["BTCVAE", "BTCVAEConfig", "log_importance_weight_matrix", "log_qz_estimates",
@@ -457,11 +457,5 @@ class BTCVAE(GenerativeModel):
             uint8 ``[len(dims), len(dim_values), C, H, W]``: entry ``[a, b]`` decodes the mean code with
             ``z[dims[a]] = dim_values[b]``.
         """
-        x_single, vals, dims = check_traverse_args(x_single, dim_values, dims, self.cfg.n_factors, self.check_input)
-        mu = self.encode(x_single)[0]
-        z = mu.repeat(len(dims), len(vals), 1)                                     # [len(dims), len(vals), d_z]
-        v = torch.tensor(vals, dtype=mu.dtype, device=mu.device)
-        for a, d in enumerate(dims):
-            z[a, :, d] = v
-        img = self.decode(z.view(-1, self.cfg.n_factors))
-        return img.view(len(dims), len(vals), *img.shape[1:])
+        return traverse_mean_code(self.encode, self.decode, self.check_input, x_single, dim_values, dims,
+                                  self.cfg.n_factors)

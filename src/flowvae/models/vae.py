@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, DataError
 from ..maths import discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise, soft_clamp
 from ..settings import setting
-from ._checks import check_traverse_args
+from ._checks import traverse_mean_code
 from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
 
 __all__ = ["VAE", "VAEConfig"]
@@ -326,11 +326,5 @@ class VAE(GenerativeModel):
             DataError: not one image of the model's shape.
             ConfigError: empty or non-finite ``dim_values``, or ``dims`` outside ``0..d_z-1``.
         """
-        x_single, vals, dims = check_traverse_args(x_single, dim_values, dims, self.cfg.d_z, self.check_input)
-        mu = self.encode(x_single)[0]
-        z = mu.repeat(len(dims), len(vals), 1)                    # [len(dims), len(vals), d_z]
-        v = torch.tensor(vals, dtype=mu.dtype, device=mu.device)
-        for a, d in enumerate(dims):
-            z[a, :, d] = v
-        img = self.decode(z.view(-1, self.cfg.d_z))
-        return img.view(len(dims), len(vals), *img.shape[1:])
+        return traverse_mean_code(self.encode, self.decode, self.check_input, x_single, dim_values, dims,
+                                  self.cfg.d_z)
