@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import torch
@@ -11,6 +13,15 @@ from .errors import CheckpointError
 from .models.base import GenerativeModel, create_model
 
 __all__ = ["load_run"]
+
+
+def _refuse_link(path: Path) -> None:
+    """Refuse a run-folder file that is a symbolic link or not a regular file (FIFO, device)."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise CheckpointError(f"refusing {path}: it is a symbolic link, not a file of the run folder")
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"refusing {path}: it is not a regular file")
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> GenerativeModel:
@@ -40,9 +51,12 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml); pass the folder given to --run")
+    _refuse_link(run / "config.yaml")
     cfg = load_config(run / "config.yaml")
     model = create_model(cfg)
     weights = run / "model.safetensors"
+    if os.path.lexists(weights) and checkpoint != "latest":
+        _refuse_link(weights)
     if weights.is_file() and checkpoint != "latest":
         try:
             from safetensors import safe_open

@@ -227,8 +227,14 @@ def load_config(path: str | Path) -> Config:
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} kB; it is not a flowvae config")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CONFIG_BYTES + 1)
+        from . import safe_io
+        from .errors import CheckpointError
+
+        try:
+            # Regular files only (no FIFO or device); run folders refuse a symlinked config.yaml in load_run.
+            raw = safe_io.read_bytes(path, MAX_CONFIG_BYTES, follow_symlinks=True)
+        except CheckpointError as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
         d = yaml.safe_load(raw.decode("utf-8"))  # YAML is a superset of JSON
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read config {path}: it is not UTF-8 text") from None

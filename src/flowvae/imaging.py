@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from .safe_io import atomic_write
 
 __all__ = ["make_grid", "save_grid"]
 
@@ -36,8 +38,7 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())  # random O_EXCL temp name; a symlinked target is refused
     return path

@@ -18,12 +18,13 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import __version__
+from . import __version__, safe_io
 from .errors import CheckpointError
 
 __all__ = ["compare_runs", "write_report"]
@@ -38,6 +39,12 @@ _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#
 _SAMPLES = re.compile(r"^samples_t(\d+(?:\.\d+)?)\.png$")
 _FID = re.compile(r"^fid_t(\d+(?:\.\d+)?)\.json$")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Every file is read only as a regular file (never through a symlink, never a FIFO or device), up
+# to these sizes; a refused file is listed under "Notes" like an unreadable one.
+_MAX_CONFIG_BYTES = 1024**2
+_MAX_JSON_BYTES = 64 * 1024**2
+_MAX_METRICS_BYTES = 256 * 1024**2
+_MAX_PNG_BYTES = 64 * 1024**2
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
@@ -72,8 +79,10 @@ def _read_config(run: Path) -> tuple[dict, str]:
     if not path.is_file():
         raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml)")
     try:
-        text = path.read_text()
+        text = safe_io.read_text(path, _MAX_CONFIG_BYTES)
         cfg = yaml.safe_load(text)
+    except CheckpointError as e:
+        raise CheckpointError(f"cannot use {path}: {_one_line(e)}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise CheckpointError(f"cannot read {path}: {_one_line(e)}") from None
     if not isinstance(cfg, dict):
@@ -81,23 +90,29 @@ def _read_config(run: Path) -> tuple[dict, str]:
     return cfg, text
 
 
+def _present(path: Path) -> bool:
+    """Whether ``path`` exists as anything at all (a dangling or outside symlink included, so that
+    it is listed as refused rather than silently left out)."""
+    return os.path.lexists(path)
+
+
 def _read_json(path: Path, notes: list[str]) -> Any:
-    if not path.is_file():
+    if not _present(path):
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return json.loads(safe_io.read_text(path, _MAX_JSON_BYTES))
+    except (OSError, UnicodeDecodeError, ValueError, CheckpointError) as e:
         notes.append(f"{path.name} could not be read: {_one_line(e)}")
         return None
 
 
 def _read_metrics(path: Path, notes: list[str]) -> list[dict]:
-    if not path.is_file():
+    if not _present(path):
         return []
     records, bad = [], 0
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        lines = safe_io.read_text(path, _MAX_METRICS_BYTES).splitlines()
+    except (OSError, UnicodeDecodeError, CheckpointError) as e:
         notes.append(f"{path.name} could not be read: {_one_line(e)}")
         return []
     for line in lines:
@@ -119,9 +134,12 @@ def _read_metrics(path: Path, notes: list[str]) -> list[dict]:
 
 def _param_count(path: Path, notes: list[str]) -> dict | None:
     """Parameter and stored-element counts from the safetensors header (no weights are loaded)."""
-    if not path.is_file():
+    if not _present(path):
         return None
     try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):  # a symlink, FIFO or device: not the run's own weights
+            raise CheckpointError("it is a symbolic link or not a regular file; left out")
         from safetensors import safe_open
 
         total = buffers = 0
@@ -140,8 +158,8 @@ def _param_count(path: Path, notes: list[str]) -> dict | None:
 
 def _png_size(path: Path, notes: list[str]) -> tuple[bytes, int, int] | None:
     try:
-        data = path.read_bytes()
-    except OSError as e:
+        data = safe_io.read_bytes(path, _MAX_PNG_BYTES)
+    except (OSError, CheckpointError) as e:
         notes.append(f"{path.name} could not be read: {_one_line(e)}")
         return None
     # Width and height sit at fixed offsets of the IHDR chunk, so no image library is needed.
@@ -170,12 +188,14 @@ def _collect(run: str | Path) -> dict:
     info["fid"] = sorted(fids, key=lambda t: t[0])
     samples: list[tuple[float, Path]] = []
     others: list[tuple[float, Path]] = []
-    if (run / "samples").is_dir():
+    if (run / "samples").is_symlink():
+        notes.append("samples is a symbolic link, not a folder of the run; its images are left out")
+    elif (run / "samples").is_dir():
         for p in sorted((run / "samples").glob("*.png")):
             m = _SAMPLES.match(p.name)
             (samples if m else others).append((float(m.group(1)) if m else math.inf, p))
     info["samples"] = [p for _, p in sorted(samples, key=lambda t: t[0])] + [p for _, p in others]
-    info["figures"] = sorted(p for p in run.glob("*.png") if p.is_file())
+    info["figures"] = sorted(p for p in run.glob("*.png") if p.is_file() or p.is_symlink())
     return info
 
 
@@ -192,6 +212,12 @@ def _finite(v: Any) -> bool:
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
+    """``v`` formatted for a table cell, as escaped HTML (values come from files of the run folder,
+    which may hold anything, strings where numbers are expected included)."""
+    return _esc(_fmt_text(v, digits))
+
+
+def _fmt_text(v: Any, digits: int = 4) -> str:
     if v is None:
         return "–"
     if isinstance(v, bool):
@@ -373,9 +399,9 @@ def _summary(info: dict) -> str:
         configured = _cfg_get(cfg, "train", "steps")
         steps = _fmt(last["step"]) + (f" of {_fmt(configured)} configured" if configured is not None else "")
         k = last.get("test_k")
-        rows += [("steps", _esc(steps)),
+        rows += [("steps", steps),
                  ("final train bits/dim", f'<span id="final-train-bpd">{_fmt(_last(metrics, "train_bpd"))}</span>'),
-                 (f"final test bits/dim (negative ELBO{f', k={k}' if k is not None else ''}"
+                 (f"final test bits/dim (negative ELBO{f', k={_esc(k)}' if k is not None else ''}"
                   f"{', ' + _fmt(last.get('test_n')) + ' images' if last.get('test_n') is not None else ''})",
                   f'<span id="final-test-bpd">{_fmt(last.get("test_elbo_bpd"))}</span>')]
         if isinstance(k, int) and k > 1:
@@ -484,7 +510,7 @@ def _fid(fids: list[tuple[float, str, dict]]) -> str:
         kid = (f"{d['kid_mean']:.4f} ± {d['kid_std']:.4f}" if _finite(d.get("kid_mean")) and _finite(d.get("kid_std"))
                else _fmt(d.get("kid_mean")))
         rows.append(f'<tr><td class="num">{_esc(d.get("temperature", temp))}</td><td class="num">{_fmt(d.get("fid"), 2)}'
-                    f'</td><td class="num">{_esc(kid)}</td><td class="num">{_fmt(d.get("n_fake"))}</td>'
+                    f'</td><td class="num">{kid}</td><td class="num">{_fmt(d.get("n_fake"))}</td>'
                     f'<td class="num">{_fmt(d.get("n_real"))}</td><td>{_esc(d.get("dataset", "–"))}</td>'
                     f'<td><code title="{_esc(sha)}">{_esc(sha[:12] or "–")}</code></td><td>{_esc(fname)}</td></tr>')
     return _section("fid", "FID and KID", f'<table id="fid-table"><thead><tr>{head}</tr></thead>'
@@ -504,7 +530,7 @@ def _eval(ev: Any) -> str:
         rows.append(("encode/decode round trip", f'<span class="{cls}">{_fmt(bad)} mismatched pixels</span> '
                                                  f'in {_fmt(ev.get("roundtrip_images"))} images'))
     known = {"dataset", "n", "elbo_bpd", "iw_bpd", "k", "kl", "roundtrip_images", "roundtrip_mismatched_pixels"}
-    rows += [(_esc(k), _esc(_fmt(v))) for k, v in ev.items() if k not in known]
+    rows += [(_esc(k), _fmt(v)) for k, v in ev.items() if k not in known]
     return _section("eval", "Evaluation (eval.json)", _table(rows, "eval-table"))
 
 
@@ -546,7 +572,7 @@ def _environment(env: Any) -> str:
     if not isinstance(env, dict):
         return ""
     return _section("environment", "Environment",
-                    _table([(_esc(k), _esc(_fmt(v))) for k, v in env.items()], "environment-table"))
+                    _table([(_esc(k), _fmt(v)) for k, v in env.items()], "environment-table"))
 
 
 def _notes(notes: list[str]) -> str:
@@ -564,10 +590,7 @@ def _page(title: str, body: str) -> str:
 
 def _write(path: Path, text: str) -> Path:
     # Temporary file then rename, so a browser reloading the page never sees half of it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    safe_io.atomic_write(path, text.encode("utf-8"))
     return path
 
 

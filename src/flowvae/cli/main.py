@@ -213,7 +213,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     lines = [f"linear probe on {test_d.name} ({args.protocol} protocol; {rows['pixels']['n_train']} train / "
              f"{rows['pixels']['n_test']} test images)", "| features | dim | C | test accuracy |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | {r['dim']} | {r['C']:g} | {100 * r['accuracy']:.2f}% |" for k, r in rows.items()]
-    (Path(args.run) / "probe.md").write_text("\n".join(lines) + "\n")
+    from ..training.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(Path(args.run) / "probe.md", ("\n".join(lines) + "\n").encode())
     _emit(args, res, lines)
     return 0
 

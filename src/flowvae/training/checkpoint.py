@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .. import safe_io
 from ..errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "atomic_write_bytes", "save_checkpoint", "list_checkpoints", "load_latest_checkpoint"]
@@ -33,18 +33,18 @@ __all__ = ["FORMAT_VERSION", "atomic_write_bytes", "save_checkpoint", "list_chec
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 _NAME = re.compile(r"ckpt-(\d+)\.pt$")
+# Checkpoints are read only as regular files (never symlinks, FIFOs or devices), up to this size.
+MAX_CHECKPOINT_BYTES = 16 * 1024**3
+_MAX_SIDECAR_BYTES = 4096
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never in place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never in place).
+
+    The temporary file has a random name and is created with ``O_EXCL``; a target that is a
+    symbolic link or not a regular file is refused (:func:`flowvae.safe_io.atomic_write`).
+    """
+    safe_io.atomic_write(path, data)
 
 
 def save_checkpoint(folder: Path, step: int, state: dict[str, Any], keep: int = 3) -> Path:
@@ -73,11 +73,18 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def _load_verified(path: Path) -> dict[str, Any]:
-    data = path.read_bytes()
+    try:
+        data = safe_io.read_bytes(path, MAX_CHECKPOINT_BYTES, root=path.parent)
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read: {e.strerror or e}") from None
     sidecar = path.with_suffix(".pt.sha256")
-    if not sidecar.exists():
-        raise CheckpointError(f"{path} has no checksum file")
-    if hashlib.sha256(data).hexdigest() != sidecar.read_text().strip():
+    try:
+        expected = safe_io.read_bytes(sidecar, _MAX_SIDECAR_BYTES, root=path.parent).decode("ascii", "replace")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} has no checksum file") from None
+    except OSError as e:
+        raise CheckpointError(f"{sidecar} cannot be read: {e.strerror or e}") from None
+    if hashlib.sha256(data).hexdigest() != expected.strip():
         raise CheckpointError(f"{path} does not match its checksum (truncated or corrupted)")
     import io
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
+from .. import safe_io
 from ..config import Config, save_config
 from ..data import ImageData, load_split
 from ..data.augment import augment_batch
@@ -34,6 +36,8 @@ from .environment import environment_record, resolve_device, tune_cpu_allocator
 __all__ = ["train", "load_data", "lr_lambda"]
 
 log = logging.getLogger("flowvae.train")
+# metrics.jsonl is re-read on resume only as a regular file, up to this size.
+MAX_METRICS_BYTES = 1024**3
 
 
 def lr_lambda(warmup: int, decay: float):
@@ -133,18 +137,17 @@ class _GroupedBatches:
 
 
 def _write_metrics(run: Path, record: dict) -> None:
-    with open(run / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+    safe_io.append_line(run / "metrics.jsonl", json.dumps(record))
 
 
 def _truncate_metrics(run: Path, step: int) -> None:
     """Drop records written after ``step`` (by a run killed after its last checkpoint), atomically,
     so a resumed run's metrics.jsonl equals an uninterrupted run's."""
     path = run / "metrics.jsonl"
-    if not path.exists():
+    if not os.path.lexists(path):
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for line in safe_io.read_text(path, MAX_METRICS_BYTES).splitlines():
         try:
             if json.loads(line).get("step", 0) <= step:
                 keep.append(line)
@@ -153,8 +156,20 @@ def _truncate_metrics(run: Path, step: int) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
 
 
+class _LogFileHandler(logging.StreamHandler):
+    """A StreamHandler on a file opened with O_NOFOLLOW (:func:`flowvae.safe_io.open_for_log`)
+    that closes the file when closed, as :class:`logging.FileHandler` does."""
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self.stream.close()
+        finally:
+            super().close()
+
+
 def _log_to_file(run: Path) -> logging.Handler:
-    handler = logging.FileHandler(run / "train.log")
+    handler = _LogFileHandler(safe_io.open_for_log(run / "train.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("flowvae").addHandler(handler)
     # Periodic progress lines go to the file only while a progress bar owns the terminal.
@@ -464,7 +479,6 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
 
 
 def _save_final(model: GenerativeModel, run: Path) -> None:
-    tmp = run / ".model.safetensors.tmp"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"format": "flowvae", "kind": model.kind})
-    tmp.replace(run / "model.safetensors")
+    data = save_safetensors(state, metadata={"format": "flowvae", "kind": model.kind})
+    safe_io.atomic_write(run / "model.safetensors", data)
