@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,33 +32,7 @@ def _metrics(run: Path) -> list[dict]:
     return recs
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flowvae.cli.main", *args]
-
-
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
-    sets = [*SMALL, "train.steps=300", "train.eval_every=40", "train.checkpoint_every=25"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_cli("train", "digits", "--run", str(full), "-q", "--set", *sets), check=True, env=env)
-
-    proc = subprocess.Popen(_cli("train", "digits", "--run", str(killed), "-q", "--set", *sets), env=env)
-    deadline = time.time() + 120
-    # Wait for the second checkpoint, then kill at some step between checkpoints (no clean-up runs).
-    while len(list_checkpoints(killed / "checkpoints")) < 2 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed; lengthen it"
-    assert not (killed / "model.safetensors").exists()
-    _, state = load_latest_checkpoint(killed / "checkpoints")
-    assert 0 < state["step"] < 300
-
-    subprocess.run(_cli("train", "digits", "--run", str(killed), "--resume", "-q"), check=True, env=env)
-    a, b = load_run(full).state_dict(), load_run(killed).state_dict()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k  # bitwise: data order, RNG streams, schedule all restored
-    assert _metrics(full) == _metrics(killed)
+# SIGKILL at random moments and resume: tests/test_interruptions.py (benchmarks/kill_trials.py).
 
 
 def test_resume_drops_metrics_written_after_the_checkpoint(tmp_path):

@@ -247,3 +247,51 @@ def test_report_is_not_written_through_a_symlink(copy, victim, capsys):
     rc = main(["report", str(copy)])
     _one_line_or_ok(rc, capsys)
     assert victim.read_bytes() == VICTIM
+
+
+@pytest.mark.parametrize("cmd", [["sample", "-t", "0.7", "-n", "4"], ["switch", "--pairs", "2"]])
+def test_a_symlinked_output_folder_is_refused(copy, tmp_path, cmd, capsys):
+    outside = tmp_path / "outside-folder"
+    outside.mkdir()
+    if cmd[0] == "sample":
+        shutil.rmtree(copy / "samples")
+        (copy / "samples").symlink_to(outside)
+    else:  # switch writes RUN/switch.png; a link at the run folder's own name is the user's choice,
+        (copy / "sub").symlink_to(outside)  # so send it through --out into a linked sub-folder instead
+        cmd = [*cmd, "--out", str(copy / "sub" / "switch.png")]
+    rc = main([cmd[0], str(copy), *cmd[1:], *CPU])
+    err = capsys.readouterr().err
+    if cmd[0] == "sample":
+        assert rc == 1 and "leads outside" in err and len(err.strip().splitlines()) == 1
+        assert list(outside.iterdir()) == []
+    else:  # a path the user names with --out is written as given
+        assert rc == 0 and (outside / "switch.png").exists()
+
+
+def test_resume_refuses_a_checkpoints_folder_that_links_outside(copy, tmp_path, capsys):
+    outside = tmp_path / "outside-ckpts"
+    shutil.copytree(copy / "checkpoints", outside)
+    shutil.rmtree(copy / "checkpoints")
+    (copy / "checkpoints").symlink_to(outside)
+    (copy / "model.safetensors").unlink()
+    before = sorted(p.name for p in outside.iterdir())
+    rc = main(["train", "--run", str(copy), "--resume", "--steps", "4", *CPU])
+    err = capsys.readouterr().err
+    assert rc == 1 and "leads outside" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in outside.iterdir()) == before
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    target = tmp_path / "eval.json"
+    target.write_bytes(b"old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safe_io.os, "fsync", full)
+    with pytest.raises(CheckpointError, match=rf"cannot write {target}: No space left on device; the previous"):
+        safe_io.atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]  # no temporary file left

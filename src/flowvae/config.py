@@ -76,8 +76,11 @@ class TrainConfig(Settings):
     eval_images: int | None = setting(2000, ge=1, help="test images of the periodic evaluation (None: all)")
     eval_k: int = setting(1, ge=1, le=10000, help="posterior samples in the periodic evaluation")
     checkpoint_every: int = setting(500, ge=1)
+    checkpoint_every_s: float | None = setting(None, gt=0, help="also checkpoint when this much wall time "
+                                               "has passed since the last checkpoint (None: off)")
     keep_checkpoints: int = setting(3, ge=1)
     max_bad_steps: int = setting(20, ge=1, help="non-finite steps in a row before the run stops")
+    check_updates: bool = True        # weights checked finite after each update, a bad one rolled back
     seed: int = setting(0, ge=0)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     num_threads: int | None = setting(None, ge=1, le=4096, help="torch CPU threads (None: torch's default)")
@@ -88,6 +91,13 @@ class TrainConfig(Settings):
     sample_temperatures: list[float] = setting(factory=lambda: [0.7, 1.0], ge=0, le=100)
     time_limit_s: float | None = setting(None, gt=0, help="stop training after this wall time (checkpoint kept)")
     deterministic: bool = False       # torch.use_deterministic_algorithms (bitwise resume on GPU too)
+
+    # Fields a resumed run may change: they decide how long, where and how observably the run goes,
+    # not which numbers it computes. Any other change would silently break bitwise continuation.
+    resumable: ClassVar[frozenset[str]] = frozenset({
+        "steps", "eval_every", "eval_images", "eval_k", "checkpoint_every", "checkpoint_every_s",
+        "keep_checkpoints", "max_bad_steps", "device", "num_threads", "compile", "sample_temperatures",
+        "time_limit_s"})
 
     def validate(self) -> None:
         if len(self.betas) != 2:

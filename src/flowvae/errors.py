@@ -22,3 +22,17 @@ class ConfigError(FlowVAEError, ValueError):
 
 class CheckpointError(FlowVAEError, RuntimeError):
     """A checkpoint or run folder that cannot be used with the requested model."""
+
+
+class TrainingInterrupted(FlowVAEError):
+    """Training stopped by a signal (SIGINT, SIGTERM or SIGHUP) after finishing its current step
+    and writing a checkpoint of it; ``flowvae train --resume`` continues bitwise from there.
+
+    Attributes:
+        signum: the signal's number.
+        step: the step of the checkpoint written on the way out.
+    """
+
+    def __init__(self, message: str, signum: int, step: int):
+        super().__init__(message)
+        self.signum, self.step = signum, step

@@ -31,8 +31,12 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 1, p
     return grid
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
-    """Save uint8 images ``[N, C, H, W]`` as one PNG grid (``nrow`` images per row), written atomically."""
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1,
+              root: str | Path | None = None) -> Path:
+    """Save uint8 images ``[N, C, H, W]`` as one PNG grid (``nrow`` images per row), written atomically.
+
+    With ``root`` (the run folder), a ``path`` whose folder leads outside ``root`` through a
+    symbolic link is refused (:class:`~flowvae.errors.CheckpointError`)."""
     grid = make_grid(images, nrow)
     img = Image.fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
     if scale > 1:
@@ -40,5 +44,5 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, s
     path = Path(path)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    atomic_write(path, buf.getvalue())  # random O_EXCL temp name; a symlinked target is refused
+    atomic_write(path, buf.getvalue(), root)  # random O_EXCL temp name; a symlinked target is refused
     return path

@@ -65,14 +65,18 @@ def atomic_write(path: str | Path, data: bytes, root: str | Path | None = None) 
     """Write ``data`` to ``path`` via a new temporary file in its folder, fsync and rename.
 
     Raises:
-        CheckpointError: ``path`` exists as a symlink or non-regular file, or (with ``root``) its
-            folder resolves outside ``root``.
+        CheckpointError: ``path`` exists as a symlink or non-regular file, (with ``root``) its
+            folder resolves outside ``root``, or the file cannot be written (a full disk: the
+            temporary file is removed and the previous ``path`` is left as it was).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _check_root(path, root)
-    _check_target(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _check_root(path, root)  # before mkdir, so no folder is created through a link either
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_target(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -81,17 +85,20 @@ def atomic_write(path: str | Path, data: bytes, root: str | Path | None = None) 
         os.chmod(tmp, 0o644)
         _check_target(path)  # once more, just before the rename
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # e.g. a full disk: the old file is untouched, say so
+            raise CheckpointError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, "
+                                  f"is unchanged") from None
         raise
 
 
 def _open_append(path: Path, root: str | Path | None) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
     _check_root(path, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _NONBLOCK | _BINARY, 0o644)
     except OSError as e:

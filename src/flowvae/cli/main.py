@@ -7,7 +7,9 @@ object on standard output.
 
 Exit status: 0 success; 1 failure, printed as one line ``flowvae COMMAND: error: MESSAGE`` without a
 traceback for every error caused by input; 2 usage error (argparse: an unknown option, a missing
-argument, text where a number belongs). Numeric options are range-checked after parsing
+argument, text where a number belongs); 128 + N when signal N stopped the command (130 SIGINT,
+143 SIGTERM, 129 SIGHUP): ``train`` then finished its step and wrote a checkpoint of it first, and
+``train --resume`` continues from there. Numeric options are range-checked after parsing
 (:mod:`flowvae.cli.options`), so a number out of range (``eval -k 0``, ``sample -t nan``,
 ``fid -n 1``) is an error caused by input: exit status 1 with one line naming the option and its
 range. Limits that depend on the run's data (``switch --pairs`` against the test-set size,
@@ -32,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FlowVAEError
+from ..errors import FlowVAEError, TrainingInterrupted
 from .options import check_ranges
 from .parser import build_parser
 
@@ -61,6 +63,12 @@ def _write_json(path: Path, obj: Any) -> None:
     from ..training.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
+
+
+def _root(args: argparse.Namespace) -> Path | None:
+    """The run folder as the root of a default output path (a link out of it is refused); a path
+    the user named with ``--out`` is theirs and written as given."""
+    return None if getattr(args, "out", None) else Path(args.run)
 
 
 def _scale(model: GenerativeModel) -> int:
@@ -163,7 +171,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, _, seed = _load_for_eval(args)
     out = Path(args.out) if args.out else Path(args.run) / "samples"
     grids = sample_grids(model, args.temperature, args.num, global_temperature=args.z_temperature, seed=seed)
-    paths = [str(save_grid(imgs, out / f"samples_t{t:.2f}.png", nrow=8, scale=_scale(model))) for t, imgs in grids]
+    paths = [str(save_grid(imgs, out / f"samples_t{t:.2f}.png", nrow=8, scale=_scale(model), root=_root(args))) for t, imgs in grids]
     _emit(args, {"files": paths, "temperatures": args.temperature, "z_temperature": args.z_temperature},
           [f"wrote {p}" for p in paths])
     return 0
@@ -176,7 +184,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
     model, _, seed = _load_for_eval(args, "global_local")
     grid, info = switch_pairs(model, _test_data(model, keep=True), args.pairs, args.same_class, seed)
     out = Path(args.out) if args.out else Path(args.run) / "switch.png"
-    save_grid(grid.flatten(0, 1), out, nrow=8 if args.pairs % 2 == 0 else 4, scale=_scale(model))
+    save_grid(grid.flatten(0, 1), out, nrow=8 if args.pairs % 2 == 0 else 4, scale=_scale(model), root=_root(args))
     exact = info["diagonal_exact"]
     _emit(args, {"file": str(out), **info},
           [f"wrote {out}: {args.pairs} pairs, each (v1,z1) (v1,z2) (v2,z2) (v2,z1); real images reproduced exactly: {exact}"])
@@ -191,7 +199,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     grid, info = interpolation_grid(model, _test_data(model, keep=True), args.rows, args.cols, args.spherical,
                                     None if args.index is None else tuple(args.index), seed)
     out = Path(args.out) if args.out else Path(args.run) / "interpolation.png"
-    save_grid(grid.flatten(0, 1), out, nrow=len(info["betas"]), scale=_scale(model))
+    save_grid(grid.flatten(0, 1), out, nrow=len(info["betas"]), scale=_scale(model), root=_root(args))
     (i, j), exact = info["images"], info["corners_exact"]
     _emit(args, {"file": str(out), **info},
           [f"wrote {out}: rows alpha (z) {info['alphas']}, columns beta (v) {len(info['betas'])} values; "
@@ -215,7 +223,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     lines += [f"| {k} | {r['dim']} | {r['C']:g} | {100 * r['accuracy']:.2f}% |" for k, r in rows.items()]
     from ..training.checkpoint import atomic_write_bytes
 
-    atomic_write_bytes(Path(args.run) / "probe.md", ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(Path(args.run) / "probe.md", ("\n".join(lines) + "\n").encode(), root=args.run)
     _emit(args, res, lines)
     return 0
 
@@ -261,7 +269,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
         else:
             base = Path(args.out) if args.out else Path(args.run) / "traverse.png"
             out = base if len(args.index) == 1 else base.with_name(f"{base.stem}_{i}{base.suffix}")
-        save_grid(grid.flatten(0, 1), out, nrow=len(values), scale=_scale(model))
+        save_grid(grid.flatten(0, 1), out, nrow=len(values), scale=_scale(model), root=_root(args))
         files.append(str(out))
     _emit(args, {"files": files, **info},
           [f"wrote {f}: rows = latent dimensions {info['dims']}, columns = values {values[0]:g}..{values[-1]:g}"
@@ -340,12 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_ranges(args)
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as e:  # the checkpoint is written; 128 + N is the shell's "killed by signal N"
+        print(f"flowvae {args.command}: {_one_line(e)}", file=sys.stderr)
+        return 128 + e.signum
     except FlowVAEError as e:
         print(f"flowvae {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"flowvae {args.command}: interrupted", file=sys.stderr)
-        return 1
+        return 130
     except OSError as e:  # an output file or folder that cannot be written: a user problem, one line
         print(f"flowvae {args.command}: error: {e.strerror or e}: {e.filename or ''}", file=sys.stderr)
         return 1

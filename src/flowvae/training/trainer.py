@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from .. import safe_io
 from ..config import Config, save_config
 from ..data import ImageData, load_split
 from ..data.augment import augment_batch
-from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError
+from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError, TrainingInterrupted
 from ..evaluation.bpd import evaluate_bpd
 from ..flows.base import data_init
 from ..imaging import save_grid
@@ -32,6 +34,7 @@ from ..models.base import GenerativeModel, create_model
 from .checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
 from .distributed import DistContext, cleanup, setup
 from .environment import environment_record, resolve_device, tune_cpu_allocator
+from .run_lock import RunLock, remove_temporary_files
 
 __all__ = ["train", "load_data", "lr_lambda"]
 
@@ -137,23 +140,149 @@ class _GroupedBatches:
 
 
 def _write_metrics(run: Path, record: dict) -> None:
-    safe_io.append_line(run / "metrics.jsonl", json.dumps(record))
+    safe_io.append_line(run / "metrics.jsonl", json.dumps(record), root=run)
 
 
-def _truncate_metrics(run: Path, step: int) -> None:
-    """Drop records written after ``step`` (by a run killed after its last checkpoint), atomically,
-    so a resumed run's metrics.jsonl equals an uninterrupted run's."""
+def _truncate_metrics(run: Path, step: int) -> list[dict]:
+    """Keep only the records of steps up to ``step`` (those an uninterrupted run has at that point),
+    atomically: a run killed after its last checkpoint wrote records the resumed run writes again.
+    ``step=-1`` empties the file (a fresh start). Returns the kept records."""
     path = run / "metrics.jsonl"
     if not os.path.lexists(path):
-        return
-    keep = []
-    for line in safe_io.read_text(path, MAX_METRICS_BYTES).splitlines():
+        return []
+    keep, records = [], []
+    for line in safe_io.read_text(path, MAX_METRICS_BYTES, root=run).splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
+            rec = json.loads(line)
         except json.JSONDecodeError:  # a line cut by the kill
             continue
-    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode())
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            keep.append(line)
+            records.append(rec)
+    atomic_write_bytes(path, "".join(line + "\n" for line in keep).encode(), root=run)
+    return records
+
+
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP (what schedulers send before a kill) ask the loop to stop after the
+    current step and write a checkpoint; a second signal stops at once (KeyboardInterrupt for
+    SIGINT, else ``SystemExit(128 + signal)``). Installed only in the main thread; the previous
+    handlers come back on exit."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.NAMES:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            return
+        self.__exit__()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+class _UpdateGuard:
+    """A copy of the weights and optimiser state taken before each update, put back when the
+    update left a weight non-finite (finite gradients can still do that: an overflow in Adam's
+    moments, a learning rate of 1e30). Costs one copy of the parameters and optimiser moments."""
+
+    def __init__(self, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer):
+        self.params, self.opt = params, opt
+        self.live: list[torch.Tensor] = []
+        self.saved: list[torch.Tensor] = []
+        self.had_state: set[int] = set()
+
+    def _tensors(self) -> list[torch.Tensor]:
+        state = [v for p in self.params for v in self.opt.state.get(p, {}).values() if torch.is_tensor(v)]
+        return [*self.params, *state]
+
+    @torch.no_grad()
+    def save(self) -> None:
+        live = self._tensors()
+        if len(live) != len(self.saved) or any(a.shape != b.shape for a, b in zip(live, self.saved)):
+            self.saved = [t.detach().clone() for t in live]
+        else:
+            torch._foreach_copy_(self.saved, [t.detach() for t in live])
+        self.live = live
+        self.had_state = {id(p) for p in self.params if p in self.opt.state}
+
+    @torch.no_grad()
+    def weights_finite(self) -> bool:
+        norms = torch._foreach_norm([p.detach() for p in self.params])
+        return bool(torch.isfinite(torch.stack(norms)).all())
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        torch._foreach_copy_(self.live, self.saved)
+        for p in self.params:  # the first update creates Adam's moments; un-create them
+            if id(p) not in self.had_state and p in self.opt.state:
+                del self.opt.state[p]
+
+
+def _check_resumed_config(saved: Any, cfg: Config, path: Path) -> None:
+    """Refuse to resume with settings that change what the run computes (see ``TrainConfig.resumable``).
+
+    Raises:
+        CheckpointError: the checkpoint's config does not parse; ConfigError: a changed setting.
+    """
+    from ..config import TrainConfig, config_from_dict
+
+    if saved is None:
+        return
+    try:
+        then = config_from_dict(saved).to_dict()
+    except FlowVAEError as e:
+        raise CheckpointError(f"{path} holds a config this flowvae cannot read ({e})") from None
+    now = cfg.to_dict()
+    changed = []
+    for section in ("model", "data", "train"):
+        a, b = then[section], now[section]
+        for key in sorted(set(a) | set(b)):
+            if (section == "train" and key in TrainConfig.resumable) or (section, key) == ("data", "root"):
+                continue
+            if a.get(key) != b.get(key):
+                changed.append(f"{section}.{key} {a.get(key)!r} -> {b.get(key)!r}")
+    if changed:
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise ConfigError(f"--resume with changed settings ({'; '.join(changed[:3])}{more}): {path.name} "
+                          f"would not continue the same run. Undo the change, or start a new --run folder; "
+                          f"a resume may change only train.{{{','.join(sorted(TrainConfig.resumable))}}} and data.root")
+
+
+def _adopt_filled_fields(cfg: Config, run: Path) -> None:
+    """Model fields a fresh run filled in (``for_training``: the beta-TCVAE's dataset size, the
+    multi-stage model's stage-1 config) taken from the run's config.yaml where ``cfg`` leaves them
+    unset, so that resuming with the preset the run started from rebuilds the same model."""
+    from ..config import config_from_dict, load_config
+
+    if not (run / "config.yaml").is_file():
+        return
+    saved = load_config(run / "config.yaml").model.to_dict()
+    now = cfg.model.to_dict()
+    if saved.get("kind") != now.get("kind"):
+        return
+    filled = {k: v for k, v in saved.items() if now.get(k) is None and v is not None}
+    if filled:
+        d = cfg.to_dict()
+        d["model"].update(filled)
+        cfg.model = config_from_dict(d).model
 
 
 class _LogFileHandler(logging.StreamHandler):
@@ -169,7 +298,7 @@ class _LogFileHandler(logging.StreamHandler):
 
 
 def _log_to_file(run: Path) -> logging.Handler:
-    handler = _LogFileHandler(safe_io.open_for_log(run / "train.log"))
+    handler = _LogFileHandler(safe_io.open_for_log(run / "train.log", root=run))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("flowvae").addHandler(handler)
     # Periodic progress lines go to the file only while a progress bar owns the terminal.
@@ -216,7 +345,9 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     Args:
         cfg: the resolved configuration (saved as ``run/config.yaml``).
         run: run folder; created if needed.
-        resume: continue from the newest valid checkpoint in ``run`` (same config).
+        resume: continue from the newest valid checkpoint in ``run``, bitwise as if never
+            stopped. Only ``TrainConfig.resumable`` settings and ``data.root`` may differ from the
+            checkpoint's config.
         progress: show a progress bar (default: when standard error is a terminal).
 
     Returns:
@@ -227,8 +358,14 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     logger lets through: INFO under the command line; in library use call
     ``logging.getLogger("flowvae").setLevel(logging.INFO)`` for the same log.
 
+    While it runs, ``run/.lock`` keeps a second training process out of the folder. SIGINT, SIGTERM
+    and SIGHUP finish the current step, write its checkpoint and raise
+    :class:`~flowvae.errors.TrainingInterrupted`; a second signal stops at once.
+
     Raises:
-        FlowVAEError: bad data, config, run folder, or too many non-finite steps in a row.
+        TrainingInterrupted: stopped by a signal (a checkpoint of the last finished step is saved).
+        FlowVAEError: bad data, config, run folder (another process training in it), a resume
+            with changed settings, or too many non-finite steps in a row.
     """
     run = Path(run)
     tc = cfg.train
@@ -238,6 +375,28 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
                           f"over {ctx.world} processes")
     if not ctx.is_main:
         logging.getLogger("flowvae").setLevel(logging.WARNING)
+    created = not run.exists()
+    lock = RunLock(run).acquire() if ctx.is_main else None
+    try:
+        return _locked_train(cfg, run, resume, progress, ctx, device_name)
+    except BaseException:
+        if lock is not None and created:  # a run that failed before writing anything leaves no folder
+            lock.release()
+            try:
+                run.rmdir()
+            except OSError:
+                pass
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, ctx: DistContext,
+                  device_name: str) -> dict:
+    tc = cfg.train
+    if ctx.is_main:
+        remove_temporary_files(run)
     device = resolve_device(device_name)
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -248,6 +407,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(tc.seed)
     has_checkpoint = resume and any((run / "checkpoints").glob("ckpt-*.pt"))
+    if has_checkpoint:
+        _adopt_filled_fields(cfg, run)
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
     if not has_checkpoint:  # e.g. the beta-TCVAE's dataset size, the multi-stage model's stage-1 config
         cfg.model = cfg.model.for_training(len(train_data))
@@ -265,7 +426,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         (run / "checkpoints").mkdir(parents=True, exist_ok=True)
         handler = _log_to_file(run)
     try:
-        last = _train(cfg, model, train_data, test_data, run, device, resume, progress, ctx)
+        with _Signals() as signals:
+            last = _train(cfg, model, train_data, test_data, run, device, resume, progress, ctx, signals)
     except BaseException:
         if ctx.enabled:
             torch.distributed.destroy_process_group()
@@ -280,24 +442,21 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
 
 def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data: ImageData, run: Path,
-           device: torch.device, resume: bool, progress: bool | None, ctx: DistContext) -> dict:
+           device: torch.device, resume: bool, progress: bool | None, ctx: DistContext, signals: _Signals) -> dict:
     t0 = time.time()
     tc = cfg.train
     main = ctx.is_main
-    if main:
-        env = environment_record(device)
-        env["processes"] = ctx.world
-        atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode())
     local_batch = tc.batch_size // ctx.world
-    tb = _TensorBoard(run, main)
     progress_log = logging.getLogger("flowvae.progress")
 
     # Frozen parts (stage 1 of the multi-stage model) are left out of the optimiser.
     # fused=True: one kernel over all parameters, about 3 times faster than the default on the CPU
     # for the cifar10 preset (benchmarks/profile_step.py); same update rule.
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), eps=tc.eps,
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), eps=tc.eps,
                             weight_decay=tc.weight_decay, fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
+    guard = _UpdateGuard(params, opt) if tc.check_updates else None
     groups_per_batch = model.label_groups  # batches drawn by class, each class one group (UG-VAE)
     batches: _Batches | _GroupedBatches = (
         _GroupedBatches(train_data.images, train_data.labels, tc.batch_size, groups_per_batch, tc.seed)
@@ -313,8 +472,10 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
     found = load_latest_checkpoint(run / "checkpoints") if resume else None
     if resume and found is None:
         log.warning("no usable checkpoint in %s: starting from step 0", run)
+    last: dict = {}
     if found is not None:
         path, state = found
+        _check_resumed_config(state.get("config"), cfg, path)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -330,12 +491,19 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         prog = state.get("progress", {})
         bad_in_row, skipped = int(prog.get("bad_in_row", 0)), int(prog.get("skipped", 0))
         run_bpd, elapsed = prog.get("run_bpd"), float(prog.get("elapsed_s", 0.0))
-        if main:
-            _truncate_metrics(run, step)
+        grad_norm_max = float(prog.get("grad_norm_max", 0.0))
         log.info("resumed from %s at step %d", path.name, step)
+    if main:  # the records an uninterrupted run has at this step, no more (none on a fresh start)
+        kept = _truncate_metrics(run, step if found is not None else -1)
+        if kept and kept[-1]["step"] == step:
+            last = kept[-1]  # resuming a finished run evaluates nothing twice
     # Written only once the checkpoint (if any) is known to fit, so a failed resume changes nothing.
     if main:
         save_config(cfg, run / "config.yaml")
+        env = environment_record(device)
+        env["processes"] = ctx.world
+        atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode(), root=run)
+    tb = _TensorBoard(run, main)
 
     def evaluate(train_bpd: float | None, skipped: int) -> dict:
         """Test bits/dim now, appended to metrics.jsonl (fixed noise seed, so points are comparable).
@@ -356,27 +524,32 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
         return rec
 
-    saved_at: dict[str, int | None] = {"step": None}
+    def counters() -> dict:
+        """Everything besides weights, optimiser and schedule that a step moves on."""
+        return {"batches": batches.state_dict(),
+                "rng": {"noise": noise.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state()},
+                "progress": {"bad_in_row": bad_in_row, "skipped": skipped, "run_bpd": run_bpd,
+                             "grad_norm_max": grad_norm_max}}
 
-    def checkpoint() -> None:
-        """Everything a resumed run needs to continue bitwise: weights, optimiser, schedule, data
-        order, every RNG stream and the running counters."""
-        if saved_at["step"] == step or not main:
+    saved_at: dict[str, Any] = {"step": step if found is not None else None, "time": time.time()}
+
+    def checkpoint(label: int, moved: dict) -> None:
+        """Everything a resumed run needs to continue bitwise, as of the end of step ``label``:
+        weights, optimiser, schedule, and ``moved`` (data order, every RNG stream, the counters)."""
+        saved_at["time"] = time.time()
+        if saved_at["step"] == label or not main:
             return
-        save_checkpoint(run / "checkpoints", step, {
+        moved["progress"]["elapsed_s"] = elapsed + time.time() - t0
+        save_checkpoint(run / "checkpoints", label, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "batches": batches.state_dict(), "step": step, "config": cfg.to_dict(),
-            "rng": {"noise": noise.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state()},
-            "progress": {"bad_in_row": bad_in_row, "skipped": skipped, "run_bpd": run_bpd,
-                         "elapsed_s": elapsed + time.time() - t0},
-        }, keep=tc.keep_checkpoints)
-        saved_at["step"] = step
+            "step": label, "config": cfg.to_dict(), **moved}, keep=tc.keep_checkpoints)
+        saved_at["step"] = label
 
     if found is None:
         init = train_data.images[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]]
         with torch.no_grad(), data_init(model):
             model.loss(init.to(device), noise)
-        evaluate(None, 0)
+        last = evaluate(None, 0)
 
     net: Any = model  # the module the training forward runs through: model, DDP(model) or compiled
     if ctx.enabled:  # after the data-dependent init: DDP's constructor broadcasts rank 0's state
@@ -389,15 +562,24 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         from tqdm import tqdm
         bar = tqdm(total=tc.steps, initial=step, unit="step", dynamic_ncols=True)
     model.train()
-    last = {}
-    # Only BatchNorm statistics change in a forward pass; other buffers (1x1 conv permutations) are constant.
-    float_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                     for b in (m.running_mean, m.running_var) if b is not None]
+    # Only BatchNorm statistics (and their batch counters) change in a forward pass; other buffers
+    # (1x1 conv permutations) are constant.
+    bn_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                  for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
     while step < tc.steps:
         in_time = tc.time_limit_s is None or elapsed + time.time() - t0 <= tc.time_limit_s
-        if not ctx.all_true(in_time, device):  # every rank stops at the same step
+        if not ctx.all_true(in_time and signals.signum is None, device):  # every rank stops at the same step
+            if not ctx.all_true(signals.signum is None, device):
+                if bar is not None:
+                    bar.close()
+                checkpoint(step, counters())
+                name = signal.Signals(signals.signum or signal.SIGTERM).name
+                raise TrainingInterrupted(f"stopped by {name} after step {step}; its checkpoint is in "
+                                          f"{run / 'checkpoints'}: continue with flowvae train --resume --run {run}",
+                                          int(signals.signum or signal.SIGTERM), step)
             log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
             break
+        pre = counters()  # the state a checkpoint of this step's start carries, if the step goes bad
         x, groups = batches.next()
         x = augment_batch(x, cfg.data.flip, cfg.data.crop_pad, aug)
         if ctx.enabled:  # every rank built the same global batch; keep this rank's slice
@@ -407,27 +589,35 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         if tc.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
-        saved_buffers = [b.clone() for b in float_buffers]
+        saved_buffers = [b.clone() for b in bn_buffers]
         loss, stats = net(x, noise, ctx.shard, **({} if groups is None else {"groups": groups.to(device)}))
         opt.zero_grad(set_to_none=True)
         finite = ctx.all_true(bool(torch.isfinite(loss)), device)
+        what = "loss"
         if finite:
             loss.backward()
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
-            finite = bool(torch.isfinite(norm)) and len(grads) > 0
+            finite, what = bool(torch.isfinite(norm)) and len(grads) > 0, "gradient"
             if finite:  # the largest gradient norm since the last evaluation: spikes show here first
                 grad_norm_max = max(grad_norm_max, float(norm))
+        if finite:
+            if guard is not None:
+                guard.save()
+            opt.step()
+            if guard is not None and not ctx.all_true(guard.weights_finite(), device):
+                guard.restore()
+                finite, what = False, "weights after the update"
         if not finite:
             # Skip the update; parameters and buffers stay those of the last good step.
             with torch.no_grad():
-                for b, saved in zip(float_buffers, saved_buffers):
+                for b, saved in zip(bn_buffers, saved_buffers):
                     b.copy_(saved)
             skipped += 1
             bad_in_row += 1
-            log.warning("non-finite loss or gradient at step %d: step skipped (%d in a row)", step + 1, bad_in_row)
-            if bad_in_row == 1:
-                checkpoint()
+            log.warning("non-finite %s at step %d: step skipped (%d in a row)", what, step + 1, bad_in_row)
+            if bad_in_row == 1:  # labelled with the last good step, and carrying its data order and RNG
+                checkpoint(step, pre)
             if bad_in_row >= tc.max_bad_steps:
                 raise FlowVAEError(f"{bad_in_row} non-finite steps in a row at step {step + 1}; the run stopped. "
                                    f"The checkpoint from before the first bad step is in {run / 'checkpoints'}; "
@@ -436,7 +626,6 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
             step += 1
             continue
         bad_in_row = 0
-        opt.step()
         sched.step()
         step += 1
         batch_bpd = (float(stats["bpd"]) if not ctx.enabled
@@ -452,14 +641,15 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
             tb.scalars(step, {"train/bpd": batch_bpd, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
         if step % tc.eval_every == 0 or step == tc.steps:
             last = evaluate(run_bpd, skipped)
-        if step % tc.checkpoint_every == 0:
-            checkpoint()
+        if step % tc.checkpoint_every == 0 or (
+                tc.checkpoint_every_s is not None and time.time() - saved_at["time"] >= tc.checkpoint_every_s):
+            checkpoint(step, counters())
     if bar is not None:
         bar.close()
     if not last or last.get("step") != step:
         last = evaluate(run_bpd, skipped)
     tb.close()
-    checkpoint()
+    checkpoint(step, counters())
     model.eval()
     if not main:
         return last
@@ -467,7 +657,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
     gen = torch.Generator(device=device).manual_seed(tc.seed)
     for t in tc.sample_temperatures:
         save_grid(model.sample(64, temperature=t, generator=gen).cpu(), run / "samples" / f"samples_t{t:.2f}.png",
-                  nrow=8, scale=max(1, 64 // cfg.model.image_size))
+                  nrow=8, scale=max(1, 64 // cfg.model.image_size), root=run)
     try:
         from ..report import write_report
 
@@ -481,4 +671,4 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
 def _save_final(model: GenerativeModel, run: Path) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = save_safetensors(state, metadata={"format": "flowvae", "kind": model.kind})
-    safe_io.atomic_write(run / "model.safetensors", data)
+    safe_io.atomic_write(run / "model.safetensors", data, root=run)
