@@ -329,3 +329,17 @@ def test_resume_accepts_more_steps_and_bookkeeping_changes(ten_steps, tmp_path):
     last = train(_cfg("train.steps=14", "train.eval_every=2", "train.checkpoint_every=7", "train.keep_checkpoints=5",
                       "train.sample_temperatures=[1.0]"), run, resume=True, progress=False)
     assert last["step"] == 14
+
+
+def test_allow_changes_resumes_with_a_new_learning_rate_and_clip(ten_steps, tmp_path, caplog):
+    import shutil
+
+    from flowvae.training.trainer import lr_lambda
+
+    run = Path(shutil.copytree(ten_steps, tmp_path / "changed"))
+    cfg = _cfg("train.steps=14", "train.eval_every=5", "train.checkpoint_every=5", "train.lr=5e-4",
+               "train.grad_clip=1")
+    last = train(cfg, run, resume=True, progress=False, allow_changes=True)
+    assert "train.lr 0.002 -> 0.0005" in caplog.text and "train.grad_clip None -> 1.0" in caplog.text
+    # the optimiser restored from the checkpoint takes the new rate at once, on the same schedule
+    assert last["lr"] == pytest.approx(5e-4 * lr_lambda(cfg.train.warmup_steps, cfg.train.lr_decay)(14))

@@ -131,7 +131,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = preset_for_folder(Path(args.data), overrides)
     else:
         cfg = resolve(args.config, overrides)
-    res = train(cfg, run, resume=args.resume, progress=args.progress)
+    if args.allow_changes and not args.resume:
+        raise ConfigError("--allow-changes applies to --resume only")
+    res = train(cfg, run, resume=args.resume, progress=args.progress, allow_changes=args.allow_changes)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
     _emit(args, {"run": str(run), **res},

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override config fields, e.g. --set train.lr=5e-4 model.d_z=32")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its newest valid checkpoint")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue with changed settings (e.g. --set train.grad_clip=1 after a "
+                        "loss spike); the run is then no longer the same as an uninterrupted one")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar [default: when stderr is a terminal]")
     _common(p)

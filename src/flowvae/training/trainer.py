@@ -236,8 +236,9 @@ class _UpdateGuard:
                 del self.opt.state[p]
 
 
-def _check_resumed_config(saved: Any, cfg: Config, path: Path) -> None:
-    """Refuse to resume with settings that change what the run computes (see ``TrainConfig.resumable``).
+def _check_resumed_config(saved: Any, cfg: Config, path: Path, allow_changes: bool) -> list[str]:
+    """Refuse to resume with settings that change what the run computes (see ``TrainConfig.resumable``),
+    unless ``allow_changes``; returns the changes.
 
     Raises:
         CheckpointError: the checkpoint's config does not parse; ConfigError: a changed setting.
@@ -245,7 +246,7 @@ def _check_resumed_config(saved: Any, cfg: Config, path: Path) -> None:
     from ..config import TrainConfig, config_from_dict
 
     if saved is None:
-        return
+        return []
     try:
         then = config_from_dict(saved).to_dict()
     except FlowVAEError as e:
@@ -259,11 +260,23 @@ def _check_resumed_config(saved: Any, cfg: Config, path: Path) -> None:
                 continue
             if a.get(key) != b.get(key):
                 changed.append(f"{section}.{key} {a.get(key)!r} -> {b.get(key)!r}")
-    if changed:
+    if changed and not allow_changes:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
         raise ConfigError(f"--resume with changed settings ({'; '.join(changed[:3])}{more}): {path.name} "
-                          f"would not continue the same run. Undo the change, or start a new --run folder; "
-                          f"a resume may change only train.{{{','.join(sorted(TrainConfig.resumable))}}} and data.root")
+                          f"would not continue the same run. Undo the change, start a new --run folder, or "
+                          f"pass --allow-changes to change it on purpose; a plain resume may change only "
+                          f"train.{{{','.join(sorted(TrainConfig.resumable))}}} and data.root")
+    return changed
+
+
+def _apply_optimiser_settings(opt: torch.optim.Optimizer, sched: Any, tc: Any) -> None:
+    """Put the config's learning rate, schedule, betas, eps and weight decay into an optimiser and
+    schedule loaded from a checkpoint (which restores the old ones), after ``--allow-changes``."""
+    sched.base_lrs = [tc.lr for _ in opt.param_groups]
+    sched.lr_lambdas = [lr_lambda(tc.warmup_steps, tc.lr_decay) for _ in opt.param_groups]
+    for g in opt.param_groups:
+        g.update(initial_lr=tc.lr, lr=tc.lr * sched.lr_lambdas[0](sched.last_epoch), betas=tuple(tc.betas),
+                 eps=tc.eps, weight_decay=tc.weight_decay)
 
 
 def _adopt_filled_fields(cfg: Config, run: Path) -> None:
@@ -339,7 +352,8 @@ def _check_run_folder(run: Path, resume: bool) -> None:
                               f"or choose another --run folder (nothing was changed)")
 
 
-def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None) -> dict:
+def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None,
+          allow_changes: bool = False) -> dict:
     """Train the model of ``cfg`` and write everything into the run folder ``run``.
 
     Args:
@@ -349,6 +363,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
             stopped. Only ``TrainConfig.resumable`` settings and ``data.root`` may differ from the
             checkpoint's config.
         progress: show a progress bar (default: when standard error is a terminal).
+        allow_changes: with ``resume``, continue although other settings changed (e.g. a gradient
+            clip or a lower learning rate after a loss spike); they are logged and take effect at once.
 
     Returns:
         The last evaluation record (``step``, ``test_elbo_bpd``, ...).
@@ -378,7 +394,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     created = not run.exists()
     lock = RunLock(run).acquire() if ctx.is_main else None
     try:
-        return _locked_train(cfg, run, resume, progress, ctx, device_name)
+        return _locked_train(cfg, run, resume, progress, ctx, device_name, allow_changes)
     except BaseException:
         if lock is not None and created:  # a run that failed before writing anything leaves no folder
             lock.release()
@@ -393,7 +409,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
 
 def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, ctx: DistContext,
-                  device_name: str) -> dict:
+                  device_name: str, allow_changes: bool) -> dict:
     tc = cfg.train
     if ctx.is_main:
         remove_temporary_files(run)
@@ -427,7 +443,8 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         handler = _log_to_file(run)
     try:
         with _Signals() as signals:
-            last = _train(cfg, model, train_data, test_data, run, device, resume, progress, ctx, signals)
+            last = _train(cfg, model, train_data, test_data, run, device, resume, progress, ctx, signals,
+                          allow_changes)
     except BaseException:
         if ctx.enabled:
             torch.distributed.destroy_process_group()
@@ -442,7 +459,8 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
 
 
 def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data: ImageData, run: Path,
-           device: torch.device, resume: bool, progress: bool | None, ctx: DistContext, signals: _Signals) -> dict:
+           device: torch.device, resume: bool, progress: bool | None, ctx: DistContext, signals: _Signals,
+           allow_changes: bool = False) -> dict:
     t0 = time.time()
     tc = cfg.train
     main = ctx.is_main
@@ -475,7 +493,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
     last: dict = {}
     if found is not None:
         path, state = found
-        _check_resumed_config(state.get("config"), cfg, path)
+        changed = _check_resumed_config(state.get("config"), cfg, path, allow_changes)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -483,6 +501,9 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
                                   f"resume with the run's own config.yaml") from None
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        if changed:
+            _apply_optimiser_settings(opt, sched, tc)
+            log.warning("resuming with changed settings (--allow-changes): %s", "; ".join(changed))
         batches.load_state_dict(state["batches"])
         noise.set_state(state["rng"]["noise"])
         aug.set_state(state["rng"]["aug"])
@@ -621,7 +642,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
             if bad_in_row >= tc.max_bad_steps:
                 raise FlowVAEError(f"{bad_in_row} non-finite steps in a row at step {step + 1}; the run stopped. "
                                    f"The checkpoint from before the first bad step is in {run / 'checkpoints'}; "
-                                   f"lower train.lr or set train.grad_clip, then --resume")
+                                   f"lower train.lr or set train.grad_clip, then --resume --allow-changes")
             sched.step()
             step += 1
             continue
