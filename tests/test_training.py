@@ -128,8 +128,10 @@ def test_checkpoint_of_another_architecture_is_refused(digits_run, tmp_path):
     cfg.model.d_z = cfg.model.d_z + 2
     cfg.train.steps = 200
     saved = (other / "config.yaml").read_text()
-    with pytest.raises(CheckpointError, match="another architecture"):
+    with pytest.raises(ConfigError, match=r"changed settings \(model.d_z"):
         train(cfg, other, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="another architecture"):  # even when changes are allowed
+        train(cfg, other, resume=True, progress=False, allow_changes=True)
     assert (other / "config.yaml").read_text() == saved  # a failed resume changes nothing
 
 

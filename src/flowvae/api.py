@@ -42,12 +42,15 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
 
     Raises:
         CheckpointError: not a run folder, or weights that do not fit the config.
-        ConfigError: a config.yaml that does not parse or has unknown fields.
+        ConfigError: a config.yaml that does not parse or has unknown fields; a device that is not
+            available (``"cuda"`` without a GPU) or not known.
     """
     from safetensors.torch import load_file
 
-    from .training.checkpoint import load_latest_checkpoint
+    from .training.checkpoint import checkpoint_model_state, load_latest_checkpoint, state_dict_mismatch
+    from .training.environment import resolve_device
 
+    device = resolve_device(str(device))  # "cuda" without a GPU: a one-line ConfigError, before any reading
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml); pass the folder given to --run")
@@ -76,11 +79,11 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
         if found is None:
             raise CheckpointError(f"{run} has neither model.safetensors nor a valid checkpoint; train it first")
         source, ckpt = found
-        state = ckpt["model"]
+        state = checkpoint_model_state(source, ckpt)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"{source} does not fit the architecture in {run / 'config.yaml'}: "
-                              f"{str(e).splitlines()[0]}") from None
+                              f"{state_dict_mismatch(e)}") from None
     model.config = cfg
     return model.to(device).eval()

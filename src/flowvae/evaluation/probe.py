@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError, DataError
+
 __all__ = ["linear_probe"]
 
 DEFAULT_CS = (0.001, 0.003, 0.01, 0.03)
@@ -39,7 +41,10 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float | None = None, Cs=DE
         ``{"accuracy", "C", "cv_accuracy" (None when C was fixed), "n_train", "n_test", "dim", "protocol"}``.
 
     Raises:
-        ValueError: mismatched lengths, fewer than two classes, or an unknown protocol.
+        DataError: empty, non-numeric or non-finite features, features of different dimensions, labels
+            that are not vectors of numbers, mismatched lengths, or fewer than two classes.
+        ConfigError: a ``C`` that is not a finite number > 0, or an unknown protocol.
+        ValueError: scikit-learn's own refusals (e.g. a class with fewer images than the folds).
     """
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
@@ -47,11 +52,26 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float | None = None, Cs=DE
     from sklearn.svm import SVC, LinearSVC
 
     tx, ty, vx, vy = (np.asarray(a.cpu() if hasattr(a, "cpu") else a) for a in (train_x, train_y, test_x, test_y))
+    for name, a in (("train_x", tx), ("test_x", vx)):
+        if a.ndim < 1 or len(a) == 0 or a.size == 0 or a.dtype.kind not in "biuf":
+            raise DataError(f"{name} must be a non-empty array of numbers [N, F], got shape {list(a.shape)} "
+                            f"and dtype {a.dtype}")
     tx, vx = tx.reshape(len(tx), -1).astype(np.float64), vx.reshape(len(vx), -1).astype(np.float64)
+    if tx.shape[1] != vx.shape[1]:
+        raise DataError(f"training features have {tx.shape[1]} dimensions but test features {vx.shape[1]}; "
+                        f"pass features of the same representation")
+    if not (np.isfinite(tx).all() and np.isfinite(vx).all()):
+        raise DataError("features contain NaN or infinite values; check the representation")
+    if ty.ndim != 1 or vy.ndim != 1 or ty.dtype.kind not in "biuf" or vy.dtype.kind not in "biuf":
+        raise DataError(f"labels must be vectors of class numbers [N], got shapes {list(ty.shape)} and "
+                        f"{list(vy.shape)}, dtypes {ty.dtype} and {vy.dtype}")
     if len(tx) != len(ty) or len(vx) != len(vy):
-        raise ValueError("features and labels must have the same length")
+        raise DataError(f"features and labels must have the same length, got {len(tx)} / {len(ty)} (train) "
+                        f"and {len(vx)} / {len(vy)} (test)")
     if len(np.unique(ty)) < 2:
-        raise ValueError("a probe needs at least two classes in the training labels")
+        raise DataError("a probe needs at least two classes in the training labels")
+    if C is not None and (isinstance(C, bool) or not isinstance(C, (int, float)) or not np.isfinite(C) or C <= 0):
+        raise ConfigError(f"C must be a finite number > 0, got {C!r}")
     cv_acc = None
     if protocol == "authors":
         clf = SVC(kernel="linear", C=1.0 if C is None else C).fit(tx, ty)
@@ -67,7 +87,7 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float | None = None, Cs=DE
         else:
             clf, chosen = pipe.fit(tx, ty), C
     else:
-        raise ValueError(f"protocol must be 'standard' or 'authors', got {protocol!r}")
+        raise ConfigError(f"protocol must be 'standard' or 'authors', got {protocol!r}")
     acc = float((clf.predict(vx) == vy).mean())
     return {"accuracy": acc, "C": float(chosen), "cv_accuracy": cv_acc, "n_train": int(len(tx)),
             "n_test": int(len(vx)), "dim": int(tx.shape[1]), "protocol": protocol}

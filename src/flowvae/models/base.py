@@ -36,7 +36,8 @@ from ..errors import ConfigError, DataError
 from ..settings import Settings, setting
 
 __all__ = ["Capabilities", "GenerativeModel", "ModelSettings", "register", "MODEL_KINDS", "config_class",
-           "model_class", "create_model", "check_images", "check_count", "check_temperature"]
+           "model_class", "create_model", "check_images", "check_codes", "check_count", "check_temperature",
+           "MAX_MODEL_ELEMENTS"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,61 @@ def create_model(cfg: Any, n_bits: int | None = None) -> GenerativeModel:
         mcfg, bits = cfg.model, cfg.data.n_bits if n_bits is None else n_bits
     else:
         raise ConfigError(f"create_model needs a flowvae Config or a model config, got {type(cfg).__name__}")
-    return model_class(mcfg.kind)(mcfg, bits)
+    cls = model_class(mcfg.kind)
+    with _ElementBudget(MAX_MODEL_ELEMENTS, mcfg.kind):
+        return cls(mcfg, bits)
+
+
+# The most tensor elements a model's construction may allocate (weights, buffers and the temporaries
+# of their initialisation): 2**29, 2 GiB in float32, five times the largest preset (imagenet64, about
+# 0.11e9 parameters). Every field of a model config has its own range, but together they still admit
+# architectures of tens of billions of weights, which would exhaust memory or take minutes to
+# initialise; such a config is refused once this many elements are allocated (a few seconds at most).
+MAX_MODEL_ELEMENTS = 2**29
+
+_SIZED_FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.randn, torch.rand, torch.full})
+
+
+def _requested_elements(func: Any, args: tuple, kwargs: dict) -> int | None:
+    """Elements a factory call ``torch.empty(*size)`` / ``torch.full(size, v)`` / ... asks for, or
+    ``None`` when the call is not one whose size can be read before it runs."""
+    if func not in _SIZED_FACTORIES:
+        return None
+    size: Any = kwargs.get("size")
+    if size is None:
+        if func is torch.full:
+            size = args[0] if args else None
+        elif len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)):
+            size = args[0]
+        else:
+            size = args
+    try:
+        return math.prod(int(s) for s in size)
+    except (TypeError, ValueError):
+        return None
+
+
+class _ElementBudget(torch.overrides.TorchFunctionMode):
+    """Counts the elements of the tensors created by factory functions while a model is built and
+    raises :class:`~flowvae.errors.ConfigError` before the call that would pass ``limit``, so an
+    oversized architecture stops before its largest tensors are allocated. (A dry run on the meta
+    device would refuse without allocating anything, but costs over a second of imports per process
+    and doubles the construction time of every model.)"""
+
+    def __init__(self, limit: int, kind: str):
+        super().__init__()
+        self.limit, self.kind, self.total = limit, kind, 0
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        n = _requested_elements(func, args, kwargs)
+        if n is not None:
+            self.total += n
+            if self.total > self.limit:
+                raise ConfigError(f"the {self.kind!r} model of this config needs more than {self.limit:,} weights "
+                                  f"(at least {self.total:,}; the largest preset has about 0.11e9): lower model.hidden, "
+                                  f"model.steps or the other widths of the model section")
+        return func(*args, **kwargs)
 
 
 def check_images(x: Any, channels: int, size: int) -> None:
@@ -152,6 +207,22 @@ def check_images(x: Any, channels: int, size: int) -> None:
         raise DataError(f"images must be uint8 with values 0..255, got dtype {x.dtype}")
     if x.shape[0] == 0:
         raise DataError("got an empty batch of images")
+
+
+def check_codes(z: Any, dim: int, name: str = "latent codes", batch: int | None = None) -> Tensor:
+    """``z`` if it is a finite floating-point tensor ``[B, dim]`` with ``B >= 1`` (and ``B == batch``
+    when given); else :class:`~flowvae.errors.DataError` naming ``name``."""
+    if not isinstance(z, Tensor):
+        raise DataError(f"{name} must be a torch.Tensor [B, {dim}], got {type(z).__name__}; convert with torch.from_numpy")
+    if z.dim() != 2 or z.shape[1] != dim or z.shape[0] == 0:
+        raise DataError(f"{name} must be a tensor [B, {dim}] with B >= 1, got shape {list(z.shape)}")
+    if not z.is_floating_point():
+        raise DataError(f"{name} must be floating point, got dtype {z.dtype}")
+    if batch is not None and z.shape[0] != batch:
+        raise DataError(f"{name} have {z.shape[0]} rows for a batch of {batch}; pass one row per image")
+    if not torch.isfinite(z).all():
+        raise DataError(f"{name} contain NaN or infinite values")
+    return z
 
 
 def check_count(name: str, n: Any) -> int:
@@ -310,6 +381,7 @@ class GenerativeModel(nn.Module):
         from ..progress import progress
 
         check_count("batch_size", batch_size)
+        self.check_input(x)
         out: dict[str, list[Tensor]] = {}
         for i in progress(range(0, len(x), batch_size), total=-(-len(x) // batch_size), desc="features"):
             for name, t in self.representations(x[i:i + batch_size].to(self.device)).items():

@@ -76,7 +76,7 @@ from ..errors import ConfigError, DataError
 from ..maths import LOG_2PI, discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise
 from ..settings import setting
 from ._checks import traverse_mean_code
-from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
+from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
 
 __all__ = ["BTCVAE", "BTCVAEConfig", "log_importance_weight_matrix", "log_qz_estimates",
            "ESTIMATORS", "LIKELIHOODS"]
@@ -390,16 +390,15 @@ class BTCVAE(GenerativeModel):
         return self._q(x)[0]
 
     def _check_z(self, z: Tensor) -> Tensor:
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.cfg.n_factors or z.shape[0] == 0:
-            got = list(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise DataError(f"latent codes must be a tensor [B, {self.cfg.n_factors}] with B >= 1, got {got}")
-        if not torch.isfinite(z).all():
-            raise DataError("latent codes contain NaN or infinite values")
-        return z.to(device=self._device(), dtype=self._dtype())
+        return check_codes(z, self.cfg.n_factors).to(device=self._device(), dtype=self._dtype())
 
     @torch.no_grad()
     def decode(self, z: Tensor) -> Tensor:
-        """Mean image of p(x | z) as uint8 ``[B, C, H, W]`` for codes ``z [B, d_z]``."""
+        """Mean image of p(x | z) as uint8 ``[B, C, H, W]`` for codes ``z [B, d_z]``.
+
+        Raises:
+            DataError: ``z`` not a finite float tensor ``[B, n_factors]``.
+        """
         return self._to_pixels(self._decode_params(self._check_z(z)))
 
     @torch.no_grad()

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import bins_to_uint8, quantize
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..flows.base import Flow
 from ..flows.dequant import VariationalDequantizer
 from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior
@@ -46,7 +46,7 @@ from ..maths import gaussian_logprob, sharded_noise, standard_normal_logprob
 from ..networks.encoder import CompressionEncoder
 from ..settings import setting
 from ._checks import check_traverse_args
-from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
+from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
 
 __all__ = ["FlowVAE", "FlowVAEConfig", "GlowSettings", "ModelConfig", "build_model"]
 
@@ -131,6 +131,14 @@ class StandardNormalPrior(nn.Module):
         """``[n, d]`` draws of N(0, temperature^2 I)."""
         device = self._device_anchor.device
         return torch.randn(n, self.dim, generator=generator, device=device) * temperature
+
+
+def _weights(name: str, values: Any) -> list[float]:
+    """``values`` as a list of floats if it is a non-empty list of finite numbers; else :class:`ConfigError`."""
+    vals = list(values) if isinstance(values, (list, tuple)) else None
+    if not vals or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+        raise ConfigError(f"{name} must be a non-empty list of finite numbers, got {values!r}")
+    return [float(v) for v in vals]
 
 
 def _lerp(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -381,7 +389,12 @@ class FlowVAE(GenerativeModel):
         Returns ``elbo_bpd`` (negative ELBO averaged over the ``k`` samples, as the paper reports),
         ``iw_bpd`` (negative importance-weighted bound, ``-log mean_k exp(log_w)``; tighter, equal
         to ``elbo_bpd`` when ``k == 1``) and ``kl`` (nats, averaged over samples).
+
+        Raises:
+            DataError: ``x`` is not uint8 of this model's image shape.
+            ConfigError: ``k`` is not a positive integer.
         """
+        check_count("k", k)
         terms = self.log_weights(self.to_bins(x), k, generator)
         scale = self.dim * math.log(2)
         iw = torch.logsumexp(terms["log_w"], 1) - math.log(k)
@@ -390,6 +403,7 @@ class FlowVAE(GenerativeModel):
 
     def log_prob(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """Lower bound on ``log P(x)`` in nats per image ``[B]``: the importance-weighted bound with ``k`` samples."""
+        check_count("k", k)
         terms = self.log_weights(self.to_bins(x), k, generator)
         return torch.logsumexp(terms["log_w"], 1) - math.log(k)
 
@@ -406,6 +420,15 @@ class FlowVAE(GenerativeModel):
         v, _ = self.decoder(self.centres(bins), z)
         return z, v
 
+    def _one_image(self, x: Any, name: str) -> Tensor:
+        """``x`` as ``[1, C, H, W]`` (from ``[C, H, W]`` or ``[1, C, H, W]``), checked."""
+        if isinstance(x, Tensor) and x.dim() == 3:
+            x = x.unsqueeze(0)
+        self.check_input(x)
+        if x.shape[0] != 1:
+            raise DataError(f"{name} must be one image [C, H, W] or [1, C, H, W], got a batch of {x.shape[0]}")
+        return x
+
     def _codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """:meth:`encode` for the kinds with z (callers have checked the capability)."""
         z, v = self.encode(x)
@@ -415,8 +438,23 @@ class FlowVAE(GenerativeModel):
 
     @torch.no_grad()
     def decode(self, z: Tensor | None, v: Tensor) -> Tensor:
-        """uint8 images ``[B, C, H, W]`` from ``z [B, d_z]`` and ``v [B, C*H*W]``: ``x = f^{-1}(v; z)``."""
-        x, _ = self.decoder.inverse(v, z)
+        """uint8 images ``[B, C, H, W]`` from ``z [B, d_z]`` and ``v [B, C*H*W]``: ``x = f^{-1}(v; z)``.
+
+        ``z`` is ``None`` for the kinds without a global code (``refined_glow``, ``glow``).
+
+        Raises:
+            DataError: ``v`` or ``z`` not a finite float tensor of that shape, batches of different
+                sizes, or a ``z`` given to a kind without one (or missing for a kind with one).
+        """
+        v = check_codes(v, self.dim, "local codes v")
+        if not self.uses_z:
+            if z is not None:
+                raise DataError(f"a {self.kind!r} model has no global code z: pass z=None")
+        elif z is None:
+            raise DataError(f"a {self.kind!r} model decodes from a global code z [B, {self.latent_dim}] and v; got z=None")
+        else:
+            z = check_codes(z, self.latent_dim, "global codes z", batch=v.shape[0]).to(self.device, self.dtype)
+        x, _ = self.decoder.inverse(v.to(self.device, self.dtype), z)
         return self.continuous_to_uint8(x)
 
     @torch.no_grad()
@@ -473,6 +511,10 @@ class FlowVAE(GenerativeModel):
             ConfigError: for the refined Glow, which has no global code.
         """
         self.require("global_local", "switch")
+        self.check_input(x1)
+        self.check_input(x2)
+        if x1.shape[0] != x2.shape[0]:
+            raise DataError(f"switch pairs x1[i] with x2[i]: got {x1.shape[0]} and {x2.shape[0]} images")
         z1, v1 = self._codes(x1)
         z2, v2 = self._codes(x2)
         z = torch.cat([z1, z2, z2, z1])
@@ -496,11 +538,15 @@ class FlowVAE(GenerativeModel):
         Returns:
             uint8 ``[len(alphas), len(betas), C, H, W]``; cell ``(0, 0)`` is ``x1`` and cell
             ``(-1, -1)`` is ``x2`` exactly when the weights start at 0 and end at 1.
+
+        Raises:
+            DataError: ``x1`` or ``x2`` not one image of this model's shape.
+            ConfigError: empty or non-finite weights, or a kind without z.
         """
         self.require("global_local", "interpolate")
-        alphas = [0.0, 0.25, 0.5, 0.75, 1.0] if alphas is None else list(alphas)
-        betas = [i / 10 for i in range(11)] if betas is None else list(betas)
-        x1, x2 = (x if x.dim() == 4 else x.unsqueeze(0) for x in (x1, x2))
+        alphas = [0.0, 0.25, 0.5, 0.75, 1.0] if alphas is None else _weights("alphas", alphas)
+        betas = [i / 10 for i in range(11)] if betas is None else _weights("betas", betas)
+        x1, x2 = (self._one_image(x, name) for x, name in ((x1, "x1"), (x2, "x2")))
         z1, v1 = self._codes(x1)
         z2, v2 = self._codes(x2)
         mix = _slerp if spherical else _lerp

@@ -78,7 +78,7 @@ from ..maths import (
     to_unit_range,
 )
 from ..settings import setting
-from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
+from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
 
 __all__ = ["UGVAE", "UGVAEConfig", "product_of_gaussians", "gaussian_kl",
            "discretized_logistic_logprob", "discretized_gaussian_logprob", "LIKELIHOODS"]
@@ -660,10 +660,12 @@ class UGVAE(GenerativeModel):
     def decode(self, z: Tensor, beta: Tensor, pixel_noise: bool = False,
                generator: torch.Generator | None = None) -> Tensor:
         """uint8 images ``[n, C, H, W]`` from ``z [n, d_z]`` and ``beta [d_beta]``: the mean of p(x | z, beta),
-        or a draw with ``pixel_noise``."""
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.cfg.d_local:
-            raise DataError(f"z must be a float tensor [n, {self.cfg.d_local}], got "
-                            f"{list(z.shape) if isinstance(z, Tensor) else type(z).__name__}")
+        or a draw with ``pixel_noise``.
+
+        Raises:
+            DataError: ``z`` not a finite float tensor ``[n, d_local]`` or ``beta`` not a float tensor ``[d_global]``.
+        """
+        check_codes(z, self.cfg.d_local, "local codes z")
         beta = self._check_beta(beta)
         u = (torch.rand(z.shape[0], self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size,
                         generator=generator, device=self._device, dtype=self._dtype) if pixel_noise else None)

@@ -54,7 +54,7 @@ from ..errors import ConfigError, DataError
 from ..maths import discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise, soft_clamp
 from ..settings import setting
 from ._checks import traverse_mean_code
-from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
+from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
 
 __all__ = ["VAE", "VAEConfig"]
 
@@ -179,14 +179,7 @@ class VAE(GenerativeModel):
         return (self._pixel_mean(self.decoder_params(z)[0]) * 255.0).round().to(torch.uint8)
 
     def _check_z(self, z: Any) -> Tensor:
-        d = self.cfg.d_z
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != d or z.shape[0] == 0 \
-                or not z.is_floating_point():
-            got = list(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise DataError(f"latent codes must be a float tensor [B, {d}] with B >= 1, got {got}")
-        if not torch.isfinite(z).all():
-            raise DataError("latent codes contain NaN or infinite values")
-        return z.to(device=self.device, dtype=self.dtype)
+        return check_codes(z, self.cfg.d_z).to(device=self.device, dtype=self.dtype)
 
     # ---------------------------------------------------------------- the objective
     def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,

@@ -95,8 +95,13 @@ def _load_verified(path: Path) -> dict[str, Any]:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
         raise CheckpointError(f"{path} cannot be read: {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a flowvae checkpoint (a {type(state).__name__}, not a dict)")
     version = state.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path} has no valid checkpoint format version ({version!r}); it was not written "
+                              f"by flowvae")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {version!r}, newer than this flowvae "
                               f"understands ({FORMAT_VERSION}); upgrade flowvae")
     return state

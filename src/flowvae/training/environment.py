@@ -146,6 +146,10 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use cpu, cuda or auto") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name} was requested but this machine has {torch.cuda.device_count()} CUDA "
+                          f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    return device

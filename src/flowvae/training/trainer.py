@@ -31,7 +31,14 @@ from ..evaluation.bpd import evaluate_bpd
 from ..flows.base import data_init
 from ..imaging import save_grid
 from ..models.base import GenerativeModel, create_model
-from .checkpoint import atomic_write_bytes, load_latest_checkpoint, save_checkpoint
+from .checkpoint import (
+    atomic_write_bytes,
+    checkpoint_model_state,
+    load_latest_checkpoint,
+    save_checkpoint,
+    state_dict_mismatch,
+    validate_training_state,
+)
 from .distributed import DistContext, cleanup, setup
 from .environment import environment_record, resolve_device, tune_cpu_allocator
 from .run_lock import RunLock, remove_temporary_files
@@ -495,10 +502,13 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         path, state = found
         changed = _check_resumed_config(state.get("config"), cfg, path, allow_changes)
         try:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(checkpoint_model_state(path, state))
         except RuntimeError as e:
-            raise CheckpointError(f"{path} was written for another architecture ({str(e).splitlines()[0]}); "
+            raise CheckpointError(f"{path} was written for another architecture ({state_dict_mismatch(e)}); "
                                   f"resume with the run's own config.yaml") from None
+        # The rest checked before any of it is used: a file with a valid checksum may hold anything.
+        validate_training_state(path, state, optimizer=opt, batches=batches,
+                                generators={"noise": noise, "aug": aug, "torch": None})
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         if changed:

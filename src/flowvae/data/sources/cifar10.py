@@ -15,6 +15,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -189,7 +190,7 @@ def _read_cifar_files(source: Path, names: list[str]) -> dict[str, bytes]:
                     f = tar.extractfile(member)
                     if f is not None:
                         out[base] = f.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged .tar.gz stream
         raise DataError(f"cannot read {source} as a tar archive ({exc}); download {CIFAR10_URL} again") from exc
     missing = [n for n in names if n not in out]
     if missing:

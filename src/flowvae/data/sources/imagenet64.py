@@ -6,6 +6,7 @@ import logging
 import re
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def _npz_member(path: Path, key: str) -> _Member:
             if info.file_size - header_len < needed:
                 raise ValueError(f"{key} is truncated: {info.file_size - header_len} bytes for {needed}")
         return _Member(tuple(int(s) for s in shape), dtype, offset)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc}); {_DAMAGED}") from exc
@@ -121,7 +122,7 @@ def _read_npz(path: Path, key: str) -> np.ndarray:
             return z[key]
     except KeyError:
         raise DataError(f"{path} has no {key!r} array; it is not a Downsampled ImageNet npz batch, {IMAGENET64_HOWTO}") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc}); {_DAMAGED}") from exc
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,7 +78,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
             extra = 0
             while chunk := f.read(1 << 20):  # count, do not keep, what lies beyond the payload
                 extra += len(chunk)
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a damaged stream, zlib.error
         raise DataError(f"cannot read {path}: {exc}; the file is damaged, download it again") from exc
     if len(payload) != expected or extra:
         raise DataError(
@@ -140,7 +141,7 @@ def _probe(root: Path) -> FolderInfo | None:
     try:
         with _open_idx(images) as f:
             dims = _idx_header(f, images, _IDX_IMAGES_MAGIC)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {images}: {exc}; the file is damaged, download it again") from exc
     return FolderInfo(channels=1, height=dims[1], width=dims[2], n_files=sum(f is not None for f in found),
                       has_split=has_split_folders(root), format="idx", source="mnist", first=images)
