@@ -605,9 +605,10 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
                     bar.close()
                 checkpoint(step, counters())
                 name = signal.Signals(signals.signum or signal.SIGTERM).name
-                raise TrainingInterrupted(f"stopped by {name} after step {step}; its checkpoint is in "
-                                          f"{run / 'checkpoints'}: continue with flowvae train --resume --run {run}",
-                                          int(signals.signum or signal.SIGTERM), step)
+                msg = (f"stopped by {name} after step {step}; its checkpoint is in {run / 'checkpoints'}: "
+                       f"continue with flowvae train --resume --run {run}")
+                log.info("%s", msg)  # in train.log too, where a scheduler's user looks
+                raise TrainingInterrupted(msg, int(signals.signum or signal.SIGTERM), step)
             log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
             break
         pre = counters()  # the state a checkpoint of this step's start carries, if the step goes bad
