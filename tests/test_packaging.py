@@ -1,0 +1,88 @@
+"""Packaging: ``python -m flowvae`` is the ``flowvae`` command, one version everywhere, and the
+license, notice and citation files are present and well formed."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import flowvae
+from flowvae.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_python_m_flowvae_presets(tmp_path, capsys):
+    out = _run([sys.executable, "-m", "flowvae", "presets"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:2] == ["preset", "kind"]
+    assert any(line.split()[:2] == ["digits", "flowvae"] for line in lines[1:])
+    assert main(["presets"]) == 0  # the same listing as the command itself, in process
+    assert out.stdout == capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, status", [([], 2), (["eval", "no-such-run"], 1)])
+def test_python_m_flowvae_exit_status_matches_console_script(tmp_path, args, status):
+    """Usage error (2) and error caused by input (1): the same status and message either way."""
+    as_module = _run([sys.executable, "-m", "flowvae", *args], cwd=tmp_path)
+    assert as_module.returncode == status, as_module.stderr
+    exe = Path(sys.executable).with_name("flowvae")
+    if not exe.exists():
+        found = shutil.which("flowvae")
+        if found is None:
+            pytest.skip("flowvae console script not installed (run `make test`)")
+        exe = Path(found)
+    as_script = _run([str(exe), *args], cwd=tmp_path)
+    assert as_script.returncode == status
+    assert (as_module.stdout, as_module.stderr) == (as_script.stdout, as_script.stderr)
+
+
+def test_version_has_one_source():
+    assert importlib.metadata.version("flowvae") == flowvae.__version__
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert str(citation["version"]) == flowvae.__version__
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "flowvae.__version__"}
+
+
+def test_py_typed_in_package():
+    assert (importlib.resources.files("flowvae") / "py.typed").is_file()
+
+
+def test_license_notice_and_citation():
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License") and "the flowvae authors" in license_text
+    notice = (ROOT / "NOTICE").read_text(encoding="utf-8")
+    assert "disentanglement_lib" in notice and "Apache License, Version 2.0" in notice
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in notice  # the full license text
+    for ported in ("src/flowvae/evaluation/disentanglement.py", "src/flowvae/data/dsprites.py"):
+        assert ported in notice and (ROOT / ported).is_file()
+
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert citation["cff-version"] == "1.2.0" and citation["type"] == "software"
+    assert citation["license"] == "MIT"
+    paper = citation["preferred-citation"]
+    assert paper["type"] == "conference-paper" and paper["year"] == 2021
+    assert paper["title"] == "Decoupling Global and Local Representations via Invertible Generative Flows"
+    assert [(a["given-names"], a["family-names"]) for a in paper["authors"]] == [
+        ("Xuezhe", "Ma"), ("Xiang", "Kong"), ("Shanghang", "Zhang"), ("Eduard", "Hovy")]
+    assert "ICLR" in paper["conference"]["name"]
