@@ -343,3 +343,23 @@ def test_allow_changes_resumes_with_a_new_learning_rate_and_clip(ten_steps, tmp_
     assert "train.lr 0.002 -> 0.0005" in caplog.text and "train.grad_clip None -> 1.0" in caplog.text
     # the optimiser restored from the checkpoint takes the new rate at once, on the same schedule
     assert last["lr"] == pytest.approx(5e-4 * lr_lambda(cfg.train.warmup_steps, cfg.train.lr_decay)(14))
+
+
+@pytest.mark.parametrize("kind", ["flowvae", "ugvae", "btcvae", "multistage"])
+def test_a_resume_with_only_unusable_checkpoints_is_a_fresh_start(kind, tiny_runs, tmp_path):
+    """A kill between a checkpoint and its checksum file leaves a checkpoint that is skipped; with
+    nothing older the resume starts over, and must do everything a fresh start does (the
+    multi-stage model's stage 1 loaded, the beta-TCVAE's dataset size set)."""
+    import shutil
+
+    from conftest import one_thread
+    from flowvae.config import load_config
+
+    run = Path(shutil.copytree(tiny_runs[kind], tmp_path / "run"))
+    (run / "model.safetensors").unlink()
+    for p in (run / "checkpoints").glob("*.sha256"):
+        p.unlink()
+    with one_thread():
+        train(load_config(run / "config.yaml"), run, resume=True, progress=False)
+    a, b = load_run(tiny_runs[kind]).state_dict(), load_run(run).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run again, bitwise

@@ -429,7 +429,13 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.benchmark = False
     torch.manual_seed(tc.seed)
-    has_checkpoint = resume and any((run / "checkpoints").glob("ckpt-*.pt"))
+    # The checkpoint a resume continues from, read (and checksummed) before the model is built: a
+    # fresh start, also after a kill left only unusable checkpoints, must complete the config and
+    # load stage 1 of the multi-stage model; a resume must not.
+    found = load_latest_checkpoint(run / "checkpoints") if resume else None
+    if resume and found is None:
+        log.warning("no usable checkpoint in %s: starting from step 0", run)
+    has_checkpoint = found is not None
     if has_checkpoint:
         _adopt_filled_fields(cfg, run)
     train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
@@ -450,7 +456,7 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         handler = _log_to_file(run)
     try:
         with _Signals() as signals:
-            last = _train(cfg, model, train_data, test_data, run, device, resume, progress, ctx, signals,
+            last = _train(cfg, model, train_data, test_data, run, device, found, progress, ctx, signals,
                           allow_changes)
     except BaseException:
         if ctx.enabled:
@@ -466,8 +472,8 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
 
 
 def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data: ImageData, run: Path,
-           device: torch.device, resume: bool, progress: bool | None, ctx: DistContext, signals: _Signals,
-           allow_changes: bool = False) -> dict:
+           device: torch.device, found: tuple[Path, dict] | None, progress: bool | None, ctx: DistContext,
+           signals: _Signals, allow_changes: bool = False) -> dict:
     t0 = time.time()
     tc = cfg.train
     main = ctx.is_main
@@ -494,9 +500,6 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
     grad_norm_max = 0.0
     eval_images = test_data.images if tc.eval_images is None else test_data.images[:tc.eval_images]
 
-    found = load_latest_checkpoint(run / "checkpoints") if resume else None
-    if resume and found is None:
-        log.warning("no usable checkpoint in %s: starting from step 0", run)
     last: dict = {}
     if found is not None:
         path, state = found
