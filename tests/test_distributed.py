@@ -35,11 +35,16 @@ def _metrics(run: Path) -> list[dict]:
 
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="needs torch.distributed with gloo")
-def test_two_gloo_processes_match_one_process_of_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("augment,stream", [([], []), (["data.flip=true", "data.crop_pad=1"],
+                                                        ["data.in_memory=false", "data.num_workers=1"])],
+                         ids=["in-memory", "streamed-augmented"])
+def test_two_gloo_processes_match_one_process_of_the_same_global_batch(tmp_path, augment, stream):
     # The refined Glow has no BatchNorm, so the only difference is the order of float reductions.
+    # Streamed, each rank reads and augments only its own rows of each global batch (one process
+    # reads the whole batch from memory).
     one, two = tmp_path / "one", tmp_path / "two"
-    _train(one, 1, "model.kind=refined_glow")
-    out = _train(two, 2, "model.kind=refined_glow")
+    _train(one, 1, "model.kind=refined_glow", *augment)
+    out = _train(two, 2, "model.kind=refined_glow", *augment, *stream)
     assert out.count("run folder:") == 1  # only rank 0 prints
     m1, m2 = _metrics(one), _metrics(two)
     assert [r["step"] for r in m1] == [r["step"] for r in m2] == [0, 20, 40]

@@ -54,6 +54,12 @@ class DataConfig(Settings):
     train_limit: int | None = setting(None, ge=1, help="a seeded subset of N training images")
     test_limit: int | None = setting(None, ge=1, help="a seeded subset of N test images")
     on_bad: Literal["error", "skip"] = "error"  # folder images that cannot be read
+    in_memory: bool | None = None     # decode the training set into memory (None: when it fits in 2 GB)
+    num_workers: int | None = setting(None, ge=0, le=64, help="DataLoader workers of a streamed training set "
+                                      "(None: one per CPU core but one, at most 8)")
+
+    # Fields a resumed run may change: where the files are and how they are read, not which.
+    resumable: ClassVar[frozenset[str]] = frozenset({"root", "in_memory", "num_workers"})
 
 
 @dataclass

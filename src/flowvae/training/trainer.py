@@ -26,6 +26,14 @@ from .. import safe_io
 from ..config import Config, save_config
 from ..data import ImageData, load_split
 from ..data.augment import augment_batch
+from ..data.streaming import (
+    GroupedOrder,
+    ShuffledOrder,
+    dataset_image_shape,
+    dataset_labels,
+    head_images,
+    training_source,
+)
 from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError, TrainingInterrupted
 from ..evaluation.bpd import evaluate_bpd
 from ..flows.base import data_init
@@ -68,82 +76,20 @@ def load_data(cfg: Config, split: str) -> ImageData:
         DataError: missing or unreadable data, or images that do not fit ``cfg.model``.
     """
     data = load_split(cfg.data, split)
-    c, h, w = data.images.shape[1:]
-    m = cfg.model
-    if h != w:
-        raise DataError(f"{data.name}: images are {h}x{w}; flowvae models square images, "
-                        f"set data.image_size=N to centre-crop and resize")
-    if (c, h) != (m.in_channels, m.image_size):
-        raise DataError(f"{data.name}: images are {c}x{h}x{w} but the model expects "
-                        f"{m.in_channels}x{m.image_size}x{m.image_size}; "
-                        f"use --set model.in_channels={c} model.image_size={h} or another preset")
+    _check_fits(data.name, dataset_image_shape(data), cfg)
     return data
 
 
-class _Batches:
-    """Endless shuffled batches from an in-memory dataset; its state is part of the checkpoint."""
-
-    def __init__(self, images: torch.Tensor, batch_size: int, seed: int):
-        if batch_size > len(images):
-            raise DataError(f"batch size {batch_size} is larger than the dataset ({len(images)} images); "
-                            f"lower train.batch_size")
-        self.images, self.batch_size, self.seed = images, batch_size, seed
-        self.epoch, self.pos = 0, 0
-        self._perm = self._permutation()
-
-    def _permutation(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return torch.randperm(len(self.images), generator=g)
-
-    def next(self) -> tuple[torch.Tensor, None]:
-        """The next batch ``[B, C, H, W]`` and no group labels."""
-        if self.pos + self.batch_size > len(self.images):  # drop the ragged end of each epoch
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._perm = self._permutation()
-        idx = self._perm[self.pos:self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return self.images[idx], None
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
-        self._perm = self._permutation()
-
-
-class _GroupedBatches:
-    """Batches made of ``groups`` classes, ``batch_size // groups`` images each (UG-VAE with
-    ``model.group_by=label``); ``next()`` returns the images and their group index ``[B]``.
-    Each step's draw depends only on (seed, step), so the state is one counter."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, groups: int, seed: int):
-        if labels is None:
-            raise DataError("model.group_by=label needs class labels, and this dataset has none; "
-                            "use model.group_by=batch")
-        if groups < 1 or batch_size % groups:
-            raise ConfigError(f"train.batch_size={batch_size} must be a multiple of model.groups_per_batch={groups}")
-        self.images, self.seed, self.groups, self.per = images, seed, groups, batch_size // groups
-        self.by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
-        if groups > len(self.by_class):
-            raise ConfigError(f"model.groups_per_batch={groups} but the data has {len(self.by_class)} classes")
-        self.step = 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(self.seed * 1000003 + self.step)
-        self.step += 1
-        classes = torch.randperm(len(self.by_class), generator=g)[: self.groups]
-        idx = []
-        for c in classes.tolist():
-            pool = self.by_class[c]
-            idx.append(pool[torch.randint(len(pool), (self.per,), generator=g)])
-        return self.images[torch.cat(idx)], torch.arange(self.groups).repeat_interleave(self.per)
-
-    def state_dict(self) -> dict:
-        return {"step": self.step}
-
-    def load_state_dict(self, s: dict) -> None:
-        self.step = int(s["step"])
+def _check_fits(name: str, shape: tuple[int, int, int], cfg: Config) -> None:
+    c, h, w = shape
+    m = cfg.model
+    if h != w:
+        raise DataError(f"{name}: images are {h}x{w}; flowvae models square images, "
+                        f"set data.image_size=N to centre-crop and resize")
+    if (c, h) != (m.in_channels, m.image_size):
+        raise DataError(f"{name}: images are {c}x{h}x{w} but the model expects "
+                        f"{m.in_channels}x{m.image_size}x{m.image_size}; "
+                        f"use --set model.in_channels={c} model.image_size={h} or another preset")
 
 
 def _write_metrics(run: Path, record: dict) -> None:
@@ -250,7 +196,7 @@ def _check_resumed_config(saved: Any, cfg: Config, path: Path, allow_changes: bo
     Raises:
         CheckpointError: the checkpoint's config does not parse; ConfigError: a changed setting.
     """
-    from ..config import TrainConfig, config_from_dict
+    from ..config import DataConfig, TrainConfig, config_from_dict
 
     if saved is None:
         return []
@@ -263,7 +209,7 @@ def _check_resumed_config(saved: Any, cfg: Config, path: Path, allow_changes: bo
     for section in ("model", "data", "train"):
         a, b = then[section], now[section]
         for key in sorted(set(a) | set(b)):
-            if (section == "train" and key in TrainConfig.resumable) or (section, key) == ("data", "root"):
+            if (section == "train" and key in TrainConfig.resumable) or (section == "data" and key in DataConfig.resumable):
                 continue
             if a.get(key) != b.get(key):
                 changed.append(f"{section}.{key} {a.get(key)!r} -> {b.get(key)!r}")
@@ -272,7 +218,8 @@ def _check_resumed_config(saved: Any, cfg: Config, path: Path, allow_changes: bo
         raise ConfigError(f"--resume with changed settings ({'; '.join(changed[:3])}{more}): {path.name} "
                           f"would not continue the same run. Undo the change, start a new --run folder, or "
                           f"pass --allow-changes to change it on purpose; a plain resume may change only "
-                          f"train.{{{','.join(sorted(TrainConfig.resumable))}}} and data.root")
+                          f"train.{{{','.join(sorted(TrainConfig.resumable))}}} and "
+                          f"data.{{{','.join(sorted(DataConfig.resumable))}}}")
     return changed
 
 
@@ -360,7 +307,7 @@ def _check_run_folder(run: Path, resume: bool) -> None:
 
 
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None,
-          allow_changes: bool = False) -> dict:
+          allow_changes: bool = False, train_data: Any = None, test_data: Any = None) -> dict:
     """Train the model of ``cfg`` and write everything into the run folder ``run``.
 
     Args:
@@ -372,6 +319,14 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         progress: show a progress bar (default: when standard error is a terminal).
         allow_changes: with ``resume``, continue although other settings changed (e.g. a gradient
             clip or a lower learning rate after a loss spike); they are logged and take effect at once.
+        train_data, test_data: datasets to use instead of ``cfg.data``'s (both, or neither): an
+            :class:`~flowvae.data.ImageData` or any map-style ``torch.utils.data.Dataset`` whose items
+            are uint8 images ``[C, H, W]``, PIL images or ``(image, label)`` pairs
+            (:func:`flowvae.data.streaming.to_uint8_chw`; torchvision datasets as they are). Labels,
+            for class-grouped batches, come from a ``targets`` or ``labels`` attribute. A dataset
+            larger than 2 GB decoded (or any, with ``data.in_memory=false``) is streamed by
+            ``data.num_workers`` DataLoader workers. ``config.yaml`` keeps ``cfg.data``, so commands
+            that read the run's data later (``flowvae eval RUN``) read that.
 
     Returns:
         The last evaluation record (``step``, ``test_elbo_bpd``, ...).
@@ -401,7 +356,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     created = not run.exists()
     lock = RunLock(run).acquire() if ctx.is_main else None
     try:
-        return _locked_train(cfg, run, resume, progress, ctx, device_name, allow_changes)
+        return _locked_train(cfg, run, resume, progress, ctx, device_name, allow_changes, train_data, test_data)
     except BaseException:
         if lock is not None and created:  # a run that failed before writing anything leaves no folder
             lock.release()
@@ -416,7 +371,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
 
 def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, ctx: DistContext,
-                  device_name: str, allow_changes: bool) -> dict:
+                  device_name: str, allow_changes: bool, train_data: Any, test_data: Any) -> dict:
     tc = cfg.train
     if ctx.is_main:
         remove_temporary_files(run)
@@ -438,7 +393,16 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     has_checkpoint = found is not None
     if has_checkpoint:
         _adopt_filled_fields(cfg, run)
-    train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
+    if (train_data is None) != (test_data is None):
+        raise ConfigError("pass both train_data and test_data, or neither (then cfg.data names them)")
+    if train_data is None:
+        train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
+    else:
+        for name, d in (("train_data", train_data), ("test_data", test_data)):
+            if not hasattr(d, "__getitem__") or not hasattr(d, "__len__"):
+                raise ConfigError(f"{name} must be a map-style dataset (with __len__ and __getitem__) or "
+                                  f"flowvae ImageData, got {type(d).__name__}")
+            _check_fits(f"{name} ({type(d).__name__})", dataset_image_shape(d), cfg)
     if not has_checkpoint:  # e.g. the beta-TCVAE's dataset size, the multi-stage model's stage-1 config
         cfg.model = cfg.model.for_training(len(train_data))
     model = create_model(cfg)
@@ -471,7 +435,7 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     return last
 
 
-def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data: ImageData, run: Path,
+def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any, run: Path,
            device: torch.device, found: tuple[Path, dict] | None, progress: bool | None, ctx: DistContext,
            signals: _Signals, allow_changes: bool = False) -> dict:
     t0 = time.time()
@@ -489,16 +453,20 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
     guard = _UpdateGuard(params, opt) if tc.check_updates else None
     groups_per_batch = model.label_groups  # batches drawn by class, each class one group (UG-VAE)
-    batches: _Batches | _GroupedBatches = (
-        _GroupedBatches(train_data.images, train_data.labels, tc.batch_size, groups_per_batch, tc.seed)
-        if groups_per_batch is not None else _Batches(train_data.images, tc.batch_size, tc.seed))
+    # Which images form each global batch (the order, checkpointed) and how this process reads its
+    # rows of it (the source: indexed in memory, or streamed by DataLoader workers).
+    batches: ShuffledOrder | GroupedOrder = (
+        GroupedOrder(dataset_labels(train_data), tc.batch_size, groups_per_batch, tc.seed)
+        if groups_per_batch is not None else ShuffledOrder(len(train_data), tc.batch_size, tc.seed))
+    lo, hi = ctx.rank * local_batch, (ctx.rank + 1) * local_batch
+    source = training_source(train_data, cfg.data.in_memory, cfg.data.num_workers, device)
     noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
     aug = torch.Generator().manual_seed(tc.seed + 2)
     step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
     bad_in_row, skipped = 0, 0
     run_bpd: float | None = None
     grad_norm_max = 0.0
-    eval_images = test_data.images if tc.eval_images is None else test_data.images[:tc.eval_images]
+    eval_images = head_images(test_data, tc.eval_images)
 
     last: dict = {}
     if found is not None:
@@ -580,7 +548,8 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
         saved_at["step"] = label
 
     if found is None:
-        init = train_data.images[torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]]
+        pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]
+        init = head_images(train_data, None, pick) if source.streaming else source.fetch(pick)
         with torch.no_grad(), data_init(model):
             model.loss(init.to(device), noise)
         last = evaluate(None, 0)
@@ -600,85 +569,88 @@ def _train(cfg: Config, model: GenerativeModel, train_data: ImageData, test_data
     # (1x1 conv permutations) are constant.
     bn_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                   for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
-    while step < tc.steps:
-        in_time = tc.time_limit_s is None or elapsed + time.time() - t0 <= tc.time_limit_s
-        if not ctx.all_true(in_time and signals.signum is None, device):  # every rank stops at the same step
-            if not ctx.all_true(signals.signum is None, device):
-                if bar is not None:
-                    bar.close()
-                checkpoint(step, counters())
-                name = signal.Signals(signals.signum or signal.SIGTERM).name
-                msg = (f"stopped by {name} after step {step}; its checkpoint is in {run / 'checkpoints'}: "
-                       f"continue with flowvae train --resume --run {run}")
-                log.info("%s", msg)  # in train.log too, where a scheduler's user looks
-                raise TrainingInterrupted(msg, int(signals.signum or signal.SIGTERM), step)
-            log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
-            break
-        pre = counters()  # the state a checkpoint of this step's start carries, if the step goes bad
-        x, groups = batches.next()
-        x = augment_batch(x, cfg.data.flip, cfg.data.crop_pad, aug)
-        if ctx.enabled:  # every rank built the same global batch; keep this rank's slice
-            x = x[ctx.rank * local_batch:(ctx.rank + 1) * local_batch]
-            groups = None if groups is None else groups[ctx.rank * local_batch:(ctx.rank + 1) * local_batch]
-        x = x.to(device)
-        if tc.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
-        saved_buffers = [b.clone() for b in bn_buffers]
-        loss, stats = net(x, noise, ctx.shard, **({} if groups is None else {"groups": groups.to(device)}))
-        opt.zero_grad(set_to_none=True)
-        finite = ctx.all_true(bool(torch.isfinite(loss)), device)
-        what = "loss"
-        if finite:
-            loss.backward()
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
-            finite, what = bool(torch.isfinite(norm)) and len(grads) > 0, "gradient"
-            if finite:  # the largest gradient norm since the last evaluation: spikes show here first
-                grad_norm_max = max(grad_norm_max, float(norm))
-        if finite:
-            if guard is not None:
-                guard.save()
-            opt.step()
-            if guard is not None and not ctx.all_true(guard.weights_finite(), device):
-                guard.restore()
-                finite, what = False, "weights after the update"
-        if not finite:
-            # Skip the update; parameters and buffers stay those of the last good step.
-            with torch.no_grad():
-                for b, saved in zip(bn_buffers, saved_buffers):
-                    b.copy_(saved)
-            skipped += 1
-            bad_in_row += 1
-            log.warning("non-finite %s at step %d: step skipped (%d in a row)", what, step + 1, bad_in_row)
-            if bad_in_row == 1:  # labelled with the last good step, and carrying its data order and RNG
-                checkpoint(step, pre)
-            if bad_in_row >= tc.max_bad_steps:
-                raise FlowVAEError(f"{bad_in_row} non-finite steps in a row at step {step + 1}; the run stopped. "
-                                   f"The checkpoint from before the first bad step is in {run / 'checkpoints'}; "
-                                   f"lower train.lr or set train.grad_clip, then --resume --allow-changes")
+    source.start(batches, lo, hi)  # streaming: DataLoader workers prefetch from here on
+    try:
+        while step < tc.steps:
+            in_time = tc.time_limit_s is None or elapsed + time.time() - t0 <= tc.time_limit_s
+            if not ctx.all_true(in_time and signals.signum is None, device):  # every rank stops at the same step
+                if not ctx.all_true(signals.signum is None, device):
+                    if bar is not None:
+                        bar.close()
+                    checkpoint(step, counters())
+                    name = signal.Signals(signals.signum or signal.SIGTERM).name
+                    msg = (f"stopped by {name} after step {step}; its checkpoint is in {run / 'checkpoints'}: "
+                           f"continue with flowvae train --resume --run {run}")
+                    log.info("%s", msg)  # in train.log too, where a scheduler's user looks
+                    raise TrainingInterrupted(msg, int(signals.signum or signal.SIGTERM), step)
+                log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
+                break
+            pre = counters()  # the state a checkpoint of this step's start carries, if the step goes bad
+            idx, groups = batches.next()
+            # This process's rows of the global batch, augmented with the draws for the whole batch.
+            x = augment_batch(source.fetch(idx[lo:hi]), cfg.data.flip, cfg.data.crop_pad, aug, rows=(lo, hi, len(idx)))
+            groups = None if groups is None else groups[lo:hi]
+            x = x.to(device, non_blocking=True)
+            if tc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
+            saved_buffers = [b.clone() for b in bn_buffers]
+            loss, stats = net(x, noise, ctx.shard, **({} if groups is None else {"groups": groups.to(device)}))
+            opt.zero_grad(set_to_none=True)
+            finite = ctx.all_true(bool(torch.isfinite(loss)), device)
+            what = "loss"
+            if finite:
+                loss.backward()
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
+                finite, what = bool(torch.isfinite(norm)) and len(grads) > 0, "gradient"
+                if finite:  # the largest gradient norm since the last evaluation: spikes show here first
+                    grad_norm_max = max(grad_norm_max, float(norm))
+            if finite:
+                if guard is not None:
+                    guard.save()
+                opt.step()
+                if guard is not None and not ctx.all_true(guard.weights_finite(), device):
+                    guard.restore()
+                    finite, what = False, "weights after the update"
+            if not finite:
+                # Skip the update; parameters and buffers stay those of the last good step.
+                with torch.no_grad():
+                    for b, saved in zip(bn_buffers, saved_buffers):
+                        b.copy_(saved)
+                skipped += 1
+                bad_in_row += 1
+                log.warning("non-finite %s at step %d: step skipped (%d in a row)", what, step + 1, bad_in_row)
+                if bad_in_row == 1:  # labelled with the last good step, and carrying its data order and RNG
+                    checkpoint(step, pre)
+                if bad_in_row >= tc.max_bad_steps:
+                    raise FlowVAEError(f"{bad_in_row} non-finite steps in a row at step {step + 1}; the run stopped. "
+                                       f"The checkpoint from before the first bad step is in {run / 'checkpoints'}; "
+                                       f"lower train.lr or set train.grad_clip, then --resume --allow-changes")
+                sched.step()
+                step += 1
+                continue
+            bad_in_row = 0
             sched.step()
             step += 1
-            continue
-        bad_in_row = 0
-        sched.step()
-        step += 1
-        batch_bpd = (float(stats["bpd"]) if not ctx.enabled
-                     else float(ctx.sum([float(stats["bpd"])], device)[0]) / ctx.world)
-        run_bpd = batch_bpd if run_bpd is None else 0.98 * run_bpd + 0.02 * batch_bpd
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
-        if step % 100 == 0:
-            (progress_log if bar is not None else log).info(
-                "step %d: train %.4f bits/dim (running mean), kl %.2f nats, max grad norm %.3g", step, run_bpd,
-                float(stats["kl"]), grad_norm_max)
-            tb.scalars(step, {"train/bpd": batch_bpd, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
-        if step % tc.eval_every == 0 or step == tc.steps:
-            last = evaluate(run_bpd, skipped)
-        if step % tc.checkpoint_every == 0 or (
-                tc.checkpoint_every_s is not None and time.time() - saved_at["time"] >= tc.checkpoint_every_s):
-            checkpoint(step, counters())
+            batch_bpd = (float(stats["bpd"]) if not ctx.enabled
+                         else float(ctx.sum([float(stats["bpd"])], device)[0]) / ctx.world)
+            run_bpd = batch_bpd if run_bpd is None else 0.98 * run_bpd + 0.02 * batch_bpd
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
+            if step % 100 == 0:
+                (progress_log if bar is not None else log).info(
+                    "step %d: train %.4f bits/dim (running mean), kl %.2f nats, max grad norm %.3g", step, run_bpd,
+                    float(stats["kl"]), grad_norm_max)
+                tb.scalars(step, {"train/bpd": batch_bpd, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
+            if step % tc.eval_every == 0 or step == tc.steps:
+                last = evaluate(run_bpd, skipped)
+            if step % tc.checkpoint_every == 0 or (
+                    tc.checkpoint_every_s is not None and time.time() - saved_at["time"] >= tc.checkpoint_every_s):
+                checkpoint(step, counters())
+    finally:
+        source.close()
     if bar is not None:
         bar.close()
     if not last or last.get("step") != step:

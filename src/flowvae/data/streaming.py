@@ -1,0 +1,353 @@
+"""Training batches from any image dataset: in memory, or streamed through ``DataLoader`` workers.
+
+The trainer separates *which* images form a step's batch from *how* they are read:
+
+* an **order** (:class:`ShuffledOrder`, :class:`GroupedOrder`) draws the indices of each global
+  batch from the seed alone, so its state is two integers in the checkpoint and a resumed run
+  draws exactly the batches an uninterrupted one would;
+* a **source** (:class:`InMemorySource`, :class:`StreamingSource`) reads the images of this
+  process's rows of that batch, ``[lo, hi)``: under DDP each rank reads only its own shard of every
+  global batch and, with the augmentation drawn for the whole batch
+  (:func:`~flowvae.data.augment.augment_batch`), computes what one process computes on it.
+
+:class:`InMemorySource` indexes a uint8 tensor (:class:`~flowvae.data.ImageData`, the fast path for
+data that fits in memory). :class:`StreamingSource` reads any map-style
+``torch.utils.data.Dataset`` lazily: items are decoded in ``DataLoader`` worker processes, a copy
+of the order runs ahead to prefetch, and batches are pinned and copied without blocking on CUDA.
+Items may be ``uint8`` tensors ``[C, H, W]`` (or ``[H, W]``), PIL images, uint8 numpy arrays
+``[H, W, C]`` / ``[H, W]``, or ``(image, label)`` pairs of those: torchvision datasets work as they
+are (without a ``ToTensor`` transform, which would give floats).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, DataError
+from .base import ImageData
+
+__all__ = ["ShuffledOrder", "GroupedOrder", "InMemorySource", "StreamingSource", "to_uint8_chw", "collate_images",
+           "dataset_labels", "dataset_image_shape", "training_source", "head_images"]
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- orders
+
+class ShuffledOrder:
+    """Global batches of ``batch_size`` indices into ``n`` items: a permutation per epoch seeded by
+    ``(seed, epoch)``, the ragged end of each epoch dropped. State: ``{"epoch", "pos"}``.
+
+    Raises:
+        DataError: ``batch_size`` larger than ``n``.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        if batch_size > n:
+            raise DataError(f"batch size {batch_size} is larger than the dataset ({n} images); "
+                            f"lower train.batch_size")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def next(self) -> tuple[torch.Tensor, None]:
+        """The next global batch's indices ``int64 [B]``, and no group labels."""
+        if self.pos + self.batch_size > self.n:
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation()
+        idx = self._perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx, None
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.pos = int(s["epoch"]), int(s["pos"])
+        self._perm = self._permutation()
+
+    def copy(self) -> ShuffledOrder:
+        other = ShuffledOrder(self.n, self.batch_size, self.seed)
+        other.load_state_dict(self.state_dict())
+        return other
+
+
+class GroupedOrder:
+    """Batches of ``groups`` classes, ``batch_size // groups`` images each (UG-VAE with
+    ``model.group_by=label``): ``next()`` gives the indices and each row's group ``[B]``. Each
+    step's draw depends only on ``(seed, step)``, so the state is one counter.
+
+    Raises:
+        DataError: no labels. ConfigError: a batch size that is not a multiple of ``groups``, or
+            more groups than classes.
+    """
+
+    def __init__(self, labels: torch.Tensor | None, batch_size: int, groups: int, seed: int):
+        if labels is None:
+            raise DataError("model.group_by=label needs class labels, and this dataset has none; "
+                            "use model.group_by=batch")
+        if groups < 1 or batch_size % groups:
+            raise ConfigError(f"train.batch_size={batch_size} must be a multiple of model.groups_per_batch={groups}")
+        self.labels, self.batch_size, self.groups, self.seed = labels, batch_size, groups, seed
+        self.per = batch_size // groups
+        self.by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels)]
+        if groups > len(self.by_class):
+            raise ConfigError(f"model.groups_per_batch={groups} but the data has {len(self.by_class)} classes")
+        self.step = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1000003 + self.step)
+        self.step += 1
+        classes = torch.randperm(len(self.by_class), generator=g)[: self.groups]
+        idx = [pool[torch.randint(len(pool), (self.per,), generator=g)]
+               for pool in (self.by_class[c] for c in classes.tolist())]
+        return torch.cat(idx), torch.arange(self.groups).repeat_interleave(self.per)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.step = int(s["step"])
+
+    def copy(self) -> GroupedOrder:
+        other = GroupedOrder(self.labels, self.batch_size, self.groups, self.seed)
+        other.step = self.step
+        return other
+
+
+Order = ShuffledOrder | GroupedOrder
+
+
+# ---------------------------------------------------------------------------------------------- items
+
+def to_uint8_chw(item: Any) -> torch.Tensor:
+    """One dataset item as a ``uint8 [C, H, W]`` tensor (pixels 0..255).
+
+    Accepts a uint8 tensor ``[C, H, W]`` or ``[H, W]``, a PIL image (grey, RGB; other modes are
+    converted to RGB), a uint8 numpy array ``[H, W, C]`` or ``[H, W]``, or a tuple/list whose first
+    element is one of those (``(image, label)``).
+
+    Raises:
+        DataError: a float tensor (a ``ToTensor`` transform: drop it, or use ``PILToTensor``), or
+            anything else.
+    """
+    if isinstance(item, (tuple, list)) and item:
+        item = item[0]
+    if isinstance(item, torch.Tensor):
+        if item.dtype != torch.uint8:
+            raise DataError(f"dataset items must be uint8 images 0..255, got a {item.dtype} tensor; drop a "
+                            f"ToTensor() transform (or use torchvision's PILToTensor())")
+        t = item
+        if t.dim() == 2:
+            t = t[None]
+        if t.dim() != 3:
+            raise DataError(f"dataset items must be images [C, H, W] or [H, W], got shape {list(item.shape)}")
+        return t
+    try:
+        from PIL import Image
+
+        if isinstance(item, Image.Image):
+            if item.mode not in ("L", "RGB"):
+                item = item.convert("RGB")
+            item = np.asarray(item)
+    except ImportError:  # Pillow is a dependency; only a broken install lands here
+        pass
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8:
+            raise DataError(f"dataset items must be uint8 images 0..255, got a {item.dtype} array")
+        a = item[..., None] if item.ndim == 2 else item
+        if a.ndim != 3:
+            raise DataError(f"dataset items must be images [H, W, C] or [H, W], got shape {list(item.shape)}")
+        return torch.from_numpy(a.transpose(2, 0, 1).copy())  # a copy: PIL arrays are read-only
+    raise DataError(f"dataset items must be images (uint8 tensors, PIL images, uint8 arrays) or (image, label) "
+                    f"pairs, got {type(item).__name__}")
+
+
+def collate_images(items: list[Any]) -> torch.Tensor:
+    """A batch ``uint8 [B, C, H, W]`` from dataset items (:func:`to_uint8_chw`).
+
+    Raises:
+        DataError: items of different shapes (resize them to one size first).
+    """
+    images = [to_uint8_chw(it) for it in items]
+    shapes = {tuple(t.shape) for t in images}
+    if len(shapes) > 1:
+        raise DataError(f"dataset items have different shapes {sorted(shapes)[:3]}; resize them to one size "
+                        f"(e.g. torchvision.transforms.Resize + CenterCrop)")
+    return torch.stack(images)
+
+
+def dataset_image_shape(dataset: Any) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a dataset's items (its first item, decoded once)."""
+    if isinstance(dataset, ImageData):
+        c, h, w = dataset.images.shape[1:]
+        return int(c), int(h), int(w)
+    if len(dataset) == 0:
+        raise DataError("the dataset is empty")
+    c, h, w = to_uint8_chw(dataset[0]).shape
+    return int(c), int(h), int(w)
+
+
+def dataset_labels(dataset: Any) -> torch.Tensor | None:
+    """Class labels ``int64 [N]`` without decoding images: ``ImageData.labels``, a dataset's
+    ``labels`` or ``targets`` attribute (torchvision), else ``None``."""
+    if isinstance(dataset, ImageData):
+        return dataset.labels
+    for name in ("labels", "targets"):
+        value = getattr(dataset, name, None)
+        if value is not None:
+            t = torch.as_tensor(np.asarray(value)).to(torch.int64).flatten()
+            if len(t) == len(dataset):
+                return t
+    return None
+
+
+def head_images(dataset: Any, n: int | None, index: torch.Tensor | None = None) -> torch.Tensor:
+    """``uint8 [n, C, H, W]``: the first ``n`` items (all when ``None``), or the items ``index``."""
+    if isinstance(dataset, ImageData):
+        images = dataset.images
+        return images[index] if index is not None else images if n is None else images[:n]
+    idx = index.tolist() if index is not None else list(range(len(dataset) if n is None else min(n, len(dataset))))
+    return collate_images([dataset[i] for i in idx])
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+class InMemorySource:
+    """Rows of each batch indexed from a uint8 tensor in memory."""
+
+    streaming = False
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def fetch(self, idx: torch.Tensor) -> torch.Tensor:
+        """``uint8 [len(idx), C, H, W]`` for this process's indices of the batch."""
+        return self.images[idx]
+
+    def start(self, order: Order, lo: int, hi: int) -> None:
+        """Nothing to prefetch."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _RankRows(torch.utils.data.Sampler):
+    """This rank's rows ``[lo, hi)`` of every global batch of an order (a copy, running ahead)."""
+
+    def __init__(self, order: Order, lo: int, hi: int):
+        self.order, self.lo, self.hi = order, lo, hi
+
+    def __iter__(self):
+        while True:
+            idx, _ = self.order.next()
+            yield idx[self.lo:self.hi].tolist()
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """``(index, item)`` so that each prefetched batch says which items it holds."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        return i, self.dataset[i]
+
+
+def _collate_indexed(items: list[tuple[int, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor([i for i, _ in items]), collate_images([it for _, it in items])
+
+
+class StreamingSource:
+    """Rows of each batch read lazily from a map-style dataset by ``DataLoader`` workers.
+
+    ``start(order, lo, hi)`` begins prefetching from a copy of the order at its current state;
+    each ``fetch(idx)`` returns the next prefetched batch and checks it holds ``idx`` (the trainer's
+    own order advances in step, so the checkpointed state is that of the batches consumed).
+
+    Args:
+        dataset: any map-style dataset (items as in :func:`to_uint8_chw`).
+        num_workers: decoding processes (0: in the training process).
+        pin_memory: pinned host batches for non-blocking copies to a GPU.
+    """
+
+    streaming = True
+
+    def __init__(self, dataset: Any, num_workers: int, pin_memory: bool = False):
+        self.dataset, self.num_workers, self.pin_memory = dataset, num_workers, pin_memory
+        self._it: Any = None
+        self._loader: Any = None
+
+    def start(self, order: Order, lo: int, hi: int) -> None:
+        self.close()
+        self._loader = torch.utils.data.DataLoader(
+            _Indexed(self.dataset), batch_sampler=_RankRows(order.copy(), lo, hi), num_workers=self.num_workers,
+            collate_fn=_collate_indexed, pin_memory=self.pin_memory,
+            prefetch_factor=4 if self.num_workers else None, persistent_workers=False)
+        self._it = iter(self._loader)
+
+    def fetch(self, idx: torch.Tensor) -> torch.Tensor:
+        got, images = next(self._it)
+        if not torch.equal(got, idx.cpu()):  # a bug guard: the prefetching copy left the order
+            raise RuntimeError("streaming batches out of step with the data order")
+        return images
+
+    def close(self) -> None:
+        self._it = None  # the DataLoader's iterator shuts its workers down when collected
+        self._loader = None
+
+
+class _TensorItems(torch.utils.data.Dataset):
+    """The images of a uint8 tensor ``[N, C, H, W]`` as dataset items."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def _default_workers() -> int:
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, n - 1))
+
+
+def training_source(dataset: Any, in_memory: bool | None, num_workers: int | None, device: torch.device,
+                    max_bytes: int = 2 * 1024**3) -> InMemorySource | StreamingSource:
+    """The source for a training set: in memory for :class:`ImageData` (unless ``in_memory`` is
+    ``False``) and for a dataset that fits in ``max_bytes`` when ``in_memory`` is ``None`` (decoded
+    once, up front); else streamed. The choice is logged.
+
+    Raises:
+        DataError: unreadable items.
+    """
+    if isinstance(dataset, ImageData):
+        if in_memory is not False:
+            return InMemorySource(dataset.images)
+        dataset = _TensorItems(dataset.images)  # data.in_memory=false: the streaming path on any data
+    c, h, w = dataset_image_shape(dataset)
+    size = len(dataset) * c * h * w
+    if in_memory is None:
+        in_memory = size <= max_bytes
+    if in_memory:
+        log.info("training data: %d images decoded into memory (%.2f GB)", len(dataset), size / 1e9)
+        return InMemorySource(head_images(dataset, None))
+    workers = _default_workers() if num_workers is None else num_workers
+    log.info("training data: %d images (%.2f GB decoded) streamed by %d DataLoader workers", len(dataset),
+             size / 1e9, workers)
+    return StreamingSource(dataset, workers, pin_memory=device.type == "cuda")

@@ -1,0 +1,128 @@
+"""Training from any dataset: streamed through DataLoader workers, the same batches and the same
+weights as from memory, resumable bitwise; torchvision-style datasets as they are."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowvae import load_run
+from flowvae.data import load_dataset
+from flowvae.data.augment import augment_batch
+from flowvae.data.streaming import GroupedOrder, ShuffledOrder, collate_images, to_uint8_chw
+from flowvae.errors import ConfigError, DataError, TrainingInterrupted
+from flowvae.training import train
+from test_interruptions import _cfg, _same_weights, _signal_at_step
+from test_reliability import _metrics
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class PILDigits(torch.utils.data.Dataset):
+    """A torchvision-style dataset: ``(PIL image, int label)`` items and a ``targets`` list."""
+
+    def __init__(self, split: str):
+        d = load_dataset("digits", split)
+        self.images, self.targets = d.images, d.labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return Image.fromarray(self.images[i, 0].numpy(), mode="L"), self.targets[i]
+
+
+SETS = ("train.steps=12", "train.eval_every=6", "train.checkpoint_every=1000")
+
+
+def test_a_streamed_torchvision_style_dataset_trains_like_the_in_memory_data(tmp_path):
+    memory = tmp_path / "memory"
+    train(_cfg(*SETS, "data.test_limit=null"), memory, progress=False)  # the whole test split, as the dataset
+    streamed = tmp_path / "streamed"
+    train(_cfg(*SETS, "data.test_limit=null", "data.in_memory=false", "data.num_workers=2"), streamed, progress=False,
+          train_data=PILDigits("train"), test_data=PILDigits("test"))
+    _same_weights(memory, streamed)  # the same batches in the same order, read by worker processes
+    assert _metrics(memory) == _metrics(streamed)
+
+
+def test_a_streamed_run_resumes_bitwise(tmp_path, monkeypatch):
+    sets = (*SETS, "data.in_memory=false", "data.num_workers=1")
+    full = tmp_path / "full"
+    train(_cfg(*sets), full, progress=False)
+    cut = tmp_path / "cut"
+    _signal_at_step(monkeypatch, signal.SIGINT, 7)
+    with pytest.raises(TrainingInterrupted):
+        train(_cfg(*sets), cut, progress=False)
+    monkeypatch.undo()
+    train(_cfg(*sets), cut, resume=True, progress=False)
+    _same_weights(full, cut)
+    assert _metrics(full) == _metrics(cut)
+
+
+def test_class_grouped_batches_from_a_dataset_s_targets(tmp_path):
+    sets = ("model.kind=ugvae", "model.d_local=3", "model.d_global=2", "model.n_components=3", "model.hidden=[16]",
+            "model.encoder=mlp", "model.decoder=mlp", "model.group_by=label", "model.groups_per_batch=4",
+            "train.steps=4", "train.eval_every=4", "data.in_memory=false", "data.num_workers=0")
+    last = train(_cfg(*sets), tmp_path / "ugvae", progress=False, train_data=PILDigits("train"),
+                 test_data=PILDigits("test"))
+    assert last["step"] == 4
+    load_run(tmp_path / "ugvae")
+
+
+def test_datasets_that_do_not_fit_are_refused_in_one_line(tmp_path):
+    class Floats(PILDigits):
+        def __getitem__(self, i):
+            return self.images[i].float() / 255, 0
+
+    with pytest.raises(DataError, match="drop a ToTensor"):
+        train(_cfg("train.steps=1"), tmp_path / "f", progress=False, train_data=Floats("train"), test_data=Floats("test"))
+    with pytest.raises(ConfigError, match="both train_data and test_data"):
+        train(_cfg("train.steps=1"), tmp_path / "g", progress=False, train_data=PILDigits("train"))
+    with pytest.raises(DataError, match="model expects 1x16x16"):
+        train(_cfg("train.steps=1", "model.image_size=16"), tmp_path / "h", progress=False,
+              train_data=PILDigits("train"), test_data=PILDigits("test"))
+    assert not (tmp_path / "f").exists()  # a failed start leaves no folder behind
+
+
+def test_items_in_every_accepted_form():
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    rgb = np.stack([grey, grey + 1, grey + 2], -1)
+    want_grey, want_rgb = torch.from_numpy(grey)[None], torch.from_numpy(rgb).permute(2, 0, 1)
+    assert torch.equal(to_uint8_chw(grey), want_grey)
+    assert torch.equal(to_uint8_chw((rgb, 3)), want_rgb)
+    assert torch.equal(to_uint8_chw(Image.fromarray(rgb)), want_rgb)
+    assert torch.equal(to_uint8_chw(Image.fromarray(rgb).convert("RGBA")), want_rgb)
+    assert torch.equal(to_uint8_chw(want_rgb), want_rgb)
+    with pytest.raises(DataError, match="different shapes"):
+        collate_images([grey, rgb])
+    with pytest.raises(DataError, match="got str"):
+        to_uint8_chw("image.png")
+
+
+def test_augmenting_rows_of_a_batch_equals_those_rows_of_the_augmented_batch():
+    x = torch.randint(0, 256, (8, 3, 6, 6), dtype=torch.uint8)
+    whole = augment_batch(x, True, 2, torch.Generator().manual_seed(5))
+    parts = [augment_batch(x[lo:lo + 4], True, 2, torch.Generator().manual_seed(5), rows=(lo, lo + 4, 8))
+             for lo in (0, 4)]
+    assert torch.equal(torch.cat(parts), whole)
+
+
+def test_orders_resume_and_copy_exactly():
+    o = ShuffledOrder(50, 16, seed=3)
+    for _ in range(4):  # crosses an epoch (3 batches of 16 per epoch)
+        o.next()
+    c = o.copy()
+    r = ShuffledOrder(50, 16, seed=3)
+    r.load_state_dict(o.state_dict())
+    a, b, d = o.next()[0], c.next()[0], r.next()[0]
+    assert torch.equal(a, b) and torch.equal(a, d)
+    labels = torch.arange(40) % 5
+    g = GroupedOrder(labels, 8, 4, seed=1)
+    g.next()
+    idx, groups = g.copy().next()
+    assert torch.equal(idx, g.next()[0]) and groups.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert all(len(set(labels[idx[groups == k]].tolist())) == 1 for k in range(4))  # one class per group
