@@ -363,3 +363,22 @@ def test_a_resume_with_only_unusable_checkpoints_is_a_fresh_start(kind, tiny_run
         train(load_config(run / "config.yaml"), run, resume=True, progress=False)
     a, b = load_run(tiny_runs[kind]).state_dict(), load_run(run).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same run again, bitwise
+
+
+def test_the_time_limit_counts_training_steps_not_setup(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import flowvae.training.trainer as trainer
+
+    caplog.set_level(logging.INFO, logger="flowvae")
+    real_init = trainer.data_init
+
+    def slow_init(model):  # setup (the data-dependent initialisation) takes 1 s
+        time.sleep(1.0)
+        return real_init(model)
+
+    monkeypatch.setattr(trainer, "data_init", slow_init)
+    last = train(_cfg("train.steps=100000", "train.eval_every=100000", "train.time_limit_s=0.5"), tmp_path / "t",
+                 progress=False)
+    assert last["step"] > 0  # with setup counted the limit would be spent before the first step
+    assert "setup took" in caplog.text and "time limit of 0 s reached" in caplog.text

@@ -95,7 +95,8 @@ class TrainConfig(Settings):
     channels_last: bool = False       # channels-last memory format (faster bf16 convolutions on CPUs)
     compile: bool = False             # torch.compile the training forward (a C++ compiler on CPUs)
     sample_temperatures: list[float] = setting(factory=lambda: [0.7, 1.0], ge=0, le=100)
-    time_limit_s: float | None = setting(None, gt=0, help="stop training after this wall time (checkpoint kept)")
+    time_limit_s: float | None = setting(None, gt=0, help="stop after this many seconds of training steps, "
+                                         "summed over resumed sessions (setup not counted; checkpoint kept)")
     deterministic: bool = False       # torch.use_deterministic_algorithms (bitwise resume on GPU too)
 
     # Fields a resumed run may change: they decide how long, where and how observably the run goes,

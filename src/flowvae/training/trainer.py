@@ -372,6 +372,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
 def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, ctx: DistContext,
                   device_name: str, allow_changes: bool, train_data: Any, test_data: Any) -> dict:
+    t_setup = time.time()
     tc = cfg.train
     if ctx.is_main:
         remove_temporary_files(run)
@@ -421,7 +422,7 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     try:
         with _Signals() as signals:
             last = _train(cfg, model, train_data, test_data, run, device, found, progress, ctx, signals,
-                          allow_changes)
+                          allow_changes, t_setup)
     except BaseException:
         if ctx.enabled:
             torch.distributed.destroy_process_group()
@@ -437,8 +438,9 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
 
 def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any, run: Path,
            device: torch.device, found: tuple[Path, dict] | None, progress: bool | None, ctx: DistContext,
-           signals: _Signals, allow_changes: bool = False) -> dict:
+           signals: _Signals, allow_changes: bool = False, t_setup: float = 0.0) -> dict:
     t0 = time.time()
+    t_setup = t_setup or t0
     tc = cfg.train
     main = ctx.is_main
     local_batch = tc.batch_size // ctx.world
@@ -463,6 +465,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
     aug = torch.Generator().manual_seed(tc.seed + 2)
     step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
+    trained, t_loop = 0.0, 0.0  # trained: time in the training loop of earlier sessions (train.time_limit_s)
     bad_in_row, skipped = 0, 0
     run_bpd: float | None = None
     grad_norm_max = 0.0
@@ -493,6 +496,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         prog = state.get("progress", {})
         bad_in_row, skipped = int(prog.get("bad_in_row", 0)), int(prog.get("skipped", 0))
         run_bpd, elapsed = prog.get("run_bpd"), float(prog.get("elapsed_s", 0.0))
+        trained = float(prog.get("train_s", elapsed))
         grad_norm_max = float(prog.get("grad_norm_max", 0.0))
         log.info("resumed from %s at step %d", path.name, step)
     if main:  # the records an uninterrupted run has at this step, no more (none on a fresh start)
@@ -542,6 +546,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         if saved_at["step"] == label or not main:
             return
         moved["progress"]["elapsed_s"] = elapsed + time.time() - t0
+        moved["progress"]["train_s"] = trained + (time.time() - t_loop if t_loop else 0.0)
         save_checkpoint(run / "checkpoints", label, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "step": label, "config": cfg.to_dict(), **moved}, keep=tc.keep_checkpoints)
@@ -570,9 +575,11 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     bn_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                   for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
     source.start(batches, lo, hi)  # streaming: DataLoader workers prefetch from here on
+    t_loop = time.time()  # train.time_limit_s counts from here: setup (data, model, initialisation) is not training
+    log.info("setup took %.1f s; training from step %d", t_loop - t_setup, step)
     try:
         while step < tc.steps:
-            in_time = tc.time_limit_s is None or elapsed + time.time() - t0 <= tc.time_limit_s
+            in_time = tc.time_limit_s is None or trained + time.time() - t_loop <= tc.time_limit_s
             if not ctx.all_true(in_time and signals.signum is None, device):  # every rank stops at the same step
                 if not ctx.all_true(signals.signum is None, device):
                     if bar is not None:
