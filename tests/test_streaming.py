@@ -126,3 +126,35 @@ def test_orders_resume_and_copy_exactly():
     idx, groups = g.copy().next()
     assert torch.equal(idx, g.next()[0]) and groups.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert all(len(set(labels[idx[groups == k]].tolist())) == 1 for k in range(4))  # one class per group
+
+
+def test_image_files_read_lazily_equal_the_folder_loaded_into_memory(tmp_path):
+    import zipfile
+
+    from flowvae.data import shared_data_dir
+    from flowvae.data.images import folder_labels, list_image_files
+    from flowvae.data.streaming import ImageFiles, StreamingSource
+
+    archive = shared_data_dir() / "cifar10-jpeg" / "cifar10-jpeg-images.zip"
+    if not archive.is_file():
+        pytest.skip(f"{archive} not found (the shared data folder is absent)")
+    with zipfile.ZipFile(archive) as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".jpg"))[::500]  # train/CLASS/N.jpg, test/...
+        for n in names:
+            out = tmp_path / "jpegs" / n
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(z.read(n))
+    memory = load_dataset("folder", "train", root=tmp_path / "jpegs")
+    root = tmp_path / "jpegs" / "train"
+    files = list_image_files(root)
+    labels, classes = folder_labels(files, root)
+    lazy = ImageFiles(files, torch.from_numpy(labels), 3, None)
+    assert len(lazy) == len(memory) and classes == memory.classes
+    order = ShuffledOrder(len(lazy), 16, seed=0)
+    source = StreamingSource(lazy, num_workers=1)
+    source.start(order, 4, 12)  # the rows a second of two ranks would read
+    for _ in range(5):
+        idx, _ = order.next()
+        assert torch.equal(source.fetch(idx[4:12]), memory.images[idx[4:12]])
+    source.close()
+    assert lazy[3][1] == int(memory.labels[3])

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,8 @@ import torch
 from ..errors import ConfigError, DataError
 from .base import ImageData
 
-__all__ = ["ShuffledOrder", "GroupedOrder", "InMemorySource", "StreamingSource", "to_uint8_chw", "collate_images",
+__all__ = ["ShuffledOrder", "GroupedOrder", "InMemorySource", "StreamingSource", "ImageFiles", "to_uint8_chw",
+           "collate_images",
            "dataset_labels", "dataset_image_shape", "training_source", "head_images"]
 
 log = logging.getLogger(__name__)
@@ -218,6 +220,48 @@ def head_images(dataset: Any, n: int | None, index: torch.Tensor | None = None) 
         return images[index] if index is not None else images if n is None else images[:n]
     idx = index.tolist() if index is not None else list(range(len(dataset) if n is None else min(n, len(dataset))))
     return collate_images([dataset[i] for i in idx])
+
+
+# ---------------------------------------------------------------------------------------------- lazy readers
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files read when an item is asked for: a map-style dataset of ``(uint8 [C, H, W], label)``.
+
+    Memory holds only the list of paths (and labels), so it does not grow with the images.
+
+    Args:
+        files: the image files, in dataset order.
+        labels: ``int64 [N]`` class indices, or ``None`` (items then have label ``-1``).
+        channels: 1 (grey) or 3 (RGB); each file is converted to it.
+        size: centre-crop and resize to ``size x size`` (:func:`~flowvae.data.images.decode_image_file`);
+            ``None`` keeps the file's size.
+
+    Raises:
+        DataError: (on access) a file that cannot be decoded, naming it.
+    """
+
+    def __init__(self, files: list[Any], labels: torch.Tensor | None, channels: int, size: int | None):
+        if channels not in (1, 3):
+            raise DataError(f"channels must be 1 or 3, got {channels}")
+        self.files, self.labels, self.channels, self.size = [str(f) for f in files], labels, channels, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        from .images import DECODE_ERRORS, decode_image_file
+
+        try:
+            a = decode_image_file(Path(self.files[i]), self.size)
+        except DECODE_ERRORS as e:
+            raise DataError(f"cannot decode {self.files[i]}: {e}") from None
+        if self.channels == 3 and a.ndim == 2:
+            a = np.repeat(a[..., None], 3, axis=2)
+        elif self.channels == 1 and a.ndim == 3:
+            a = np.asarray(Image.fromarray(a).convert("L"))
+        return to_uint8_chw(a), -1 if self.labels is None else int(self.labels[i])
 
 
 # ---------------------------------------------------------------------------------------------- sources
