@@ -19,4 +19,14 @@ from .models import (  # noqa: E402
 )
 
 __all__ = ["Capabilities", "Config", "DataConfig", "FlowVAE", "FlowVAEConfig", "GenerativeModel", "MODEL_KINDS",
-           "ModelConfig", "TrainConfig", "__version__", "build_model", "create_model", "get_preset", "load_run"]
+           "ModelConfig", "TrainConfig", "__version__", "build_model", "create_model", "get_preset", "load_run",
+           "train"]
+
+
+def __getattr__(name: str):
+    # flowvae.train (flowvae.training.train) without importing the trainer with the package
+    if name == "train":
+        from .training import train
+
+        return train
+    raise AttributeError(f"module 'flowvae' has no attribute {name!r}")
