@@ -382,3 +382,16 @@ def test_the_time_limit_counts_training_steps_not_setup(tmp_path, monkeypatch, c
                  progress=False)
     assert last["step"] > 0  # with setup counted the limit would be spent before the first step
     assert "setup took" in caplog.text and "time limit of 0 s reached" in caplog.text
+
+
+def test_resume_refuses_to_start_over_when_every_checkpoint_is_damaged(ten_steps, tmp_path):
+    import shutil
+
+    run = Path(shutil.copytree(ten_steps, tmp_path / "damaged"))
+    for p in list_checkpoints(run / "checkpoints"):
+        p.write_bytes(p.read_bytes()[:-10])  # its checksum no longer matches
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match="no usable checkpoint: .* does not match its checksum"):
+        train(_cfg("train.steps=10", "train.eval_every=5", "train.checkpoint_every=5"), run, resume=True,
+              progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # a long run is not replaced

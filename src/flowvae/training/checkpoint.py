@@ -84,7 +84,7 @@ def _load_verified(path: Path) -> dict[str, Any]:
     try:
         expected = safe_io.read_bytes(sidecar, _MAX_SIDECAR_BYTES, root=path.parent).decode("ascii", "replace")
     except FileNotFoundError:
-        raise CheckpointError(f"{path} has no checksum file") from None
+        raise CheckpointError(f"{path} has no checksum file (its writing was interrupted)") from None
     except OSError as e:
         raise CheckpointError(f"{sidecar} cannot be read: {e.strerror or e}") from None
     if hashlib.sha256(data).hexdigest() != expected.strip():
@@ -107,10 +107,12 @@ def _load_verified(path: Path) -> dict[str, Any]:
     return state
 
 
-def load_latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+def load_latest_checkpoint(folder: Path, skipped: list[tuple[Path, str]] | None = None
+                           ) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint in ``folder`` that passes its checksum, or ``None`` if there is none.
 
-    Corrupted or truncated files are skipped with a warning naming them.
+    Corrupted or truncated files are skipped with a warning naming them (and, given ``skipped``,
+    appended to it as ``(path, reason)``).
     """
     for path in reversed(list_checkpoints(folder)):
         try:
@@ -119,6 +121,8 @@ def load_latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
             if "newer than" in str(e):
                 raise
             log.warning("skipping checkpoint: %s; trying the previous one", e)
+            if skipped is not None:
+                skipped.append((path, str(e)))
     return None
 
 

@@ -388,8 +388,15 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     # The checkpoint a resume continues from, read (and checksummed) before the model is built: a
     # fresh start, also after a kill left only unusable checkpoints, must complete the config and
     # load stage 1 of the multi-stage model; a resume must not.
-    found = load_latest_checkpoint(run / "checkpoints") if resume else None
+    skipped: list[tuple[Path, str]] = []
+    found = load_latest_checkpoint(run / "checkpoints", skipped) if resume else None
     if resume and found is None:
+        # Only checkpoints whose writing a kill interrupted (no checksum file yet) mean "start over";
+        # a damaged one may be all that is left of a long run, so it is not silently replaced.
+        damaged = [(p, why) for p, why in skipped if "has no checksum file" not in why]
+        if damaged:
+            raise CheckpointError(f"--resume found no usable checkpoint: {damaged[0][1]}. Restore the file, or "
+                                  f"delete the damaged checkpoints to train {run} again from step 0")
         log.warning("no usable checkpoint in %s: starting from step 0", run)
     has_checkpoint = found is not None
     if has_checkpoint:
