@@ -71,11 +71,8 @@ if mode == "memory":
     data = load_dataset("folder", "train", root=root)
     source, n = InMemorySource(data.images), len(data)
 else:
-    from pathlib import Path
-    from flowvae.data.images import folder_labels, list_image_files
-    files = list_image_files(Path(root))
-    labels, _ = folder_labels(files, Path(root))
-    source, n = StreamingSource(ImageFiles(files, torch.from_numpy(labels), 3, None), workers), len(files)
+    files = ImageFiles.from_folder(root, 3, None)
+    source, n = StreamingSource(files, workers), len(files)
 order = ShuffledOrder(n, 64, 0)
 source.start(order, 0, 64)
 setup = time.time() - t0

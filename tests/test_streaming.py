@@ -148,8 +148,10 @@ def test_image_files_read_lazily_equal_the_folder_loaded_into_memory(tmp_path):
     root = tmp_path / "jpegs" / "train"
     files = list_image_files(root)
     labels, classes = folder_labels(files, root)
-    lazy = ImageFiles(files, torch.from_numpy(labels), 3, None)
-    assert len(lazy) == len(memory) and classes == memory.classes
+    lazy = ImageFiles.from_folder(root, 3, None)
+    assert [lazy.path(i) for i in range(len(lazy))] == files  # the in-memory loader's order
+    assert torch.equal(lazy.labels, torch.from_numpy(labels)) and lazy.classes == classes == memory.classes
+    assert len(lazy) == len(memory)
     order = ShuffledOrder(len(lazy), 16, seed=0)
     source = StreamingSource(lazy, num_workers=1)
     source.start(order, 4, 12)  # the rows a second of two ranks would read

@@ -10,7 +10,12 @@ plain VAE baseline of Table 4 (``digits-vae``, ``mnist-vae``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 
 from .config import Config, DataConfig, TrainConfig, suggest
 from .errors import ConfigError
@@ -20,7 +25,8 @@ from .models.multistage import MultiStageConfig
 from .models.ugvae import UGVAEConfig
 from .models.vae import VAEConfig
 
-__all__ = ["PRESETS", "get_preset", "preset_for_images"]
+__all__ = ["CPU_PARAMETER_WARNING", "PRESETS", "PresetChoice", "choose_preset", "cpu_size_warning", "get_preset",
+           "parameter_count", "preset_for_images"]
 
 
 def _digits() -> Config:
@@ -172,34 +178,222 @@ PRESETS: dict[str, Callable[[], Config]] = {"digits": _digits, "mnist": _mnist, 
            "dsprites-multistage": _dsprites_multistage, "digits-vae": _digits_vae, "mnist-vae": _mnist_vae}
 
 
-def preset_for_images(channels: int, height: int, width: int, n_bits: int = 8) -> tuple[str, int, Config]:
-    """A sensible preset for a folder of ``channels x height x width`` images (the first file's shape).
+# --------------------------------------------------------------------------------------------- own images
 
-    The image side becomes the largest supported size not above the shorter side (images are
-    centre-cropped and resized to it): 256, 128 and 64 take the published CelebA-HQ, LSUN and
-    ImageNet architectures; 32 the CPU-sized CIFAR-10 model (MNIST's for grey images); 28 MNIST's;
+# The paper's architecture for each image side (grey images get one input channel and no coupling
+# before the first squeeze); 28 and 8 pixels have none, so their CPU architecture serves everywhere.
+PUBLISHED_FOR_SIZE: dict[int, str] = {256: "celebahq256", 128: "lsun128", 64: "imagenet64", 32: "cifar10"}
+_SIDES = (256, 128, 64, 32, 28, 8)
+CPU_PARAMETER_WARNING = 10_000_000
+"""Parameters above which :func:`cpu_size_warning` warns before training on a CPU."""
+GPU_MIN_IMAGES = 10_000  # fewer training images than this: the small architecture on a GPU too
+SMALL_DATA_IMAGES = 2_000  # fewer than this: the small architecture at half its widths
+# The CPU architectures above 32 pixels: cifar10-small's three levels at the coarse end, one cheap,
+# narrow level more per doubling of the side (the published models add levels the same way), and
+# smaller batches, so that an image costs a few times a CIFAR-10 image, not 30-100 times.
+_CPU_SCALED: dict[int, dict[str, Any]] = {
+    64: dict(steps=[2, [2, 2], [4, 4], 4], hidden=[16, 64, 128, 128], encoder_widths=[16, 32, 64, 64],
+             batch=32, init=128),
+    128: dict(steps=[2, [1, 1], [2, 2], [2, 2], 2], hidden=[8, 32, 64, 96, 96], encoder_widths=[16, 16, 32, 64, 64],
+              batch=16, init=64),
+    256: dict(steps=[2, [1, 1], [1, 1], [2, 2], [2, 2], 2], hidden=[8, 16, 32, 64, 64, 64],
+              encoder_widths=[8, 16, 16, 32, 64, 64], batch=8, init=64),
+}
+
+
+def parameter_count(cfg: Config) -> int:
+    """Parameters of the model ``cfg`` builds, counted on PyTorch's meta device (no memory, no
+    initialisation; a fraction of a second even for the 100 M-parameter presets)."""
+    from .models import create_model
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(cfg).parameters())
+
+
+def cpu_size_warning(model: torch.nn.Module, device: torch.device | str) -> str | None:
+    """A warning when a model of more than :data:`CPU_PARAMETER_WARNING` (10 M) parameters is about
+    to train on a CPU, else ``None``.
+
+    Args:
+        model: the model (its parameters are counted).
+        device: the device it trains on (``torch.device`` or a name such as ``"cpu"``).
+
+    Returns:
+        One line naming the parameter count and what to do (a smaller preset, ``--data FOLDER``
+        without a preset, or a GPU), or ``None`` for a GPU or a small model.
+    """
+    if torch.device(device).type != "cpu":
+        return None
+    n = sum(p.numel() for p in model.parameters())
+    if n <= CPU_PARAMETER_WARNING:
+        return None
+    return (f"the model has {n / 1e6:.1f} M parameters and trains on the CPU, where one step can take minutes: "
+            f"for CPU training use a CPU-sized architecture (presets digits, mnist, cifar10-small; "
+            f"`flowvae train --data FOLDER` without a preset picks one for the image size), or train on a GPU")
+
+
+def _side(height: int, width: int) -> int:
+    """The supported image side for images of ``height x width``: the largest not above the shorter side."""
+    return next((s for s in _SIDES if min(height, width) >= s), 8)
+
+
+def _fit(cfg: Config, channels: int, size: int, n_bits: int, published: bool) -> Config:
+    """``cfg`` with the model reshaped for ``channels x size x size`` images and data read from a folder."""
+    model = cfg.model
+    assert isinstance(model, FlowVAEConfig)
+    steps = list(model.steps)
+    if channels == 1 and steps and steps[0] != 0:
+        steps[0] = 0  # one grey channel cannot be coupled before the first squeeze
+    additive = published and n_bits <= 5 and size >= 128  # the paper's 5-bit LSUN/CelebA-HQ models
+    cfg.model = model.replace(in_channels=1 if channels == 1 else 3, image_size=size, steps=steps,
+                              coupling="additive" if additive else model.coupling)
+    cfg.data = cfg.data.replace(dataset="folder", image_size=size, n_bits=n_bits, crop_pad=0)
+    return cfg
+
+
+def _halve(widths: list[int]) -> list[int]:
+    return [max(8, w // 2) for w in widths]
+
+
+def _small(channels: int, size: int, n_bits: int, narrow: bool) -> tuple[str, str, Config]:
+    """The CPU-sized architecture for ``size``: digits (8), mnist (28; grey 32), cifar10-small (32),
+    cifar10-small scaled (64, 128, 256); at half widths when ``narrow``."""
+    if size in _CPU_SCALED:
+        spec = _CPU_SCALED[size]
+        cfg = get_preset("cifar10-small")
+        model = cfg.model
+        assert isinstance(model, FlowVAEConfig)
+        cfg.model = model.replace(steps=spec["steps"], hidden=spec["hidden"], encoder_widths=spec["encoder_widths"])
+        cfg.train = cfg.train.replace(batch_size=spec["batch"], init_batch_size=spec["init"])
+        base, variant = "cifar10-small", "with one narrow level more per doubling of the side"
+    else:
+        base, variant = {32: "mnist" if channels == 1 else "cifar10-small", 28: "mnist"}.get(size, "digits"), ""
+        cfg = get_preset(base)
+    if narrow:
+        model = cfg.model
+        assert isinstance(model, FlowVAEConfig)
+        cfg.model = model.replace(hidden=_halve(model.hidden), encoder_widths=_halve(model.encoder_widths),
+                                  prior_hidden=max(8, model.prior_hidden // 2))
+        variant = f"{variant}, at half width" if variant else "at half width"
+    return base, variant, _fit(cfg, channels, size, n_bits, published=False)
+
+
+def _yaml_value(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
+
+
+@dataclass(frozen=True)
+class PresetChoice:
+    """The architecture :func:`choose_preset` picked for some images on some machine.
+
+    Attributes:
+        name: the preset the architecture comes from, e.g. ``"mnist"``, ``"cifar10-small"``,
+            ``"imagenet64"``.
+        variant: how it was changed from that preset, e.g. ``"at half width"``, or ``""``.
+        size: the image side the images are resized to.
+        config: the configuration (``data.dataset="folder"``, ``data.image_size=size``).
+        device: ``"cpu"`` or ``"cuda"``: the machine the choice was made for.
+        parameters: parameters of ``config``'s model.
+        published: the preset of the paper's architecture for this image side (what a GPU with
+            enough images gets), or ``None`` when the paper has none (28 and 8 pixels, grey 32).
+        published_parameters: its parameters at these channels, or ``None``.
+        reason: why this architecture, in a few words (for the log).
+        gpu_overrides: ``model.field=value`` strings that turn ``config`` into the paper's
+            architecture (empty when it already is, or there is none).
+    """
+
+    name: str
+    variant: str
+    size: int
+    config: Config
+    device: str
+    parameters: int
+    published: str | None
+    published_parameters: int | None
+    reason: str
+    gpu_overrides: tuple[str, ...]
+
+
+def choose_preset(channels: int, height: int, width: int, n_images: int | None = None, n_bits: int = 8,
+                  device: str = "cpu") -> PresetChoice:
+    """The architecture for ``channels x height x width`` images, ``n_images`` of them, on ``device``.
+
+    The image side becomes the largest supported size not above the shorter side (256, 128, 64, 32,
+    28, else 8; images are centre-cropped and resized to it). Then:
+
+    * on a GPU (``device`` ``"cuda"``) with at least 10,000 images (or an unknown number), the
+      paper's architecture for that side: ``celebahq256``, ``lsun128``, ``imagenet64`` (grey images:
+      one input channel, no coupling before the first squeeze) or, for colour 32x32, ``cifar10``;
+      with ``n_bits <= 5`` at 128 and 256 pixels additive couplings, as the paper's 5-bit models;
+    * otherwise (a CPU, or fewer images) a CPU-sized one that trains in useful time there: ``digits``
+      (8), ``mnist`` (28, and grey 32), ``cifar10-small`` (32), and above 32 pixels cifar10-small's
+      levels with one narrow level more per doubling of the side and a smaller batch (a few
+      million parameters); with fewer than 2,000 images at half the coupling, encoder and prior
+      widths. The training settings are those of the preset the architecture comes from; the batch
+      sizes never exceed ``n_images``.
+
+    Args:
+        channels: image channels as the loader reads them (1 grey, else colour).
+        height, width: the images' stored size.
+        n_images: training images, if known.
+        n_bits: bits per pixel modelled (``data.n_bits``).
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"`` counts as ``"cuda"``).
+
+    Returns:
+        PresetChoice.
+    """
+    size = _side(height, width)
+    gpu = str(device).startswith("cuda")
+    published = PUBLISHED_FOR_SIZE.get(size)
+    if published == "cifar10" and channels == 1:
+        published = None  # the paper has no grey 32x32 model; mnist's serves
+    big_data = n_images is None or n_images >= GPU_MIN_IMAGES
+    published_cfg = None if published is None else _fit(get_preset(published), channels, size, n_bits, published=True)
+    if gpu and published is not None and published_cfg is not None and big_data:
+        name, variant, cfg = published, "", published_cfg
+        reason = f"the paper's architecture for {size}x{size} images"
+    else:
+        narrow = n_images is not None and n_images < SMALL_DATA_IMAGES
+        name, variant, cfg = _small(channels, size, n_bits, narrow)
+        if not gpu:
+            reason = "sized to train in useful time on a CPU"
+        elif published_cfg is not None:
+            reason = f"fewer than {GPU_MIN_IMAGES:,} images, too few for the paper's architecture"
+        else:
+            reason = f"the architecture for {size}x{size} images"
+        if narrow:
+            reason += f"; half width for fewer than {SMALL_DATA_IMAGES:,} images"
+    if n_images is not None:
+        cfg.train = cfg.train.replace(batch_size=min(cfg.train.batch_size, n_images),
+                                      init_batch_size=min(cfg.train.init_batch_size, n_images))
+    scaled = name != published and size in _CPU_SCALED
+    cfg.name = f"{name}{f'-{size}' if scaled else ''}-folder"  # e.g. cifar10-small-64-folder
+    overrides: tuple[str, ...] = ()
+    if published_cfg is not None and name != published:
+        mine, theirs = cfg.model.to_dict(), published_cfg.model.to_dict()
+        overrides = tuple(f"model.{k}={_yaml_value(v)}" for k, v in theirs.items() if mine.get(k) != v)
+    return PresetChoice(name=name, variant=variant, size=size, config=cfg, device="cuda" if gpu else "cpu",
+                        parameters=parameter_count(cfg), published=published,
+                        published_parameters=None if published_cfg is None else parameter_count(published_cfg),
+                        reason=reason, gpu_overrides=overrides)
+
+
+def preset_for_images(channels: int, height: int, width: int, n_bits: int = 8, *, device: str = "cuda",
+                      n_images: int | None = None) -> tuple[str, int, Config]:
+    """A sensible preset for ``channels x height x width`` images (a folder's first image).
+
+    :func:`choose_preset` as a tuple. With the defaults (a GPU, an unknown number of images) it is
+    the paper's architecture for the image side: 256, 128 and 64 take the published CelebA-HQ,
+    LSUN and ImageNet architectures, colour 32 the published CIFAR-10 one; grey 32 and 28 MNIST's;
     smaller images the digits model at 8x8. With ``n_bits <= 5`` the large architectures use
-    additive couplings, as the paper's 5-bit LSUN and CelebA-HQ models do.
+    additive couplings, as the paper's 5-bit LSUN and CelebA-HQ models do. ``device="cpu"`` (or
+    fewer than 10,000 ``n_images``) gives the CPU-sized architecture instead.
 
     Returns:
         ``(preset name, image size, config)`` with ``data`` set to read the folder.
     """
-    side = min(height, width)
-    grey = channels == 1
-    table = [(256, "celebahq256"), (128, "lsun128"), (64, "imagenet64"), (32, "mnist" if grey else "cifar10-small"),
-             (28, "mnist"), (8, "digits")]
-    size, name = next(((s, n) for s, n in table if side >= s), (8, "digits"))
-    cfg = get_preset(name)
-    model = cfg.model
-    assert isinstance(model, FlowVAEConfig)
-    steps = list(model.steps)
-    if grey and steps and steps[0] != 0:
-        steps[0] = 0  # one grey channel cannot be coupled before the first squeeze
-    cfg.model = model.replace(in_channels=1 if grey else 3, image_size=size, steps=steps,
-                              coupling="additive" if n_bits <= 5 and size >= 128 else model.coupling)
-    cfg.data = cfg.data.replace(dataset="folder", image_size=size, n_bits=n_bits, crop_pad=0)
-    cfg.name = f"{name}-folder"
-    return name, size, cfg
+    choice = choose_preset(channels, height, width, n_images, n_bits, device)
+    return choice.name, choice.size, choice.config
 
 
 def get_preset(name: str) -> Config:

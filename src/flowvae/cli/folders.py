@@ -1,4 +1,5 @@
-"""``flowvae train --data FOLDER`` without a preset: a preset chosen from what is in the folder."""
+"""``flowvae train --data FOLDER`` without a preset: a preset chosen from what is in the folder
+and from the machine it trains on."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from typing import Any
 
 from ..errors import DataError
 
-__all__ = ["preset_for_folder", "inspect_folder"]
+__all__ = ["preset_for_folder", "inspect_folder", "describe_format"]
 
 log = logging.getLogger("flowvae")
+
+_FORMATS = {
+    "idx": "MNIST-style IDX files",
+    "cifar-python": "CIFAR-10 python batches",
+    "npy": ".npy image arrays",
+    "lmdb": "an LSUN lmdb",
+}
 
 
 def inspect_folder(root: Path) -> Any:
@@ -21,45 +29,117 @@ def inspect_folder(root: Path) -> Any:
     so the preset chosen from it fits the images the loader will produce.
 
     Raises:
-        DataError: not a folder, or nothing readable in it.
+        DataError: not a folder (or a zip), or nothing readable in it.
     """
     from ..data import describe_image_folder
 
-    if not root.is_dir():
-        raise DataError(f"--data {root}: not a folder; without a preset, --data must be a folder of images")
+    if not (root.is_dir() or (root.is_file() and root.name.lower().endswith((".zip", ".tar.gz", ".tgz")))):
+        raise DataError(f"--data {root}: not a folder; without a preset, --data must be a folder of images "
+                        "(or of a known dataset's files, a .zip of images or the CIFAR-10 .tar.gz)")
     return describe_image_folder(root)
+
+
+def describe_format(info: Any) -> str:
+    """What was recognised, in words: ``"a folder of 400 images in 10 class subfolders, without a
+    test split"``, ``"MNIST-style IDX files (4 files, 60,000 training images)"``, ..."""
+    n = f"{info.n_images:,} " if info.n_images is not None else ""
+    classes = f" in {info.n_classes} class subfolders" if info.n_classes else ", no class subfolders"
+    split = "train/ and test/ folders" if info.has_split else "without a test split"
+    if info.format in ("images", "zip") and info.source == "folder":
+        where = "a folder" if info.format == "images" else "a zip"
+        return f"{where} of {n}{'training ' if info.has_split else ''}images{classes}, {split}"
+    if info.source == "cifar10-jpeg":
+        return f"the CIFAR-10 JPEG zip ({n}training images)"
+    if info.source == "imagenet64":
+        return f"Downsampled ImageNet npz batches ({info.n_files} files, {n}training images)"
+    if info.source == "dsprites":
+        return f"dSprites npz files ({info.n_files})"
+    kind = _FORMATS.get(info.format, info.format)
+    count = f", {n}training images" if n else ""
+    if info.format == "idx" and not info.has_split:
+        count += ", no t10k-* test files"
+    return f"{kind} ({info.n_files} file{'s' if info.n_files != 1 else ''}{count})"
+
+
+def _override(overrides: list[str], key: str) -> str | None:
+    """The value of the last ``key=value`` among ``overrides`` (stripped), else ``None``."""
+    for o in reversed(overrides):
+        k, _, value = o.partition("=")
+        if k.strip() == key:
+            return value.strip()
+    return None
 
 
 def _n_bits(overrides: list[str]) -> int:
     """``data.n_bits`` of the overrides (the last one wins), else 8; a value that is not an integer
     in 1..8 is left for :func:`~flowvae.config.apply_overrides` to refuse with its own message."""
-    for o in reversed(overrides):
-        key, _, value = o.partition("=")
-        if key.strip() == "data.n_bits":
-            return int(value) if value.strip().isdigit() and 1 <= int(value) <= 8 else 8
-    return 8
+    value = _override(overrides, "data.n_bits")
+    return int(value) if value is not None and value.isdigit() and 1 <= int(value) <= 8 else 8
+
+
+def _device(overrides: list[str]) -> str:
+    """``"cuda"`` or ``"cpu"``: where the run will train (``train.device``, ``auto`` = CUDA when present)."""
+    value = _override(overrides, "train.device") or "auto"
+    if value == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if value.startswith("cuda") else "cpu"
+
+
+def _train_images(info: Any, overrides: list[str]) -> int | None:
+    """Training images the run will see, as far as the description tells: a held-out tenth less
+    for data without a test split, at most ``data.train_limit``."""
+    from ..data.base import HOLDOUT_FRACTION
+
+    n = info.n_images
+    if n is not None and not info.has_split and info.source in ("folder", "mnist") and n >= 2:
+        n -= max(1, int(HOLDOUT_FRACTION * n + 0.5), info.n_classes or 0)
+    limit = _override(overrides, "data.train_limit")
+    if limit is not None and limit.isdigit() and int(limit) >= 1:
+        n = int(limit) if n is None else min(n, int(limit))
+    return n
 
 
 def preset_for_folder(root: Path, overrides: list[str]) -> Any:
-    """The config for ``flowvae train --data FOLDER`` with no preset: the preset of
-    :func:`flowvae.config.preset_for_images` for the folder's first image (channels as the loader
-    reads them, height, width, ``data.n_bits`` from ``overrides`` or 8), then ``overrides``.
+    """The config for ``flowvae train --data FOLDER`` with no preset, then ``overrides``.
 
-    A folder that holds a known dataset's files rather than images (MNIST IDX files, CIFAR-10
-    batches, ...) is read by that dataset's loader (``data.dataset`` set to its source).
+    The folder is described by the loaders (:func:`inspect_folder`) and the format recognised is
+    logged (a folder or zip of images, MNIST-style IDX files, CIFAR-10 batches, npz/npy arrays, an
+    LSUN lmdb, ...); data that is not a folder of images is read by its dataset's loader
+    (``data.dataset`` set to that source). The architecture is :func:`flowvae.presets.choose_preset`'s
+    for the first image's channels (as the loader reads them) and size, the number of training
+    images and the machine (``train.device`` of ``overrides``; ``auto``: CUDA when present): on a
+    CPU a CPU-sized one, logged with the paper's architecture for that size as the GPU option (the
+    ``--set`` overrides that give it).
 
     Raises:
         DataError: not a folder, or no readable data in it.
         ConfigError: a bad override.
     """
-    from ..config import apply_overrides, preset_for_images
+    from ..config import apply_overrides
+    from ..data import get_source
+    from ..presets import choose_preset
 
     info = inspect_folder(root)
+    log.info("%s: recognised %s; read by the %r data source", root, describe_format(info), info.source)
     n_bits = _n_bits(overrides)
-    name, size, cfg = preset_for_images(info.channels, info.height, info.width, n_bits)
+    choice = choose_preset(info.channels, info.height, info.width, _train_images(info, overrides), n_bits,
+                           _device(overrides))
+    cfg = choice.config
+    size = choice.size
     if info.source != "folder":
-        cfg.data = cfg.data.replace(dataset=info.source, image_size=None)
-    log.info("no preset given: %s is %dx%d with %d channel(s); using the %s architecture at %dx%d "
-             "(every image centre-cropped to a square and resized, bicubic), %d bits", Path(info.first).name,
-             info.width, info.height, info.channels, name, size, size, n_bits)
+        takes_size = "size" in get_source(info.source).options
+        cfg.data = cfg.data.replace(dataset=info.source, image_size=size if takes_size else None)
+    resize = (" (images not already that size centre-cropped to a square and resized, bicubic)"
+              if (info.height, info.width) != (size, size) else "")
+    variant = f" ({choice.variant})" if choice.variant else ""
+    log.info("no preset given: %s is %dx%d with %d channel(s); using the %s architecture%s at %dx%d, %.1f M parameters "
+             "(%s)%s, %d bits", Path(info.first).name, info.width, info.height, info.channels, choice.name, variant,
+             size, size, choice.parameters / 1e6, choice.reason, resize, n_bits)
+    if choice.published is not None and choice.gpu_overrides:
+        where = "on a GPU" if choice.device == "cpu" else "with more images"
+        log.info("%s, the paper's architecture for %dx%d images is preset %s's (%.1f M parameters here): "
+                 "add --set %s", where, size, size, choice.published, (choice.published_parameters or 0) / 1e6,
+                 " ".join(choice.gpu_overrides))
     return apply_overrides(cfg, overrides)

@@ -9,10 +9,12 @@ through it) and :mod:`flowvae.data.sources`, one module per data source.
 import flowvae.data.sources  # noqa: F401  (registers every data source)
 from flowvae.data.base import (
     FolderInfo,
+    HeldOut,
     ImageData,
     ImageTensorDataset,
     bins_to_uint8,
     cache_dir,
+    holdout_indices,
     quantize,
     shared_data_dir,
     subset_indices,
@@ -30,7 +32,7 @@ from flowvae.data.sources.celebahq import celebahq_train_count, load_celebahq
 from flowvae.data.sources.cifar10 import CIFAR10_CLASSES, CIFAR10_MD5, CIFAR10_URL, load_cifar10
 from flowvae.data.sources.cifar10_jpeg import load_cifar10_jpeg_zip
 from flowvae.data.sources.digits import load_digits
-from flowvae.data.sources.folder import load_image_folder
+from flowvae.data.sources.folder import ImageSplit, image_split, load_image_folder
 from flowvae.data.sources.imagenet64 import load_imagenet64
 from flowvae.data.sources.lsun import load_lsun
 from flowvae.data.sources.mnist import load_mnist
@@ -47,13 +49,17 @@ __all__ = [
     "DSpritesData",
     "DataSource",
     "FolderInfo",
+    "HeldOut",
     "ImageData",
+    "ImageSplit",
     "ImageTensorDataset",
     "bins_to_uint8",
     "cache_dir",
     "celebahq_train_count",
     "describe_image_folder",
     "get_source",
+    "holdout_indices",
+    "image_split",
     "load_celebahq",
     "load_cifar10",
     "load_cifar10_jpeg_zip",

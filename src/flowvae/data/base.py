@@ -26,18 +26,23 @@ from flowvae.errors import DataError
 
 __all__ = [
     "CONFIG_OPTIONS",
+    "HOLDOUT_FRACTION",
+    "HOLDOUT_SEED",
     "LIMIT_SEED",
     "SPLITS",
     "FolderInfo",
+    "HeldOut",
     "ImageData",
     "ImageTensorDataset",
     "atomic_write",
     "bins_to_uint8",
     "cache_dir",
+    "check_holdout",
     "check_limit",
     "check_n_bits",
     "check_size",
     "check_split",
+    "holdout_indices",
     "make_image_data",
     "quantize",
     "shared_data_dir",
@@ -50,6 +55,10 @@ SPLITS: tuple[str, ...] = ("train", "test")
 CONFIG_OPTIONS: tuple[str, ...] = ("limit", "size", "on_bad")
 # One seed for every `limit`, so a limited run always sees the same images.
 LIMIT_SEED = 0
+# A folder without a test split: the share of its images held out for testing, and the seed of the
+# draw (fixed, not train.seed, so runs with different seeds are tested on the same images).
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_SEED = 0
 
 
 # --------------------------------------------------------------------------------------
@@ -120,13 +129,20 @@ class FolderInfo:
         height: height of the first image, in pixels, as stored (before any resizing).
         width: width of the first image, as stored.
         n_files: files holding the data: image files the loader reads for ``split="train"``
-            (format ``"images"``), else the data files found (IDX files, batches, npz/npy files,
+            (format ``"images"``; the image entries of a zip of images), else the data files found (IDX files, batches, npz/npy files,
             lmdb folders, the zip).
-        has_split: whether the folder has both ``train/`` and ``test/`` subfolders.
+        has_split: whether the folder has both ``train/`` and ``test/`` subfolders (for a folder
+            or zip of images also ``val/``, ``valid/`` or ``validation/`` beside ``train/``; for
+            MNIST-style IDX files, also both the ``train-*`` and the ``t10k-*`` files).
         format: ``"images"``, ``"idx"`` (MNIST), ``"cifar-python"``, ``"npz"``, ``"npy"``,
-            ``"lmdb"`` or ``"zip"``.
+            ``"lmdb"`` or ``"zip"`` (the CIFAR-10 JPEG zip, or any zip of images).
         source: name of the registered data source that reads it (``"folder"``, ``"mnist"`` ...).
         first: the file the geometry was read from.
+        n_images: images of the training split as far as headers tell (image files of
+            ``train/`` or of the whole folder, IDX/npz/npy header counts, lmdb entries), or ``None``
+            when unknown without reading the data.
+        n_classes: classes of a labelled set (class subfolders, the datasets' labels), ``None`` if
+            unlabelled or unknown.
     """
 
     channels: int
@@ -137,6 +153,36 @@ class FolderInfo:
     format: str
     source: str
     first: Path
+    n_images: int | None = None
+    n_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """How the test split of a dataset without one was drawn (:func:`holdout_indices`).
+
+    Attributes:
+        n_test: images held out for the test split.
+        n_total: images of the whole set (train + held out).
+        seed: seed of the draw (:data:`HOLDOUT_SEED`).
+        stratified: whether the draw kept the class proportions (a labelled set).
+    """
+
+    n_test: int
+    n_total: int
+    seed: int
+    stratified: bool
+
+    def note(self) -> str:
+        """The suffix a split's dataset name carries, e.g. ``"held out: 40 of 400 images, seed 0"``."""
+        return f"held out: {self.n_test} of {self.n_total} images, seed {self.seed}"
+
+    def message(self, where: object) -> str:
+        """The log line, e.g. ``"no test split in FOLDER: holding out 40 of 400 images, seed 0,
+        stratified by class; training on the other 360"``."""
+        how = "stratified by class" if self.stratified else "uniformly at random (no labels)"
+        return (f"no test split in {where}: holding out {self.n_test} of {self.n_total} images, seed {self.seed}, "
+                f"{how}; training on the other {self.n_total - self.n_test}")
 
 
 def make_image_data(images: np.ndarray, labels: np.ndarray | None, name: str,
@@ -179,6 +225,13 @@ def check_limit(limit: int | None) -> int | None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise DataError(f"limit must be a positive integer or None, got {limit!r}")
     return limit
+
+
+def check_holdout(fraction: float) -> float:
+    """``fraction`` (the share of a dataset held out for testing) if it is a number in ``(0, 0.5]``."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 0.5:
+        raise DataError(f"the held-out share must be a number above 0 and at most 0.5, got {fraction!r}; e.g. 0.1")
+    return float(fraction)
 
 
 def check_size(size: int | None, allow_none: bool = True) -> int | None:
@@ -308,6 +361,56 @@ def subset_indices(n: int, limit: int | None, labels: Any = None, seed: int = LI
             for c in range(len(counts))
         ])
     return torch.from_numpy(np.sort(chosen).astype(np.int64))
+
+
+def holdout_indices(n: int, labels: Any = None, fraction: float = HOLDOUT_FRACTION,
+                    seed: int = HOLDOUT_SEED) -> tuple[torch.Tensor, torch.Tensor, HeldOut]:
+    """A seeded held-out test split of ``n`` items, for data that comes without one.
+
+    ``round(fraction * n)`` items are drawn for the test split (:func:`subset_indices` with ``seed``:
+    stratified by class where there are labels, uniform otherwise); the rest are the training split.
+    With labels, every class of at least two items gives at least one test item and keeps at least
+    one training item (so the test split may be larger than ``fraction * n`` when there are many small
+    classes); a class of a single item stays in training. Without labels at least one item is held
+    out. The same ``n``, labels, fraction and seed give the same split on every call and machine
+    (numpy's PCG64), and the two splits are disjoint and cover all ``n`` items.
+
+    Args:
+        n: number of items, at least 2.
+        labels: ``[n]`` integer class labels (numpy, torch or a sequence), or ``None``.
+        fraction: share held out, in ``(0, 0.5]`` (default :data:`HOLDOUT_FRACTION`, 0.1).
+        seed: seed of the draw (default :data:`HOLDOUT_SEED`, 0).
+
+    Returns:
+        ``(train, test, held_out)``: ``int64`` index tensors, each sorted ascending, and the
+        :class:`HeldOut` record of the draw.
+
+    Raises:
+        DataError: fewer than 2 items, a class-labelled set with no class of two items, a bad
+            ``fraction``, or ``labels`` not of length ``n``.
+    """
+    fraction = check_holdout(fraction)
+    if n < 2:
+        raise DataError(f"cannot hold out a test split from {n} image(s); add images or a test/ folder")
+    want = max(1, int(fraction * n + 0.5))
+    if labels is None:
+        test = subset_indices(n, min(want, n - 1), None, seed)
+    else:
+        lab = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+        if lab.shape != (n,):
+            raise DataError(f"holdout_indices: labels must have shape [{n}], got {tuple(lab.shape)}; pass one label per item")
+        _, inverse, counts = np.unique(lab, return_inverse=True, return_counts=True)
+        eligible = np.flatnonzero(counts[inverse] >= 2)  # items of classes that can give one and keep one
+        n_classes = int((counts >= 2).sum())
+        if n_classes == 0:
+            raise DataError(f"cannot hold out a test split: each of the {len(counts)} classes has a single image; "
+                            "add images or a test/ folder")
+        k = min(max(want, n_classes), len(eligible) - n_classes)
+        test = torch.from_numpy(eligible[subset_indices(len(eligible), k, lab[eligible], seed).numpy()])
+    is_test = torch.zeros(n, dtype=torch.bool)
+    is_test[test] = True
+    train = torch.nonzero(~is_test).flatten()
+    return train, test, HeldOut(len(test), n, seed, labels is not None)
 
 
 # --------------------------------------------------------------------------------------

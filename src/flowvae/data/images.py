@@ -7,12 +7,14 @@ what a folder is described as is what the loader will read.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
-from collections.abc import Collection, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+import zipfile
+from collections.abc import Callable, Collection, Iterator, Sequence
+from pathlib import Path, PurePath, PurePosixPath
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -23,9 +25,11 @@ from flowvae.errors import DataError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ALPHA_MODES",
     "DECODE_ERRORS",
     "GREY_MODES",
     "IMAGE_SUFFIXES",
+    "MAX_ZIP_ENTRY_BYTES",
     "TEST_ALIASES",
     "center_crop_resize",
     "decode_image_file",
@@ -37,7 +41,9 @@ __all__ = [
     "image_channels",
     "iter_files",
     "list_image_files",
+    "list_zip_images",
     "natural_key",
+    "read_zip_entry",
 ]
 
 # Lower-case suffixes of the files image loaders read (in the order messages list them).
@@ -45,8 +51,14 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 # PIL modes decoded to one grey channel; every other mode (RGB, RGBA, P, CMYK ...) becomes RGB.
 GREY_MODES: frozenset[str] = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F"})
 _EIGHT_BIT_GREY = frozenset({"1", "L", "LA", "La"})  # PIL's convert("L") is exact for these
+# PIL modes with an alpha channel, which the loaders drop (a palette image's transparency too).
+ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+# Largest zip entry read as one image: a photo is a few MB; anything far bigger is not one.
+MAX_ZIP_ENTRY_BYTES = 256 << 20
 # What PIL raises for unreadable, truncated or oversized files.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# What reading one image file or zip entry may raise for a bad file.
+_READ_ERRORS: tuple[type[BaseException], ...] = (*DECODE_ERRORS, zipfile.BadZipFile)
 # Folder names that stand for the test split when there is no test/ folder.
 TEST_ALIASES: tuple[str, ...] = ("val", "valid", "validation")
 _DIGIT_RUNS = re.compile(r"(\d+)")
@@ -93,6 +105,42 @@ def list_image_files(base: Path) -> list[Path]:
     return sorted(iter_files(base, IMAGE_SUFFIXES), key=lambda p: p.relative_to(base).as_posix())
 
 
+def list_zip_images(zf: zipfile.ZipFile) -> list[PurePosixPath]:
+    """Image entries (:data:`IMAGE_SUFFIXES`) of a zip, as relative POSIX paths sorted as
+    :func:`list_image_files` sorts a folder: hidden files and folders (a part starting with ``.``),
+    macOS ``__MACOSX/`` resource forks, folder entries and names that are absolute or climb out
+    with ``..`` are left out."""
+    out = []
+    for info in zf.infolist():
+        name = info.filename
+        if info.is_dir() or name.startswith("/") or "\\" in name:
+            continue
+        parts = PurePosixPath(name).parts
+        if not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue
+        if os.path.splitext(parts[-1])[1].lower() in IMAGE_SUFFIXES:
+            out.append(PurePosixPath(name))
+    return sorted(out, key=lambda p: p.as_posix())
+
+
+def read_zip_entry(zf: zipfile.ZipFile, name: PurePath | str, where: Path) -> IO[bytes]:
+    """The bytes of one zip entry as a file object for PIL, its size checked before it is read.
+
+    Raises:
+        DataError: an entry larger than :data:`MAX_ZIP_ENTRY_BYTES`, or missing.
+        OSError, zipfile.BadZipFile: a damaged entry (callers treat it as an unreadable image).
+    """
+    key = name.as_posix() if isinstance(name, PurePath) else name
+    try:
+        info = zf.getinfo(key)
+    except KeyError:
+        raise DataError(f"{where} has no entry {key}; the zip changed while it was read") from None
+    if info.file_size > MAX_ZIP_ENTRY_BYTES:
+        raise DataError(f"{where}:{key} is {info.file_size} bytes, more than any image the loaders read "
+                        f"({MAX_ZIP_ENTRY_BYTES}); remove it from the zip")
+    return io.BytesIO(zf.read(info))
+
+
 def has_image_files(base: Path) -> bool:
     """Whether ``base`` holds at least one listable image file (stops at the first)."""
     return next(iter_files(base, IMAGE_SUFFIXES), None) is not None
@@ -118,8 +166,9 @@ def folder_split_name(root: Path, split: str) -> str:
     return split
 
 
-def folder_labels(files: Sequence[Path], base: Path) -> tuple[np.ndarray | None, list[str] | None]:
-    """Labels from the first subfolder of each file, when every file has one.
+def folder_labels(files: Sequence[PurePath], base: PurePath) -> tuple[np.ndarray | None, list[str] | None]:
+    """Labels from the first subfolder of each file, when every file has one (``files`` may be
+    paths in a folder or entries of a zip, all under ``base``).
 
     Returns:
         ``(int64 [len(files)], sorted class names)``, or ``(None, None)`` if any file lies
@@ -150,15 +199,19 @@ def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
 
 
-def decode_image_file(path: Path, size: int | None) -> np.ndarray:
-    """Decode to ``uint8 [H, W]`` (grey) or ``[H, W, 3]`` (RGB); ``size`` centre-crops and resizes.
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
 
-    Raises:
-        OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError: on bad files
-        (:data:`DECODE_ERRORS`); callers turn them into DataError.
-    """
-    with Image.open(path) as img:
+
+def _decode(source: Path | IO[bytes], size: int | None) -> tuple[np.ndarray, bool, bool, bool]:
+    """``(pixels, resized, had alpha, had transparent pixels)`` of one image (see :func:`decode_image_file`)."""
+    with Image.open(source) as img:
         img.load()  # force the full decode here so truncated files fail now, not later
+        alpha = _has_alpha(img)
+        transparent = False
+        if alpha:
+            rgba = img if img.mode in ("RGBA", "LA") else img.convert("RGBA")
+            transparent = rgba.getchannel("A").getextrema()[0] < 255
         if img.mode in _EIGHT_BIT_GREY:
             img = img.convert("L")
         elif img.mode in GREY_MODES:
@@ -168,18 +221,38 @@ def decode_image_file(path: Path, size: int | None) -> np.ndarray:
             img = Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8), mode="L")
         else:
             img = img.convert("RGB")  # RGBA, P, CMYK, YCbCr ... -> RGB
-        if size is not None:
+        resized = size is not None and img.size != (size, size)
+        if resized:
+            assert size is not None
             img = center_crop_resize(img, size)
-        return np.asarray(img, dtype=np.uint8)
+        return np.asarray(img, dtype=np.uint8), resized, alpha, transparent
 
 
-def decode_image_files(files: Sequence[Path], base: Path, name: str, size: int | None, on_bad: str,
-                       classes: Sequence[str] | None = None) -> ImageData:
+def decode_image_file(path: Path | IO[bytes], size: int | None) -> np.ndarray:
+    """Decode to ``uint8 [H, W]`` (grey) or ``[H, W, 3]`` (RGB); ``size`` centre-crops and resizes
+    an image that is not already ``size x size`` (one that is keeps its exact pixels). An alpha
+    channel is dropped (transparent pixels keep their stored colour). ``path`` may also be an open
+    binary file (a zip entry).
+
+    Raises:
+        OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError: on bad files
+        (:data:`DECODE_ERRORS`); callers turn them into DataError.
+    """
+    return _decode(path, size)[0]
+
+
+def decode_image_files(files: Sequence[PurePath], base: PurePath, name: str, size: int | None, on_bad: str,
+                       classes: Sequence[str] | None = None,
+                       opener: Callable[[PurePath], Path | IO[bytes]] | None = None) -> ImageData:
     """Decode ``files`` (all under ``base``) into one :class:`ImageData`.
 
     Grey files give ``C=1``; if any file is colour, all are converted to RGB (``C=3``). Labels come
     from the first subfolder when every kept file has one (classes sorted by name), or from
     ``classes`` when given (a subset keeps the class indices of the whole folder).
+
+    What was changed is logged with counts, one INFO line each: how many images were resized to
+    ``size x size`` (none is mentioned when all already had that size) and how many had an alpha
+    channel that was dropped (and how many of those had transparent pixels).
 
     Args:
         files: the files, in the order wanted.
@@ -188,6 +261,8 @@ def decode_image_files(files: Sequence[Path], base: Path, name: str, size: int |
         size: centre-crop and resize to ``size x size``, or ``None`` (all files must then agree).
         on_bad: ``"error"`` or ``"skip"`` for unreadable files.
         classes: class names to index labels into, or ``None`` to derive them from ``files``.
+        opener: ``opener(file)`` gives what PIL opens for ``file`` (an open binary file for a zip
+            entry, see :func:`read_zip_entry`); default: the file's path.
 
     Returns:
         ImageData, images ``uint8 [N, C, H, W]`` with ``C`` in ``{1, 3}``.
@@ -195,15 +270,14 @@ def decode_image_files(files: Sequence[Path], base: Path, name: str, size: int |
     Raises:
         DataError: an unreadable file (``on_bad="error"``), none readable, or mixed sizes without ``size``.
     """
-    if size is not None:
-        logger.info("%s: centre-cropping images to squares and resizing to %dx%d (PIL bicubic)", name, size, size)
     arrays: list[np.ndarray] = []
-    kept: list[Path] = []
-    bad: list[Path] = []
+    kept: list[PurePath] = []
+    bad: list[PurePath] = []
+    n_resized = n_alpha = n_transparent = 0
     for f in files:
         try:
-            arr = decode_image_file(f, size)
-        except DECODE_ERRORS as exc:
+            arr, resized, alpha, transparent = _decode(opener(f) if opener is not None else Path(f), size)
+        except _READ_ERRORS as exc:
             if on_bad == "error":
                 raise DataError(
                     f"cannot read image {f} ({exc}); delete or fix it, or skip unreadable files with --set data.on_bad=skip"
@@ -219,10 +293,22 @@ def decode_image_files(files: Sequence[Path], base: Path, name: str, size: int |
             )
         arrays.append(arr)
         kept.append(f)
+        n_resized += resized
+        n_alpha += alpha
+        n_transparent += transparent
     if bad:
         logger.warning("%s: skipped %d unreadable image file(s), e.g. %s", name, len(bad), bad[0])
     if not arrays:
         raise DataError(f"empty dataset {name}: none of the {len(files)} image files under {base} could be read")
+    if n_resized:
+        rest = f"; the other {len(kept) - n_resized} already were" if n_resized < len(kept) else ""
+        logger.info("%s: resized %d of %d images to %dx%d (centre-cropped to a square, PIL bicubic)%s",
+                    name, n_resized, len(kept), size, size, rest)
+    if n_alpha:
+        lost = (f"{n_transparent} with transparent pixels, which keep their stored colour" if n_transparent
+                else "all fully opaque, so nothing is lost")
+        logger.info("%s: dropped the alpha channel of %d of %d images (RGBA, grey+alpha or palette transparency; %s)",
+                    name, n_alpha, len(kept), lost)
 
     if all(a.ndim == 2 for a in arrays):
         images = np.stack(arrays)[:, None]

@@ -16,7 +16,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from flowvae.data.base import CONFIG_OPTIONS, LIMIT_SEED, FolderInfo, ImageData, check_limit, subset_indices, take
+from flowvae.data.base import (
+    CONFIG_OPTIONS,
+    HOLDOUT_FRACTION,
+    LIMIT_SEED,
+    FolderInfo,
+    ImageData,
+    check_holdout,
+    check_limit,
+    subset_indices,
+    take,
+)
 from flowvae.data.images import IMAGE_SUFFIXES
 from flowvae.errors import DataError
 
@@ -31,6 +41,8 @@ __all__ = [
     "source_for_path",
 ]
 
+# Single files that describe_image_folder reads like folders: a zip of images, the CIFAR-10 archive.
+_ARCHIVES = (".zip", ".tar.gz", ".tgz")
 # Used when a folder given as a path is none of the recognised layouts.
 FALLBACK_SOURCE = "folder"
 
@@ -52,6 +64,9 @@ class DataSource:
         detect: ``detect(path) -> bool``, whether a path given instead of a name is this kind of
             data (tried in registration order; folders nobody claims are read as image folders).
         probe: ``probe(folder) -> FolderInfo | None``, for :func:`describe_image_folder`.
+        holdout: whether ``load`` takes ``holdout=FRACTION``: for data that comes without a test
+            split, hold out that share as the ``"test"`` split (and leave it out of ``"train"``).
+            :func:`load_split` always passes it to such sources; :func:`load_dataset` when asked.
 
     Raises:
         ValueError: if ``options`` names something that is not a ``DataConfig`` option.
@@ -64,6 +79,7 @@ class DataSource:
     extra_options: frozenset[str] = field(default_factory=frozenset)
     detect: Callable[[Path], bool] | None = None
     probe: Callable[[Path], FolderInfo | None] | None = None
+    holdout: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(CONFIG_OPTIONS))
@@ -118,8 +134,8 @@ def source_for_path(path: str | Path) -> DataSource:
     """The source that reads an existing ``path`` given instead of a dataset name.
 
     Each source's ``detect`` is asked in registration order (MNIST IDX files, CIFAR-10 batches or
-    ``.tar.gz``, the CIFAR-10 JPEG ``.zip``, Downsampled ImageNet npz files, an LSUN lmdb); any
-    other folder is read as a folder of images.
+    ``.tar.gz``, the CIFAR-10 JPEG ``.zip`` or a folder holding it, any other ``.zip`` of images,
+    Downsampled ImageNet npz files, an LSUN lmdb); any other folder is read as a folder of images.
 
     Raises:
         DataError: ``path`` is a file of no known kind.
@@ -129,7 +145,8 @@ def source_for_path(path: str | Path) -> DataSource:
         if source.detect is not None and source.detect(path):
             return source
     if path.is_file():
-        raise DataError(f"cannot tell what dataset {path} is; pass a folder of images, an MNIST/CIFAR-10 folder, or a .zip/.tar.gz")
+        raise DataError(f"cannot tell what dataset {path} is; pass a folder of images, an MNIST/CIFAR-10 folder, "
+                        "or a .zip of images / CIFAR-10 .tar.gz")
     return get_source(FALLBACK_SOURCE)
 
 
@@ -149,9 +166,9 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         name: a registered source (``digits``, ``mnist``, ``cifar10``, ``cifar10-jpeg``,
             ``folder``, ``imagenet64``, ``lsun``, ``celebahq``, ``dsprites``; see
             :data:`DATA_SOURCES`), or an existing folder / ``.zip`` / ``.tar.gz`` path (an MNIST,
-            CIFAR-10, Downsampled ImageNet or LSUN lmdb folder is recognised by its files; a zip is
-            read as the CIFAR-10 JPEG zip; any other folder is read as a folder of images; see
-            :func:`source_for_path`).
+            CIFAR-10, Downsampled ImageNet or LSUN lmdb folder is recognised by its files; a zip
+            laid out as the CIFAR-10 JPEG zip is read as that, any other zip as a zip of images;
+            any other folder is read as a folder of images; see :func:`source_for_path`).
         split: ``"train"`` or ``"test"`` (any subfolder name for ``folder``; ``"all"`` for dsprites).
         root: data location; defaults: mnist -> ``../shared/data/mnist`` if it exists, else
             ``cache_dir()/mnist``; cifar10 -> ``cache_dir()/cifar10``; cifar10-jpeg ->
@@ -163,8 +180,10 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
             ``limit`` (cifar10-jpeg, folder, imagenet64, lsun, celebahq, dsprites: a seeded random
             subset, stratified by class where there are labels), ``size`` (folder, imagenet64,
             lsun, celebahq), ``on_bad`` (folder), ``download`` (cifar10), ``cache`` (cifar10-jpeg),
-            ``variant`` (dsprites: ``"grid"``, ``"subset"`` or ``"full"``). Options set to ``None``
-            are ignored, so the loaders' defaults apply (lsun 128, celebahq 256).
+            ``variant`` (dsprites: ``"grid"``, ``"subset"`` or ``"full"``), ``holdout`` (folder,
+            mnist: the share of a set without a test split held out as its test split; without it
+            such a folder is read whole for either split). Options set to ``None`` are ignored, so
+            the loaders' defaults apply (lsun 128, celebahq 256).
 
     Returns:
         ImageData as documented by the chosen loader: ``uint8 [N, C, H, W]``, 0..255.
@@ -175,7 +194,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     """
     source, root = _resolve(name, root)
     options = {k: v for k, v in kw.items() if v is not None}
-    unsupported = sorted(set(options) - source.accepts)
+    unsupported = sorted(set(options) - source.accepts - ({"holdout"} if source.holdout else set()))
     if unsupported:
         takes = ", ".join(sorted(source.accepts)) or "no options"
         raise DataError(f"dataset {source.name!r} does not take option(s) {', '.join(unsupported)} "
@@ -190,7 +209,11 @@ def load_split(data_cfg: Any, split: str) -> ImageData:
     ``split="train"``, ``test_limit`` for any other split), ``image_size`` and ``on_bad`` from
     ``data_cfg`` (any object with those attributes; missing ones count as unset) and passes the
     source exactly the options it declares (:attr:`DataSource.options`): ``limit``, ``size`` (from
-    ``image_size``, when set) and ``on_bad``. A source that does not take ``limit`` is loaded whole
+    ``image_size``, when set) and ``on_bad``. Sources that declare ``holdout`` (folder, mnist) also
+    get ``holdout`` (``data_cfg.holdout`` if the config has it, else
+    :data:`~flowvae.data.base.HOLDOUT_FRACTION`, 0.1; ``None`` turns it off): a folder without a test split is then split
+    into a training split and a seeded, class-stratified held-out test split (logged, and named in
+    the dataset's name), and the limits are drawn within each. A source that does not take ``limit`` is loaded whole
     and then cut to a seeded random subset, stratified by class, with the same
     :func:`~flowvae.data.subset_indices` the loaders use; ``image_size`` and ``on_bad`` are ignored
     by sources that do not take them. ``n_bits`` is not used: quantisation belongs to the model.
@@ -211,6 +234,9 @@ def load_split(data_cfg: Any, split: str) -> ImageData:
         options["size"] = size
     if "on_bad" in source.options:
         options["on_bad"] = getattr(data_cfg, "on_bad", None) or "error"
+    holdout = getattr(data_cfg, "holdout", HOLDOUT_FRACTION)  # an explicit None: read such a folder whole
+    if source.holdout and holdout is not None:
+        options["holdout"] = check_holdout(holdout)
     data = source.load(root, split, **options)
     if limit is not None and len(data) > limit:
         data = take(data, subset_indices(len(data), limit, data.labels, LIMIT_SEED))
@@ -218,7 +244,7 @@ def load_split(data_cfg: Any, split: str) -> ImageData:
 
 
 def describe_image_folder(root: str | Path) -> FolderInfo:
-    """Channels, size, file count and format of the data in a folder, without loading it.
+    """Channels, size, file count and format of the data in a folder (or a zip), without loading it.
 
     The folder is recognised as :func:`load_dataset` would read it (:func:`source_for_path`), by
     the same file listing and image suffixes (:data:`flowvae.data.images.IMAGE_SUFFIXES`); a folder
@@ -227,17 +253,18 @@ def describe_image_folder(root: str | Path) -> FolderInfo:
     are 1 channel and RGBA ones 3; one colour image among grey ones makes it 3, as the loader then
     converts the folder to RGB). If the folder is none of those, the other sources are asked
     (a folder of ``.npy`` arrays, one holding the CIFAR-10 JPEG zip, dSprites ``.npz`` files).
-    Only file headers are read (every image's, until a colour one, for a grey folder), plus the
-    first entry of an LSUN lmdb or the CIFAR-10 JPEG zip.
+    ``root`` may also be a ``.zip`` of images, described as the folder loader reads it (format
+    ``"zip"``), or the CIFAR-10 ``.tar.gz``. Only file headers are read (every image's, until a colour one, for a grey folder),
+    plus the first entry of an LSUN lmdb or a zip.
 
     Returns:
         FolderInfo.
 
     Raises:
-        DataError: ``root`` is not a folder, or holds nothing any source can read.
+        DataError: ``root`` is not a folder or zip, or holds nothing any source can read.
     """
     root = Path(root).expanduser()
-    if not root.is_dir():
+    if not (root.is_dir() or (root.is_file() and root.name.lower().endswith(_ARCHIVES))):
         raise DataError(f"{root} is not a folder; pass a folder of images (or of a known dataset's files) with --data PATH")
     first = source_for_path(root)
     for source in [first, *(s for s in _SOURCES.values() if s is not first)]:

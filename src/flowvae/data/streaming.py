@@ -227,36 +227,78 @@ def head_images(dataset: Any, n: int | None, index: torch.Tensor | None = None) 
 class ImageFiles(torch.utils.data.Dataset):
     """Image files read when an item is asked for: a map-style dataset of ``(uint8 [C, H, W], label)``.
 
-    Memory holds only the list of paths (and labels), so it does not grow with the images.
+    Memory holds only the file names, as one numpy byte-string array (a few tens of bytes per
+    file, shared with forked DataLoader workers without copying), and the labels, so it does not
+    grow with the images. :meth:`from_folder` lists a folder as the in-memory folder loader does.
 
     Args:
-        files: the image files, in dataset order.
+        files: the image files, in dataset order (relative to ``root`` when it is given).
         labels: ``int64 [N]`` class indices, or ``None`` (items then have label ``-1``).
         channels: 1 (grey) or 3 (RGB); each file is converted to it.
         size: centre-crop and resize to ``size x size`` (:func:`~flowvae.data.images.decode_image_file`);
             ``None`` keeps the file's size.
+        root: the folder ``files`` are relative to.
 
     Raises:
         DataError: (on access) a file that cannot be decoded, naming it.
     """
 
-    def __init__(self, files: list[Any], labels: torch.Tensor | None, channels: int, size: int | None):
+    def __init__(self, files: Any, labels: torch.Tensor | None, channels: int, size: int | None,
+                 root: str | Path | None = None):
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels}")
-        self.files, self.labels, self.channels, self.size = [str(f) for f in files], labels, channels, size
+        self.names = (files if isinstance(files, np.ndarray) and files.dtype.kind == "S"
+                      else np.array([os.fsencode(str(f)) for f in files], dtype=bytes))
+        self.labels, self.channels, self.size = labels, channels, size
+        self.root = None if root is None else os.fsencode(str(root))
+        self.classes: list[str] | None = None
+
+    @classmethod
+    def from_folder(cls, root: str | Path, channels: int, size: int | None) -> ImageFiles:
+        """The image files under ``root`` in the order of :func:`~flowvae.data.images.list_image_files`
+        (sorted relative paths; hidden files and links out of ``root`` skipped), labelled by their
+        first sub-folder when every file has one.
+
+        Raises:
+            DataError: no image files under ``root``.
+        """
+        from .images import IMAGE_SUFFIXES, iter_files
+
+        root = Path(root)
+        # Straight into one byte-string array (UTF-8 bytes sort as the strings do): no per-file
+        # Python objects outlive the listing, so memory stays flat in the number of files.
+        raw = [os.fsencode(p.relative_to(root).as_posix()) for p in iter_files(root, IMAGE_SUFFIXES)]
+        if not raw:
+            raise DataError(f"no image files under {root}")
+        names = np.sort(np.array(raw, dtype=bytes))
+        del raw
+        labels, classes = None, None
+        if bool((np.char.find(names, b"/") >= 0).all()):
+            tops, inverse = np.unique(np.char.partition(names, b"/")[:, 0], return_inverse=True)
+            classes = [os.fsdecode(bytes(t)) for t in tops]
+            labels = torch.from_numpy(inverse.astype(np.int64).reshape(-1))
+        out = cls(names, labels, channels, size, root)
+        out.classes = classes
+        return out
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.names)
+
+    def path(self, i: int) -> Path:
+        """The file of item ``i``."""
+        name = bytes(self.names[i])
+        return Path(os.fsdecode(os.path.join(self.root, name) if self.root is not None else name))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
         from .images import DECODE_ERRORS, decode_image_file
 
+        path = self.path(i)
         try:
-            a = decode_image_file(Path(self.files[i]), self.size)
+            a = decode_image_file(path, self.size)
         except DECODE_ERRORS as e:
-            raise DataError(f"cannot decode {self.files[i]}: {e}") from None
+            raise DataError(f"cannot decode {path}: {e}") from None
         if self.channels == 3 and a.ndim == 2:
             a = np.repeat(a[..., None], 3, axis=2)
         elif self.channels == 1 and a.ndim == 3:

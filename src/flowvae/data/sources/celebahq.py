@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,8 @@ from flowvae.data.registry import DataSource, register
 from flowvae.data.sources.folder import read_image_folder
 from flowvae.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["CELEBAHQ_HOWTO", "CELEBAHQ_TRAIN", "celebahq_train_count", "load_celebahq"]
 
 CELEBAHQ_HOWTO = (
@@ -56,6 +59,10 @@ def celebahq_train_count(n: int) -> int:
 def _split_range(n: int, split: str, where: Path) -> tuple[int, int]:
     n_train = celebahq_train_count(n)
     lo, hi = (0, n_train) if split == "train" else (n_train, n)
+    if split == "train" and n_train < n:
+        rule = "the paper's 27,000/3,000 split" if n >= 30000 else "90%/10%"
+        logger.info("no train/test folders in %s: the last %d of %d images in file-name order are the test split (%s)",
+                    where, n - n_train, n, rule)
     if hi <= lo:
         raise DataError(f"empty dataset celebahq/{split}: {where} holds only {n} image(s), too few for a "
                         f"train/test split; add images or use train/ and test/ subfolders")
@@ -117,17 +124,22 @@ def _load_celebahq_npy(paths: list[Path], base: Path, split: str, size: int | No
     lo, hi = _split_range(n, split, base) if split_here else (0, n)
     keep = lo + subset_indices(hi - lo, limit, None, LIMIT_SEED).numpy()
     chunks: list[np.ndarray] = []
-    start = 0
+    start = resized = 0
     for path, count in zip(paths, counts):
         rows = keep[(keep >= start) & (keep < start + count)] - start
         start += count
         if not len(rows):
             continue
-        chunk = _npy_images(_open_npy(path), rows, size)
+        arr = _open_npy(path)
+        resized += len(rows) if size is not None and _npy_hw(arr) != (size, size) else 0
+        chunk = _npy_images(arr, rows, size)
         if chunks and chunk.shape[2:] != chunks[0].shape[2:]:
             raise DataError(f"{path} holds {chunk.shape[3]}x{chunk.shape[2]} images but earlier files "
                             f"{chunks[0].shape[3]}x{chunks[0].shape[2]}; resize them all with --set data.image_size=N")
         chunks.append(chunk)
+    if resized:
+        logger.info("celebahq/%s: resized %d of %d images to %dx%d (centre-cropped to a square, PIL bicubic)",
+                    split, resized, len(keep), size, size)
     return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
 
@@ -221,9 +233,12 @@ def _probe(root: Path) -> FolderInfo | None:
     npys = _npy_files(base) if base.is_dir() else []
     if not npys:
         return None
-    h, w = _npy_hw(_open_npy(npys[0]))  # the header only: the array is memory-mapped
+    first = _open_npy(npys[0])  # the header only: the array is memory-mapped
+    h, w = _npy_hw(first)
+    # One file per image (the original release) or one array: counted without opening 30,000 files.
+    n_images = len(first) * len(npys) if len(npys) > 1 else len(first)
     return FolderInfo(channels=3, height=h, width=w, n_files=len(npys), has_split=has_split_folders(root),
-                      format="npy", source="celebahq", first=npys[0])
+                      format="npy", source="celebahq", first=npys[0], n_images=n_images)
 
 
 def _load(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> ImageData:

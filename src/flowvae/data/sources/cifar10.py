@@ -304,16 +304,19 @@ def _detect(path: Path) -> bool:
 
 
 def _probe(root: Path) -> FolderInfo | None:
-    source = _locate_cifar10(root) if root.is_dir() else None
+    source = _locate_cifar10(root) if root.is_dir() or _detect(root) else None
     if source is None:
         return None
     if source.is_dir():
         present = [source / n for n in [*_cifar_members("train"), *_cifar_members("test")] if (source / n).is_file()]
         first, n_files = (present[0] if present else source / "batches.meta"), len(present)
+        train = [p for p in present if p.name.startswith("data_batch_")]
+        # The official batches hold 10,000 images each (31 MB); others are counted only when read.
+        n_train = 10000 * len(train) if train and all(p.stat().st_size > 30_000_000 for p in train) else 0
     else:
-        first, n_files = source, 1
+        first, n_files, n_train = source, 1, 50000
     return FolderInfo(channels=3, height=32, width=32, n_files=n_files, has_split=has_split_folders(root),
-                      format="cifar-python", source="cifar10", first=first)
+                      format="cifar-python", source="cifar10", first=first, n_images=n_train or None, n_classes=10)
 
 
 def _load(root: str | Path | None, split: str, download: bool = False) -> ImageData:

@@ -161,13 +161,26 @@ def _zip_in(path: Path) -> Path:
     return path / CIFAR10_JPEG_ZIP if path.is_dir() else path
 
 
+def _is_cifar10_jpeg_zip(path: Path) -> bool:
+    """Whether ``path`` is a zip laid out as the CIFAR-10 JPEG zip: ``train/`` or ``test/`` entries
+    ``<split>/<class>/NNNN.jpg`` whose classes are all CIFAR-10 classes (the central directory only)."""
+    if not (path.is_file() and path.suffix.lower() == ".zip"):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return bool(_jpeg_zip_entries(zf, "train", path) or _jpeg_zip_entries(zf, "test", path))
+    except (DataError, zipfile.BadZipFile, OSError):
+        return False  # another zip of images (or not a zip): the folder source reads it
+
+
 def _detect(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() == ".zip"
+    # The zip itself, or a folder holding it (and no other data: the folder source reads images).
+    return _is_cifar10_jpeg_zip(path) or (path.is_dir() and _is_cifar10_jpeg_zip(path / CIFAR10_JPEG_ZIP))
 
 
 def _probe(root: Path) -> FolderInfo | None:
     path = _zip_in(root)
-    if not path.is_file():
+    if not _is_cifar10_jpeg_zip(path):
         return None
     try:
         with zipfile.ZipFile(path) as zf:
@@ -178,7 +191,8 @@ def _probe(root: Path) -> FolderInfo | None:
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(f"cannot read {path} as a zip ({exc}); the file is damaged") from exc
     return FolderInfo(channels=3, height=first.shape[0], width=first.shape[1], n_files=1,
-                      has_split=has_split_folders(root), format="zip", source="cifar10-jpeg", first=path)
+                      has_split=has_split_folders(root), format="zip", source="cifar10-jpeg", first=path,
+                      n_images=len(entries), n_classes=10)
 
 
 def _load(root: str | Path | None, split: str, limit: int | None = None, cache: bool = True) -> ImageData:

@@ -241,8 +241,10 @@ def _probe(root: Path) -> FolderInfo | None:
     train, test = _imagenet64_files(root, "train"), _imagenet64_files(root, "test")
     if not (train or test):
         return None
+    n_images = sum(_npz_member(f, "labels").shape[0] for f in (train or test))  # npz headers only
     return FolderInfo(channels=3, height=64, width=64, n_files=len(train) + len(test),
-                      has_split=has_split_folders(root), format="npz", source="imagenet64", first=(train or test)[0])
+                      has_split=has_split_folders(root), format="npz", source="imagenet64", first=(train or test)[0],
+                      n_images=n_images, n_classes=1000)
 
 
 def _load(root: str | Path | None, split: str, limit: int | None = None, size: int | None = None) -> ImageData:

@@ -108,9 +108,9 @@ def _load_lsun_lmdb(path: Path, split: str, size: int, limit: int | None) -> Ima
             raise DataError(f"empty dataset {name}: the lmdb {path} holds no images; {LSUN_HOWTO}")
         keep = subset_indices(n_all, limit, None, LIMIT_SEED).numpy()
         n = len(keep)
-        logger.info("%s: decoding %d images, centre-cropped and resized to %dx%d (PIL bicubic); %.1f GB",
-                    name, n, size, size, n * 3 * size * size / 1e9)
+        logger.info("%s: decoding %d images at %dx%d; %.1f GB", name, n, size, size, n * 3 * size * size / 1e9)
         images = np.empty((n, size, size, 3), dtype=np.uint8)
+        resized = 0
         with env.begin(write=False, buffers=False) as txn:
             cursor = txn.cursor()
             at = 0
@@ -123,13 +123,20 @@ def _load_lsun_lmdb(path: Path, split: str, size: int, limit: int | None) -> Ima
                     continue
                 try:
                     with Image.open(io.BytesIO(cursor.value())) as img:
-                        images[at] = np.asarray(center_crop_resize(img.convert("RGB"), size), dtype=np.uint8)
+                        rgb = img.convert("RGB")
+                        if rgb.size != (size, size):  # an image already that size keeps its pixels
+                            rgb = center_crop_resize(rgb, size)
+                            resized += 1
+                        images[at] = np.asarray(rgb, dtype=np.uint8)
                 except DECODE_ERRORS as exc:
                     label = key.decode("ascii", "replace")
                     raise DataError(f"cannot decode image {label!r} in {path} ({exc}); the lmdb is damaged, download it again") from exc
                 at += 1
         if at != n:
             raise DataError(f"{path} lists {n_all} entries but holds fewer; the lmdb is damaged, {LSUN_HOWTO}")
+        if resized:
+            logger.info("%s: resized %d of %d images to %dx%d (centre-cropped to a square, PIL bicubic)",
+                        name, resized, n, size, size)
     except lmdb.Error as exc:
         raise DataError(f"cannot read {path} as an lmdb ({exc}); the download is damaged, {LSUN_HOWTO}") from exc
     finally:
@@ -217,6 +224,7 @@ def _probe(root: Path) -> FolderInfo | None:
         with env.begin(write=False, buffers=False) as txn:
             cursor = txn.cursor()
             value = cursor.value() if cursor.first() else None
+        entries = int(env.stat()["entries"])
     except lmdb.Error as exc:
         raise DataError(f"cannot read {first} as an lmdb ({exc}); the download is damaged, {LSUN_HOWTO}") from exc
     finally:
@@ -229,7 +237,7 @@ def _probe(root: Path) -> FolderInfo | None:
     except DECODE_ERRORS as exc:
         raise DataError(f"cannot decode the first image in {first} ({exc}); the lmdb is damaged, download it again") from exc
     return FolderInfo(channels=3, height=h, width=w, n_files=len(envs), has_split=has_split_folders(root),
-                      format="lmdb", source="lsun", first=first / "data.mdb")
+                      format="lmdb", source="lsun", first=first / "data.mdb", n_images=entries)
 
 
 def _load(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> ImageData:

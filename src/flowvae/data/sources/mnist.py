@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from flowvae.data.base import FolderInfo, ImageData, check_split, make_image_data, shared_or_cache
+from flowvae.data.base import (
+    FolderInfo,
+    ImageData,
+    check_split,
+    holdout_indices,
+    make_image_data,
+    shared_or_cache,
+    take,
+)
 from flowvae.data.images import has_split_folders
 from flowvae.data.registry import DataSource, register
 from flowvae.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["MNIST_URLS", "find_mnist_file", "load_mnist"]
 
@@ -144,18 +155,32 @@ def _probe(root: Path) -> FolderInfo | None:
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"cannot read {images}: {exc}; the file is damaged, download it again") from exc
     return FolderInfo(channels=1, height=dims[1], width=dims[2], n_files=sum(f is not None for f in found),
-                      has_split=has_split_folders(root), format="idx", source="mnist", first=images)
+                      has_split=has_split_folders(root) or all(f is not None for f in found), format="idx",
+                      source="mnist", first=images, n_images=dims[0], n_classes=10)
 
 
-def _load(root: str | Path | None, split: str) -> ImageData:
-    return load_mnist(shared_or_cache("mnist") if root is None else root, split)
+def _load(root: str | Path | None, split: str, holdout: float | None = None) -> ImageData:
+    path = Path(shared_or_cache("mnist") if root is None else root).expanduser()
+    has = {s: find_mnist_file(path, p, "images") is not None and find_mnist_file(path, p, "labels") is not None
+           for s, p in _MNIST_PREFIX.items()}
+    if holdout is not None and split in _MNIST_PREFIX and has["train"] and not has["test"]:
+        # Only the training files (a Fashion-MNIST or EMNIST-like set sent without t10k-*): hold out a test split.
+        check_split(split)
+        whole = load_mnist(path, "train")
+        train, test, held = holdout_indices(len(whole), whole.labels, holdout)
+        if split == "train":
+            logger.info("%s", held.message(f"{path} (no t10k-* files)"))
+        data = take(whole, test if split == "test" else train)
+        return ImageData(data.images, data.labels, f"mnist/{split} ({held.note()})", data.classes)
+    return load_mnist(path, split)
 
 
 register(DataSource(
     name="mnist",
     load=_load,
     options=frozenset(),
-    description="MNIST, 28x28 grey digits, 60,000 train / 10,000 test, from the IDX files",
+    description="MNIST, 28x28 grey digits, 60,000 train / 10,000 test, from the IDX files (Fashion-MNIST's too)",
+    holdout=True,
     detect=_detect,
     probe=_probe,
 ))
