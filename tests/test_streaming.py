@@ -160,3 +160,43 @@ def test_image_files_read_lazily_equal_the_folder_loaded_into_memory(tmp_path):
         assert torch.equal(source.fetch(idx[4:12]), memory.images[idx[4:12]])
     source.close()
     assert lazy[3][1] == int(memory.labels[3])
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    """120 real CIFAR-10 JPEGs in train/CLASS/ and test/CLASS/ folders, and the same as a zip."""
+    import zipfile
+
+    from flowvae.data import shared_data_dir
+
+    archive = shared_data_dir() / "cifar10-jpeg" / "cifar10-jpeg-images.zip"
+    if not archive.is_file():
+        pytest.skip(f"{archive} not found (the shared data folder is absent)")
+    root = tmp_path_factory.mktemp("jpegs")
+    with zipfile.ZipFile(archive) as z, zipfile.ZipFile(root / "images.zip", "w") as out:
+        for n in sorted(n for n in z.namelist() if n.endswith(".jpg"))[::500]:
+            (root / "folder" / n).parent.mkdir(parents=True, exist_ok=True)
+            (root / "folder" / n).write_bytes(z.read(n))
+            out.writestr(n, z.read(n))
+    return root
+
+
+@pytest.mark.parametrize("where", ["folder", "images.zip"])
+def test_a_folder_or_zip_streamed_from_disk_trains_like_it_loaded_into_memory(jpeg_folder, where, tmp_path, caplog):
+    import logging
+
+    from flowvae.config import apply_overrides, get_preset
+
+    def cfg(*extra):
+        return apply_overrides(get_preset("digits"), [
+            "data.dataset=folder", f"data.root={jpeg_folder / where}", "model.in_channels=3", "model.image_size=32",
+            "model.steps=[0,[1,1],1]", "model.hidden=[4,8,8]", "model.encoder_widths=[8]", "model.d_z=4",
+            "model.prior_steps=1", "model.prior_hidden=8", "train.batch_size=8", "train.init_batch_size=16",
+            "train.steps=4", "train.eval_every=4", "train.eval_images=8", "train.sample_temperatures=[1.0]", *extra])
+
+    train(cfg(), tmp_path / "memory", progress=False)
+    caplog.set_level(logging.INFO, logger="flowvae")
+    train(cfg("data.in_memory=false", "data.num_workers=1"), tmp_path / "disk", progress=False)
+    assert "read from disk as training needs them" in caplog.text
+    assert "streamed by 1 DataLoader workers" in caplog.text
+    _same_weights(tmp_path / "memory", tmp_path / "disk")

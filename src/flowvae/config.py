@@ -54,6 +54,8 @@ class DataConfig(Settings):
     train_limit: int | None = setting(None, ge=1, help="a seeded subset of N training images")
     test_limit: int | None = setting(None, ge=1, help="a seeded subset of N test images")
     on_bad: Literal["error", "skip"] = "error"  # folder images that cannot be read
+    holdout: float | None = setting(0.1, gt=0, le=0.5, help="share of a folder or IDX set without a test split "
+                                    "held out as its test split (seed 0, stratified by class); None: read it whole")
     in_memory: bool | None = None     # decode the training set into memory (None: when it fits in 2 GB)
     num_workers: int | None = setting(None, ge=0, le=64, help="DataLoader workers of a streamed training set "
                                       "(None: one per CPU core but one, at most 8)")

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with exact codes) and the reconstruction quality (kinds that reconstruct).")
     _run(p)
     number(p, "-k", "--k", ge=1, default=5, help="posterior samples per image [default: 5]")
-    number(p, "--limit", ge=1, default=None, help="evaluate only the first N test images")
+    number(p, "--limit", ge=1, default=None, help="evaluate a seeded random subset of N test images, stratified by class")
     number(p, "--batch-size", ge=1, default=256, help="images x samples per batch [default: 256]")
     _common(p)
 

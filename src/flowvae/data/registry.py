@@ -10,6 +10,7 @@ source is one new module and nothing else.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,13 @@ __all__ = [
     "get_source",
     "load_dataset",
     "load_split",
+    "open_split",
     "register",
     "source_for_path",
 ]
 
 # Single files that describe_image_folder reads like folders: a zip of images, the CIFAR-10 archive.
+logger = logging.getLogger(__name__)
 _ARCHIVES = (".zip", ".tar.gz", ".tgz")
 # Used when a folder given as a path is none of the recognised layouts.
 FALLBACK_SOURCE = "folder"
@@ -67,6 +70,9 @@ class DataSource:
         holdout: whether ``load`` takes ``holdout=FRACTION``: for data that comes without a test
             split, hold out that share as the ``"test"`` split (and leave it out of ``"train"``).
             :func:`load_split` always passes it to such sources; :func:`load_dataset` when asked.
+        lazy: ``lazy(root, split, **options) -> Dataset``, the same split read on access (the same
+            files, limits and held-out split as ``load``), for :func:`open_split`; ``None``: the
+            source is always loaded into memory.
 
     Raises:
         ValueError: if ``options`` names something that is not a ``DataConfig`` option.
@@ -80,6 +86,7 @@ class DataSource:
     detect: Callable[[Path], bool] | None = None
     probe: Callable[[Path], FolderInfo | None] | None = None
     holdout: bool = False
+    lazy: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.options) - set(CONFIG_OPTIONS))
@@ -224,6 +231,41 @@ def load_split(data_cfg: Any, split: str) -> ImageData:
     Raises:
         DataError: unknown dataset, a bad limit, or anything the loader raises.
     """
+    source, root, options, limit = _split_options(data_cfg, split)
+    data = source.load(root, split, **options)
+    if limit is not None and len(data) > limit:
+        data = take(data, subset_indices(len(data), limit, data.labels, LIMIT_SEED))
+    return data
+
+
+def open_split(data_cfg: Any, split: str, max_bytes: int = 2 * 1024**3) -> Any:
+    """:func:`load_split`'s data, or, for a source that can read lazily (image folders and zips),
+    the same images as a dataset read on access when ``data_cfg.in_memory`` is ``False``, or is
+    ``None`` and the split would take more than ``max_bytes`` decoded (its first image's size
+    times the number of files). The choice is logged.
+
+    Returns:
+        :class:`ImageData`, or a map-style dataset of ``(uint8 [C, H, W], label)`` items with
+        ``labels``, ``classes`` and ``name`` attributes.
+
+    Raises:
+        DataError: as :func:`load_split`.
+    """
+    in_memory = getattr(data_cfg, "in_memory", None)
+    source, root, options, limit = _split_options(data_cfg, split)
+    if source.lazy is None or in_memory is True:
+        return load_split(data_cfg, split)
+    lazy = source.lazy(root, split, **options)
+    c, h, w = lazy[0][0].shape
+    size = len(lazy) * c * h * w
+    if in_memory is None and size <= max_bytes:
+        return load_split(data_cfg, split)
+    logger.info("%s: %d images, %.2f GB decoded: read from disk as training needs them", lazy.name, len(lazy),
+                size / 1e9)
+    return lazy
+
+
+def _split_options(data_cfg: Any, split: str) -> tuple[DataSource, Any, dict[str, Any], int | None]:
     source, root = _resolve(data_cfg.dataset, getattr(data_cfg, "root", None))
     limit = check_limit(getattr(data_cfg, "train_limit" if split == "train" else "test_limit", None))
     size = getattr(data_cfg, "image_size", None)
@@ -237,10 +279,7 @@ def load_split(data_cfg: Any, split: str) -> ImageData:
     holdout = getattr(data_cfg, "holdout", HOLDOUT_FRACTION)  # an explicit None: read such a folder whole
     if source.holdout and holdout is not None:
         options["holdout"] = check_holdout(holdout)
-    data = source.load(root, split, **options)
-    if limit is not None and len(data) > limit:
-        data = take(data, subset_indices(len(data), limit, data.labels, LIMIT_SEED))
-    return data
+    return source, root, options, limit
 
 
 def describe_image_folder(root: str | Path) -> FolderInfo:

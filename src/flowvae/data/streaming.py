@@ -244,14 +244,38 @@ class ImageFiles(torch.utils.data.Dataset):
     """
 
     def __init__(self, files: Any, labels: torch.Tensor | None, channels: int, size: int | None,
-                 root: str | Path | None = None):
+                 root: str | Path | None = None, zip_path: str | Path | None = None, name: str = "images"):
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels}")
         self.names = (files if isinstance(files, np.ndarray) and files.dtype.kind == "S"
                       else np.array([os.fsencode(str(f)) for f in files], dtype=bytes))
-        self.labels, self.channels, self.size = labels, channels, size
+        self.labels, self.channels, self.size, self.name = labels, channels, size, name
         self.root = None if root is None else os.fsencode(str(root))
+        self.zip_path = None if zip_path is None else str(zip_path)
+        self._zip: tuple[int, Any] | None = None  # (pid, ZipFile): one per DataLoader worker
         self.classes: list[str] | None = None
+
+    @classmethod
+    def from_split(cls, split: Any, size: int | None) -> ImageFiles:
+        """The files an :class:`~flowvae.data.sources.folder.ImageSplit` chose (a folder's or a
+        zip's, with its held-out split and limits), read on access. Channels: those of the first
+        file (the in-memory loader converts everything to RGB when any file is colour).
+
+        Raises:
+            DataError: the first file cannot be decoded.
+        """
+        if split.zip_path is not None:
+            names = [f.as_posix() for f in split.files]
+            out = cls(names, None, 3, size, zip_path=split.zip_path, name=split.name)
+        else:
+            base = Path(split.base)
+            names = [Path(f).relative_to(base).as_posix() for f in split.files]
+            out = cls(names, None, 3, size, root=base, name=split.name)
+        out.labels = None if split.labels is None else torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+        out.classes = split.classes
+        first = out._decode(0)
+        out.channels = 1 if first.ndim == 2 else 3
+        return out
 
     @classmethod
     def from_folder(cls, root: str | Path, channels: int, size: int | None) -> ImageFiles:
@@ -285,20 +309,33 @@ class ImageFiles(torch.utils.data.Dataset):
         return len(self.names)
 
     def path(self, i: int) -> Path:
-        """The file of item ``i``."""
+        """The file of item ``i`` (for a zip: the entry's name)."""
         name = bytes(self.names[i])
         return Path(os.fsdecode(os.path.join(self.root, name) if self.root is not None else name))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_zip": None}  # a worker opens the zip itself
+
+    def _decode(self, i: int) -> np.ndarray:
+        from .images import DECODE_ERRORS, decode_image_file, read_zip_entry
+
+        path = self.path(i)
+        try:
+            if self.zip_path is None:
+                return decode_image_file(path, self.size)
+            import zipfile
+
+            if self._zip is None or self._zip[0] != os.getpid():
+                self._zip = (os.getpid(), zipfile.ZipFile(self.zip_path))
+            return decode_image_file(read_zip_entry(self._zip[1], path.as_posix(), Path(self.zip_path)), self.size)
+        except DECODE_ERRORS as e:
+            where = f"{self.zip_path}:{path.as_posix()}" if self.zip_path else str(path)
+            raise DataError(f"cannot decode {where}: {e}") from None
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
-        from .images import DECODE_ERRORS, decode_image_file
-
-        path = self.path(i)
-        try:
-            a = decode_image_file(path, self.size)
-        except DECODE_ERRORS as e:
-            raise DataError(f"cannot decode {path}: {e}") from None
+        a = self._decode(i)
         if self.channels == 3 and a.ndim == 2:
             a = np.repeat(a[..., None], 3, axis=2)
         elif self.channels == 1 and a.ndim == 3:

@@ -24,8 +24,9 @@ from safetensors.torch import save as save_safetensors
 
 from .. import safe_io
 from ..config import Config, save_config
-from ..data import ImageData, load_split
+from ..data import ImageData, load_split, subset_indices
 from ..data.augment import augment_batch
+from ..data.registry import open_split
 from ..data.streaming import (
     GroupedOrder,
     ShuffledOrder,
@@ -39,6 +40,7 @@ from ..evaluation.bpd import evaluate_bpd
 from ..flows.base import data_init
 from ..imaging import save_grid
 from ..models.base import GenerativeModel, create_model
+from ..presets import cpu_size_warning
 from .checkpoint import (
     atomic_write_bytes,
     checkpoint_model_state,
@@ -403,8 +405,10 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         _adopt_filled_fields(cfg, run)
     if (train_data is None) != (test_data is None):
         raise ConfigError("pass both train_data and test_data, or neither (then cfg.data names them)")
-    if train_data is None:
-        train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
+    if train_data is None:  # a large image folder is read from disk as training needs it (open_split)
+        train_data = open_split(cfg.data, "train")
+        _check_fits(getattr(train_data, "name", "train"), dataset_image_shape(train_data), cfg)
+        test_data = load_data(cfg, "test")
     else:
         for name, d in (("train_data", train_data), ("test_data", test_data)):
             if not hasattr(d, "__getitem__") or not hasattr(d, "__len__"):
@@ -417,6 +421,8 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     if not has_checkpoint:
         model.prepare_training()
     model = model.to(device).set_precision(tc.precision).set_recompute(tc.recompute)
+    if ctx.is_main and (warning := cpu_size_warning(model, device)):
+        log.warning("%s", warning)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     if ctx.enabled and device.type == "cuda":
@@ -476,7 +482,10 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     bad_in_row, skipped = 0, 0
     run_bpd: float | None = None
     grad_norm_max = 0.0
-    eval_images = head_images(test_data, tc.eval_images)
+    # A seeded, class-stratified subset: the first N of a class-sorted test folder would be one class.
+    n_eval = len(test_data) if tc.eval_images is None else min(tc.eval_images, len(test_data))
+    eval_images = (head_images(test_data, None) if n_eval == len(test_data) else
+                   head_images(test_data, None, subset_indices(len(test_data), n_eval, dataset_labels(test_data))))
 
     last: dict = {}
     if found is not None:
@@ -515,6 +524,8 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         save_config(cfg, run / "config.yaml")
         env = environment_record(device)
         env["processes"] = ctx.world
+        env["train_data"] = f"{getattr(train_data, 'name', type(train_data).__name__)}: {len(train_data)} images"
+        env["test_data"] = f"{getattr(test_data, 'name', type(test_data).__name__)}: {len(test_data)} images"
         atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode(), root=run)
     tb = _TensorBoard(run, main)
 

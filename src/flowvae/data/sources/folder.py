@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
@@ -341,9 +341,21 @@ def _load(root: str | Path | None, split: str, size: int | None = None, limit: i
     return load_image_folder(root, split, size=size, limit=limit, on_bad=on_bad, holdout=holdout)
 
 
+def _lazy(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None,
+          on_bad: str = "error", holdout: float | None = None) -> Any:
+    """The split :func:`_load` would decode, as files read on access (:class:`~flowvae.data.streaming.ImageFiles`).
+    ``on_bad`` does not apply: an unreadable file stops training when it is reached, naming it."""
+    from flowvae.data.streaming import ImageFiles
+
+    if root is None:
+        raise DataError("dataset 'folder' needs the image folder: pass it with --data PATH")
+    return ImageFiles.from_split(image_split(root, split, limit, True, holdout), size)
+
+
 register(DataSource(
     name="folder",
     load=_load,
+    lazy=_lazy,
     options=frozenset({"limit", "size", "on_bad"}),
     description=f"a folder or zip of {_SUFFIXES} images, classes from subfolders, splits from train/ and test/ "
                 "(held out when there are none)",
