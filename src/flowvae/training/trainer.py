@@ -171,7 +171,7 @@ class _UpdateGuard:
     @torch.no_grad()
     def save(self) -> None:
         live = self._tensors()
-        if len(live) != len(self.saved) or any(a.shape != b.shape for a, b in zip(live, self.saved)):
+        if len(live) != len(self.saved):  # the first update creates Adam's state; shapes never change after
             self.saved = [t.detach().clone() for t in live]
         else:
             torch._foreach_copy_(self.saved, [t.detach() for t in live])
