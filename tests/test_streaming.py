@@ -200,3 +200,28 @@ def test_a_folder_or_zip_streamed_from_disk_trains_like_it_loaded_into_memory(jp
     assert "read from disk as training needs them" in caplog.text
     assert "streamed by 1 DataLoader workers" in caplog.text
     _same_weights(tmp_path / "memory", tmp_path / "disk")
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_imagenet64_memory_mapped_equals_loaded(tmp_path, monkeypatch, compressed):
+    """npz batches in the official layout (``data`` uint8 [n, 12288] R,G,B planes; ``labels`` 1..1000):
+    mapped in place when stored, through a one-time raw cache when compressed."""
+    from flowvae.data.sources.imagenet64 import load_imagenet64, open_imagenet64
+    from flowvae.data.streaming import MappedRows
+
+    monkeypatch.setenv("FLOWVAE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    save = np.savez_compressed if compressed else np.savez
+    for k in (1, 2):
+        save(tmp_path / f"train_data_batch_{k}.npz", data=rng.integers(0, 256, (10, 12288), dtype=np.uint8),
+             labels=np.arange(10) % 4 + 1)
+    memory = load_imagenet64(tmp_path, "train", limit=12)
+    mapped = open_imagenet64(tmp_path, "train", limit=12)
+    assert isinstance(mapped, MappedRows) and len(mapped) == len(memory) == 12
+    for i in range(12):
+        x, y = mapped[i]
+        assert torch.equal(x, memory.images[i]) and y == int(memory.labels[i])
+    if compressed:
+        assert len(list((tmp_path / "cache").rglob("*.u8"))) == 2
+        open_imagenet64(tmp_path, "train")  # the cache is reused, not rewritten
+        assert len(list((tmp_path / "cache").rglob("*.u8"))) == 2

@@ -32,7 +32,8 @@ import torch
 from ..errors import ConfigError, DataError
 from .base import ImageData
 
-__all__ = ["ShuffledOrder", "GroupedOrder", "InMemorySource", "StreamingSource", "ImageFiles", "to_uint8_chw",
+__all__ = ["ShuffledOrder", "GroupedOrder", "InMemorySource", "StreamingSource", "ImageFiles", "MappedRows",
+           "to_uint8_chw",
            "collate_images",
            "dataset_labels", "dataset_image_shape", "training_source", "head_images"]
 
@@ -341,6 +342,45 @@ class ImageFiles(torch.utils.data.Dataset):
         elif self.channels == 1 and a.ndim == 3:
             a = np.asarray(Image.fromarray(a).convert("L"))
         return to_uint8_chw(a), -1 if self.labels is None else int(self.labels[i])
+
+
+class MappedRows(torch.utils.data.Dataset):
+    """Rows of uint8 arrays in files, memory-mapped: a map-style dataset of ``(uint8 [C, H, W], label)``.
+
+    Each part is ``(path, offset, n_rows)``: ``n_rows`` rows of ``C*H*W`` bytes at byte ``offset``
+    of ``path`` (an npz member stored uncompressed, or a raw cache file). The operating system's
+    page cache holds what is read, shared by every process and DDP rank on a machine, so a
+    process's memory does not grow with the dataset. Each process maps the files on first use.
+
+    Args:
+        parts: the files and where their rows are.
+        shape: ``(C, H, W)`` of one row.
+        rows: ``int64 [N]`` global row indices (over the parts in order) that make the dataset.
+        labels: ``int64 [N]`` or ``None``.
+        name: for messages.
+    """
+
+    def __init__(self, parts: list[tuple[str, int, int]], shape: tuple[int, int, int], rows: np.ndarray,
+                 labels: torch.Tensor | None, name: str):
+        self.parts, self.shape, self.rows, self.labels, self.name = parts, shape, rows, labels, name
+        self.starts = np.cumsum([0] + [n for _, _, n in parts])
+        self._maps: tuple[int, list[np.memmap]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": None}
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        if self._maps is None or self._maps[0] != os.getpid():
+            row_bytes = int(np.prod(self.shape))
+            self._maps = (os.getpid(), [np.memmap(p, dtype=np.uint8, mode="r", offset=off, shape=(n, row_bytes))
+                                        for p, off, n in self.parts])
+        g = int(self.rows[i])
+        k = int(np.searchsorted(self.starts, g, side="right")) - 1
+        row = np.array(self._maps[1][k][g - self.starts[k]])  # a copy off the mapping
+        return torch.from_numpy(row.reshape(self.shape)), -1 if self.labels is None else int(self.labels[i])
 
 
 # ---------------------------------------------------------------------------------------------- sources

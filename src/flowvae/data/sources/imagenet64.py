@@ -9,8 +9,10 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from flowvae.data.base import (
     LIMIT_SEED,
@@ -29,7 +31,7 @@ from flowvae.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IMAGENET64_HOWTO", "IMAGENET64_URL", "load_imagenet64"]
+__all__ = ["IMAGENET64_HOWTO", "IMAGENET64_URL", "load_imagenet64", "open_imagenet64"]
 
 IMAGENET64_URL = "https://image-net.org/download-images.php"
 IMAGENET64_HOWTO = (
@@ -231,6 +233,59 @@ def load_imagenet64(root: str | Path, split: str = "train", limit: int | None = 
     return make_image_data(images, labels_all[keep], f"imagenet64/{split}", None)
 
 
+def open_imagenet64(root: str | Path, split: str = "train", limit: int | None = None, size: int | None = None) -> Any:
+    """The images :func:`load_imagenet64` would load, memory-mapped instead
+    (:class:`~flowvae.data.streaming.MappedRows`): a batch's ``data`` stored uncompressed is mapped
+    in place; a compressed one is decompressed once into ``cache_dir()/imagenet64-mapped/``
+    (named by the file's size and modification time, written atomically) and mapped there.
+
+    Raises:
+        DataError: as :func:`load_imagenet64`.
+    """
+    import hashlib
+
+    from flowvae.data.base import atomic_write, cache_dir
+    from flowvae.data.streaming import MappedRows
+
+    limit = check_limit(limit)
+    if check_size(size) not in (None, 64):
+        raise DataError(f"Downsampled ImageNet 64x64 images are 64x64 and are not resized, got size={size}; "
+                        "set data.image_size=64 or leave it unset")
+    root = Path(root).expanduser()
+    files = _imagenet64_files(root, split) if root.is_dir() else []
+    if not files:
+        return load_imagenet64(root, split, limit, size)  # its message says what is missing
+    per_file = [_imagenet64_labels(f) for f in files]
+    labels_all = np.concatenate(per_file)
+    keep = subset_indices(len(labels_all), limit, labels_all, LIMIT_SEED).numpy()
+    parts = []
+    for f, labels in zip(files, per_file):
+        member = _npz_member(f, "data")
+        if member.dtype != np.uint8 or len(member.shape) != 2 or member.shape[1] != _IMAGENET64_PIXELS \
+                or member.shape[0] != len(labels):
+            raise DataError(f"{f}: 'data' must be uint8 [{len(labels)}, {_IMAGENET64_PIXELS}] (64x64 RGB, one row per "
+                            f"label), got {member.dtype} {member.shape}; {_DAMAGED}")
+        if member.offset is not None:
+            parts.append((str(f), member.offset, len(labels)))
+            continue
+        st = f.stat()
+        tag = hashlib.sha256(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        raw = cache_dir() / "imagenet64-mapped" / f"{f.stem}-{tag}.u8"
+        if not raw.is_file() or raw.stat().st_size != len(labels) * _IMAGENET64_PIXELS:
+            logger.info("imagenet64: decompressing %s once into %s, to memory-map it", f.name, raw)
+            data = _read_npz(f, "data")
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            payload = np.ascontiguousarray(data)
+
+            def write(out: Any, payload: np.ndarray = payload) -> None:
+                payload.tofile(out)
+
+            atomic_write(raw, write)
+            del data, payload
+        parts.append((str(raw), 0, len(labels)))
+    return MappedRows(parts, (3, 64, 64), keep, torch.from_numpy(labels_all[keep]), f"imagenet64/{split}")
+
+
 def _detect(path: Path) -> bool:
     return path.is_dir() and bool(_imagenet64_files(path, "train") or _imagenet64_files(path, "test"))
 
@@ -251,9 +306,14 @@ def _load(root: str | Path | None, split: str, limit: int | None = None, size: i
     return load_imagenet64(shared_or_cache("imagenet64") if root is None else root, split, limit=limit, size=size)
 
 
+def _lazy(root: str | Path | None, split: str, limit: int | None = None, size: int | None = None) -> Any:
+    return open_imagenet64(shared_or_cache("imagenet64") if root is None else root, split, limit=limit, size=size)
+
+
 register(DataSource(
     name="imagenet64",
     load=_load,
+    lazy=_lazy,
     options=frozenset({"limit", "size"}),
     description="Downsampled ImageNet 64x64, 1,281,167 train / 50,000 validation images, 1000 classes, npz batches",
     detect=_detect,
