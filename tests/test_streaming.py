@@ -225,3 +225,24 @@ def test_imagenet64_memory_mapped_equals_loaded(tmp_path, monkeypatch, compresse
         assert len(list((tmp_path / "cache").rglob("*.u8"))) == 2
         open_imagenet64(tmp_path, "train")  # the cache is reused, not rewritten
         assert len(list((tmp_path / "cache").rglob("*.u8"))) == 2
+
+
+def test_lsun_lmdb_read_on_access_equals_loaded(tmp_path):
+    """An lmdb in the LSUN layout (keys: ids, values: encoded images of any size)."""
+    import io
+
+    lmdb = pytest.importorskip("lmdb")
+    from flowvae.data.sources.lsun import LmdbImages, load_lsun, open_lsun
+
+    env = lmdb.open(str(tmp_path / "bedroom_train_lmdb"), map_size=1 << 24)
+    rng = np.random.default_rng(1)
+    with env.begin(write=True) as txn:
+        for k in range(9):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (10 + k, 12, 3), dtype=np.uint8)).save(buf, "WEBP", quality=90)
+            txn.put(f"{k:04x}".encode(), buf.getvalue())
+    env.close()
+    memory = load_lsun(tmp_path, "train", size=8, limit=5)
+    lazy = open_lsun(tmp_path, "train", size=8, limit=5)
+    assert isinstance(lazy, LmdbImages) and len(lazy) == 5 and lazy.name == memory.name
+    assert torch.equal(collate_images([lazy[i] for i in range(5)]), memory.images)

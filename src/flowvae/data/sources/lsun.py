@@ -28,7 +28,7 @@ from flowvae.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LSUN_HOWTO", "LSUN_URL", "load_lsun"]
+__all__ = ["LSUN_HOWTO", "LSUN_URL", "LmdbImages", "load_lsun", "open_lsun"]
 
 LSUN_URL = "http://dl.yf.io/lsun/scenes/"
 LSUN_HOWTO = (
@@ -208,6 +208,78 @@ def load_lsun(root: str | Path, split: str = "train", size: int = 128, limit: in
     return ImageData(data.images, None, f"lsun/{split}")
 
 
+class LmdbImages:
+    """The images of an LSUN lmdb read on access: a map-style dataset of ``(uint8 [3, size, size], -1)``,
+    the entries :func:`load_lsun` would decode (the same key order and subset). Memory holds the
+    chosen keys only (one numpy byte-string array); each process opens the lmdb on first use.
+
+    Raises:
+        DataError: (on access) an image that cannot be decoded, naming its key.
+    """
+
+    def __init__(self, path: Path, keys: np.ndarray, size: int, name: str):
+        self.path, self.keys, self.size, self.name = path, keys, size, name
+        self.labels = None
+        self._env: tuple[int, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_env": None}
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        import os
+
+        import torch
+
+        if self._env is None or self._env[0] != os.getpid():
+            self._env = (os.getpid(), _open_lmdb(self.path))
+        key = bytes(self.keys[i])
+        with self._env[1].begin(write=False, buffers=False) as txn:
+            value = txn.get(key)
+        try:
+            if value is None:
+                raise OSError("the entry is missing")
+            with Image.open(io.BytesIO(value)) as img:
+                rgb = img.convert("RGB")
+                if rgb.size != (self.size, self.size):
+                    rgb = center_crop_resize(rgb, self.size)
+                a = np.asarray(rgb, dtype=np.uint8)
+        except DECODE_ERRORS as exc:
+            raise DataError(f"cannot decode image {key.decode('ascii', 'replace')!r} in {self.path} ({exc}); "
+                            f"the lmdb is damaged, download it again") from exc
+        return torch.from_numpy(a.transpose(2, 0, 1).copy()), -1
+
+
+def open_lsun(root: str | Path, split: str = "train", size: int = 128, limit: int | None = None) -> Any:
+    """What :func:`load_lsun` would load, read on access: :class:`LmdbImages` for an lmdb (only
+    its keys are read now); an exported folder of images is loaded as :func:`load_lsun` does."""
+    limit = check_limit(limit)
+    checked = check_size(size, allow_none=False)
+    assert checked is not None
+    found = _find_lsun_lmdb(Path(root).expanduser(), split) if Path(root).expanduser().is_dir() else None
+    if found is None:
+        return load_lsun(root, split, size=checked, limit=limit)
+    env = _open_lmdb(found)
+    import lmdb  # importable: _open_lmdb succeeded
+
+    category = found.name[: -len("_lmdb")].rsplit("_", 1)[0] if found.name.endswith("_lmdb") else found.name
+    name = f"lsun-{category}/{split}" if category else f"lsun/{split}"
+    try:
+        n_all = int(env.stat()["entries"])
+        if n_all == 0:
+            raise DataError(f"empty dataset {name}: the lmdb {found} holds no images; {LSUN_HOWTO}")
+        keep = set(subset_indices(n_all, limit, None, LIMIT_SEED).tolist()) if limit is not None else None
+        with env.begin(write=False, buffers=False) as txn:
+            keys = [k for i, k in enumerate(txn.cursor().iternext(keys=True, values=False)) if keep is None or i in keep]
+    except lmdb.Error as exc:
+        raise DataError(f"cannot read {found} as an lmdb ({exc}); the download is damaged, {LSUN_HOWTO}") from exc
+    finally:
+        env.close()
+    return LmdbImages(found, np.array(keys, dtype=bytes), checked, name)
+
+
 def _detect(path: Path) -> bool:
     return path.is_dir() and (_is_lmdb_env(path) or bool(_lmdb_folders(path, "*_lmdb")))
 
@@ -245,9 +317,15 @@ def _load(root: str | Path | None, split: str, size: int | None = None, limit: i
     return load_lsun(root, split, limit=limit) if size is None else load_lsun(root, split, size=size, limit=limit)
 
 
+def _lazy(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> Any:
+    root = shared_or_cache("lsun") if root is None else root
+    return open_lsun(root, split, limit=limit) if size is None else open_lsun(root, split, size=size, limit=limit)
+
+
 register(DataSource(
     name="lsun",
     load=_load,
+    lazy=_lazy,
     options=frozenset({"limit", "size"}),
     description="LSUN scenes (bedroom), lmdb release or exported images, centre-cropped and resized (default 128)",
     detect=_detect,
