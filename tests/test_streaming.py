@@ -246,3 +246,20 @@ def test_lsun_lmdb_read_on_access_equals_loaded(tmp_path):
     lazy = open_lsun(tmp_path, "train", size=8, limit=5)
     assert isinstance(lazy, LmdbImages) and len(lazy) == 5 and lazy.name == memory.name
     assert torch.equal(collate_images([lazy[i] for i in range(5)]), memory.images)
+
+
+@pytest.mark.parametrize("layout", ["one array", "one file per image"])
+def test_celebahq_npy_read_on_access_equals_loaded(tmp_path, layout):
+    from flowvae.data.sources.celebahq import NpyImages, load_celebahq, open_celebahq
+
+    faces = np.random.default_rng(2).integers(0, 256, (12, 3, 10, 10), dtype=np.uint8)
+    if layout == "one array":
+        np.save(tmp_path / "faces.npy", faces)
+    else:
+        for i, face in enumerate(faces):
+            np.save(tmp_path / f"imgHQ{i:05d}.npy", face.transpose(1, 2, 0))  # HWC, as the deltas tool writes
+    for split, size in (("train", 8), ("test", None)):
+        memory = load_celebahq(tmp_path, split, size=size, limit=6)
+        lazy = open_celebahq(tmp_path, split, size=size, limit=6)
+        assert isinstance(lazy, NpyImages) and len(lazy) == len(memory)
+        assert torch.equal(collate_images([lazy[i] for i in range(len(lazy))]), memory.images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -36,7 +37,7 @@ from flowvae.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CELEBAHQ_HOWTO", "CELEBAHQ_TRAIN", "celebahq_train_count", "load_celebahq"]
+__all__ = ["CELEBAHQ_HOWTO", "CELEBAHQ_TRAIN", "NpyImages", "celebahq_train_count", "load_celebahq", "open_celebahq"]
 
 CELEBAHQ_HOWTO = (
     "build CelebA-HQ with dataset_tool.py create_celebahq of https://github.com/tkarras/progressive_growing_of_gans "
@@ -246,9 +247,67 @@ def _load(root: str | Path | None, split: str, size: int | None = None, limit: i
     return load_celebahq(root, split, limit=limit) if size is None else load_celebahq(root, split, size=size, limit=limit)
 
 
+class NpyImages:
+    """Images of ``.npy`` arrays read on access: a map-style dataset of ``(uint8 [3, S, S], -1)``,
+    the rows :func:`load_celebahq` would read from the same files (same split and subset), each
+    file memory-mapped only while one of its images is read (30,000 per-image files stay closed).
+
+    Raises:
+        DataError: (on access) a damaged file.
+    """
+
+    def __init__(self, paths: list[Path], starts: np.ndarray, rows: np.ndarray, size: int | None, name: str):
+        self.paths, self.starts, self.rows, self.size, self.name = [str(p) for p in paths], starts, rows, size, name
+        self.labels = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        import torch
+
+        g = int(self.rows[i])
+        k = int(np.searchsorted(self.starts, g, side="right")) - 1
+        arr = _open_npy(Path(self.paths[k]))
+        image = _npy_images(arr, np.array([g - self.starts[k]]), self.size)[0]
+        del arr
+        return torch.from_numpy(image), -1
+
+
+def open_celebahq(root: str | Path, split: str = "train", size: int | None = 256, limit: int | None = None) -> Any:
+    """What :func:`load_celebahq` would load, read on access when it comes from ``.npy`` arrays
+    (:class:`NpyImages`); a folder of images is loaded as :func:`load_celebahq` does."""
+    check_split(split)
+    limit = check_limit(limit)
+    size = check_size(size)
+    path = Path(root).expanduser()
+    if path.is_file() and path.suffix.lower() == ".npy":
+        npys, base, split_here = [path], path, True
+    elif path.is_dir():
+        base, _, split_dirs = _split_base(path, split)
+        npys, split_here = _npy_files(base), not split_dirs
+        if not npys or has_image_files(base):
+            return load_celebahq(root, split, size, limit)
+    else:
+        return load_celebahq(root, split, size, limit)
+    counts = [len(_open_npy(p)) for p in npys]
+    n = sum(counts)
+    lo, hi = _split_range(n, split, base) if split_here else (0, n)
+    keep = lo + subset_indices(hi - lo, limit, None, LIMIT_SEED).numpy()
+    if size is None and len({_npy_hw(_open_npy(p)) for p in npys}) > 1:
+        return load_celebahq(root, split, size, limit)  # its message names the mixed sizes
+    return NpyImages(npys, np.cumsum([0] + counts), keep, size, f"celebahq/{split}")
+
+
+def _lazy(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> Any:
+    root = shared_or_cache("celebahq") if root is None else root
+    return open_celebahq(root, split, limit=limit) if size is None else open_celebahq(root, split, size=size, limit=limit)
+
+
 register(DataSource(
     name="celebahq",
     load=_load,
+    lazy=_lazy,
     options=frozenset({"limit", "size"}),
     description="CelebA-HQ faces, 27,000 train / 3,000 test, images or .npy arrays, resized (default 256)",
     probe=_probe,
