@@ -501,6 +501,8 @@ def training_source(dataset: Any, in_memory: bool | None, num_workers: int | Non
     """
     if isinstance(dataset, ImageData):
         if in_memory is not False:
+            log.info("training data: %s, %d images in memory (%.2f GB)", dataset.name, len(dataset),
+                     dataset.images.numel() / 1e9)
             return InMemorySource(dataset.images)
         dataset = _TensorItems(dataset.images)  # data.in_memory=false: the streaming path on any data
     c, h, w = dataset_image_shape(dataset)
