@@ -263,3 +263,19 @@ def test_celebahq_npy_read_on_access_equals_loaded(tmp_path, layout):
         lazy = open_celebahq(tmp_path, split, size=size, limit=6)
         assert isinstance(lazy, NpyImages) and len(lazy) == len(memory)
         assert torch.equal(collate_images([lazy[i] for i in range(len(lazy))]), memory.images)
+
+
+def test_an_unreadable_file_met_by_a_worker_is_one_clear_line(tmp_path):
+    from flowvae.data.streaming import ImageFiles, StreamingSource
+
+    for i in range(4):
+        Image.fromarray(np.full((4, 4), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "2.png").write_bytes(b"not a png")
+    files = ImageFiles.from_folder(tmp_path, 1, None)
+    order = ShuffledOrder(4, 4, seed=0)
+    source = StreamingSource(files, num_workers=1)
+    source.start(order, 0, 4)
+    with pytest.raises(DataError) as e:
+        source.fetch(order.next()[0])
+    source.close()
+    assert str(e.value).startswith("cannot decode ") and "2.png" in str(e.value) and "\n" not in str(e.value)

@@ -462,7 +462,13 @@ class StreamingSource:
         self._it = iter(self._loader)
 
     def fetch(self, idx: torch.Tensor) -> torch.Tensor:
-        got, images = next(self._it)
+        try:
+            got, images = next(self._it)
+        except DataError as e:  # re-raised from a worker with its traceback as text: keep the message
+            lines = [line for line in str(e).splitlines() if line.strip()]
+            if len(lines) > 1 and "Traceback" in str(e):
+                raise DataError(lines[-1].split(": ", 1)[-1]) from None
+            raise
         if not torch.equal(got, idx.cpu()):  # a bug guard: the prefetching copy left the order
             raise RuntimeError("streaming batches out of step with the data order")
         return images
