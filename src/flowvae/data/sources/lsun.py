@@ -96,16 +96,26 @@ def _open_lmdb(path: Path) -> Any:
         raise DataError(f"cannot open {path} as an lmdb ({exc}); the download is damaged, {LSUN_HOWTO}") from exc
 
 
+def _lmdb_name(path: Path, split: str) -> str:
+    """``lsun-<category>/<split>`` from an lmdb folder's name (``bedroom_train_lmdb``)."""
+    category = path.name[: -len("_lmdb")].rsplit("_", 1)[0] if path.name.endswith("_lmdb") else path.name
+    return f"lsun-{category}/{split}" if category else f"lsun/{split}"
+
+
+def _entry_count(env: Any, path: Path, name: str) -> int:
+    n_all = int(env.stat()["entries"])
+    if n_all == 0:
+        raise DataError(f"empty dataset {name}: the lmdb {path} holds no images; {LSUN_HOWTO}")
+    return n_all
+
+
 def _load_lsun_lmdb(path: Path, split: str, size: int, limit: int | None) -> ImageData:
     env = _open_lmdb(path)
     import lmdb  # importable: _open_lmdb succeeded
 
-    category = path.name[: -len("_lmdb")].rsplit("_", 1)[0] if path.name.endswith("_lmdb") else path.name
-    name = f"lsun-{category}/{split}" if category else f"lsun/{split}"
+    name = _lmdb_name(path, split)
     try:
-        n_all = int(env.stat()["entries"])
-        if n_all == 0:
-            raise DataError(f"empty dataset {name}: the lmdb {path} holds no images; {LSUN_HOWTO}")
+        n_all = _entry_count(env, path, name)
         keep = subset_indices(n_all, limit, None, LIMIT_SEED).numpy()
         n = len(keep)
         logger.info("%s: decoding %d images at %dx%d; %.1f GB", name, n, size, size, n * 3 * size * size / 1e9)
@@ -264,12 +274,9 @@ def open_lsun(root: str | Path, split: str = "train", size: int = 128, limit: in
     env = _open_lmdb(found)
     import lmdb  # importable: _open_lmdb succeeded
 
-    category = found.name[: -len("_lmdb")].rsplit("_", 1)[0] if found.name.endswith("_lmdb") else found.name
-    name = f"lsun-{category}/{split}" if category else f"lsun/{split}"
+    name = _lmdb_name(found, split)
     try:
-        n_all = int(env.stat()["entries"])
-        if n_all == 0:
-            raise DataError(f"empty dataset {name}: the lmdb {found} holds no images; {LSUN_HOWTO}")
+        n_all = _entry_count(env, found, name)
         keep = set(subset_indices(n_all, limit, None, LIMIT_SEED).tolist()) if limit is not None else None
         with env.begin(write=False, buffers=False) as txn:
             keys = [k for i, k in enumerate(txn.cursor().iternext(keys=True, values=False)) if keep is None or i in keep]
