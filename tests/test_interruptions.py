@@ -395,3 +395,19 @@ def test_resume_refuses_to_start_over_when_every_checkpoint_is_damaged(ten_steps
         train(_cfg("train.steps=10", "train.eval_every=5", "train.checkpoint_every=5"), run, resume=True,
               progress=False)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before  # a long run is not replaced
+
+
+def test_a_bad_first_update_is_rolled_back_too():
+    from flowvae.training.trainer import _UpdateGuard
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1)
+    guard = _UpdateGuard([w], opt)
+    w.grad = torch.ones(3)
+    guard.save()  # before the first update: no Adam state yet
+    opt.step()
+    with torch.no_grad():
+        w[0] = float("nan")
+    assert not guard.weights_finite()
+    guard.restore()
+    assert torch.equal(w.detach(), torch.ones(3)) and w not in opt.state  # as if the update never ran

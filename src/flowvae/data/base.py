@@ -277,6 +277,16 @@ def shared_or_cache(name: str) -> Path:
     return shared if shared.is_dir() else cache_dir() / name
 
 
+def sized_reader(read: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``read(root, split, size=..., limit=...)`` as a registry loader: ``root=None`` means
+    :func:`shared_or_cache` ``(name)``, and ``size=None`` leaves ``read``'s own default size."""
+    def reader(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> Any:
+        where = shared_or_cache(name) if root is None else root
+        return read(where, split, limit=limit) if size is None else read(where, split, size=size, limit=limit)
+
+    return reader
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     """Write ``path`` through ``write(file)`` via a temp file in the same folder and
     ``os.replace``, so readers never see half a file. Raises OSError if the folder is not writable."""

@@ -170,13 +170,12 @@ class _UpdateGuard:
 
     @torch.no_grad()
     def save(self) -> None:
-        live = self._tensors()
-        if len(live) != len(self.saved):  # the first update creates Adam's state; shapes never change after
-            self.saved = [t.detach().clone() for t in live]
+        if not self.saved or len(self.opt.state) != len(self.had_state):  # Adam's state appears at the first update
+            self.live = [t.detach() for t in self._tensors()]
+            self.saved = [t.clone() for t in self.live]
+            self.had_state = {id(p) for p in self.params if p in self.opt.state}
         else:
-            torch._foreach_copy_(self.saved, [t.detach() for t in live])
-        self.live = live
-        self.had_state = {id(p) for p in self.params if p in self.opt.state}
+            torch._foreach_copy_(self.saved, self.live)
 
     @torch.no_grad()
     def weights_finite(self) -> bool:

@@ -17,7 +17,7 @@ from flowvae.data.base import (
     check_size,
     check_split,
     make_image_data,
-    shared_or_cache,
+    sized_reader,
     subset_indices,
 )
 from flowvae.data.images import (
@@ -242,9 +242,6 @@ def _probe(root: Path) -> FolderInfo | None:
                       format="npy", source="celebahq", first=npys[0], n_images=n_images)
 
 
-def _load(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> ImageData:
-    root = shared_or_cache("celebahq") if root is None else root
-    return load_celebahq(root, split, limit=limit) if size is None else load_celebahq(root, split, size=size, limit=limit)
 
 
 class NpyImages:
@@ -299,15 +296,10 @@ def open_celebahq(root: str | Path, split: str = "train", size: int | None = 256
     return NpyImages(npys, np.cumsum([0] + counts), keep, size, f"celebahq/{split}")
 
 
-def _lazy(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> Any:
-    root = shared_or_cache("celebahq") if root is None else root
-    return open_celebahq(root, split, limit=limit) if size is None else open_celebahq(root, split, size=size, limit=limit)
-
-
 register(DataSource(
     name="celebahq",
-    load=_load,
-    lazy=_lazy,
+    load=sized_reader(load_celebahq, "celebahq"),
+    lazy=sized_reader(open_celebahq, "celebahq"),
     options=frozenset({"limit", "size"}),
     description="CelebA-HQ faces, 27,000 train / 3,000 test, images or .npy arrays, resized (default 256)",
     probe=_probe,

@@ -18,7 +18,7 @@ from flowvae.data.base import (
     check_size,
     check_split,
     make_image_data,
-    shared_or_cache,
+    sized_reader,
     subset_indices,
 )
 from flowvae.data.images import DECODE_ERRORS, center_crop_resize, folder_split_name, has_image_files, has_split_folders
@@ -319,20 +319,10 @@ def _probe(root: Path) -> FolderInfo | None:
                       format="lmdb", source="lsun", first=first / "data.mdb", n_images=entries)
 
 
-def _load(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> ImageData:
-    root = shared_or_cache("lsun") if root is None else root
-    return load_lsun(root, split, limit=limit) if size is None else load_lsun(root, split, size=size, limit=limit)
-
-
-def _lazy(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None) -> Any:
-    root = shared_or_cache("lsun") if root is None else root
-    return open_lsun(root, split, limit=limit) if size is None else open_lsun(root, split, size=size, limit=limit)
-
-
 register(DataSource(
     name="lsun",
-    load=_load,
-    lazy=_lazy,
+    load=sized_reader(load_lsun, "lsun"),
+    lazy=sized_reader(open_lsun, "lsun"),
     options=frozenset({"limit", "size"}),
     description="LSUN scenes (bedroom), lmdb release or exported images, centre-cropped and resized (default 128)",
     detect=_detect,
