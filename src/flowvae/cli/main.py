@@ -330,6 +330,11 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "switch"
             "report": cmd_report, "compare": cmd_compare, "presets": cmd_presets, "traverse": cmd_traverse,
             "disentangle": cmd_disentangle}
 
+from .commands import command_modules  # noqa: E402 - after the cmd_* table they extend
+
+for _module in command_modules():
+    COMMANDS.update(_module.COMMANDS)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``flowvae`` command line; returns the exit status (0 success, 1 failure). Usage

@@ -181,4 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("presets", help="list the presets and their parameter counts")
     p.add_argument("--json", action="store_true", help="print as JSON")
+
+    from .commands import command_modules
+
+    for module in command_modules():
+        module.add_parsers(sub)
     return parser
