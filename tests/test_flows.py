@@ -846,3 +846,13 @@ def test_dequantizer_is_a_normalised_density_on_the_unit_cube():
     assert torch.allclose(u_fwd.flatten(), u.flatten()[::100_000], atol=1e-9)
     assert torch.allclose(log_q_fwd, log_q[::100_000], atol=1e-6)
     assert torch.trapezoid(log_q.exp(), u.flatten()).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_flow_prior_of_zero_steps_is_the_standard_normal():
+    """A prior of 0 steps has no parameters; it still samples (on the right dtype) and scores z as N(0, I)."""
+    prior = FlowPrior(4, 0, 8).double()
+    z = prior.sample(5, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (5, 4) and z.dtype == torch.float64
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
+    torch.testing.assert_close(prior.log_prob(z), expected)
+    assert "_anchor" not in prior.state_dict()

@@ -328,6 +328,8 @@ class FlowPrior(Flow):
         hidden: width of the MLPs.
     """
 
+    _anchor: Tensor
+
     def __init__(self, dim: int, num_steps: int = 2, hidden: int = 256, alpha: float = 1.0,
                  conv1x1: str = "lu"):
         super().__init__()
@@ -339,6 +341,8 @@ class FlowPrior(Flow):
             return MLPCouplingNet(c_a, c_out, hidden)
 
         self.steps = FlowSequence([refined_step(dim, make_net, alpha, False, conv1x1) for _ in range(num_steps)])
+        # a prior of 0 steps has no parameters to tell sample() the device and dtype; not saved
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
 
     def forward(self, z: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.steps(z)
@@ -353,6 +357,6 @@ class FlowPrior(Flow):
 
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws ``[n, d_z]`` of z: ``eps ~ N(0, temperature^2 I)`` pushed through the inverse flow."""
-        p = next(self.parameters())
-        eps = torch.randn(n, self.dim, generator=generator, device=p.device) * temperature
+        eps = torch.randn(n, self.dim, generator=generator, device=self._anchor.device,
+                          dtype=self._anchor.dtype) * temperature
         return self.steps.inverse(eps)[0]

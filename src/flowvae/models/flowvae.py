@@ -22,7 +22,10 @@ Units and conventions used throughout:
   ``u ~ U[0, 1)^D``. The probability of a discrete image is the density integrated over its bin,
   so ``log P(k) >= E_u[log p(x)] - D log n_bins``: the ``-D log n_bins`` discretisation term.
 * The encoder sees the bin centres ``(k + 0.5) / n_bins - 0.5`` (no noise), so q(z|x) depends
-  on the discrete image only and the bound is a valid bound on ``log P(k)``.
+  on the discrete image only and the bound is a valid bound on ``log P(k)``. With
+  ``model.encoder_input=lower-edge`` it sees the lower bin edges ``k / n_bins - 0.5`` instead, as
+  the authors' code does (``wolf/data/image.py::preprocess`` without noise); still a function of
+  the discrete image, so the bound stays valid. Models imported with ``flowvae import-wolf`` use it.
 * Log-likelihoods are in nats per image; bits/dim divides the negative bound by ``D ln 2``
   with ``D = C * H * W``.
 """
@@ -106,6 +109,8 @@ class FlowVAEConfig(GlowSettings):
     encoder_maps: int = setting(8, ge=1, le=1024, help="maps of the encoder's last 1x1 conv")
     prior_steps: int = setting(2, ge=0, le=64, help="steps of the flow prior p(z)")
     prior_hidden: int = setting(256, ge=1, le=8192, help="width of the flow prior's networks")
+    encoder_input: Literal["centre", "lower-edge"] = setting(
+        "centre", help="pixel values q(z|x) sees: bin centres, or lower bin edges as in the authors' code")
 
 
 ModelConfig = FlowVAEConfig  # the name of earlier releases
@@ -325,10 +330,19 @@ class FlowVAE(GenerativeModel):
         bins = torch.floor((x + 0.5) * self.n_bins).clamp(0, self.n_bins - 1)
         return self.from_bins(bins)
 
+    def encoder_pixels(self, bins: Tensor) -> Tensor:
+        """What the encoder q(z|x) sees of bin indices ``bins [B, C, H, W]``, in ``[-0.5, 0.5)``: the bin
+        centres ``(k + 0.5) / n_bins - 0.5`` (``model.encoder_input=centre``, default) or the lower
+        bin edges ``k / n_bins - 0.5`` (``lower-edge``, the authors' ``preprocess`` without noise)."""
+        if getattr(self.cfg, "encoder_input", "centre") == "lower-edge":  # subclasses' configs may lack the field
+            return bins / self.n_bins - 0.5
+        return self.centres(bins)
+
     # ------------------------------------------------------------------ likelihood terms
     def posterior(self, bins: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and log-variance of q(z|x) (eq. 5), each ``[B, d_z]``."""
-        return self.encoder(self.centres(bins))
+        """Mean and log-variance of q(z|x) (eq. 5), each ``[B, d_z]``; the encoder sees
+        :meth:`encoder_pixels` (``model.encoder_input``)."""
+        return self.encoder(self.encoder_pixels(bins))
 
     def log_weights(self, bins: Tensor, k: int = 1, generator: torch.Generator | None = None,
                     shard: tuple[int, int] | None = None) -> dict[str, Tensor]:
