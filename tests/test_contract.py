@@ -42,6 +42,7 @@ def _argv(command: str, run: Path, out: Path) -> list[str]:
         "probe": ["probe", r, "--train-limit", "40", "--test-limit", "20", "--C", "0.01", *cpu],
         "fid": ["fid", r, "-n", "3", *cpu],
         "disentangle": ["disentangle", r, "--metrics", "mig", "sap", "--num-train", "300", "--num-test", "100", *cpu],
+        "encode": ["encode", r, "--split", "test", "--limit", "8", "--out", str(out / "codes.npz"), *cpu],
     }[command]
 
 
@@ -55,7 +56,7 @@ def test_every_registered_kind_has_a_tiny_recipe(tiny_runs):
 
 
 @pytest.mark.parametrize("command", ["eval", "sample", "check", "report", "switch", "interpolate", "traverse",
-                                     "probe", "fid", "disentangle"])
+                                     "probe", "fid", "disentangle", "encode"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_command_applies_or_is_refused_in_one_line(kind, command, tiny_runs, tmp_path, capsys):
     need = NEEDS.get(command)

@@ -236,7 +236,7 @@ def decode_image_file(path: Path | IO[bytes], size: int | None) -> np.ndarray:
 
     Raises:
         OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError: on bad files
-        (:data:`DECODE_ERRORS`); callers turn them into DataError.
+            (:data:`DECODE_ERRORS`); callers turn them into DataError.
     """
     return _decode(path, size)[0]
 
