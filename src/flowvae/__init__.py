@@ -19,8 +19,8 @@ from .models import (  # noqa: E402
 )
 
 __all__ = ["Capabilities", "Config", "DataConfig", "FlowVAE", "FlowVAEConfig", "GenerativeModel", "MODEL_KINDS",
-           "ModelConfig", "TrainConfig", "__version__", "build_model", "create_model", "get_preset", "load_run",
-           "train"]
+           "ModelConfig", "TrainConfig", "__version__", "build_model", "create_model", "from_pretrained",
+           "get_preset", "load_run", "push_to_hub", "train"]
 
 
 def __getattr__(name: str):
@@ -29,4 +29,9 @@ def __getattr__(name: str):
         from .training import train
 
         return train
+    # flowvae.from_pretrained / flowvae.push_to_hub (flowvae.hub), imported on first use like train
+    if name in ("from_pretrained", "push_to_hub"):
+        from . import hub
+
+        return getattr(hub, name)
     raise AttributeError(f"module 'flowvae' has no attribute {name!r}")

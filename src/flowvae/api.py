@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
+from .config import Config, load_config
 from .errors import CheckpointError
 from .models.base import GenerativeModel, create_model
 
@@ -25,7 +25,9 @@ def _refuse_link(path: Path) -> None:
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> GenerativeModel:
-    """Load the model of a run folder, in eval mode, with its config attached as ``model.config``.
+    """Load the model of a run folder, in eval mode, with its config attached as ``model.config``
+    and the folder as ``model.run_dir`` (whose metrics :meth:`~GenerativeModel.save_pretrained` puts
+    on the model card).
 
     Reads ``run/config.yaml`` and the weights from ``run/model.safetensors`` (or, when training
     has not finished, the newest valid checkpoint). Loading never executes code from the files
@@ -45,34 +47,19 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
         ConfigError: a config.yaml that does not parse or has unknown fields; a device that is not
             available (``"cuda"`` without a GPU) or not known.
     """
-    from safetensors.torch import load_file
-
-    from .training.checkpoint import checkpoint_model_state, load_latest_checkpoint, state_dict_mismatch
+    from .training.checkpoint import checkpoint_model_state, load_latest_checkpoint
     from .training.environment import resolve_device
 
     device = resolve_device(str(device))  # "cuda" without a GPU: a one-line ConfigError, before any reading
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml); pass the folder given to --run")
-    _refuse_link(run / "config.yaml")
-    cfg = load_config(run / "config.yaml")
-    model = create_model(cfg)
+    cfg, model = _config_and_model(run / "config.yaml")
     weights = run / "model.safetensors"
     if os.path.lexists(weights) and checkpoint != "latest":
         _refuse_link(weights)
     if weights.is_file() and checkpoint != "latest":
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(weights), "pt") as f:
-                meta = f.metadata() or {}
-            state = load_file(str(weights))
-        except Exception as e:  # noqa: BLE001 - any parse failure means an unusable file
-            raise CheckpointError(f"{weights} cannot be read ({e}); it is not a safetensors file "
-                                  f"or was cut short") from None
-        if meta.get("format") != "flowvae" or meta.get("kind", cfg.model.kind) != cfg.model.kind:
-            raise CheckpointError(f"{weights} was not written by flowvae for a {cfg.model.kind!r} model "
-                                  f"(metadata {meta}); check that the run folder is complete and unmodified")
+        state = _read_weights(weights, cfg.model.kind)
         source = weights
     else:
         found = load_latest_checkpoint(run / "checkpoints")
@@ -80,10 +67,47 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
             raise CheckpointError(f"{run} has neither model.safetensors nor a valid checkpoint; train it first")
         source, ckpt = found
         state = checkpoint_model_state(source, ckpt)
+    _fit(model, state, source, run / "config.yaml")
+    model.config = cfg
+    model.run_dir = run  # where the run's metrics live, for the model card of save_pretrained
+    return model.to(device).eval()
+
+
+def _config_and_model(path: Path) -> tuple[Config, GenerativeModel]:
+    """The config at ``path`` (not a symlink) and its freshly built model."""
+    _refuse_link(path)
+    cfg = load_config(path)
+    return cfg, create_model(cfg)
+
+
+def _read_weights(weights: Path, kind: str, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights``, a safetensors file with flowvae's metadata for a ``kind`` model
+    (and, with ``max_bytes``, at most that large, so a planted file cannot fill memory)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if max_bytes is not None and (size := os.stat(weights).st_size) > max_bytes:
+        raise CheckpointError(f"refusing {weights}: {size:,} bytes, more than the {max_bytes:,} that the "
+                              f"weights of its config's {kind!r} model take; it is not this model's weight file")
+    try:
+        with safe_open(str(weights), "pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - any parse failure means an unusable file
+        raise CheckpointError(f"{weights} cannot be read ({e}); it is not a safetensors file "
+                              f"or was cut short") from None
+    if meta.get("format") != "flowvae" or meta.get("kind", kind) != kind:
+        raise CheckpointError(f"{weights} was not written by flowvae for a {kind!r} model "
+                              f"(metadata {meta}); check that the run folder is complete and unmodified")
+    return state
+
+
+def _fit(model: GenerativeModel, state: dict[str, torch.Tensor], source: Path, config: Path) -> None:
+    """Load ``state`` into ``model`` strictly: every tensor present, in name and shape."""
+    from .training.checkpoint import state_dict_mismatch
+
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{source} does not fit the architecture in {run / 'config.yaml'}: "
+        raise CheckpointError(f"{source} does not fit the architecture in {config}: "
                               f"{state_dict_mismatch(e)}") from None
-    model.config = cfg
-    return model.to(device).eval()

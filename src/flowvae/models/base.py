@@ -255,6 +255,7 @@ class GenerativeModel(nn.Module):
     config_class: ClassVar[type[ModelSettings]] = ModelSettings
     cfg: Any
     config: Any  # the run's Config, attached by flowvae.load_run
+    run_dir: Any  # the run folder, attached by flowvae.load_run (its metrics go on the model card)
     dim: int
 
     def __init__(self, cfg: ModelSettings, n_bits: int = 8):
@@ -350,6 +351,28 @@ class GenerativeModel(nn.Module):
         parts = {f"{name}_parameters": count(m) for name, m in self.named_children()}
         return {"kind": self.kind, "parameters": count(self), **parts, "capabilities": self.capabilities.names(),
                 "config": self.cfg.to_dict()}
+
+    # ---------------------------------------------------------------- sharing
+    def save_pretrained(self, out: Any, **options: Any) -> list[Any]:
+        """Write this model to the folder ``out`` as ``config.yaml``, ``model.safetensors`` (with
+        flowvae's metadata) and a ``README.md`` model card; returns the paths written. Options and
+        errors: :func:`flowvae.hub.save_pretrained`.
+
+        Example: ``flowvae.load_run("runs/demo").save_pretrained("export/demo")``.
+        """
+        from ..hub import save_pretrained
+
+        return save_pretrained(self, out, **options)
+
+    def push_to_hub(self, repo_id: str, **options: Any) -> dict[str, Any]:
+        """Upload this model to the Hugging Face Hub model repository ``repo_id`` (``USER/NAME``),
+        stored as by :meth:`save_pretrained`. Options and errors: :func:`flowvae.hub.push_to_hub`.
+
+        Example: ``flowvae.load_run("runs/demo").push_to_hub("me/flowvae-digits", private=True)``.
+        """
+        from ..hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **options)
 
     # ---------------------------------------------------------------- the contract
     def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,

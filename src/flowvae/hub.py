@@ -1,0 +1,704 @@
+"""Sharing trained models as the field does: a folder, or a Hugging Face Hub model repository.
+
+A shared model is a folder of three files (four with a sample grid):
+
+* ``config.yaml``: the run's whole config, exactly as ``flowvae train`` writes it into a run folder
+  (:func:`~flowvae.config.save_config`). YAML rather than ``config.json`` because it is the file
+  :func:`~flowvae.config.load_config` and :func:`~flowvae.api.load_run` read in every run folder:
+  an exported folder is itself a minimal run folder, so ``flowvae sample DIR``, ``flowvae check
+  DIR`` and ``load_run(DIR)`` work on it unchanged, and it diffs line by line against the run's own.
+* ``model.safetensors``: the state dict, with flowvae's metadata ``format=flowvae``, ``kind=KIND``
+  (and ``flowvae_version``), as the trainer writes it.
+* ``README.md``: a model card. YAML front matter (``library_name: flowvae``, ``license``, ``tags``,
+  ``pipeline_tag`` and ``datasets`` where the data set has a Hub id), then the model kind, its
+  config, parameter count, test bits/dim, probe accuracies, the sample grid, hardware and wall
+  time, how to load it, and the paper's citation. Every value taken from the run's files is escaped
+  for Markdown and HTML, so a hostile run folder cannot inject links, images or markup.
+* ``samples.png``: a copy of the run's sample grid at temperature 1 (else its hottest), if any.
+
+:func:`save_pretrained` writes such a folder, :func:`push_to_hub` uploads one, and
+:func:`from_pretrained` loads one from a folder or from the Hub. Loading goes through the checks of
+:func:`~flowvae.api.load_run` (no symbolic links, a bounded config whose unknown fields are refused,
+flowvae's metadata for the same kind, every tensor matching the architecture in name and shape) and
+never runs code from the files: no pickle, no remote code. From the Hub, only ``config.yaml`` and
+``model.safetensors`` are downloaded, and the weight file only when its size fits the model its
+config describes.
+
+``huggingface_hub`` (``pip install flowvae[hub]``) is imported only by :func:`push_to_hub` and by
+:func:`from_pretrained` of a repository id; saving and loading folders do not need it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, safe_io
+from .config import Config, DataConfig
+from .errors import CheckpointError, ConfigError, FlowVAEError
+from .models.base import GenerativeModel
+
+__all__ = ["CARD_FILE", "CONFIG_FILE", "HubError", "SAMPLE_FILE", "WEIGHTS_FILE", "from_pretrained",
+           "model_card", "push_to_hub", "save_pretrained"]
+
+log = logging.getLogger("flowvae")
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+SAMPLE_FILE = "samples.png"
+#: the files :func:`from_pretrained` reads (and downloads); nothing else of a repository is fetched
+LOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+_OURS = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SAMPLE_FILE})
+# A git clone of a Hub repository holds these besides the files above.
+_GIT = frozenset({".git", ".gitattributes"})
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
+_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
+_SAMPLES = re.compile(r"^samples_t(\d+(?:\.\d+)?)\.png$")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_MAX_PNG_BYTES = 64 * 1024**2
+_MAX_CARD_BYTES = 1024**2
+
+#: data sets (``data.dataset``) with a data set repository on the Hub, for the card's ``datasets:``
+HUB_DATASETS = {"mnist": "ylecun/mnist", "cifar10": "uoft-cs/cifar10", "cifar10-jpeg": "uoft-cs/cifar10"}
+
+_FLOWS = {"flowvae", "z_prior", "refined_glow", "glow", "multistage"}
+_VAES = {"flowvae", "z_prior", "ugvae", "vae", "btcvae"}
+_KIND_TEXT = {
+    "flowvae": "the model of Ma et al. (ICLR 2021): a VAE whose decoder is a refined-Glow flow conditioned "
+               "on the global code z in every coupling, so that an image splits into a global code z and a "
+               "local code v",
+    "z_prior": "the paper's baseline with z in the prior of v only (Table 3): a refined Glow whose local code v "
+               "has a Gaussian set by the global code z",
+    "refined_glow": "the paper's refined Glow alone (§3.1), without a global code",
+    "glow": "the original Glow (Kingma & Dhariwal, 2018)",
+    "ugvae": "the UG-VAE (Peis et al., 2020): a local code per image and a global code per group of images",
+    "vae": "a Gaussian VAE with a discretised logistic decoder",
+    "btcvae": "a β-TCVAE (Chen et al., 2018), whose objective penalises the total correlation of its factors",
+    "multistage": "a multi-stage model: a frozen β-TCVAE (stage 1) and a Glow conditioned on its factors",
+}
+
+_CITATION = """@inproceedings{ma2021decoupling,
+  title     = {Decoupling Global and Local Representations via Invertible Generative Flows},
+  author    = {Ma, Xuezhe and Kong, Xiang and Zhang, Shanghang and Hovy, Eduard},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2021},
+  url       = {https://openreview.net/forum?id=iWLByfvUhN}
+}"""
+
+
+class HubError(CheckpointError):
+    """The Hugging Face Hub cannot be used: ``huggingface_hub`` is not installed, the repository or
+    revision does not exist or is not reachable, it is not a flowvae model, or an upload failed."""
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+
+
+def _hub() -> Any:
+    """The ``huggingface_hub`` module, imported now (so that ``import flowvae`` never pays for it)."""
+    try:
+        import huggingface_hub
+        import huggingface_hub.constants  # noqa: F401 - a lazy submodule, read for HF_HUB_OFFLINE
+    except ImportError:
+        raise HubError("the Hugging Face Hub needs the huggingface_hub package: pip install flowvae[hub]") from None
+    return huggingface_hub
+
+
+def _repo_id(repo_id: Any) -> str:
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith(".git"):
+        raise ConfigError(f"{repo_id!r} is not a Hub repository id; give USER/NAME (letters, digits, '-', '_', '.')")
+    return repo_id
+
+
+def _revision(revision: Any) -> str | None:
+    if revision is None:
+        return None
+    if not isinstance(revision, str) or not _REVISION.match(revision) or ".." in revision:
+        raise ConfigError(f"revision {revision!r} is not a branch, tag or commit name; give e.g. main or a commit hash")
+    return revision
+
+
+def _license(license: Any) -> str:
+    if not isinstance(license, str) or not _LICENSE.match(license):
+        raise ConfigError(f"license {license!r} is not a Hub license id; give e.g. mit, apache-2.0, cc-by-4.0 or other")
+    return license
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# saving
+
+
+def _stored_config(model: GenerativeModel, config: Config | None) -> tuple[Config, bool]:
+    """The config to store and whether its data section describes real training data.
+
+    The model section and ``data.n_bits`` are always the model's own, so the stored config builds
+    exactly these weights even when ``model.config`` was edited after loading.
+    """
+    cfg = config if config is not None else getattr(model, "config", None)
+    if cfg is not None and not isinstance(cfg, Config):
+        raise ConfigError(f"config must be a flowvae Config, got {type(cfg).__name__}")
+    known = cfg is not None
+    if cfg is None:  # built in Python: the data section is the default one, not the data it saw
+        cfg = Config(name=model.kind, model=model.cfg, data=DataConfig(n_bits=model.n_bits))
+    data = cfg.data if cfg.data.n_bits == model.n_bits else cfg.data.replace(n_bits=model.n_bits)
+    return Config(name=cfg.name, model=model.cfg, data=data, train=cfg.train), known
+
+
+def _leftover(name: str) -> bool:
+    """Whether ``name`` is the temporary file of an atomic write of ours that was interrupted."""
+    return name.endswith(".tmp") and any(name.startswith(f".{ours}.") for ours in _OURS)
+
+
+def _prepare_out(out: Path) -> None:
+    """Refuse an output folder that holds anything but a previous export, so that exporting into
+    ``~`` or a project folder never overwrites someone's README.md."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise CheckpointError(f"{out} exists and is not a folder; give a new or empty folder to export into")
+    if not out.is_dir():
+        return
+    others = sorted(name for name in os.listdir(out) if name not in _OURS | _GIT and not _leftover(name))
+    if others:
+        listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise CheckpointError(f"refusing to export into {out}: it holds {listed}, so it is not a flowvae export; "
+                              f"give a new or empty folder")
+    card = out / CARD_FILE
+    if os.path.lexists(card):
+        try:
+            head = safe_io.read_text(card, _MAX_CARD_BYTES)[:4096]
+        except (OSError, UnicodeDecodeError, CheckpointError):
+            head = ""
+        if "library_name: flowvae" not in head:
+            raise CheckpointError(f"refusing to overwrite {card}: it is not a flowvae model card; give a new or "
+                                  f"empty folder")
+
+
+def _sample_grid(run: Path | None) -> tuple[bytes, str] | None:
+    """The PNG bytes of the run's sample grid at temperature 1 (else its hottest) and its caption."""
+    if run is None or (run / "samples").is_symlink() or not (run / "samples").is_dir():
+        return None
+    grids = sorted(((float(m.group(1)), p) for p in (run / "samples").iterdir() if (m := _SAMPLES.match(p.name))),
+                   key=lambda t: (t[0] == 1.0, t[0]))
+    for temperature, path in reversed(grids):
+        try:
+            data = safe_io.read_bytes(path, _MAX_PNG_BYTES, root=run)
+        except (OSError, CheckpointError) as e:
+            log.warning("sample grid %s left off the model card: %s", path, _one_line(e))
+            continue
+        if data.startswith(_PNG_MAGIC):
+            return data, f"samples at temperature {temperature:.2f}"
+        log.warning("sample grid %s left off the model card: it is not a PNG file", path)
+    return None
+
+
+def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path | None = None,
+                    config: Config | None = None, repo_id: str | None = None, license: str = "mit") -> list[Path]:
+    """Write ``model`` to the folder ``out`` in the form :func:`from_pretrained` loads (module docstring).
+
+    Stored: ``config.yaml``, ``model.safetensors`` (metadata ``format=flowvae``, ``kind``,
+    ``flowvae_version``), ``samples.png`` when the run has a sample grid, and the model card
+    ``README.md`` (written last). Each file is written atomically. The card's metrics come from the
+    run folder: ``run``, else ``model.run_dir`` (set by :func:`~flowvae.api.load_run`); a model
+    built in Python (``create_model(cfg)``) has neither, and its card carries no metrics. A model
+    from :func:`from_pretrained` has its config (so the card names its data set) but no run folder.
+
+    Args:
+        model: the model to save.
+        out: the folder to write; created if needed. It must be new, empty or a previous export.
+        run: the run folder whose metrics, probe results, sample grid and hardware go on the card.
+        config: the whole config to store [default: ``model.config``; for a model built in Python, its
+            model section with the default data and train sections].
+        repo_id: the Hub repository id the card's loading example names [default: ``USER/NAME``].
+        license: the license id in the card's front matter (a Hub license id) [default: ``mit``].
+
+    Returns:
+        The paths written, the card last.
+
+    Raises:
+        CheckpointError: ``out`` is a file or holds other files (a README.md that is not a flowvae
+            card included), or a file cannot be written.
+        ConfigError: a bad ``repo_id``, ``license`` or ``config``.
+
+    Example:
+        >>> model = flowvae.load_run("runs/demo")                 # doctest: +SKIP
+        >>> model.save_pretrained("export/demo")                 # doctest: +SKIP
+        [PosixPath('export/demo/model.safetensors'), ..., PosixPath('export/demo/README.md')]
+    """
+    from safetensors.torch import save as save_safetensors
+
+    from .config import save_config
+
+    if not isinstance(model, GenerativeModel):
+        raise ConfigError(f"save_pretrained needs a flowvae model, got {type(model).__name__}")
+    repo_id = None if repo_id is None else _repo_id(repo_id)
+    license = _license(license)
+    cfg, known = _stored_config(model, config)
+    run_dir = Path(run) if run is not None else getattr(model, "run_dir", None)
+    out = Path(out)
+    _prepare_out(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create {out}: {e.strerror or e}") from None
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": "flowvae", "kind": model.kind, "flowvae_version": __version__}
+    safe_io.atomic_write(out / WEIGHTS_FILE, save_safetensors(state, metadata=meta), root=out)
+    save_config(cfg, out / CONFIG_FILE)
+    written = [out / WEIGHTS_FILE, out / CONFIG_FILE]
+    grid = _sample_grid(Path(run_dir) if run_dir is not None else None)
+    if grid is not None:
+        safe_io.atomic_write(out / SAMPLE_FILE, grid[0], root=out)
+        written.append(out / SAMPLE_FILE)
+    card = model_card(model, cfg, run=run_dir, repo_id=repo_id, license=license, dataset_known=known,
+                      sample=grid[1] if grid else None)
+    safe_io.atomic_write(out / CARD_FILE, card.encode("utf-8"), root=out)
+    return [*written, out / CARD_FILE]
+
+
+# ----------------------------------------------------------------------------------------------
+# the model card
+
+
+# The characters that start Markdown syntax in the middle of a line (values from run files are never
+# put at the start of one, where "-", "+", "1." and "=" would matter too).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~$])")
+
+
+def _md(value: Any) -> str:
+    """``value`` as one line of inert Markdown text: HTML's ``& < >`` as entities (no tags) and
+    Markdown's inline punctuation backslash-escaped (no links, images, emphasis, code, table cells
+    or maths)."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    """A number from a run file formatted, or ``–`` for anything else (text where a number belongs)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return f"{v:.{digits}f}" if _finite(v) else "–"
+
+
+def _pct(v: Any) -> str:
+    return f"{100 * v:.2f}%" if _finite(v) else "–"
+
+
+def _duration(s: Any) -> str:
+    if not _finite(s) or s < 0:
+        return "–"
+    whole = int(round(s))
+    return f"{s:,.1f} s ({whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d})"
+
+
+def _value(v: Any) -> str:
+    """A config value for a table cell: numbers and lists as code, text escaped."""
+    if isinstance(v, str):
+        return _md(v)
+    text = json.dumps(v)
+    if "`" in text or "\n" in text:
+        return _md(text)
+    return "`" + text.replace("|", "\\|") + "`"  # GFM splits table cells at every unescaped pipe, in code too
+
+
+def _rows(rows: list[tuple[str, str]], head: tuple[str, str] = ("", "")) -> list[str]:
+    """A two-column Markdown table; the cells must already be escaped."""
+    return [f"| {head[0]} | {head[1]} |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def _run_files(run: Path | None) -> dict[str, Any]:
+    """What the card shows from the run folder; unreadable files are logged and left out."""
+    if run is None:
+        return {}
+    from .report import _read_json, _read_metrics  # the report's bounded, link-refusing readers
+
+    notes: list[str] = []
+    files = {"metrics": _read_metrics(run / "metrics.jsonl", notes),
+             **{key: _read_json(run / f"{key}.json", notes) for key in ("eval", "probe", "environment")}}
+    for note in notes:
+        log.warning("model card: %s", note)
+    return files
+
+
+def _results(files: dict[str, Any]) -> list[tuple[str, str]]:
+    ev, metrics = files.get("eval"), files.get("metrics") or []
+    if isinstance(ev, dict) and _finite(ev.get("elbo_bpd")):
+        where = f"{_md(ev.get('dataset', 'test set'))}, {_num(ev.get('n'))} images, `flowvae eval`"
+        rows = [(f"test bits/dim, negative ELBO ({where})", _num(ev["elbo_bpd"]))]
+        if _finite(ev.get("iw_bpd")):
+            rows.append((f"test bits/dim, importance-weighted bound (K = {_num(ev.get('k'))})", _num(ev["iw_bpd"])))
+        if _finite(ev.get("kl")):
+            rows.append(("KL(q(z\\|x) \\|\\| p(z)), nats", _num(ev["kl"], 3)))
+        return rows
+    last = next((r for r in reversed(metrics) if _finite(r.get("test_elbo_bpd"))), None)
+    if last is None:
+        return []
+    rows = [(f"test bits/dim, negative ELBO (K = {_num(last.get('test_k'))}, {_num(last.get('test_n'))} images, "
+             f"step {_num(last.get('step'))} of training)", _num(last["test_elbo_bpd"]))]
+    if _finite(last.get("test_kl")):
+        rows.append(("KL(q(z\\|x) \\|\\| p(z)), nats", _num(last["test_kl"], 3)))
+    return rows
+
+
+def _probe(probe: Any) -> list[str]:
+    if not isinstance(probe, dict) or not isinstance(probe.get("results"), dict):
+        return []
+    lines = ["", f"Linear probe (`flowvae probe`, {_md(probe.get('protocol', '?'))} protocol) on "
+                 f"{_md(probe.get('dataset', '?'))}:", "",
+             "| features | dim | test accuracy |", "| --- | --- | --- |"]
+    lines += [f"| {_md(name)} | {_num(r.get('dim'))} | {_pct(r.get('accuracy'))} |"
+              for name, r in probe["results"].items() if isinstance(r, dict)]
+    return lines
+
+
+def _training(files: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
+    metrics, env = files.get("metrics") or [], files.get("environment")
+    rows = []
+    if metrics:
+        rows.append(("steps", f"{_num(metrics[-1].get('step'))} of batch {cfg.train.batch_size:,}"))
+        time_s = next((r["time_s"] for r in reversed(metrics) if r.get("time_s") is not None), None)
+        rows.append(("wall time", _duration(time_s)))
+    if isinstance(env, dict):
+        hw = [str(env.get("gpu") or env.get("cpu_model") or env.get("processor") or "?")]
+        if _finite(env.get("cpu_count")):
+            hw.append(f"{env['cpu_count']} CPUs")
+        if env.get("device"):
+            hw.append(f"device {env['device']}")
+        if _finite(env.get("processes")) and env["processes"] > 1:
+            hw.append(f"{env['processes']} processes")
+        rows.append(("hardware", _md(", ".join(hw))))
+        soft = [f"{name} {env[name]}" for name in ("flowvae", "torch", "python") if env.get(name)]
+        if soft:
+            rows.append(("software", _md(", ".join(soft))))
+    return rows
+
+
+def model_card(model: GenerativeModel, config: Config, *, run: str | Path | None = None, repo_id: str | None = None,
+               license: str = "mit", dataset_known: bool = True, sample: str | None = None) -> str:
+    """The ``README.md`` model card of ``model`` (module docstring), as Markdown with YAML front matter.
+
+    Args:
+        model: the model.
+        config: its whole config (as stored in ``config.yaml``).
+        run: the run folder to read ``metrics.jsonl``, ``eval.json``, ``probe.json`` and
+            ``environment.json`` from; ``None``: no metrics (a model built in Python).
+        repo_id: the repository id of the loading example [default: ``USER/NAME``].
+        license: the license id of the front matter.
+        dataset_known: whether ``config.data`` names the data the model was trained on.
+        sample: the caption of ``samples.png`` beside the card, or ``None`` without one.
+
+    Raises:
+        ConfigError: a bad ``repo_id`` or ``license``.
+    """
+    import yaml
+
+    kind, license = model.kind, _license(license)
+    repo = _repo_id(repo_id) if repo_id is not None else "USER/NAME"
+    dataset = config.data.dataset if dataset_known else None
+    tags = ["flowvae", "pytorch", "image-generation"] + ([kind.replace("_", "-")] if kind != "flowvae" else [])
+    tags += [t for t, kinds in (("normalizing-flows", _FLOWS), ("vae", _VAES)) if kind in kinds]
+    front: dict[str, Any] = {"library_name": "flowvae", "license": license, "tags": tags}
+    if dataset in HUB_DATASETS:
+        front["datasets"] = [HUB_DATASETS[dataset]]
+    front["pipeline_tag"] = "unconditional-image-generation"
+    files = _run_files(Path(run) if run is not None else None)
+    m = config.model
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {_md(config.name)}", "",
+             f"A `{kind}` model, {_KIND_TEXT.get(kind, 'one of the model kinds of flowvae')}, "
+             f"{'trained on ' + _md(dataset) if dataset else 'saved from Python (no run folder, so no metrics)'}, "
+             f"with [flowvae](https://github.com/flowvae/flowvae)."]
+    if sample:
+        lines += ["", f"![{sample}]({SAMPLE_FILE})"]
+    lines += ["", "## Use", "", "```python", "import flowvae",
+              f'model = flowvae.from_pretrained("{repo}")  # or the path of a folder holding these files', "```", "",
+              "`model.sample(16)` draws 16 uint8 images `[16, C, H, W]`; `model.bits_per_dim(x)` scores uint8 "
+              "images. Loading reads `config.yaml` and `model.safetensors` only and never runs code from the "
+              "repository (no pickle).", "", "## Model", ""]
+    params = sum(p.numel() for p in model.parameters())
+    lines += _rows([("kind", f"`{kind}`"), ("parameters", f"{params:,}"),
+                    ("images", f"{m.in_channels} × {m.image_size} × {m.image_size}, {model.n_bits} bits"),
+                    ("data set", _md(dataset) if dataset else "–"),
+                    ("capabilities", ", ".join(model.capabilities.names()) or "–")])
+    lines += ["", "Configuration (`model` section of `config.yaml`):", ""]
+    lines += _rows([(f"`{k}`", _value(v)) for k, v in m.to_dict().items()], ("field", "value"))
+    results, probe = _results(files), _probe(files.get("probe"))
+    if results or probe:
+        lines += ["", "## Results", ""]
+        if results:
+            lines += _rows(results, ("metric", "value"))
+        lines += probe
+    training = _training(files, config)
+    if training:
+        lines += ["", "## Training", ""] + _rows(training)
+    lines += ["", "## Citation", "", "```bibtex", _CITATION, "```", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# loading
+
+
+def _weight_bound(model: GenerativeModel) -> int:
+    """The most bytes the weight file of ``model`` can take: its tensors plus a safetensors header
+    (8 bytes, then JSON of about a hundred bytes and the name per tensor, and the metadata)."""
+    state = model.state_dict()
+    data = sum(t.numel() * t.element_size() for t in state.values())
+    return data + 65536 + sum(len(name) + 256 for name in state)
+
+
+def _load(config: Path, weights: Callable[[int], Path], device: torch.device, where: str) -> GenerativeModel:
+    """The model of the ``config`` file and the weight file ``weights(bound)`` returns, validated by
+    :func:`~flowvae.api.load_run`'s checks, in eval mode on ``device``."""
+    from .api import _config_and_model, _fit, _read_weights, _refuse_link
+
+    cfg, model = _config_and_model(config)
+    bound = _weight_bound(model)
+    path = weights(bound)
+    _refuse_link(path)
+    state = _read_weights(path, cfg.model.kind, max_bytes=bound)
+    _fit(model, state, path, config)
+    model.config = cfg
+    log.debug("loaded a %r model from %s", cfg.model.kind, where)
+    return model.to(device).eval()
+
+
+def _load_folder(folder: Path, device: torch.device) -> GenerativeModel:
+    if not os.path.lexists(folder / CONFIG_FILE):
+        raise CheckpointError(f"{folder} is not a flowvae model folder (no {CONFIG_FILE}); write one with "
+                              f"model.save_pretrained or flowvae export")
+    if not os.path.lexists(folder / WEIGHTS_FILE):
+        pickled = sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(_PICKLE_SUFFIXES))
+        found = f" (only {', '.join(pickled)}: pickled weights, never loaded since unpickling can run code)" if pickled else ""
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}{found}; flowvae loads safetensors weights only")
+    return _load(folder / CONFIG_FILE, lambda _: folder / WEIGHTS_FILE, device, str(folder))
+
+
+def _hub_error(e: BaseException, repo_id: str, revision: str | None, file: str | None = None) -> BaseException:
+    """A one-line :class:`HubError` for an error of ``huggingface_hub`` or the network, else ``e``
+    itself (a bug keeps its traceback). Matched by class name, which is stable across releases
+    while the modules defining the classes moved."""
+    names = {c.__name__ for c in type(e).__mro__}
+    what = f"{file} of {repo_id}" if file else repo_id
+    at = f" at revision {revision!r}" if revision else ""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if "RevisionNotFoundError" in names:
+        return HubError(f"{repo_id} has no revision {revision!r} on the Hub; give an existing branch, tag or commit")
+    if "GatedRepoError" in names:
+        return HubError(f"{repo_id} is gated: accept its conditions on huggingface.co, then log in (hf auth login)")
+    if "RepositoryNotFoundError" in names:
+        return HubError(f"no model repository {repo_id} on the Hub (nor a folder of that name here), or it is "
+                        f"private: check the id, or log in (hf auth login, or set HF_TOKEN)")
+    if "LocalEntryNotFoundError" in names or ("OfflineModeIsEnabled" in names and file):
+        return HubError(f"{what}{at} is not in the local Hugging Face cache and the Hub cannot be reached (offline, "
+                        f"or HF_HUB_OFFLINE is set); connect and try again")
+    if "OfflineModeIsEnabled" in names or isinstance(e, ConnectionError):
+        return HubError(f"the Hub cannot be reached for {repo_id} (offline, or HF_HUB_OFFLINE is set): "
+                        f"{_one_line(e)}")
+    if "EntryNotFoundError" in names:
+        return HubError(f"{repo_id}{at} has no {file}; it is not a flowvae model repository")
+    if status in (401, 403):
+        return HubError(f"the Hub refused access to {repo_id} (HTTP {status}): log in with a token that may write "
+                        f"there (hf auth login, or set HF_TOKEN)")
+    if type(e).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests", "urllib3") or isinstance(e, OSError):
+        return HubError(f"the Hub request for {what} failed: {_one_line(e)}")
+    return e
+
+
+def _cached_file(path: Path) -> Path:
+    """The real file behind ``path`` in the Hugging Face cache, whose snapshot entries are symbolic
+    links to ``../../blobs/HASH``; a link anywhere else (planted in the cache) is refused."""
+    if not path.is_symlink():
+        return path
+    real = Path(os.path.realpath(path))
+    blobs = Path(os.path.realpath(path.parent.parent.parent / "blobs"))
+    if path.parent.parent.name != "snapshots" or real.parent != blobs:
+        raise CheckpointError(f"refusing {path}: it is a symbolic link that leads outside the cache's blobs folder")
+    if not stat.S_ISREG(os.lstat(real).st_mode):
+        raise CheckpointError(f"refusing {path}: it does not lead to a regular file")
+    return real
+
+
+def _load_hub(repo_id: str, revision: str | None, device: torch.device, cache_dir: str | Path | None,
+              token: str | bool | None) -> GenerativeModel:
+    from .config import MAX_CONFIG_BYTES
+
+    hub = _hub()
+    sizes: dict[str, int] = {}
+    if not getattr(hub.constants, "HF_HUB_OFFLINE", False):
+        # Sizes first, so that neither file is downloaded when it cannot be what flowvae wrote.
+        try:
+            infos = hub.HfApi(token=token).get_paths_info(repo_id, list(LOAD_FILES), revision=revision)
+        except Exception as e:  # noqa: BLE001 - mapped to one line, or re-raised as it is
+            raise _hub_error(e, repo_id, revision) from None
+        sizes = {i.path: int(i.size) for i in infos if getattr(i, "size", None) is not None}
+        for name in LOAD_FILES:
+            if name not in sizes:
+                raise HubError(f"{repo_id} has no {name}; it is not a flowvae model repository (flowvae loads "
+                               f"{' and '.join(LOAD_FILES)} only, never pickled weights)")
+        if sizes[CONFIG_FILE] > MAX_CONFIG_BYTES:
+            raise HubError(f"{CONFIG_FILE} of {repo_id} is {sizes[CONFIG_FILE]:,} bytes, more than the "
+                           f"{MAX_CONFIG_BYTES:,} of a flowvae config; not downloaded")
+
+    def download(name: str, rev: str | None) -> Path:
+        try:
+            return Path(hub.hf_hub_download(repo_id, name, revision=rev, cache_dir=cache_dir, token=token,
+                                            library_name="flowvae", library_version=__version__))
+        except Exception as e:  # noqa: BLE001 - mapped to one line, or re-raised as it is
+            raise _hub_error(e, repo_id, rev, name) from None
+
+    snapshot = download(CONFIG_FILE, revision)
+    # The weights come from the commit the config came from, even if the branch moves meanwhile.
+    commit = snapshot.parent.name if snapshot.parent.parent.name == "snapshots" else revision
+
+    def weights(bound: int) -> Path:
+        if sizes.get(WEIGHTS_FILE, 0) > bound:
+            raise HubError(f"{WEIGHTS_FILE} of {repo_id} is {sizes[WEIGHTS_FILE]:,} bytes, more than the {bound:,} "
+                           f"that the weights of its config's model take; not downloaded")
+        return _cached_file(download(WEIGHTS_FILE, commit))
+
+    at = f"{repo_id}@{commit[:12]}" if commit else repo_id
+    try:
+        return _load(_cached_file(snapshot), weights, device, at)
+    except HubError:
+        raise
+    except FlowVAEError as e:  # the message names a blob of the cache; say which repository it is
+        raise type(e)(f"{at}: {e}") from None
+
+
+def from_pretrained(repo_id_or_dir: str | Path, revision: str | None = None, device: str | torch.device = "cpu", *,
+                    cache_dir: str | Path | None = None, token: str | bool | None = None) -> GenerativeModel:
+    """Load a model written by :func:`save_pretrained`, from a folder or a Hub model repository.
+
+    A path to an existing folder is loaded from there; anything else must be a repository id
+    ``USER/NAME``, whose ``config.yaml`` and ``model.safetensors`` (nothing else) are downloaded
+    into the Hugging Face cache, or taken from it when ``HF_HUB_OFFLINE=1``. Online, their sizes
+    are asked first: a config over 1 MiB, or a weight file larger than the model its config
+    describes, is refused before it is downloaded.
+
+    Both go through the checks of :func:`~flowvae.api.load_run`: no symbolic links (in the cache,
+    only the cache's own links to its blobs), a config that parses without unknown fields, an
+    architecture within the size limit, weights with flowvae's metadata for the same kind, every
+    tensor present with its shape. No code from the files is ever run (safetensors only, no pickle,
+    no remote code).
+
+    Args:
+        repo_id_or_dir: a folder, or a Hub repository id ``USER/NAME``.
+        revision: a branch, tag or commit of the repository [default: ``main``].
+        device: where to put the model (``cpu``, ``cuda``, ``auto``).
+        cache_dir: the Hugging Face cache [default: ``HF_HUB_CACHE``, ``~/.cache/huggingface/hub``].
+        token: a Hub token for a private repository [default: the logged-in one, or ``HF_TOKEN``].
+
+    Returns:
+        The model in eval mode, with its config as ``model.config``.
+
+    Raises:
+        CheckpointError: a folder without ``config.yaml`` or ``model.safetensors`` (a pickled
+            ``.bin`` is named and never opened), a symbolic link, weights that are not flowvae's for
+            this kind, too large, or do not fit the architecture (the first mismatched tensors named).
+        ConfigError: a config that does not parse or has an unknown field; a bad repository id or
+            revision; a device that is not available.
+        HubError: ``huggingface_hub`` missing (``pip install flowvae[hub]``), a repository, revision
+            or file that does not exist, no network, or a file too large to be flowvae's.
+
+    Example:
+        >>> model = flowvae.from_pretrained("me/flowvae-digits")     # doctest: +SKIP
+        >>> images = model.sample(16)                                # doctest: +SKIP
+    """
+    from .training.environment import resolve_device
+
+    device = resolve_device(str(device))  # "cuda" without a GPU: one line, before any reading or download
+    if isinstance(repo_id_or_dir, (str, os.PathLike)) and os.path.isdir(repo_id_or_dir):
+        if revision is not None:
+            raise ConfigError(f"revision={revision!r} applies to Hub repositories, not to the folder {repo_id_or_dir}")
+        return _load_folder(Path(repo_id_or_dir), device)
+    if isinstance(repo_id_or_dir, Path) or (isinstance(repo_id_or_dir, str) and not _REPO_ID.match(repo_id_or_dir)):
+        raise CheckpointError(f"{repo_id_or_dir} is neither a folder nor a Hub repository id USER/NAME; give the "
+                              f"folder written by save_pretrained or flowvae export, or a repository id")
+    return _load_hub(_repo_id(repo_id_or_dir), _revision(revision), device, cache_dir, token)
+
+
+# ----------------------------------------------------------------------------------------------
+# uploading
+
+
+def push_to_hub(model_or_run: GenerativeModel | str | Path, repo_id: str, *, private: bool | None = None,
+                revision: str | None = None, token: str | bool | None = None, commit_message: str | None = None,
+                license: str = "mit") -> dict[str, Any]:
+    """Upload a model (or the model of a run folder) to the Hub model repository ``repo_id``.
+
+    The files are those of :func:`save_pretrained` (card included, with ``repo_id`` in its loading
+    example), written to a temporary folder and uploaded in one commit; no other file is uploaded
+    and none in the repository is deleted. The repository is created if it does not exist
+    (``private`` applies then only), and so is the branch ``revision``. ``config.yaml`` goes up as
+    it is, local paths (``data.root``, ``model.stage1_run``) included.
+
+    Args:
+        model_or_run: a model, or a run folder (loaded with :func:`~flowvae.api.load_run`, its
+            metrics put on the card).
+        repo_id: ``USER/NAME`` or ``ORGANISATION/NAME``.
+        private: create the repository private [default: the Hub's default, public].
+        revision: the branch to commit to, created from ``main`` if missing [default: ``main``].
+        token: a Hub token with write access [default: the logged-in one, or ``HF_TOKEN``].
+        commit_message: [default: ``Upload KIND model with flowvae VERSION``].
+        license: the license id of the card [default: ``mit``].
+
+    Returns:
+        ``{"repo_id", "revision", "files", "commit_url"}``.
+
+    Raises:
+        HubError: ``huggingface_hub`` missing (``pip install flowvae[hub]``), not logged in or no
+            write access, no network.
+        CheckpointError, ConfigError: a run folder that cannot be loaded; a bad id or revision.
+
+    Example:
+        >>> flowvae.push_to_hub("runs/demo", "me/flowvae-digits", private=True)   # doctest: +SKIP
+        {'repo_id': 'me/flowvae-digits', 'revision': 'main', 'files': ['config.yaml', ...], ...}
+    """
+    from .api import load_run
+
+    repo_id, revision, license = _repo_id(repo_id), _revision(revision), _license(license)
+    hub = _hub()  # a missing package fails before any work
+    if getattr(hub.constants, "HF_HUB_OFFLINE", False):
+        raise HubError(f"cannot push to {repo_id} while HF_HUB_OFFLINE is set; unset it (flowvae export writes the "
+                       f"same files to a folder without the network)")
+    if isinstance(model_or_run, (str, os.PathLike)):
+        model = load_run(model_or_run)
+    elif isinstance(model_or_run, GenerativeModel):
+        model = model_or_run
+    else:
+        raise ConfigError(f"push_to_hub needs a flowvae model or a run folder, got {type(model_or_run).__name__}")
+    with tempfile.TemporaryDirectory(prefix="flowvae-push-") as tmp:
+        names = [p.name for p in save_pretrained(model, Path(tmp) / "model", repo_id=repo_id, license=license)]
+        api = hub.HfApi(token=token)
+        try:
+            api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+            if revision not in (None, "main"):
+                api.create_branch(repo_id, repo_type="model", branch=revision, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(Path(tmp) / "model"),
+                                     allow_patterns=names, revision=revision,
+                                     commit_message=commit_message or f"Upload {model.kind} model with flowvae {__version__}")
+        except Exception as e:  # noqa: BLE001 - mapped to one line, or re-raised as it is
+            raise _hub_error(e, repo_id, revision) from None
+    return {"repo_id": repo_id, "revision": revision or "main", "files": names,
+            "commit_url": str(getattr(info, "commit_url", info))}
