@@ -100,13 +100,16 @@ class TrainConfig(Settings):
     time_limit_s: float | None = setting(None, gt=0, help="stop after this many seconds of training steps, "
                                          "summed over resumed sessions (setup not counted; checkpoint kept)")
     deterministic: bool = False       # torch.use_deterministic_algorithms (bitwise resume on GPU too)
+    loggers: list[Literal["tensorboard", "wandb"]] | None = setting(
+        None, help="experiment loggers fed during training (flowvae.training.loggers); None: tensorboard "
+        "when installed, []: none")
 
     # Fields a resumed run may change: they decide how long, where and how observably the run goes,
     # not which numbers it computes. Any other change would silently break bitwise continuation.
     resumable: ClassVar[frozenset[str]] = frozenset({
         "steps", "eval_every", "eval_images", "eval_k", "checkpoint_every", "checkpoint_every_s",
         "keep_checkpoints", "max_bad_steps", "device", "num_threads", "compile", "sample_temperatures",
-        "time_limit_s"})
+        "time_limit_s", "loggers"})
 
     def validate(self) -> None:
         if len(self.betas) != 2:

@@ -1,5 +1,7 @@
-"""Training: the loop, checkpoints and the run folder."""
+"""Training: the loop, checkpoints, the run folder, callbacks and experiment loggers."""
 
+from .callbacks import Callback, CallbackError, TrainState
+from .loggers import TensorBoardLogger, WandbLogger
 from .trainer import train
 
-__all__ = ["train"]
+__all__ = ["Callback", "CallbackError", "TensorBoardLogger", "TrainState", "WandbLogger", "train"]

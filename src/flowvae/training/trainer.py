@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from ..flows.base import data_init
 from ..imaging import save_grid
 from ..models.base import GenerativeModel, create_model
 from ..presets import cpu_size_warning
+from .callbacks import Callback, Hooks, TrainState
 from .checkpoint import (
     atomic_write_bytes,
     checkpoint_model_state,
@@ -51,6 +54,7 @@ from .checkpoint import (
 )
 from .distributed import DistContext, cleanup, setup
 from .environment import environment_record, resolve_device, tune_cpu_allocator
+from .loggers import loggers_for
 from .run_lock import RunLock, remove_temporary_files
 
 __all__ = ["train", "load_data", "lr_lambda"]
@@ -58,6 +62,7 @@ __all__ = ["train", "load_data", "lr_lambda"]
 log = logging.getLogger("flowvae.train")
 # metrics.jsonl is re-read on resume only as a regular file, up to this size.
 MAX_METRICS_BYTES = 1024**3
+SAMPLES_PER_GRID = 64  # samples/*.png and the grids callbacks get: 8 rows of 8
 
 
 def lr_lambda(warmup: int, decay: float):
@@ -277,29 +282,6 @@ def _log_to_file(run: Path) -> logging.Handler:
     return handler
 
 
-class _TensorBoard:
-    """Scalars to ``run/tensorboard`` when the ``tensorboard`` package is installed; else nothing."""
-
-    def __init__(self, run: Path, enabled: bool):
-        self.writer = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is optional
-                return
-            self.writer = SummaryWriter(log_dir=str(run / "tensorboard"))
-
-    def scalars(self, step: int, values: dict) -> None:
-        if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)) and v is not None:
-                    self.writer.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 def _check_run_folder(run: Path, resume: bool) -> None:
     ckpts = run / "checkpoints"
     if run.exists() and not resume and (any(ckpts.glob("ckpt-*.pt")) or (run / "model.safetensors").exists()):
@@ -308,7 +290,8 @@ def _check_run_folder(run: Path, resume: bool) -> None:
 
 
 def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | None = None,
-          allow_changes: bool = False, train_data: Any = None, test_data: Any = None) -> dict:
+          allow_changes: bool = False, train_data: Any = None, test_data: Any = None,
+          callbacks: Sequence[Callback] | None = None) -> dict:
     """Train the model of ``cfg`` and write everything into the run folder ``run``.
 
     Args:
@@ -328,6 +311,9 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
             larger than 2 GB decoded (or any, with ``data.in_memory=false``) is streamed by
             ``data.num_workers`` DataLoader workers. ``config.yaml`` keeps ``cfg.data``, so commands
             that read the run's data later (``flowvae eval RUN``) read that.
+        callbacks: :class:`~flowvae.training.Callback` objects called as training goes, after the
+            loggers of ``train.loggers`` (:mod:`flowvae.training.callbacks`: the hooks, their
+            order, metric units, and what an exception in one does). Rank 0 only under DDP.
 
     Returns:
         The last evaluation record (``step``, ``test_elbo_bpd``, ...).
@@ -343,21 +329,28 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
     Raises:
         TrainingInterrupted: stopped by a signal (a checkpoint of the last finished step is saved).
+        CallbackError: a callback raised (a checkpoint of the last finished step is saved).
         FlowVAEError: bad data, config, run folder (another process training in it), a resume
-            with changed settings, or too many non-finite steps in a row.
+            with changed settings, too many non-finite steps in a row, or a logger of
+            ``train.loggers`` whose package is not installed.
     """
     run = Path(run)
     tc = cfg.train
+    user = list(callbacks or [])
+    for cb in user:
+        if not isinstance(cb, Callback):
+            raise ConfigError(f"callbacks must be flowvae.training.Callback objects, got {type(cb).__name__}")
     ctx, device_name = setup(tc.device)
     if ctx.enabled and tc.batch_size % ctx.world:
         raise ConfigError(f"train.batch_size={tc.batch_size} is the global batch and must divide evenly "
                           f"over {ctx.world} processes")
+    hooks = Hooks([*loggers_for(tc.loggers, user), *user] if ctx.is_main else [])
     if not ctx.is_main:
         logging.getLogger("flowvae").setLevel(logging.WARNING)
     created = not run.exists()
     lock = RunLock(run).acquire() if ctx.is_main else None
     try:
-        return _locked_train(cfg, run, resume, progress, ctx, device_name, allow_changes, train_data, test_data)
+        return _locked_train(cfg, run, resume, progress, ctx, device_name, allow_changes, train_data, test_data, hooks)
     except BaseException:
         if lock is not None and created:  # a run that failed before writing anything leaves no folder
             lock.release()
@@ -372,7 +365,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
 
 def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, ctx: DistContext,
-                  device_name: str, allow_changes: bool, train_data: Any, test_data: Any) -> dict:
+                  device_name: str, allow_changes: bool, train_data: Any, test_data: Any, hooks: Hooks) -> dict:
     t_setup = time.time()
     tc = cfg.train
     if ctx.is_main:
@@ -434,12 +427,13 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     try:
         with _Signals() as signals:
             last = _train(cfg, model, train_data, test_data, run, device, found, progress, ctx, signals,
-                          allow_changes, t_setup)
+                          hooks, allow_changes, t_setup)
     except BaseException:
         if ctx.enabled:
             torch.distributed.destroy_process_group()
         raise
     finally:
+        hooks.close()
         if handler is not None:
             logging.getLogger("flowvae").removeHandler(handler)
             logging.getLogger("flowvae.progress").removeHandler(handler)
@@ -450,7 +444,7 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
 
 def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any, run: Path,
            device: torch.device, found: tuple[Path, dict] | None, progress: bool | None, ctx: DistContext,
-           signals: _Signals, allow_changes: bool = False, t_setup: float = 0.0) -> dict:
+           signals: _Signals, hooks: Hooks, allow_changes: bool = False, t_setup: float = 0.0) -> dict:
     t0 = time.time()
     t_setup = t_setup or t0
     tc = cfg.train
@@ -526,7 +520,11 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         env["train_data"] = f"{getattr(train_data, 'name', type(train_data).__name__)}: {len(train_data)} images"
         env["test_data"] = f"{getattr(test_data, 'name', type(test_data).__name__)}: {len(test_data)} images"
         atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode(), root=run)
-    tb = _TensorBoard(run, main)
+
+    def snapshot(at: int | None = None) -> TrainState:
+        """What callbacks see: the run as of step ``at`` (default: now)."""
+        return TrainState(step=step if at is None else at, epoch=getattr(batches, "epoch", None), run=run,
+                          config=cfg, model=model, rank=ctx.rank, world_size=ctx.world, resumed=found is not None)
 
     def evaluate(train_bpd: float | None, skipped: int) -> dict:
         """Test bits/dim now, appended to metrics.jsonl (fixed noise seed, so points are comparable).
@@ -543,7 +541,12 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         grad_norm_max = 0.0
         if main:
             _write_metrics(run, rec)
-            tb.scalars(step, {f"test/{k_}": v for k_, v in res.items() if k_ in keys})
+        if hooks.callbacks:
+            was_training = model.training
+            model.eval()  # no BatchNorm statistics move while callbacks look at the model
+            samples = _draw_samples(model, tc.sample_temperatures, tc.seed, device) if hooks.wants_samples else None
+            hooks("on_eval", snapshot(), dict(rec), samples)
+            model.train(was_training)
         log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
         return rec
 
@@ -564,10 +567,15 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
             return
         moved["progress"]["elapsed_s"] = elapsed + time.time() - t0
         moved["progress"]["train_s"] = trained + (time.time() - t_loop if t_loop else 0.0)
-        save_checkpoint(run / "checkpoints", label, {
+        path = save_checkpoint(run / "checkpoints", label, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "step": label, "config": cfg.to_dict(), **moved}, keep=tc.keep_checkpoints)
         saved_at["step"] = label
+        hooks("on_checkpoint", snapshot(label), path)
+
+    hooks("on_train_start", snapshot())
+    if not ctx.all_true(hooks.ok, device):  # before anything is trained: nothing to save
+        raise hooks.error(run, None)
 
     if found is None:
         pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]
@@ -597,7 +605,13 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     try:
         while step < tc.steps:
             in_time = tc.time_limit_s is None or trained + time.time() - t_loop <= tc.time_limit_s
-            if not ctx.all_true(in_time and signals.signum is None, device):  # every rank stops at the same step
+            # Every rank stops at the same step: for the time limit, a signal, or a failed callback (rank 0's).
+            if not ctx.all_true(in_time and signals.signum is None and hooks.ok, device):
+                if not ctx.all_true(hooks.ok, device):
+                    if bar is not None:
+                        bar.close()
+                    checkpoint(step, counters())
+                    raise hooks.error(run, step)
                 if not ctx.all_true(signals.signum is None, device):
                     if bar is not None:
                         bar.close()
@@ -627,9 +641,10 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
                 loss.backward()
                 grads = [p.grad for p in model.parameters() if p.grad is not None]
                 norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
-                finite, what = bool(torch.isfinite(norm)) and len(grads) > 0, "gradient"
+                grad_norm = float(norm)
+                finite, what = math.isfinite(grad_norm) and len(grads) > 0, "gradient"
                 if finite:  # the largest gradient norm since the last evaluation: spikes show here first
-                    grad_norm_max = max(grad_norm_max, float(norm))
+                    grad_norm_max = max(grad_norm_max, grad_norm)
             if finite:
                 if guard is not None:
                     guard.save()
@@ -667,7 +682,10 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
                 (progress_log if bar is not None else log).info(
                     "step %d: train %.4f bits/dim (running mean), kl %.2f nats, max grad norm %.3g", step, run_bpd,
                     float(stats["kl"]), grad_norm_max)
-                tb.scalars(step, {"train/bpd": batch_bpd, "train/kl_nats": float(stats["kl"]), "train/lr": opt.param_groups[0]["lr"]})
+            if hooks.callbacks:
+                hooks("on_step", snapshot(), {
+                    "train/bpd": batch_bpd, "train/bpd_running": run_bpd, "train/kl_nats": float(stats["kl"]),
+                    "train/lr": opt.param_groups[0]["lr"], "train/grad_norm": grad_norm})
             if step % tc.eval_every == 0 or step == tc.steps:
                 last = evaluate(run_bpd, skipped)
             if step % tc.checkpoint_every == 0 or (
@@ -679,16 +697,16 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         bar.close()
     if not last or last.get("step") != step:
         last = evaluate(run_bpd, skipped)
-    tb.close()
     checkpoint(step, counters())
+    if not hooks.ok:  # on_eval or on_checkpoint of the last step failed; its checkpoint is written
+        raise hooks.error(run, step)
     model.eval()
     if not main:
         return last
     _save_final(model, run)
-    gen = torch.Generator(device=device).manual_seed(tc.seed)
-    for t in tc.sample_temperatures:
-        save_grid(model.sample(64, temperature=t, generator=gen).cpu(), run / "samples" / f"samples_t{t:.2f}.png",
-                  nrow=8, scale=max(1, 64 // cfg.model.image_size), root=run)
+    for t, images in _draw_samples(model, tc.sample_temperatures, tc.seed, device).items():
+        save_grid(images, run / "samples" / f"samples_t{t:.2f}.png", nrow=8,
+                  scale=max(1, 64 // cfg.model.image_size), root=run)
     try:
         from ..report import write_report
 
@@ -696,7 +714,21 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     except Exception as e:  # noqa: BLE001 - a report problem must not fail a finished training run
         log.warning("could not write report.html: %s", e)
     log.info("done: %d steps in %.1f s, run folder %s", step, elapsed + time.time() - t0, run)
+    hooks("on_train_end", snapshot(), dict(last))
+    if not hooks.ok:
+        raise hooks.error(run, None)
     return last
+
+
+@torch.no_grad()
+def _draw_samples(model: GenerativeModel, temperatures: list[float], seed: int,
+                  device: torch.device) -> dict[float, torch.Tensor]:
+    """``SAMPLES_PER_GRID`` uint8 samples ``[N, C, H, W]`` (on the CPU) at each temperature, from one
+    generator seeded with ``seed``. The global RNG streams are forked, so drawing them (for a
+    callback, during training) leaves the run's numbers as they would be without."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return {t: model.sample(SAMPLES_PER_GRID, temperature=t, generator=gen).cpu() for t in temperatures}
 
 
 def _save_final(model: GenerativeModel, run: Path) -> None:
