@@ -1,6 +1,8 @@
 # flowvae: two commands for a fresh machine.
 #   make demo   set up .venv and train + evaluate the paper's model on scikit-learn's digits
 #   make test   set up .venv, run ruff and mypy (make lint), then the test suite
+#   make test-torch-range   the test suite again on the oldest and the newest supported PyTorch (CI runs it)
+#   make docs   the documentation site into site/ (mkdocs, strict)
 PYTHON ?= python3
 VENV   ?= .venv
 # A CPU build of PyTorch by default. On a GPU machine: make TORCH="torch" setup
@@ -9,7 +11,12 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.flowvae-installed
 DEMO   ?= runs/demo
 
-.PHONY: setup demo test lint clean-demo
+# The oldest and the newest PyTorch that pyproject.toml admits: PyPI has only CUDA builds of them for
+# x86_64 (about 5 GB each with their nvidia-* packages, installed one at a time and deleted after).
+TORCH_OLDEST ?= torch==2.4.1
+TORCH_NEWEST ?= torch==2.15.0
+
+.PHONY: setup demo test lint docs test-torch-range clean-demo
 
 setup: $(STAMP)
 
@@ -34,6 +41,13 @@ demo: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+test-torch-range:
+	.ci/torch_env "$(TORCH_OLDEST)" .venv-oldest
+	.ci/torch_env "$(TORCH_NEWEST)" .venv-newest
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict -d site
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks && $(BIN)/python -m mypy src/flowvae
