@@ -86,3 +86,22 @@ def test_license_notice_and_citation():
     assert [(a["given-names"], a["family-names"]) for a in paper["authors"]] == [
         ("Xuezhe", "Ma"), ("Xiang", "Kong"), ("Shanghang", "Zhang"), ("Eduard", "Hovy")]
     assert "ICLR" in paper["conference"]["name"]
+
+
+def test_readme_links_are_absolute_and_name_files_of_this_repository():
+    """The README is the package's long description: on the package index a relative link or image
+    breaks, so every link is absolute; each one into the repository (its `Repository` URL in
+    pyproject.toml) must name a file that exists in this checkout."""
+    import re
+
+    repo = re.search(r'^Repository = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1).rstrip("/")
+    owner_name = repo.removeprefix("https://github.com/")
+    prefixes = (f"{repo}/blob/main/", f"{repo}/tree/main/", f"https://raw.githubusercontent.com/{owner_name}/main/")
+    targets = re.findall(r"\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+    relative = [t for t in targets if not t.startswith(("http://", "https://", "#", "mailto:"))]
+    assert not relative, f"relative links in README.md (break on the package index): {relative}"
+    ours = [t for t in targets if t.startswith(prefixes)]
+    assert len(ours) >= 10  # the figures and pages; a regex that matched nothing would pass vacuously
+    missing = [t for t in ours if not (ROOT / next(t.removeprefix(p) for p in prefixes if t.startswith(p))
+                                       .split("#")[0]).exists()]
+    assert not missing, f"README links to files this checkout does not have: {missing}"

@@ -180,16 +180,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
-    from ..evaluation.switching import switch_pairs
+    from ..evaluation.switching import switch_metric, switch_pairs
     from ..imaging import save_grid
+    from ..safe_io import atomic_write
+    from ..training.trainer import load_data
 
     model, _, seed = _load_for_eval(args, "global_local")
-    grid, info = switch_pairs(model, _test_data(model, keep=True), args.pairs, args.same_class, seed)
+    test = _test_data(model, keep=True)
+    grid, info = switch_pairs(model, test, args.pairs, args.same_class, seed)
     out = Path(args.out) if args.out else Path(args.run) / "switch.png"
     save_grid(grid.flatten(0, 1), out, nrow=8 if args.pairs % 2 == 0 else 4, scale=_scale(model), root=_root(args))
-    exact = info["diagonal_exact"]
-    _emit(args, {"file": str(out), **info},
-          [f"wrote {out}: {args.pairs} pairs, each (v1,z1) (v1,z2) (v2,z2) (v2,z1); real images reproduced exactly: {exact}"])
+    exact, metric = info["diagonal_exact"], None
+    lines = [f"wrote {out}: {args.pairs} pairs, each (v1,z1) (v1,z2) (v2,z2) (v2,z1); real images reproduced exactly: {exact}"]
+    if not args.no_metric and test.labels is None:  # the grid needs no labels; only the metric is left out
+        log.warning("%s has no labels, so there is no switch metric (--no-metric skips it quietly)", test.name)
+    elif not args.no_metric:
+        model.config.data.train_limit = 5000  # the classifier's training images, as for flowvae probe
+        metric = switch_metric(model, load_data(model.config, "train"), test, args.metric_pairs, seed)
+        atomic_write(Path(args.run) / "switch.json", json.dumps(metric, indent=2).encode(), root=args.run)
+        lines.append(f"switch metric, {metric['pairs']} pairs of different classes: the decode of (v1,z2) is classified "
+                     f"as z's class (image 2) {100 * metric['follow_z']:.1f}%, v's class (image 1) "
+                     f"{100 * metric['follow_v']:.1f}%, neither {100 * metric['neither']:.1f}%; linear classifier of "
+                     f"pixels {100 * metric['test_accuracy']:.1f}% on real test images; wrote {Path(args.run) / 'switch.json'}")
+    _emit(args, {"file": str(out), **info, "metric": metric}, lines)
     return 0 if exact else 1
 
 

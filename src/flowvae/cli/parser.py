@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     number(p, "--pairs", ge=1, default=8, help="number of image pairs [default: 8]")
     p.add_argument("--same-class", action="store_true", help="pair images of the same class")
     p.add_argument("--out", default=None, help="PNG file [default: RUN/switch.png]")
+    number(p, "--metric-pairs", ge=1, default=None,
+           help="pairs of test images of different classes for the switch metric [default: 500, or all if fewer]")
+    p.add_argument("--no-metric", action="store_true",
+                   help="skip the switch metric (a linear classifier of pixels applied to the (v1,z2) decodes)")
     _common(p)
 
     p = sub.add_parser("interpolate", help="2-D interpolation over z and v between two real images (eq. 8)",

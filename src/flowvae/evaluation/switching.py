@@ -1,11 +1,13 @@
 """The switch operation on real test images (paper §3.2, Figure 1), for kinds with a global and a
-local code (the ``global_local`` capability): which pairs, the decoded 2x2 grids, and whether the
-real images came back exactly."""
+local code (the ``global_local`` capability): which pairs, the decoded 2x2 grids, whether the real
+images came back exactly, and a number for what the switch does (:func:`switch_metric`: whose
+class the decode of (v1, z2) has, image 2's, which gave z, or image 1's, which gave v)."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -14,8 +16,14 @@ from ..errors import ConfigError, DataError
 from ..models.base import GenerativeModel, check_count
 from ._protocols import GlobalLocal
 from .evaluate import quantised
+from .probe import fit_linear
 
-__all__ = ["pick_pairs", "switch_pairs"]
+__all__ = ["pick_pairs", "pick_different_class_pairs", "different_class_pair_count", "switch_pairs",
+           "switch_metric", "METRIC_PAIRS"]
+
+METRIC_PAIRS = 500
+"""Default number of pairs of :func:`switch_metric`: a fraction from 500 pairs has a standard
+error of at most 2.2 percentage points."""
 
 
 def pick_pairs(data: ImageData, pairs: int, same_class: bool = False, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -83,3 +91,153 @@ def switch_pairs(model: GenerativeModel, test_data: ImageData, pairs: int, same_
                  and torch.equal(grid[:, 2], quantised(model, x2).cpu()))
     return grid, {"pairs": pairs, "same_class": same_class, "diagonal_exact": exact,
                   "first": first.tolist(), "second": second.tolist()}
+
+
+def different_class_pair_count(data: ImageData) -> int:
+    """The number of ordered pairs ``(i, j)`` of images of ``data`` of different classes (0
+    without labels)."""
+    if data.labels is None:
+        return 0
+    counts = torch.unique(data.labels, return_counts=True)[1]
+    return int(counts.sum()) ** 2 - int((counts * counts).sum())
+
+
+def pick_different_class_pairs(data: ImageData, pairs: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Indices of ``pairs`` distinct seeded pairs ``(i, j)`` of images of ``data`` of different classes.
+
+    Balanced over the ordered class pairs ``(a, b)``, ``a != b``: each gets ``pairs / (K (K - 1))``
+    pairs, rounded up or down at random, except a class pair with fewer possible image pairs
+    (``n_a * n_b``), which gets all of them while the others share the rest. Within ``(a, b)`` the
+    ``k``-th pair is ``(A[k mod n_a], B[(k mod n_a + k // n_a) mod n_b])`` for seeded permutations
+    ``A``, ``B`` of the two classes' images: no pair repeats, and every image of a class is used
+    before any is used twice as the first image. An image may appear in several pairs. The pairs
+    are returned in a seeded random order.
+
+    Returns:
+        ``(first, second)``, int64 ``[pairs]`` each, ``labels[first] != labels[second]``.
+
+    Raises:
+        ConfigError: ``pairs`` not a positive integer, or more than the distinct ordered pairs of
+            different classes (the message says how many there are).
+        DataError: data without labels, or with one class only.
+    """
+    if data.labels is None:
+        raise DataError(f"{data.name} has no labels, so the switch metric cannot pair images of different classes")
+    labels = data.labels
+    classes = torch.unique(labels)
+    if len(classes) < 2:
+        raise DataError(f"{data.name} holds one class only (label {int(classes[0])}); the switch metric needs two")
+    check_count("pairs", pairs)  # after the classes, so one class is reported as such, not as 0 pairs
+    g = torch.Generator().manual_seed(seed)
+    members = [torch.nonzero(labels == c).flatten() for c in classes]
+    cells = [(a, b) for a in range(len(classes)) for b in range(len(classes)) if a != b]
+    caps = [len(members[a]) * len(members[b]) for a, b in cells]
+    if pairs > sum(caps):
+        raise ConfigError(f"pairs={pairs} but {data.name} has only {sum(caps)} ordered pairs of images of "
+                          f"different classes; ask for at most {sum(caps)}")
+    # Water-filling: small class pairs first, each taking at most an equal share of what is left, so
+    # the rounding remainder falls on class pairs chosen at random (stable sort of a random order).
+    order = sorted(torch.randperm(len(cells), generator=g).tolist(), key=lambda c: caps[c])
+    left, first, second = pairs, [], []
+    for rank, c in enumerate(order):
+        k = min(caps[c], -(-left // (len(cells) - rank)))
+        left -= k
+        if k == 0:
+            continue
+        ma, mb = (members[i][torch.randperm(len(members[i]), generator=g)] for i in cells[c])
+        t = torch.arange(k)
+        r, q = t % len(ma), t // len(ma)
+        first.append(ma[r])
+        second.append(mb[(r + q) % len(mb)])
+    perm = torch.randperm(pairs, generator=g)
+    return torch.cat(first)[perm], torch.cat(second)[perm]
+
+
+def _fractions(pred: np.ndarray, z_label: np.ndarray, v_label: np.ndarray) -> dict[str, float]:
+    """Fractions of predictions equal to the class of the image that gave z, of the one that gave
+    v, and of neither (the two classes differ, so the three are exclusive and sum to 1)."""
+    n = len(pred)
+    fz, fv = int((pred == z_label).sum()), int((pred == v_label).sum())
+    return {"follow_z": fz / n, "follow_v": fv / n, "neither": (n - fz - fv) / n}
+
+
+@torch.no_grad()
+def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: ImageData, pairs: int | None = None,
+                  seed: int = 0, train_images: int = 5000, C: float | None = None,
+                  batch_size: int = 64) -> dict[str, Any]:
+    """Whose class survives the switch: a linear classifier of pixels applied to switched decodes.
+
+    A linear SVM (:func:`flowvae.evaluation.probe.fit_linear`, the probe's standard protocol:
+    standardised pixels, ``C`` cross-validated unless given) is trained on the pixels of at most
+    ``train_images`` training images (a seeded subset), as the model reproduces them
+    (:func:`~flowvae.evaluation.evaluate.quantised`, so its bits match the decodes'). For
+    ``pairs`` pairs of test images of different classes (:func:`pick_different_class_pairs`) it
+    classifies the decode of (v1, z2): ``follow_z`` is the fraction predicted as image 2's class
+    (the class went with the global code), ``follow_v`` as image 1's (it stayed with the local
+    code), ``neither`` the rest. ``swapped`` is the same for the decode of (v2, z1) (z from image
+    1). The classifier's accuracy on the real test images (quantised likewise) is the ceiling of
+    ``follow_z`` for a decoder that switched the class perfectly. The pairs are not those of
+    :func:`switch_pairs`' grid.
+
+    Args:
+        model: a model with the ``global_local`` capability.
+        train_data, test_data: labelled uint8 images ``[N, C, H, W]`` of the model's shape.
+        pairs: pairs of test images to switch; ``None``: :data:`METRIC_PAIRS`, or every distinct
+            pair of different classes when the test set has fewer.
+        seed: seed of the training subset, the pairs, the folds and the SVM.
+        train_images: most training images the classifier sees (the probe's default, 5000).
+        C: the SVM's regularisation; ``None`` cross-validates it like the probe.
+        batch_size: pairs decoded per call of ``model.switch``.
+
+    Returns:
+        ``{"dataset", "pairs", "classes" (test classes), "seed", "follow_z", "follow_v", "neither",
+        "swapped": {"follow_z", "follow_v", "neither"}, "test_accuracy" (fraction of real test
+        images classified correctly), "classifier": {"features": "pixels", "C", "cv_accuracy",
+        "n_train", "n_test", "dim", "protocol"}}``; fractions in [0, 1].
+
+    Raises:
+        ConfigError: a model without the ``global_local`` capability, ``pairs`` / ``train_images`` /
+            ``batch_size`` not positive integers, or more pairs than the test set allows.
+        DataError: data without labels, fewer than two classes, or a class too small for the
+            classifier's 3-fold cross-validation.
+    """
+    model.require("global_local", "the switch metric")
+    for name, n in (("train_images", train_images), ("batch_size", batch_size)):
+        check_count(name, n)
+    for d in (train_data, test_data):
+        if d.labels is None:
+            raise DataError(f"{d.name} has no labels: the switch metric needs class labels")
+    if pairs is None:
+        pairs = min(METRIC_PAIRS, different_class_pair_count(test_data))
+    first, second = pick_different_class_pairs(test_data, pairs, seed)
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(train_data), generator=g)[:train_images]
+    train_x, train_y = train_data.images[keep], cast(Tensor, train_data.labels)[keep]
+    test_y = cast(Tensor, test_data.labels)
+
+    def pixels(x: Tensor) -> np.ndarray:
+        return quantised(model, x).flatten(1).numpy().astype(np.float64)
+
+    try:
+        clf, info = fit_linear(pixels(train_x), train_y.numpy(), C=C, seed=seed)
+    except ValueError as e:
+        if isinstance(e, (ConfigError, DataError)):
+            raise
+        raise DataError(f"switch metric classifier: {str(e).splitlines()[0]}") from None
+    test_acc = float((clf.predict(pixels(test_data.images)) == test_y.numpy()).mean())
+    m = cast(GlobalLocal, model)
+    v1z2, v2z1 = [], []
+    for i in range(0, pairs, batch_size):
+        a, b = first[i: i + batch_size], second[i: i + batch_size]
+        grid = m.switch(test_data.images[a].to(model.device), test_data.images[b].to(model.device)).cpu()
+        v1z2.append(grid[:, 1])
+        v2z1.append(grid[:, 3])
+    y1, y2 = test_y[first].numpy(), test_y[second].numpy()
+    # The decodes are already on the model's bins, so no further quantisation.
+    p12 = clf.predict(torch.cat(v1z2).flatten(1).numpy().astype(np.float64))
+    p21 = clf.predict(torch.cat(v2z1).flatten(1).numpy().astype(np.float64))
+    return {"dataset": test_data.name, "pairs": pairs, "classes": int(len(torch.unique(test_y))), "seed": seed,
+            **_fractions(p12, y2, y1), "swapped": _fractions(p21, y1, y2), "test_accuracy": test_acc,
+            "classifier": {"features": "pixels", "C": info["C"], "cv_accuracy": info["cv_accuracy"],
+                           "n_train": info["n_train"], "n_test": len(test_data), "dim": info["dim"],
+                           "protocol": info["protocol"]}}
