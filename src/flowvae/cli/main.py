@@ -254,7 +254,7 @@ def cmd_fid(args: argparse.Namespace) -> int:
     _write_json(Path(args.run) / f"fid_t{args.temperature:.2f}.json", res)
     _emit(args, res, [f"FID {res['fid']:.2f}, KID {res['kid_mean']:.4f} +- {res['kid_std']:.4f} "
                       f"({res['n_fake']} samples at temperature {args.temperature} vs {res['n_real']} test images; "
-                      f"Inception sha256 {res['inception_sha256'][:12]})"])
+                      f"Inception sha256 {res['inception_sha256'][:12]}, resize {res['resize']})"])
     return 0
 
 
