@@ -21,7 +21,7 @@ from flowvae.api import load_run
 from flowvae.cli.main import main
 from flowvae.data import ImageData, bins_to_uint8, quantize, subset_indices
 from flowvae.data.registry import load_split
-from flowvae.evaluation.export import encode_images, encode_splits
+from flowvae.evaluation.encoding import encode_images, encode_splits
 from flowvae.maths import gaussian_kl
 from flowvae.models import MODEL_KINDS
 

@@ -1,6 +1,6 @@
 """``flowvae encode RUN --out FILE.npz``: export a run's representations of the train and test images
 (posterior means and log-variances, optionally the exact local code v, labels and indices) as one
-``.npz`` file for downstream work; see :mod:`flowvae.evaluation.export` and ``docs/commands/encode.md``.
+``.npz`` file for downstream work; see :mod:`flowvae.evaluation.encoding` and ``docs/commands/encode.md``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .. import safe_io
     from ..data.base import ImageData
     from ..data.registry import open_split
-    from ..data.streaming import _default_workers
-    from ..evaluation.export import encode_splits, npz_bytes
+    from ..data.streaming import default_workers
+    from ..evaluation.encoding import encode_splits, npz_bytes
     from .main import _emit, _load_for_eval
 
     out = Path(args.out)
@@ -78,7 +78,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     cfg.data.in_memory = False
     data = {s: open_split(cfg.data, s) for s in splits}
     lazy = any(not isinstance(d, ImageData) for d in data.values())
-    workers = cfg.data.num_workers if cfg.data.num_workers is not None else (_default_workers() if lazy else 0)
+    workers = cfg.data.num_workers if cfg.data.num_workers is not None else (default_workers() if lazy else 0)
     meta = {"run": str(args.run), "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
             "dataset": cfg.data.dataset, "data_root": cfg.data.root}
     arrays = encode_splits(model, data, local=args.local, batch_size=args.batch_size, limit=args.limit,

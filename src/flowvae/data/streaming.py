@@ -491,7 +491,9 @@ class _TensorItems(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
+    """DataLoader workers for data read on access: one per CPU this process may use, less one for
+    the main process, at most 8 (more rarely help decode small images and each costs memory)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, n - 1))
 
@@ -518,7 +520,7 @@ def training_source(dataset: Any, in_memory: bool | None, num_workers: int | Non
     if in_memory:
         log.info("training data: %d images decoded into memory (%.2f GB)", len(dataset), size / 1e9)
         return InMemorySource(head_images(dataset, None))
-    workers = _default_workers() if num_workers is None else num_workers
+    workers = default_workers() if num_workers is None else num_workers
     log.info("training data: %d images (%.2f GB decoded) streamed by %d DataLoader workers", len(dataset),
              size / 1e9, workers)
     return StreamingSource(dataset, workers, pin_memory=device.type == "cuda")
