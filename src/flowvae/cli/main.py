@@ -167,15 +167,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ..evaluation.sampling import sample_grids
+    from ..evaluation.sampling import sample_grids_with_stats, sample_health, write_sample_stats
     from ..imaging import save_grid
 
     model, _, seed = _load_for_eval(args)
     out = Path(args.out) if args.out else Path(args.run) / "samples"
-    grids = sample_grids(model, args.temperature, args.num, global_temperature=args.z_temperature, seed=seed)
-    paths = [str(save_grid(imgs, out / f"samples_t{t:.2f}.png", nrow=8, scale=_scale(model), root=_root(args))) for t, imgs in grids]
-    _emit(args, {"files": paths, "temperatures": args.temperature, "z_temperature": args.z_temperature},
-          [f"wrote {p}" for p in paths])
+    grids = sample_grids_with_stats(model, args.temperature, args.num, global_temperature=args.z_temperature, seed=seed)
+    paths = [str(save_grid(imgs, out / f"samples_t{t:.2f}.png", nrow=8, scale=_scale(model), root=_root(args)))
+             for t, imgs, _ in grids]
+    stats = [st for _, _, st in grids]
+    write_sample_stats(out, list(zip(paths, stats)), root=_root(args))
+    lines = []
+    for p, st in zip(paths, stats):
+        lines.append(f"wrote {p}")
+        level, detail = sample_health(st)
+        if level != "ok":  # clamped or saturated samples of an unstable model, NaN of a broken one
+            lines.append(f"  {'warning' if level == 'warn' else 'FAIL'}: {detail}")
+    _emit(args, {"files": paths, "temperatures": args.temperature, "z_temperature": args.z_temperature,
+                 "stats": stats}, lines)
     return 0
 
 
@@ -264,8 +273,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     model, device, seed = _load_for_eval(args)
     res = check_model(model, _test_data(model, args.limit).images.to(device), seed=seed)
     _write_json(Path(args.run) / "check.json", res)
-    lines = [f"{'ok  ' if c['ok'] else 'FAIL'}  {c['name']}: {c['detail']}" for c in res["checks"]]
-    lines.append("all checks passed" if res["ok"] else "some checks FAILED")
+    lines = [f"{'FAIL' if not c['ok'] else 'warn' if c.get('warning') else 'ok  '}  {c['name']}: {c['detail']}"
+             for c in res["checks"]]
+    warned = res.get("warnings") or []
+    lines.append("some checks FAILED" if not res["ok"] else
+                 f"all checks passed, with warnings: {', '.join(warned)}" if warned else "all checks passed")
     _emit(args, res, lines)
     return 0 if res["ok"] else 1
 

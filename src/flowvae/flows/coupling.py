@@ -2,11 +2,29 @@
 
 Paper: §2.2 eq. (6) (conditional affine coupling), Figure 3b (split patterns), Appendix B.2
 (bounded scale ``s = alpha * tanh(u / 2) + 1``).
+
+Inverse overflow. With ``alpha = 1`` the scale lies in ``(0, 2)``: the forward pass grows a value
+by at most 2 per layer, but the inverse divides by ``s`` with no bound. For ``u -> -inf``,
+``log s ~ u``, and ``u`` is itself about linear in the conditioning half, so once one inverse
+coupling has enlarged its output, the next coupling's network sees large inputs and returns a
+much more negative ``u``: the inverse grows doubly exponentially with depth. In the tiny digits
+model of ``tests/test_finite_samples.py`` one inverse coupling (``log s = -13``) takes values from
+15 to 4e5, and the next, fed those, has ``log s = -556``: ``exp(556)`` is beyond float32. Such a
+value is the model's true inverse, not a rounding artefact: of the samples the float32 inverse
+loses, nearly all overflow float64 as well and the rest lie beyond float32's range there (1e41 and
+more). The scale itself is computed stably (:func:`bounded_log_scale`). With ``alpha < 1``,
+``1/s < 1/(1 - alpha)`` bounds each layer's growth. :func:`affine_inverse` computes
+``(y - b) / s`` without overflow and saturates at :data:`INVERSE_LIMIT`, so a sample whose
+inverse leaves every representable range comes out finite and far outside the pixel range
+(clamped there, and counted, by :mod:`flowvae.evaluation.sampling`) instead of as NaN.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +32,35 @@ from torch import Tensor, nn
 
 from .base import Flow
 
-__all__ = ["ChannelSplit", "AffineCoupling", "bounded_log_scale"]
+__all__ = ["ChannelSplit", "AffineCoupling", "bounded_log_scale", "affine_inverse", "track_saturation",
+           "INVERSE_LIMIT"]
+
+INVERSE_LIMIT = 2.0**40
+"""Magnitude at which the inverse of an affine coupling saturates, ``2**40`` (about 1.1e12, exact
+in every float format): 12 orders of magnitude beyond the pixel range ``[-0.5, 0.5)`` and the
+unit-variance activations ActNorm sets up from data, so no sample that ends inside the pixel
+range comes near it, yet small enough that coupling networks fed with it stay far below
+float32's 3.4e38 (no ``inf - inf`` inside them)."""
+
+# Per-sample masks of saturated inverses, collected while track_saturation() is active.
+_saturation: ContextVar[list[Tensor] | None] = ContextVar("flowvae_inverse_saturation", default=None)
+
+
+@contextmanager
+def track_saturation() -> Iterator[list[Tensor]]:
+    """Collect which samples saturated in :func:`affine_inverse` inside the ``with`` block.
+
+    Yields a list that every :class:`AffineCoupling` inverse run inside the block appends one bool
+    mask ``[B]`` to (``True``: some element of that sample reached :data:`INVERSE_LIMIT`); OR the
+    masks of one batch to get the samples whose inverse left the representable range. Outside the
+    block nothing is recorded. Context-local, so concurrent threads do not mix their records.
+    """
+    masks: list[Tensor] = []
+    token = _saturation.set(masks)
+    try:
+        yield masks
+    finally:
+        _saturation.reset(token)
 
 SPLIT_PATTERNS = ("continuous", "alternate")
 
@@ -74,11 +120,46 @@ class ChannelSplit:
 def bounded_log_scale(u: Tensor, alpha: float) -> Tensor:
     """``log s`` for ``s = alpha * tanh(u / 2) + 1`` (Appendix B.2), so ``s`` lies in ``(1-alpha, 1+alpha)``.
 
-    For ``alpha = 1`` this is ``log 2 + logsigmoid(u)``, which stays finite for any ``u``.
+    For ``alpha = 1`` this is ``log 2 + logsigmoid(u)`` (``tanh(u/2) + 1 = 2 sigmoid(u)``), which
+    stays finite for any finite ``u``: the tanh form would round ``s`` to exactly 0 in float32 once
+    ``u < -18`` or so, and its log to ``-inf``. Same shape as ``u``.
     """
     if alpha == 1.0:
         return F.logsigmoid(u) + math.log(2.0)
     return torch.log1p(alpha * torch.tanh(u / 2))
+
+
+def affine_inverse(y_b: Tensor, b: Tensor, log_s: Tensor, limit: float = INVERSE_LIMIT) -> Tensor:
+    """``x_b = (y_b - b) / s`` (the inverse of eq. (6)) without overflow, saturating at ``+-limit``.
+
+    Where ``(y_b - b) * exp(-log s)`` is finite and at most ``limit`` in magnitude (every element
+    of every inverse of data or of a stable model) the result is exactly that product, bit for bit.
+    Elsewhere it is ``sign(y_b - b) * min(exp(log|y_b - b| - log s), limit)``: exact where only
+    ``exp(-log s)`` overflowed (``1/s`` beyond float range, ``y_b - b`` tiny; ``0 * inf`` gave NaN
+    before), and ``+-limit`` where the true inverse exceeds the limit (see the module docstring).
+    NaN in an input stays NaN (a broken model, not an unstable one). The rescued elements carry
+    no gradient (a saturated value is a constant).
+
+    Args:
+        y_b: transformed half ``[B, C_b, ...]``.
+        b: bias, same shape.
+        log_s: ``log s``, same shape (:func:`bounded_log_scale`).
+        limit: saturation magnitude (> 0).
+
+    Returns:
+        ``x_b``, same shape as ``y_b``. Inside :func:`track_saturation`, also records which
+        samples reached the limit.
+    """
+    diff = y_b - b
+    x_b = diff * torch.exp(-log_s)
+    ok = x_b.abs() <= limit  # False for NaN and inf too
+    record = _saturation.get()
+    with torch.no_grad():  # selected only where the product failed; keeps inf/NaN out of gradients
+        log_mag = torch.log(diff.abs()) - log_s
+        safe = diff.sign() * torch.exp(log_mag).clamp(max=limit)  # exp may overflow to inf here: clamped
+    if record is not None:
+        record.append((~ok & (log_mag > math.log(limit))).flatten(1).any(1))
+    return torch.where(ok, x_b, safe)
 
 
 class AffineCoupling(Flow):
@@ -89,6 +170,10 @@ class AffineCoupling(Flow):
     the first ``C_b`` are the pre-activation ``u`` of the scale and the last ``C_b`` the bias
     (only ``C_b`` bias channels when ``additive``). ``logdet = sum log s`` over ``C_b, H, W``,
     shape ``[B]``; zero for the additive coupling.
+
+    The inverse is :func:`affine_inverse`: exact wherever it is representable, saturated at
+    :data:`INVERSE_LIMIT` where the model's true inverse exceeds it (its logdet is then that of
+    the unsaturated map). The forward pass, and so every density, is the plain formula.
 
     Args:
         split: how channels are divided (:class:`ChannelSplit`).
@@ -129,8 +214,7 @@ class AffineCoupling(Flow):
         log_s, b = self._params(y_a, cond)
         if log_s is None:
             return self.splitter.merge(y_a, y_b - b), y.new_zeros(y.shape[0])
-        x_b = (y_b - b) * torch.exp(-log_s)
-        return self.splitter.merge(y_a, x_b), -log_s.flatten(1).sum(1)
+        return self.splitter.merge(y_a, affine_inverse(y_b, b, log_s)), -log_s.flatten(1).sum(1)
 
     def extra_repr(self) -> str:
         s = self.splitter
