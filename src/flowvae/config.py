@@ -103,9 +103,14 @@ class TrainConfig(Settings):
     loggers: list[Literal["tensorboard", "wandb"]] | None = setting(
         None, help="experiment loggers fed during training (flowvae.training.loggers); None: tensorboard "
         "when installed, []: none")
+    kl_warmup_steps: int = setting(0, ge=0, help="KL warm-up: the KL term's weight rises linearly from "
+                                   "train.kl_warmup_start to 1 over this many steps (0: off, the paper's "
+                                   "objective; a departure from the paper)")
+    kl_warmup_start: float = setting(0.0, ge=0, le=1, help="the KL weight of the first step of the KL warm-up")
 
     # Fields a resumed run may change: they decide how long, where and how observably the run goes,
-    # not which numbers it computes. Any other change would silently break bitwise continuation.
+    # not which numbers it computes. Any other change would silently break bitwise continuation
+    # (the KL warm-up too: it changes the objective of the steps still to come).
     resumable: ClassVar[frozenset[str]] = frozenset({
         "steps", "eval_every", "eval_images", "eval_k", "checkpoint_every", "checkpoint_every_s",
         "keep_checkpoints", "max_bad_steps", "device", "num_threads", "compile", "sample_temperatures",
@@ -117,6 +122,9 @@ class TrainConfig(Settings):
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+        if self.kl_warmup_start and not self.kl_warmup_steps:
+            raise ConfigError(f"train.kl_warmup_start={self.kl_warmup_start} has no effect without "
+                              f"train.kl_warmup_steps > 0; set both, or leave the start at 0")
 
 
 @dataclass

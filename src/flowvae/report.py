@@ -13,6 +13,7 @@ instead of failing the whole report, because reports are most wanted for runs th
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
@@ -55,6 +56,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertic
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.section th { background: #e6eef7; }
 .ok { color: #137333; font-weight: bold; } .fail { color: #b3261e; font-weight: bold; }
+.warn { color: #a05a00; font-weight: bold; }
 figure { display: inline-block; margin: 0.5em 1em 1em 0; vertical-align: top; }
 figcaption { font-size: 0.9em; color: #555; text-align: center; }
 img.grid { image-rendering: pixelated; image-rendering: crisp-edges; border: 1px solid #ddd;
@@ -434,8 +436,18 @@ def _curves(metrics: list[dict]) -> str:
     return _section("curves", "Training curves", body)
 
 
+def _sample_stats(info: dict) -> dict[str, dict]:
+    """``samples/sample_stats.json`` (written by ``flowvae sample``) by grid file name; ``{}`` if absent."""
+    if not info["samples"]:
+        return {}
+    d = _read_json(info["path"] / "samples" / "sample_stats.json", info["notes"])
+    grids = d.get("grids") if isinstance(d, dict) else None
+    return {g["file"]: g for g in grids or [] if isinstance(g, dict) and isinstance(g.get("file"), str)}
+
+
 def _samples(info: dict) -> str:
     figs = []
+    stats = _sample_stats(info)
     for p in info["samples"]:
         got = _png_size(p, info["notes"])
         if got is None:
@@ -443,8 +455,14 @@ def _samples(info: dict) -> str:
         m = _SAMPLES.match(p.name)
         caption = f"temperature {m.group(1)}" if m else p.name
         temp = f' data-temperature="{_esc(m.group(1))}"' if m else ""
+        st = stats.get(p.name)
+        extra = ""
+        # Only beside the image the statistics were computed for: training rewrites the grids.
+        if st is not None and st.get("sha256") == hashlib.sha256(got[0]).hexdigest():
+            cls = {"warn": "warn", "fail": "fail"}.get(str(st.get("health")), "muted")
+            extra = f'<br><span class="sample-stats {cls}">{_esc(st.get("detail", ""))}</span>'
         figs.append(f'<figure class="sample-grid"{temp}>{_img(p, *got, alt=f"samples, {caption}")}'
-                    f"<figcaption>{_esc(caption)}</figcaption></figure>")
+                    f"<figcaption>{_esc(caption)}{extra}</figcaption></figure>")
     return _section("samples", "Samples", "".join(figs)) if figs else ""
 
 
@@ -457,16 +475,44 @@ _FIGURE_TEXT = {
 }
 
 
+def _switch_metric(info: dict) -> str:
+    """The ``switch.json`` written by ``flowvae switch`` (``#switch-metric-table``), or ``""``."""
+    m = _read_json(info["path"] / "switch.json", info["notes"])
+    if not isinstance(m, dict):
+        return ""
+    rows = []
+    for cell, r, z_from, v_from in (("(v1, z2)", m, "image 2", "image 1"),
+                                    ("(v2, z1)", m.get("swapped"), "image 1", "image 2")):
+        if isinstance(r, dict):
+            rows.append(f'<tr data-decode="{_esc(cell)}"><td>{_esc(cell)}</td>'
+                        f'<td class="num">{_fmt_pct(r.get("follow_z"))} ({z_from})</td>'
+                        f'<td class="num">{_fmt_pct(r.get("follow_v"))} ({v_from})</td>'
+                        f'<td class="num">{_fmt_pct(r.get("neither"))}</td></tr>')
+    clf: dict = m["classifier"] if isinstance(m.get("classifier"), dict) else {}
+    text = (f"Switch metric (switch.json): {_fmt(m.get('pairs'))} pairs of test images of different classes of "
+            f"{_esc(m.get('dataset', '?'))}; each decode is classified by a linear SVM on standardised pixels "
+            f"(C = {_esc(clf.get('C', '–'))}, trained on {_fmt(clf.get('n_train'))} real training images), whose accuracy "
+            f"on the real test images, {_fmt_pct(m.get('test_accuracy'))}, is the ceiling of the class-of-z column.")
+    head = "".join(f"<th>{h}</th>" for h in ("decode", "class of z", "class of v", "neither"))
+    return (f'<p id="switch-metric">{text}</p><table id="switch-metric-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table>')
+
+
 def _figures(info: dict) -> str:
     parts = []
+    metric = _switch_metric(info)
     known = [p for p in info["figures"] if p.name in _FIGURE_TEXT]
     for p in sorted(known, key=lambda q: list(_FIGURE_TEXT).index(q.name)):
         got = _png_size(p, info["notes"])
         if got is None:
             continue
         sec_id, title, caption = _FIGURE_TEXT[p.name]
+        extra_html, metric = (metric, "") if sec_id == "switch" else ("", metric)
         parts.append(_section(sec_id, title, f'<figure id="{sec_id}-grid" class="figure-grid">'
-                                             f'{_img(p, *got, alt=title)}<figcaption>{_esc(caption)}</figcaption></figure>'))
+                                             f'{_img(p, *got, alt=title)}<figcaption>{_esc(caption)}</figcaption></figure>'
+                                             + extra_html))
+    if metric:  # switch.json without a readable switch.png (the grid written elsewhere with --out)
+        parts.insert(0, _section("switch", _FIGURE_TEXT["switch.png"][1], metric))
     extra = []
     for p in info["figures"]:
         if p.name in _FIGURE_TEXT:
@@ -542,9 +588,15 @@ def _check(ch: Any) -> str:
     for c in ch.get("checks", []) if isinstance(ch.get("checks"), list) else []:
         if isinstance(c, dict):
             good = bool(c.get("ok"))
-            rows.append(f'<tr><td>{_esc(c.get("name", "?"))}</td><td class="{"ok" if good else "fail"}">'
-                        f'{"pass" if good else "FAIL"}</td><td>{_esc(c.get("detail", ""))}</td></tr>')
-    body = (f'<p id="check-status" class="{"ok" if ok else "fail"}">{"all checks passed" if ok else "checks FAILED"}'
+            # A passed check with a warning (e.g. samples clamped by an unstable model) is not a failure.
+            cls, word = ("fail", "FAIL") if not good else ("warn", "warning") if c.get("warning") else ("ok", "pass")
+            rows.append(f'<tr><td>{_esc(c.get("name", "?"))}</td><td class="{cls}">'
+                        f'{word}</td><td>{_esc(c.get("detail", ""))}</td></tr>')
+    warned = ok and isinstance(ch.get("warnings"), list) and bool(ch["warnings"])
+    status = ("checks FAILED" if not ok else
+              f'all checks passed, with warnings: {", ".join(str(w) for w in ch["warnings"])}' if warned
+              else "all checks passed")
+    body = (f'<p id="check-status" class="{"fail" if not ok else "warn" if warned else "ok"}">{_esc(status)}'
             f'</p><table id="check-table"><thead><tr><th>check</th><th>result</th><th>detail</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
     return _section("check", "Model checks (check.json)", body)
@@ -563,7 +615,16 @@ def _config(cfg: dict, text: str) -> str:
                      for k, v in values.items()]
         else:
             rows.append(f"<tr><td>{_esc(section)}</td><td><code>{cell(values)}</code></td></tr>")
-    body = (f'<table id="config-table"><tbody>{"".join(rows)}</tbody></table>'
+    # Remedies for posterior collapse change the objective of eq. (2); say so above the table.
+    train, model = cfg.get("train"), cfg.get("model")
+    departures = []
+    if isinstance(train, dict) and train.get("kl_warmup_steps"):
+        departures.append(f"KL warm-up over {cell(train['kl_warmup_steps'])} steps (train.kl_warmup_steps)")
+    if isinstance(model, dict) and model.get("free_bits"):
+        departures.append(f"free bits of {cell(model['free_bits'])} nats (model.free_bits)")
+    note = (f'<p id="departures">Departures from the paper: {"; ".join(departures)}. The training objective is '
+            f'not the ELBO of eq. (2); the reported bits/dim are.</p>' if departures else "")
+    body = (note + f'<table id="config-table"><tbody>{"".join(rows)}</tbody></table>'
             f'<details><summary>config.yaml</summary><pre id="config-yaml">{_esc(text)}</pre></details>')
     return _section("config", "Configuration", body)
 
@@ -610,9 +671,11 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
       ``time_s``) and hardware;
     * ``#bpd-plot`` (train and test bits/dim against step) and ``#kl-plot`` (test KL in nats),
       from ``metrics.jsonl``;
-    * the sample grids of every temperature in ``samples/`` (``figure.sample-grid``), then
-      ``switch.png`` (``#switch-grid``), ``interpolation.png`` (``#interpolation-grid``) and any
-      other PNG in the folder;
+    * the sample grids of every temperature in ``samples/`` (``figure.sample-grid``; a grid that
+      ``samples/sample_stats.json`` describes gets its clamped/saturated counts in the caption,
+      ``span.sample-stats``), then
+      ``switch.png`` (``#switch-grid``, with ``#switch-metric-table`` from ``switch.json``),
+      ``interpolation.png`` (``#interpolation-grid``) and any other PNG in the folder;
     * ``#probe-table`` (``probe.json``), ``#fid-table`` (every ``fid_t*.json``), ``#eval-table``
       (``eval.json``), ``#check-table`` (``check.json``);
     * ``#config-table`` and the raw ``config.yaml``; ``#environment-table`` (``environment.json``);

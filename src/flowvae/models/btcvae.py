@@ -334,14 +334,25 @@ class BTCVAE(GenerativeModel):
                 "mi": log_qzx - log_qz, "tc": log_qz - log_prod, "dwkl": log_prod - log_pz,
                 "kl": log_qzx - log_pz, "z": z, "mu": mu, "logvar": lv}
 
+    @property
+    def kl_term(self) -> bool:
+        """The objective has a KL term (its weighted decomposition) for ``kl_weight`` to act on."""
+        return True
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None,
-             shard: tuple[int, int] | None = None, **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+             shard: tuple[int, int] | None = None, *, kl_weight: float | Tensor = 1.0,
+             **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss in nats per image: ``mean_i [-log p(x_i|z_i) + alpha mi_i + beta tc_i + gamma dwkl_i]``.
+
+        With ``kl_weight`` w other than 1 (KL warm-up) the whole regulariser is weighted:
+        ``recon + w * (alpha mi + beta tc + gamma dwkl)`` (batch means).
 
         Args:
             x: uint8 images ``[B, C, H, W]``, ``B >= 2`` for MSS.
             generator: source of the noise.
             shard: ``(rank, world)`` under data parallelism.
+            kl_weight: keyword only: weight of the KL terms (``train.kl_warmup_steps``), a float
+                or a 0-dim tensor.
 
         Returns:
             ``(loss, stats)``; ``stats`` holds detached scalars: ``bpd`` (loss / (D ln 2)), ``kl``
@@ -352,7 +363,10 @@ class BTCVAE(GenerativeModel):
         c = self.cfg
         recon = -t["log_px"].mean()
         mi, tc, dwkl, kl = t["mi"].mean(), t["tc"].mean(), t["dwkl"].mean(), t["kl"].mean()
-        loss = recon + c.alpha * mi + c.beta * tc + c.gamma * dwkl
+        if isinstance(kl_weight, Tensor) or kl_weight != 1:
+            loss = recon + kl_weight * (c.alpha * mi + c.beta * tc + c.gamma * dwkl)
+        else:
+            loss = recon + c.alpha * mi + c.beta * tc + c.gamma * dwkl
         scale = self.dim * math.log(2)
         stats = {"bpd": loss / scale, "kl": kl, "recon": recon, "mi": mi, "tc": tc, "dwkl": dwkl,
                  "elbo_bpd": (recon + kl) / scale}

@@ -111,6 +111,14 @@ class FlowVAEConfig(GlowSettings):
     prior_hidden: int = setting(256, ge=1, le=8192, help="width of the flow prior's networks")
     encoder_input: Literal["centre", "lower-edge"] = setting(
         "centre", help="pixel values q(z|x) sees: bin centres, or lower bin edges as in the authors' code")
+    free_bits: float = setting(0.0, ge=0, le=1e6, help="free bits, nats: the training loss uses max(free_bits, "
+                               "batch mean of the KL) (0: off, the paper's objective; a departure from the paper)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.free_bits > 0 and self.kind not in ("flowvae", "z_prior"):
+            raise ConfigError(f"model.free_bits applies to the kinds with a global code z (flowvae, z_prior); "
+                              f"a {self.kind!r} model has no KL term, leave it at 0")
 
 
 ModelConfig = FlowVAEConfig  # the name of earlier releases
@@ -379,19 +387,55 @@ class FlowVAE(GenerativeModel):
         log_w = log_px_z - kl - disc - log_q_u
         return {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_z))}
 
+    @property
+    def kl_term(self) -> bool:
+        """Whether the objective has a KL term for ``kl_weight`` and ``model.free_bits`` to act on:
+        the kinds with a global code z (not the refined Glow, the Glow, nor the multi-stage model,
+        whose code is a deterministic function of x)."""
+        return self.cfg.kind in ("flowvae", "z_prior")
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None,
-             shard: tuple[int, int] | None = None, **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+             shard: tuple[int, int] | None = None, *, kl_weight: float | Tensor = 1.0,
+             **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the negative ELBO (eq. 2) in bits/dim, averaged over the batch.
+
+        With ``kl_weight`` w other than 1 or ``model.free_bits`` F above 0 (departures from the
+        paper, for posterior collapse) it is ``(mean_i recon_i + w * max(F, mean_i kl_i)) / (D ln 2)``
+        with ``recon_i = -log_w_i - kl_i`` (nats) and ``kl_i = log q(z|x) - log p(z)`` the
+        one-sample Monte Carlo KL (:meth:`log_weights`). F applies to the batch mean of the whole
+        KL, one group of latents (free bits, Kingma et al. 2016, arXiv:1606.04934, Appendix C.8):
+        the KL to a flow prior does not split into per-dimension terms, so per-dimension free bits
+        do not apply. Under data parallelism the mean is over this process's rows.
 
         Args:
             x: uint8 images ``[B, C, H, W]``.
             generator: source of the dequantisation noise and the posterior samples.
             shard: ``(rank, world)`` under data parallelism (see :meth:`log_weights`).
+            kl_weight: keyword only: weight of the KL term (KL warm-up, ``train.kl_warmup_steps``);
+                a float or a 0-dim tensor (the trainer passes a tensor, so that a compiled forward
+                is not recompiled for every value).
 
         Returns:
-            ``(loss, stats)``; ``stats`` holds detached per-batch means: ``bpd``, ``kl`` (nats).
+            ``(loss, stats)``; ``stats`` holds detached per-batch means: ``bpd`` (the loss: the
+            training objective, bits/dim), ``kl`` (nats).
+
+        Raises:
+            ConfigError: ``kl_weight`` other than 1 for a kind without a KL term (:attr:`kl_term`).
         """
         terms = self.log_weights(self.to_bins(x), 1, generator, shard)
+        free_bits = float(getattr(self.cfg, "free_bits", 0.0))  # the multi-stage config has no such field
+        if isinstance(kl_weight, Tensor) or kl_weight != 1 or free_bits > 0:
+            if not self.kl_term:
+                raise ConfigError(f"a {self.kind!r} model has no KL term to weight (kl_weight={float(kl_weight)!r}); "
+                                  f"KL warm-up applies to the kinds with a global code z")
+            kl = terms["kl"][:, 0]
+            recon = -(terms["log_w"][:, 0] + kl).mean()
+            kl_mean = kl.mean()
+            # The clamp passes no gradient below F: the KL is not pushed down while under it.
+            kl_part = kl_mean.clamp(min=free_bits) if free_bits > 0 else kl_mean
+            loss = (recon + kl_weight * kl_part) / (self.dim * math.log(2))
+            return loss, {"bpd": loss.detach(), "kl": kl_mean.detach()}
+        # The paper's objective, computed as it always was (bitwise the same numbers as before).
         bpd = -terms["log_w"][:, 0] / (self.dim * math.log(2))
         loss = bpd.mean()
         return loss, {"bpd": loss.detach(), "kl": terms["kl"].mean().detach()}

@@ -473,11 +473,19 @@ class UGVAE(GenerativeModel):
                     index=index, beta_mu=beta_mu, beta_logvar=beta_logvar, beta=beta, prior_mu=prior_mu,
                     prior_logvar=prior_logvar, log_px=log_px, kl_z=kl_z, kl_d=kl_d, kl_beta=kl_beta)
 
+    @property
+    def kl_term(self) -> bool:
+        """The objective has KL terms (kl_z, kl_d, kl_beta) for ``kl_weight`` to act on."""
+        return True
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
-             *, groups: Tensor | None = None, **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+             *, groups: Tensor | None = None, kl_weight: float | Tensor = 1.0,
+             **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the negative ELBO in nats per image (one reparameterised draw).
 
-        ``loss = (sum_i [recon_i + kl_z_i + kl_d_i] + sum_g kl_beta_g) / B``.
+        ``loss = (sum_i [recon_i + kl_z_i + kl_d_i] + sum_g kl_beta_g) / B``; with ``kl_weight``
+        w other than 1 (KL warm-up, keyword only, a float or a 0-dim tensor) the three KL terms are
+        weighted together: ``recon + w * (kl_z + kl_d + kl_beta)`` (batch means).
 
         Args:
             x: uint8 images ``[B, C, H, W]``.
@@ -499,7 +507,7 @@ class UGVAE(GenerativeModel):
         recon = -t["log_px"].sum() / b
         kl_z, kl_d, kl_beta = t["kl_z"].sum() / b, t["kl_d"].sum() / b, t["kl_beta"].sum() / b
         kl = kl_z + kl_d + kl_beta
-        loss = recon + kl
+        loss = recon + kl_weight * kl if isinstance(kl_weight, Tensor) or kl_weight != 1 else recon + kl
         stats = {"bpd": loss / (self.dim * math.log(2)), "kl": kl, "recon": recon, "kl_z": kl_z, "kl_d": kl_d,
                  "kl_beta": kl_beta, "n_groups": torch.tensor(float(t["beta"].shape[0]))}
         return loss, {k: v.detach() for k, v in stats.items()}

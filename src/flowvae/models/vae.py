@@ -79,6 +79,8 @@ class VAEConfig(ModelSettings):
     conv_channels: list[int] = setting(factory=lambda: [32, 64, 64], ge=1, le=4096,
                                        help="widths of the 3x3 stride-2 convolutions, one per level")
     hidden: int = setting(256, ge=1, le=65536, help="width of the fully connected layers")
+    free_bits: float = setting(0.0, ge=0, le=1e6, help="free bits, nats: the training loss uses max(free_bits, "
+                               "batch mean of the KL) (0: off, the plain ELBO)")
 
     @property
     def dim(self) -> int:
@@ -182,16 +184,29 @@ class VAE(GenerativeModel):
         return check_codes(z, self.cfg.d_z).to(device=self.device, dtype=self.dtype)
 
     # ---------------------------------------------------------------- the objective
+    @property
+    def kl_term(self) -> bool:
+        """The objective has a KL term (for ``kl_weight`` and ``model.free_bits``)."""
+        return True
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
-             **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
+             *, kl_weight: float | Tensor = 1.0, **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Negative ELBO in nats per image, averaged over the batch (one reparameterised draw per
         image, closed-form KL).
+
+        With ``kl_weight`` w other than 1 or ``model.free_bits`` F above 0 (remedies for posterior
+        collapse, not the plain ELBO) the loss is ``recon + w * max(F, kl)``, ``kl`` the batch mean
+        of the KL: free bits on the whole z as one group of latents (Kingma et al. 2016,
+        arXiv:1606.04934, Appendix C.8; the closed-form KL would allow one group per dimension,
+        not offered here). Under data parallelism the mean is over this process's rows.
 
         Args:
             x: uint8 images ``[B, C, H, W]``.
             generator: source of the noise of z.
             shard: ``(rank, world)`` under data parallelism: the noise is drawn for the global batch
                 and this rank's slice kept (:func:`~flowvae.maths.sharded_noise`).
+            kl_weight: keyword only: weight of the KL term (KL warm-up, ``train.kl_warmup_steps``),
+                a float or a 0-dim tensor.
 
         Returns:
             ``(loss, stats)``; ``stats`` holds detached scalars ``bpd`` (loss / (D ln 2), bits/dim),
@@ -207,7 +222,12 @@ class VAE(GenerativeModel):
         z = mu + torch.exp(0.5 * lv) * sharded_noise(torch.randn, tuple(mu.shape), mu, generator, shard)
         recon = -self.log_px(x, z).mean()
         kl = gaussian_kl(mu, lv).mean()
-        loss = recon + kl
+        free_bits = self.cfg.free_bits
+        if isinstance(kl_weight, Tensor) or kl_weight != 1 or free_bits > 0:
+            # The clamp passes no gradient below F: the KL is not pushed down while under it.
+            loss = recon + kl_weight * (kl.clamp(min=free_bits) if free_bits > 0 else kl)
+        else:
+            loss = recon + kl
         stats = {"bpd": loss / (self.dim * math.log(2)), "kl": kl, "recon": recon}
         return loss, {k: v.detach() for k, v in stats.items()}
 

@@ -5,6 +5,11 @@ dequantisation, the KL to the flow prior estimated by Monte Carlo. Optimiser: Ad
 warm-up then per-step exponential decay (Appendix C.2). Before the first step every ActNorm is
 initialised from a batch of training images (data-dependent initialisation, stored in the
 state dict so it is never redone after loading or resuming).
+
+Remedies for posterior collapse, departures from the paper and off by default: KL warm-up
+(``train.kl_warmup_steps``: the KL term's weight rises linearly to 1, :func:`kl_warmup_weight`,
+passed to the model's ``loss`` as ``kl_weight``) and free bits (``model.free_bits``, applied in the
+model's ``loss``). Evaluation always reports the true ELBO (``bits_per_dim``, weight 1).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from .environment import environment_record, resolve_device, tune_cpu_allocator
 from .loggers import loggers_for
 from .run_lock import RunLock, remove_temporary_files
 
-__all__ = ["train", "load_data", "lr_lambda"]
+__all__ = ["train", "load_data", "lr_lambda", "kl_warmup_weight"]
 
 log = logging.getLogger("flowvae.train")
 # metrics.jsonl is re-read on resume only as a regular file, up to this size.
@@ -72,6 +77,31 @@ def lr_lambda(warmup: int, decay: float):
             return (step + 1) / warmup
         return decay ** (step - warmup)
     return f
+
+
+def kl_warmup_weight(step: int, warmup: int, start: float = 0.0) -> float:
+    """Weight of the KL term in the update that follows ``step`` finished updates (KL warm-up,
+    ``train.kl_warmup_steps`` and ``train.kl_warmup_start``): ``start + (1 - start) * step / warmup``
+    while ``step < warmup``, then exactly 1; always 1 for ``warmup = 0``. A function of the step
+    alone, so a resumed run continues the schedule bitwise. Linear warm-up from 0 as in Sønderby et
+    al., "Ladder Variational Autoencoders" (NeurIPS 2016), after the KL annealing of Bowman et al.,
+    "Generating Sentences from a Continuous Space" (CoNLL 2016)."""
+    if step >= warmup:
+        return 1.0
+    return start + (1.0 - start) * (step / warmup)
+
+
+def _departures(cfg: Config) -> list[str]:
+    """The objective's departures from the paper that this config turns on, one phrase each."""
+    out = []
+    tc = cfg.train
+    if tc.kl_warmup_steps:
+        start = f" from a weight of {tc.kl_warmup_start:g}" if tc.kl_warmup_start else ""
+        out.append(f"KL warm-up over {tc.kl_warmup_steps} steps{start}")
+    free_bits = getattr(cfg.model, "free_bits", 0.0)
+    if free_bits:
+        out.append(f"free bits of {free_bits:g} nats")
+    return out
 
 
 def load_data(cfg: Config, split: str) -> ImageData:
@@ -410,6 +440,9 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     if not has_checkpoint:  # e.g. the beta-TCVAE's dataset size, the multi-stage model's stage-1 config
         cfg.model = cfg.model.for_training(len(train_data))
     model = create_model(cfg)
+    if tc.kl_warmup_steps and not getattr(model, "kl_term", False):
+        raise ConfigError(f"train.kl_warmup_steps applies to models with a KL term; a {model.kind!r} model "
+                          f"has none: leave it at 0")
     if not has_checkpoint:
         model.prepare_training()
     model = model.to(device).set_precision(tc.precision).set_recompute(tc.recompute)
@@ -451,6 +484,9 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     main = ctx.is_main
     local_batch = tc.batch_size // ctx.world
     progress_log = logging.getLogger("flowvae.progress")
+    departures = _departures(cfg)
+    for what in departures:
+        log.info("departure from the paper: %s", what)
 
     # Frozen parts (stage 1 of the multi-stage model) are left out of the optimiser.
     # fused=True: one kernel over all parameters, about 3 times faster than the default on the CPU
@@ -519,6 +555,8 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         env["processes"] = ctx.world
         env["train_data"] = f"{getattr(train_data, 'name', type(train_data).__name__)}: {len(train_data)} images"
         env["test_data"] = f"{getattr(test_data, 'name', type(test_data).__name__)}: {len(test_data)} images"
+        if departures:
+            env["departures_from_paper"] = departures
         atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode(), root=run)
 
     def snapshot(at: int | None = None) -> TrainState:
@@ -538,6 +576,8 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         rec = {"step": step, "train_bpd": train_bpd, **{f"test_{k}": v for k, v in res.items()},
                "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "grad_norm_max": grad_norm_max or None,
                "time_s": round(elapsed + time.time() - t0, 2)}
+        if tc.kl_warmup_steps:  # the weight of the update that led here (at step 0: of the first one)
+            rec["kl_weight"] = kl_warmup_weight(max(step - 1, 0), tc.kl_warmup_steps, tc.kl_warmup_start)
         grad_norm_max = 0.0
         if main:
             _write_metrics(run, rec)
@@ -633,7 +673,11 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
                 x = x.contiguous(memory_format=torch.channels_last)
             # The forward pass updates BatchNorm running statistics; a bad batch must not leave NaN there.
             saved_buffers = [b.clone() for b in bn_buffers]
-            loss, stats = net(x, noise, ctx.shard, **({} if groups is None else {"groups": groups.to(device)}))
+            extras: dict[str, Any] = {} if groups is None else {"groups": groups.to(device)}
+            kl_weight = kl_warmup_weight(step, tc.kl_warmup_steps, tc.kl_warmup_start)
+            if kl_weight != 1.0:  # a tensor: a compiled forward takes each new value without recompiling
+                extras["kl_weight"] = torch.tensor(kl_weight, dtype=torch.float32, device=device)
+            loss, stats = net(x, noise, ctx.shard, **extras)
             opt.zero_grad(set_to_none=True)
             finite = ctx.all_true(bool(torch.isfinite(loss)), device)
             what = "loss"
