@@ -139,6 +139,7 @@ def test_report_is_self_contained_and_shows_the_numbers(tmp_path):
     assert re.search(r'id="param-count">17<', text)  # buffers are not parameters
     assert "65.67%" in visible and "80.00%" in visible
     assert "123.46" in visible and "0.0123 ± 0.0006" in visible
+    assert "torch bilinear (older flowvae; not comparable)" in visible  # FID without "resize": the old pipeline
     assert "5.1151" in visible and "checks FAILED" in visible and "max error 0.5 &gt; 1e-4" in text
     assert "x86_64" in visible and "2.13.0+cpu" in visible
     assert page.sample_temps == ["0.70", "1.00"]

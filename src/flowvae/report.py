@@ -549,16 +549,18 @@ def _fid(fids: list[tuple[float, str, dict]]) -> str:
     if not fids:
         return ""
     head = "".join(f"<th>{h}</th>" for h in ("temperature", "FID", "KID", "samples", "real images", "dataset",
-                                             "Inception SHA-256", "file"))
+                                             "resize", "Inception SHA-256", "file"))
     rows = []
     for temp, fname, d in fids:
         sha = str(d.get("inception_sha256", ""))
+        # a result without "resize" predates the standard (TensorFlow) resize: it is not comparable
+        resize = _esc(d["resize"]) if "resize" in d else "torch bilinear (older flowvae; not comparable)"
         kid = (f"{d['kid_mean']:.4f} ± {d['kid_std']:.4f}" if _finite(d.get("kid_mean")) and _finite(d.get("kid_std"))
                else _fmt(d.get("kid_mean")))
         rows.append(f'<tr><td class="num">{_esc(d.get("temperature", temp))}</td><td class="num">{_fmt(d.get("fid"), 2)}'
                     f'</td><td class="num">{kid}</td><td class="num">{_fmt(d.get("n_fake"))}</td>'
                     f'<td class="num">{_fmt(d.get("n_real"))}</td><td>{_esc(d.get("dataset", "–"))}</td>'
-                    f'<td><code title="{_esc(sha)}">{_esc(sha[:12] or "–")}</code></td><td>{_esc(fname)}</td></tr>')
+                    f'<td>{resize}</td><td><code title="{_esc(sha)}">{_esc(sha[:12] or "–")}</code></td><td>{_esc(fname)}</td></tr>')
     return _section("fid", "FID and KID", f'<table id="fid-table"><thead><tr>{head}</tr></thead>'
                                           f'<tbody>{"".join(rows)}</tbody></table>')
 
