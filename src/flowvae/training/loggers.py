@@ -10,7 +10,8 @@ to install. What both write:
   ``train/bpd``, ``train/bpd_running`` (bits/dim), ``train/kl_nats`` (nats per image),
   ``train/lr``, ``train/grad_norm``;
 * at each evaluation, ``test/elbo_bpd``, ``test/iw_bpd`` (bits/dim) and ``test/kl`` (nats per
-  image) of the ``metrics.jsonl`` record, and with ``images=True`` (default) the 64 samples at each
+  image) of the ``metrics.jsonl`` record (and ``train/kl_weight`` under a KL warm-up; ``train/bpd``
+  is then the training objective, not the ELBO), and with ``images=True`` (default) the 64 samples at each
   temperature of ``train.sample_temperatures`` as one grid image, ``samples/t0.70`` ..., tiled as
   in ``samples/*.png`` (8 per row).
 """
@@ -32,7 +33,8 @@ from .callbacks import Callback, TrainState
 __all__ = ["TensorBoardLogger", "WandbLogger", "LOGGERS", "loggers_for"]
 
 # The on_eval record's keys that loggers plot, and their names there (those of earlier releases).
-_EVAL_TAGS = {"test_elbo_bpd": "test/elbo_bpd", "test_iw_bpd": "test/iw_bpd", "test_kl": "test/kl"}
+_EVAL_TAGS = {"test_elbo_bpd": "test/elbo_bpd", "test_iw_bpd": "test/iw_bpd", "test_kl": "test/kl",
+              "kl_weight": "train/kl_weight"}  # kl_weight: only under train.kl_warmup_steps
 
 
 def _scalars(metrics: dict[str, Any], names: dict[str, str] | None = None) -> dict[str, float]:
