@@ -42,9 +42,13 @@ demo: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# Everything but the tests that do not touch torch's behaviour: the documentation build, the wheel
+# build, the HTML report in Chromium and the slow end-to-end FID against the reference package.
+RANGE_PYTEST ?= --ignore=tests/test_docs.py --ignore=tests/test_packaging.py --ignore=tests/test_report.py -m "not slow"
+
 test-torch-range:
-	.ci/torch_env "$(TORCH_OLDEST)" .venv-oldest
-	.ci/torch_env "$(TORCH_NEWEST)" .venv-newest
+	.ci/torch_env "$(TORCH_OLDEST)" .venv-oldest $(RANGE_PYTEST)
+	.ci/torch_env "$(TORCH_NEWEST)" .venv-newest $(RANGE_PYTEST)
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -d site

@@ -172,8 +172,9 @@ def test_bad_counts_refuse(model):
 
 @pytest.fixture
 def copy(tiny_runs, tmp_path) -> Path:
-    """A copy of the tiny paper run, so switch.json is not written into the shared one."""
-    return Path(shutil.copytree(tiny_runs["flowvae"], tmp_path / "run"))
+    """A copy of the tiny paper run, so switch.json is not written into the shared one; without the
+    switch.json that other tests' commands may have left in the shared run."""
+    return Path(shutil.copytree(tiny_runs["flowvae"], tmp_path / "run", ignore=shutil.ignore_patterns("switch.json")))
 
 
 def test_switch_json_and_the_report_show_the_metric_escaped(copy, capsys):
