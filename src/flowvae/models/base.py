@@ -375,9 +375,18 @@ class GenerativeModel(nn.Module):
         return push_to_hub(self, repo_id, **options)
 
     # ---------------------------------------------------------------- the contract
+    @property
+    def kl_term(self) -> bool:
+        """Whether :meth:`loss` has a KL term, which it then weights by its keyword-only
+        ``kl_weight`` (a float or 0-dim tensor, default 1: the paper's objective). The trainer
+        passes the weight of ``train.kl_warmup_steps`` and refuses the setting for a kind whose
+        ``kl_term`` is false (the flows without a posterior). False unless a kind says otherwise."""
+        return False
+
     def loss(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,
              **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        """Training loss of uint8 images ``[B, C, H, W]`` and detached ``stats`` (module docstring)."""
+        """Training loss of uint8 images ``[B, C, H, W]`` and detached ``stats`` (module docstring).
+        Kinds with a KL term (:attr:`kl_term`) also take ``kl_weight``."""
         raise NotImplementedError
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None, shard: tuple[int, int] | None = None,

@@ -440,7 +440,7 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     if not has_checkpoint:  # e.g. the beta-TCVAE's dataset size, the multi-stage model's stage-1 config
         cfg.model = cfg.model.for_training(len(train_data))
     model = create_model(cfg)
-    if tc.kl_warmup_steps and not getattr(model, "kl_term", False):
+    if tc.kl_warmup_steps and not model.kl_term:
         raise ConfigError(f"train.kl_warmup_steps applies to models with a KL term; a {model.kind!r} model "
                           f"has none: leave it at 0")
     if not has_checkpoint:
