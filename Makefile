@@ -40,7 +40,7 @@ demo: $(STAMP)
 	@echo "demo run folder: $(DEMO); open $(DEMO)/report.html"
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15  # the slowest tests, to keep the suite within about 15 min
 
 # Everything but the tests that do not touch torch's behaviour: the documentation build, the wheel
 # build, the HTML report in Chromium and the slow end-to-end FID against the reference package.
