@@ -33,7 +33,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import math
 import os
 import re
 import stat
@@ -48,6 +47,7 @@ from . import __version__, safe_io
 from .config import Config, DataConfig
 from .errors import CheckpointError, ConfigError, FlowVAEError
 from .models.base import GenerativeModel
+from .report import _finite, _fmt_duration, _fmt_pct, _one_line  # the same cells as the HTML report
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "HubError", "SAMPLE_FILE", "WEIGHTS_FILE", "from_pretrained",
            "model_card", "push_to_hub", "save_pretrained"]
@@ -138,10 +138,6 @@ def _license(license: Any) -> str:
     if not isinstance(license, str) or not _LICENSE.match(license):
         raise ConfigError(f"license {license!r} is not a Hub license id; give e.g. mit, apache-2.0, cc-by-4.0 or other")
     return license
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,26 +286,11 @@ def _md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def _num(v: Any, digits: int = 4) -> str:
     """A number from a run file formatted, or ``–`` for anything else (text where a number belongs)."""
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return f"{v:.{digits}f}" if _finite(v) else "–"
-
-
-def _pct(v: Any) -> str:
-    return f"{100 * v:.2f}%" if _finite(v) else "–"
-
-
-def _duration(s: Any) -> str:
-    if not _finite(s) or s < 0:
-        return "–"
-    whole = int(round(s))
-    return f"{s:,.1f} s ({whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d})"
 
 
 def _value(v: Any) -> str:
@@ -367,7 +348,7 @@ def _probe(probe: Any) -> list[str]:
     lines = ["", f"Linear probe (`flowvae probe`, {_md(probe.get('protocol', '?'))} protocol) on "
                  f"{_md(probe.get('dataset', '?'))}:", "",
              "| features | dim | test accuracy |", "| --- | --- | --- |"]
-    lines += [f"| {_md(name)} | {_num(r.get('dim'))} | {_pct(r.get('accuracy'))} |"
+    lines += [f"| {_md(name)} | {_num(r.get('dim'))} | {_fmt_pct(r.get('accuracy'))} |"
               for name, r in probe["results"].items() if isinstance(r, dict)]
     return lines
 
@@ -378,7 +359,7 @@ def _training(files: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
     if metrics:
         rows.append(("steps", f"{_num(metrics[-1].get('step'))} of batch {cfg.train.batch_size:,}"))
         time_s = next((r["time_s"] for r in reversed(metrics) if r.get("time_s") is not None), None)
-        rows.append(("wall time", _duration(time_s)))
+        rows.append(("wall time", _fmt_duration(time_s)))
     if isinstance(env, dict):
         hw = [str(env.get("gpu") or env.get("cpu_model") or env.get("processor") or "?")]
         if _finite(env.get("cpu_count")):

@@ -236,7 +236,7 @@ def _fmt_pct(v: Any) -> str:
 
 
 def _fmt_duration(s: Any) -> str:
-    if not _finite(s):
+    if not _finite(s) or s < 0:  # a negative wall time is a damaged file, not a duration
         return "–"
     whole = int(round(s))
     h, rem = divmod(whole, 3600)
