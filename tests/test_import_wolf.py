@@ -353,3 +353,24 @@ def test_existing_run_folder_needs_force(golden, tmp_path, capsys):
     assert _import(src, run, "--force") == 1  # a trained run's history is never replaced
     assert "training history" in _one_line(capsys.readouterr().err)
     shutil.rmtree(run)
+
+
+@pytest.mark.parametrize("module", ["numpy.core.multiarray", "numpy._core.multiarray"])
+def test_numpy_scalars_of_either_numpy_load_and_the_allow_list_is_restored(tmp_path, module):
+    """Their checkpoints keep numpy scalars; numpy 1 and numpy 2 name ``scalar`` differently in the
+    pickle, and every supported torch (2.4 has no ``safe_globals`` context) must read both, leaving
+    torch's process-wide allow list as it found it."""
+    from flowvae.interop.wolf import _torch_load
+
+    path = tmp_path / "checkpoint.tar"
+    # the legacy (non-zip) format is one plain pickle stream, so the module name can be rewritten
+    torch.save({"best_bpd": np.float64(3.25), "step": np.int64(7)}, path, _use_new_zipfile_serialization=False)
+    raw = path.read_bytes()
+    spelled = [m for m in (b"numpy._core.multiarray", b"numpy.core.multiarray") if m in raw]
+    assert spelled, "the pickle names numpy's scalar"
+    path.write_bytes(raw.replace(spelled[0], module.encode()))
+    assert module.encode() in path.read_bytes()
+    before = set(torch.serialization.get_safe_globals())  # a set in torch >= 2.5: order is arbitrary
+    obj, digest = _torch_load(path)
+    assert float(obj["best_bpd"]) == 3.25 and int(obj["step"]) == 7 and len(digest) == 64
+    assert set(torch.serialization.get_safe_globals()) == before

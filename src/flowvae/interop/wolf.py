@@ -46,6 +46,7 @@ authors' outputs in ``../shared/golden/wolf-cifar-reduced``):
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
 import json
@@ -612,14 +613,47 @@ class WolfModelFiles:
 
 def _numpy_scalars() -> list[Any]:
     """Globals a weights-only load may use to rebuild numpy scalars (their checkpoints store the best
-    NLL/bpd as ``numpy.float64``); plain numbers, no code. Both numpy 1 and 2 spellings."""
+    NLL/bpd as ``numpy.float64``); plain numbers, no code.
+
+    A pickle names numpy's ``scalar`` by the module it was written under: ``numpy.core.multiarray`` (numpy
+    1) or ``numpy._core.multiarray`` (numpy 2). torch looks an allowed global up by its
+    ``__module__``/``__name__`` (2.4) or ``__qualname__`` (later), and only releases from 2.6 take an
+    explicit ``(global, name)`` pair, so each spelling gets a forwarding function that carries it.
+    ``codecs.encode`` turns the pickled text of the scalar's bytes back into bytes.
+    """
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
+    real = core.multiarray.scalar
+
+    def spelled(module: str) -> Any:
+        def scalar(*args: Any) -> Any:
+            return real(*args)
+
+        scalar.__module__ = module
+        scalar.__name__ = scalar.__qualname__ = "scalar"
+        return scalar
+
     kinds = {type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64", "bool")}
-    return [scalar, np.dtype, *sorted(kinds, key=str), (scalar, "numpy.core.multiarray.scalar"),
-            (scalar, "numpy._core.multiarray.scalar")]
+    # a scalar's bytes are pickled as _codecs.encode(text, "latin1"); torch >= 2.5 allows it by default
+    return [codecs.encode, np.dtype, *sorted(kinds, key=str), spelled("numpy.core.multiarray"), spelled("numpy._core.multiarray")]
+
+
+@contextlib.contextmanager
+def _numpy_scalars_allowed() -> Iterator[None]:
+    """Allow :func:`_numpy_scalars` in weights-only loads inside the block, then restore torch's list.
+
+    ``torch.serialization.add_safe_globals`` (torch >= 2.4) rather than the ``safe_globals`` context
+    manager (2.5): the list is process-wide either way, and one code path serves the whole range."""
+    ser = torch.serialization
+    saved = list(ser.get_safe_globals())
+    ser.add_safe_globals(_numpy_scalars())
+    try:
+        yield
+    finally:
+        ser.clear_safe_globals()
+        if saved:
+            ser.add_safe_globals(saved)
 
 
 def _open_regular(path: Path, max_bytes: int) -> tuple[int, int]:
@@ -653,9 +687,8 @@ def _torch_load(path: Path, max_bytes: int = MAX_WEIGHT_BYTES) -> tuple[Any, str
         for chunk in iter(lambda: f.read(1 << 24), b""):
             digest.update(chunk)
         f.seek(0)
-        allow = getattr(torch.serialization, "safe_globals", None)
         try:
-            with allow(_numpy_scalars()) if allow is not None else contextlib.nullcontext():
+            with _numpy_scalars_allowed():
                 obj = torch.load(f, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a file we will not use
             text = str(e)
