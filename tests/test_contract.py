@@ -25,7 +25,7 @@ KINDS = sorted(MODEL_KINDS)
 
 # The capability each command needs; commands not listed apply to every kind.
 NEEDS = {"switch": "global_local", "interpolate": "global_local", "traverse": "vector_latent",
-         "disentangle": "vector_latent"}
+         "disentangle": "vector_latent", "eval-recon-fid": "reconstruction"}
 
 
 def _argv(command: str, run: Path, out: Path) -> list[str]:
@@ -33,6 +33,7 @@ def _argv(command: str, run: Path, out: Path) -> list[str]:
     r, cpu = str(run), ["--device", "cpu", "--json", "-q"]
     return {
         "eval": ["eval", r, "-k", "2", "--limit", "8", *cpu],
+        "eval-recon-fid": ["eval", r, "-k", "1", "--limit", "4", "--recon-fid", *cpu],
         "sample": ["sample", r, "-n", "4", "-t", "0.5", "1.0", "--out", str(out / "samples"), *cpu],
         "check": ["check", r, "--limit", "8", *cpu],
         "report": ["report", r, "--out", str(out / "report.html"), "--json", "-q"],
@@ -57,13 +58,13 @@ def test_every_registered_kind_has_a_tiny_recipe(tiny_runs):
     assert not missing, f"model kinds without a tiny recipe in tests/conftest.py RECIPES: {missing}"
 
 
-@pytest.mark.parametrize("command", ["eval", "sample", "check", "report", "switch", "interpolate", "traverse",
+@pytest.mark.parametrize("command", ["eval", "eval-recon-fid", "sample", "check", "report", "switch", "interpolate", "traverse",
                                      "probe", "fid", "disentangle", "encode"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_command_applies_or_is_refused_in_one_line(kind, command, tiny_runs, tmp_path, capsys):
     need = NEEDS.get(command)
     applies = need is None or getattr(tiny_runs.capabilities(kind), need)
-    if command == "fid" and applies:
+    if command in ("fid", "eval-recon-fid") and applies:
         from flowvae.errors import FlowVAEError
         from flowvae.evaluation.fid import find_inception
 

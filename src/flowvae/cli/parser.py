@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     number(p, "-k", "--k", ge=1, default=5, help="posterior samples per image [default: 5]")
     number(p, "--limit", ge=1, default=None, help="evaluate a seeded random subset of N test images, stratified by class")
     number(p, "--batch-size", ge=1, default=256, help="images x samples per batch [default: 256]")
+    p.add_argument("--recon-fid", action="store_true",
+                   help="also FID/KID of the reconstructions from the factors against the test images "
+                        "(kinds that reconstruct: btcvae, multistage; needs flowvae[fid])")
+    p.add_argument("--inception", default=None, metavar="PATH", help="Inception network file (with --recon-fid)")
     _common(p)
 
     p = sub.add_parser("sample", help="PNG grids of samples at several temperatures",

@@ -57,7 +57,7 @@ def round_trip(model: GenerativeModel, images: Tensor) -> dict[str, int]:
 
 def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size: int = 256, seed: int = 0,
                  device: torch.device | str = "cpu", dataset: str | None = None,
-                 roundtrip_images: int = ROUND_TRIP_IMAGES) -> dict[str, Any]:
+                 roundtrip_images: int = ROUND_TRIP_IMAGES, recon_features: Any = None) -> dict[str, Any]:
     """Test-set figures of a model of any kind on uint8 ``images [N, C, H, W]``.
 
     Args:
@@ -69,6 +69,9 @@ def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size:
         device: where the model is.
         dataset: name recorded under ``"dataset"`` (e.g. ``"digits/test"``).
         roundtrip_images: how many of the first images the round-trip check uses.
+        recon_features: an Inception network (:func:`~flowvae.evaluation.sampling.inception_network`):
+            with the ``reconstruction`` capability, also FID/KID of the reconstructions from the
+            factors against ``images``.
 
     Returns:
         :func:`~flowvae.evaluation.evaluate_bpd`'s ``elbo_bpd``, ``iw_bpd`` (bits/dim), ``kl`` (nats),
@@ -77,12 +80,15 @@ def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size:
         :func:`~flowvae.evaluation.reconstruction_quality`'s dict.
 
     Raises:
-        ConfigError: ``k`` or ``batch_size`` not a positive integer.
+        ConfigError: ``k`` or ``batch_size`` not a positive integer; ``recon_features`` for a kind
+            without the ``reconstruction`` capability.
     """
     from ..models.base import check_count
 
     check_count("k", k)
     check_count("batch_size", batch_size)
+    if recon_features is not None:  # refuse before the long bound, not after
+        model.require("reconstruction", "FID of reconstructions from the factors (use `flowvae fid` for samples)")
     res: dict[str, Any] = dict(evaluate_bpd(model, images, k, batch_size, seed=seed, device=device))
     if dataset is not None:
         res["dataset"] = dataset
@@ -90,5 +96,6 @@ def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size:
     if caps.exact_codes:
         res.update(round_trip(model, images[:roundtrip_images]))
     if caps.reconstruction:
-        res["reconstruction"] = reconstruction_quality(model, images, seed=seed, device=device)
+        res["reconstruction"] = reconstruction_quality(model, images, seed=seed, device=device,
+                                                       features=recon_features)
     return res
