@@ -144,6 +144,8 @@ def test_every_global_local_kind_scores_and_the_others_refuse_in_one_line(tiny_r
         return
     res = switch_metric(m, train, test, pairs=20, train_images=300, C=0.01)
     assert res["follow_z"] + res["follow_v"] + res["neither"] == pytest.approx(1.0) and res["pairs"] == 20
+    clf = res["classifier"]
+    assert clf["protocol"] == "logistic" and clf["dim"] <= 1024 and clf["pool"] == (2 if test.images.shape[-1] == 64 else 1)
 
 
 def test_unlabelled_data_refuses_in_one_line(model):
@@ -227,3 +229,16 @@ def test_switch_json_is_not_written_through_a_planted_symlink(copy, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("flowvae switch: error: refusing to write") and "\n" not in err
     assert victim.read_text() == "keep"
+
+
+@pytest.mark.parametrize(("shape", "pool"), [((1, 8, 8), 1), ((1, 28, 28), 1), ((1, 32, 32), 1), ((1, 64, 64), 2),
+                                             ((3, 32, 32), 2), ((3, 64, 64), 4), ((1, 65, 65), 3)])
+def test_classifier_features_are_bounded_by_pooling(shape, pool):
+    from flowvae.evaluation.switching import MAX_CLASSIFIER_FEATURES, classifier_pool
+
+    assert classifier_pool(shape) == pool
+    c, h, w = shape
+    dims = [c * -(-h // s) * -(-w // s) for s in (pool - 1, pool) if s >= 1]
+    assert dims[-1] <= MAX_CLASSIFIER_FEATURES and (pool == 1 or dims[0] > MAX_CLASSIFIER_FEATURES)
+    x = torch.zeros(2, *shape, dtype=torch.float64)
+    assert torch.nn.functional.avg_pool2d(x, pool, ceil_mode=True).flatten(1).shape[1] == dims[-1]

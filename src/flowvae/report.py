@@ -490,12 +490,23 @@ def _switch_metric(info: dict) -> str:
                         f'<td class="num">{_fmt_pct(r.get("neither"))}</td></tr>')
     clf: dict = m["classifier"] if isinstance(m.get("classifier"), dict) else {}
     text = (f"Switch metric (switch.json): {_fmt(m.get('pairs'))} pairs of test images of different classes of "
-            f"{_esc(m.get('dataset', '?'))}; each decode is classified by a linear SVM on standardised pixels "
+            f"{_esc(m.get('dataset', '?'))}; each decode is classified by {_switch_classifier(clf)} "
             f"(C = {_esc(clf.get('C', '–'))}, trained on {_fmt(clf.get('n_train'))} real training images), whose accuracy "
             f"on the real test images, {_fmt_pct(m.get('test_accuracy'))}, is the ceiling of the class-of-z column.")
     head = "".join(f"<th>{h}</th>" for h in ("decode", "class of z", "class of v", "neither"))
     return (f'<p id="switch-metric">{text}</p><table id="switch-metric-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
+
+
+def _switch_classifier(clf: dict) -> str:
+    """The switch metric's classifier in words; ``switch.json`` files written before the logistic
+    protocol carry none, and those used the linear SVM."""
+    what = {"logistic": "a logistic regression", "standard": "a linear SVM"}.get(str(clf.get("protocol", "standard")),
+                                                                             "a linear classifier")
+    pool = clf.get("pool")
+    where = (f"{_esc(pool)}x{_esc(pool)} average-pooled pixels" if isinstance(pool, int) and pool > 1
+             else "pixels")
+    return f"{what} on standardised {where}"
 
 
 def _figures(info: dict) -> str:

@@ -13,6 +13,12 @@ Protocol (ours, stated so figures can be compared):
 The authors used ``sklearn.svm.SVC(kernel="linear")`` with the default ``C = 1`` and no
 scaling (a one-vs-one linear SVM); that protocol is available with ``protocol="authors"``
 (much slower: kernel SVMs scale quadratically in the number of training images).
+
+``protocol="logistic"`` (for :func:`fit_linear` callers that classify images, not the probe): the same
+standardisation and C search with multinomial logistic regression (``LogisticRegression``, L-BFGS)
+in place of the SVM. On thousands of pixel features liblinear's SVM needs minutes to converge
+(830 s for one fit on 5,000 dSprites images of 4,096 pixels, one thread), L-BFGS seconds (7-19 s)
+with the same test accuracy within a few points.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol
     Args:
         train_x: features ``[N, F]`` (numpy or torch; cast to float64).
         train_y: integer labels ``[N]``.
-        C, Cs, protocol, seed, max_iter: as for :func:`linear_probe`.
+        C, Cs, seed, max_iter: as for :func:`linear_probe`.
+        protocol: as for :func:`linear_probe`, or ``"logistic"`` (module docstring).
 
     Returns:
         ``(classifier, info)``: a fitted scikit-learn estimator whose ``predict`` takes float64
@@ -46,6 +53,7 @@ def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol
     Raises:
         DataError, ConfigError, ValueError: as for :func:`linear_probe`, for the training features.
     """
+    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -65,18 +73,21 @@ def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol
     if protocol == "authors":
         clf = SVC(kernel="linear", C=1.0 if C is None else C).fit(tx, ty)
         chosen = clf.C
-    elif protocol == "standard":
-        pipe = make_pipeline(StandardScaler(), LinearSVC(C=1.0 if C is None else C, max_iter=max_iter, dual="auto",
-                                                         random_state=seed))
+    elif protocol in ("standard", "logistic"):
+        c0 = 1.0 if C is None else C
+        est = (LinearSVC(C=c0, max_iter=max_iter, dual="auto", random_state=seed) if protocol == "standard"
+               else LogisticRegression(C=c0, max_iter=max_iter, random_state=seed))
+        pipe = make_pipeline(StandardScaler(), est)
         if C is None:
-            search = GridSearchCV(pipe, {"linearsvc__C": list(Cs)},
-                                  cv=StratifiedKFold(3, shuffle=True, random_state=seed), n_jobs=1)
+            key = f"{pipe.steps[-1][0]}__C"
+            search = GridSearchCV(pipe, {key: list(Cs)}, cv=StratifiedKFold(3, shuffle=True, random_state=seed),
+                                  n_jobs=1)
             search.fit(tx, ty)
-            clf, chosen, cv_acc = search.best_estimator_, search.best_params_["linearsvc__C"], float(search.best_score_)
+            clf, chosen, cv_acc = search.best_estimator_, search.best_params_[key], float(search.best_score_)
         else:
             clf, chosen = pipe.fit(tx, ty), C
     else:
-        raise ConfigError(f"protocol must be 'standard' or 'authors', got {protocol!r}")
+        raise ConfigError(f"protocol must be 'standard', 'logistic' or 'authors', got {protocol!r}")
     return clf, {"C": float(chosen), "cv_accuracy": cv_acc, "n_train": int(len(tx)), "dim": int(tx.shape[1]),
                  "protocol": protocol}
 
@@ -105,8 +116,8 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float | None = None, Cs=DE
         train_x, test_x: features ``[N, F]`` (numpy or torch; cast to float64).
         train_y, test_y: integer labels ``[N]``.
         C: fixed regularisation; ``None`` chooses it by cross-validation from ``Cs``.
-        protocol: ``"standard"`` (see module docstring) or ``"authors"`` (``SVC(kernel="linear")``,
-            ``C = 1``, no scaling).
+        protocol: ``"standard"`` (see module docstring), ``"logistic"`` (logistic regression in place
+            of the SVM) or ``"authors"`` (``SVC(kernel="linear")``, ``C = 1``, no scaling).
 
     Returns:
         ``{"accuracy", "C", "cv_accuracy" (None when C was fixed), "n_train", "n_test", "dim", "protocol"}``.
