@@ -8,13 +8,14 @@ import torch
 
 from ..models.base import GenerativeModel
 from ..progress import progress
+from ._layout import inference_layout, to_layout
 
 __all__ = ["evaluate_bpd"]
 
 
 @torch.no_grad()
 def evaluate_bpd(model: GenerativeModel, images: torch.Tensor, k: int = 1, batch_size: int = 256,
-                 seed: int = 0, device: torch.device | str = "cpu") -> dict[str, float]:
+                 seed: int = 0, device: torch.device | str = "cpu", channels_last: bool | None = None) -> dict[str, float]:
     """Average bits/dim of uint8 images ``[N, C, H, W]`` with ``k`` posterior samples per image.
 
     Returns ``elbo_bpd`` (negative ELBO with uniform dequantisation, averaged over the ``k``
@@ -22,7 +23,9 @@ def evaluate_bpd(model: GenerativeModel, images: torch.Tensor, k: int = 1, batch
     ``iw_bpd`` (negative importance-weighted bound with ``k`` samples), ``kl`` (nats, mean of
     the Monte Carlo estimate), ``k`` and ``n``. The noise comes from a generator seeded with
     ``seed``, so repeated calls give the same figures. The model is put in eval mode and
-    restored afterwards.
+    restored afterwards; on the CPU its convolutions run in channels-last for the call
+    (:func:`~flowvae.evaluation._layout.inference_layout`: about twice as fast, same figures;
+    ``channels_last=False`` keeps the model's own layout, ``True`` forces channels-last).
     """
     was_training = model.training
     model.eval()
@@ -30,14 +33,15 @@ def evaluate_bpd(model: GenerativeModel, images: torch.Tensor, k: int = 1, batch
     per = max(1, batch_size // k)
     sums = {"elbo_bpd": 0.0, "iw_bpd": 0.0, "kl": 0.0}
     try:
-        steps = progress(range(0, len(images), per), total=-(-len(images) // per), desc=f"bits/dim (K={k})")
-        for i in steps:
-            x = images[i:i + per].to(device)
-            out = model.bits_per_dim(x, k, gen)
-            for key in sums:
-                sums[key] += float(out[key].double().sum())
-            if hasattr(steps, "set_postfix"):
-                steps.set_postfix(elbo_bpd=f"{sums['elbo_bpd'] / min(len(images), i + per):.4f}")
+        with inference_layout(model, channels_last) as fmt:
+            steps = progress(range(0, len(images), per), total=-(-len(images) // per), desc=f"bits/dim (K={k})")
+            for i in steps:
+                x = to_layout(images[i:i + per].to(device), fmt)
+                out = model.bits_per_dim(x, k, gen)
+                for key in sums:
+                    sums[key] += float(out[key].double().sum())
+                if hasattr(steps, "set_postfix"):
+                    steps.set_postfix(elbo_bpd=f"{sums['elbo_bpd'] / min(len(images), i + per):.4f}")
     finally:
         model.train(was_training)
     n = len(images)

@@ -26,6 +26,7 @@ from torch import Tensor
 from ..flows.coupling import INVERSE_LIMIT, track_saturation
 from ..models.base import GenerativeModel, check_count, check_temperature
 from ..progress import progress
+from ._layout import inference_layout
 
 __all__ = ["sample_grids", "sample_grids_with_stats", "draw_samples", "pixel_stats", "merge_stats", "sample_health",
            "write_sample_stats", "generate", "inception_network", "fid_run", "FAR", "FAR_WARNING_FRACTION",
@@ -113,6 +114,12 @@ def draw_samples(model: GenerativeModel, n: int, temperature: float = 1.0, *, gl
     check_count("n", n)
     check_temperature(temperature)
     check_temperature(global_temperature, "global temperature")
+    with inference_layout(model):  # channels-last on the CPU: faster convolutions, the same pixels
+        return _draw(model, n, temperature, global_temperature, generator)
+
+
+def _draw(model: GenerativeModel, n: int, temperature: float, global_temperature: float,
+          generator: torch.Generator | None) -> tuple[Tensor, dict[str, Any]]:
     flow: Any = model
     if not model.capabilities.exact_codes or (not flow.uses_z and global_temperature != 1.0):
         # The kind's own sample(): its pixels, or its one-line error for the temperature.
