@@ -21,9 +21,14 @@ Images are random uint8 of the preset's shape (speed does not depend on content)
 training step are counted with ``torch.utils.flop_counter`` on the float32 model; achieved GFLOP/s
 is that count over the median step time, set against the float32 or bfloat16 peak rate measured on
 the spot (the faster of a matrix product and the model's 512-channel 1x1 convolution). Also
-timed: sampling (images/s at temperature 1) and evaluation (``bits_per_dim`` with K importance
-samples, images/s), and a normflows Glow of about the same
-size as the refined Glow (no z), trained the same way (``pip install normflows``).
+timed, as the commands run them: sampling (``draw_samples``, images/s at temperature 0.7) and
+evaluation (``evaluate_bpd`` with K importance samples, images/s); both convert the model to
+channels-last on the CPU in every mode. Also a normflows Glow of about the same size as the refined
+Glow (no z), trained the same way (``pip install normflows``).
+
+``--compare`` adds a table of each mode's ratio to ``fp32`` of the same preset in the same run
+(training, sampling and evaluation images/s), so that a speed-up is read against a reference
+measured on the same machine at the same time.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import torch
 from flowvae.training.environment import cpu_model, tune_cpu_allocator
 
 ROOT = Path(__file__).resolve().parent
+SAMPLE_TEMPERATURE = 0.7
 
 
 def _rss_mb() -> float:
@@ -177,19 +183,24 @@ def worker(preset: str, mode: str, batch: int, steps: int, device_name: str, kin
         rec["peak_memory_mb"] = _peak_rss_mb()
         rec["step_memory_mb"] = _peak_rss_mb() - rss_before  # growth of the peak during training steps
 
+    # What `flowvae sample` and `flowvae eval` run (channels-last on the CPU whatever the mode).
+    from flowvae.evaluation.bpd import evaluate_bpd
+    from flowvae.evaluation.sampling import draw_samples
+
     model.eval()
     with torch.no_grad():
-        model.sample(batch, 1.0, generator=gen)
-        _sync(device)
-        t = time.perf_counter()
-        model.sample(batch, 1.0, generator=gen)
-        _sync(device)
+        for _ in range(2):  # the first call warms the allocator (and compiles nothing: eager)
+            _sync(device)
+            t = time.perf_counter()
+            draw_samples(model, batch, SAMPLE_TEMPERATURE, generator=gen)
+            _sync(device)
         rec["sample_images_per_s"] = batch / (time.perf_counter() - t)
-        model.bits_per_dim(x, eval_k, gen)
-        _sync(device)
-        t = time.perf_counter()
-        model.bits_per_dim(x, eval_k, gen)
-        _sync(device)
+        rec["sample_temperature"] = SAMPLE_TEMPERATURE
+        for _ in range(2):
+            _sync(device)
+            t = time.perf_counter()
+            evaluate_bpd(model, x, eval_k, batch_size=batch * eval_k, device=device)
+            _sync(device)
         rec["eval_images_per_s"] = batch / (time.perf_counter() - t)
         rec["eval_k"] = eval_k
     return rec
@@ -265,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also time a normflows Glow of the refined Glow's size")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--json", default=str(ROOT / "results.json"), help="where to write the figures")
+    p.add_argument("--compare", action="store_true", help="also print each mode's speed as a ratio to fp32")
     p.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -291,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
           f"bfloat16; 1x1 convolution {rates['conv_fp32']:.0f} float32, {rates['conv_bf16']:.0f} bfloat16")
     rows = []
     header = (f"| model | mode | batch | images/s (train) | step s | peak MB | step MB | GFLOP/s | "
-              f"% of peak rate | sample images/s | eval images/s (K={args.eval_k}) |")
+              f"% of peak rate | sample images/s (T = 0.7) | eval images/s (K={args.eval_k}) |")
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
     for preset in args.presets:
@@ -321,9 +333,26 @@ def main(argv: list[str] | None = None) -> int:
         ours["preset"] = "cifar10 (refined Glow, flowvae)"
         rows.append(ours)
         print(_row(ours, args.batch), flush=True)
+    if args.compare:
+        for line in _compare(rows):
+            print(line)
     Path(args.json).write_text(json.dumps({"hardware": hw, "rows": rows}, indent=2))
     print(f"# wrote {args.json}")
     return 0
+
+
+def _compare(rows: list[dict]) -> list[str]:
+    """Each mode's images/s over the ``fp32`` row of its preset, for training, sampling and evaluation."""
+    keys = ("train_images_per_s", "sample_images_per_s", "eval_images_per_s")
+    ref = {r["preset"]: r for r in rows if r.get("mode") == "fp32" and "error" not in r}
+    out = ["", "| model | mode | train x fp32 | sample x fp32 | eval x fp32 |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        base = ref.get(r.get("preset"))
+        if base is None or "error" in r or r.get("mode") is None:
+            continue
+        ratios = [f"{r[k] / base[k]:.2f}" if r.get(k) and base.get(k) else "-" for k in keys]
+        out.append(f"| {r['preset']} | {r['mode']} | " + " | ".join(ratios) + " |")
+    return out
 
 
 def _row(r: dict, batch: int) -> str:
