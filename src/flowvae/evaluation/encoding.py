@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -68,46 +68,6 @@ class Latent:
     meaning: str
 
 
-Moments = dict[str, tuple[Tensor, Tensor]]
-
-
-def _flow_moments(model: Any, x: Tensor) -> Moments:
-    if not model.uses_z:  # refined Glow, Glow: no posterior, only the exact code v
-        return {}
-    mu, lv = model.posterior(model.to_bins(x))
-    return {"z": (mu, lv)}
-
-
-def _vae_moments(model: Any, x: Tensor) -> Moments:
-    model.check_input(x)
-    mu, lv = model._q(x)
-    return {"z": (mu, lv)}
-
-
-def _ugvae_moments(model: Any, x: Tensor) -> Moments:
-    model.check_input(x)
-    mu, lv = model._q_z(model._features(x))
-    # One group per image: the global code of each image alone, independent of the batch.
-    b_mu, b_lv = model.encode_group(x, torch.arange(x.shape[0], device=x.device))
-    return {"z": (mu, lv), "beta": (b_mu, b_lv)}
-
-
-def _moment_reader(model: GenerativeModel) -> Callable[[Any, Tensor], Moments]:
-    # The model contract has posterior means (latent_mean, representations) but no log-variances, so
-    # they are read per kind here; a kind that defines posterior_moments(x) itself is used as it is.
-    from ..models import BTCVAE, UGVAE, VAE, FlowVAE
-
-    own = getattr(model, "posterior_moments", None)
-    if callable(own):
-        return lambda m, x: own(x)
-    for cls, read in ((FlowVAE, _flow_moments), (VAE, _vae_moments), (BTCVAE, _vae_moments),
-                      (UGVAE, _ugvae_moments)):
-        if isinstance(model, cls):
-            return read
-    raise ConfigError(f"flowvae encode cannot read the posterior of a {model.kind!r} model: give the kind a "
-                      f"posterior_moments(x) method returning {{name: (mean, logvar)}}")
-
-
 @torch.no_grad()
 def posterior_moments(model: GenerativeModel, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
     """Posterior mean and log-variance of each of the model's latents for uint8 images ``x [B, C, H, W]``.
@@ -119,9 +79,9 @@ def posterior_moments(model: GenerativeModel, x: Tensor) -> dict[str, tuple[Tens
 
     Raises:
         DataError: images that are not uint8 of the model's shape.
-        ConfigError: a kind whose posterior this module cannot read.
+        ConfigError: a kind that defines no posterior (``GenerativeModel.posterior_moments``).
     """
-    return _moment_reader(model)(model, x)
+    return model.posterior_moments(x)
 
 
 _MEANINGS = {

@@ -407,6 +407,21 @@ class GenerativeModel(nn.Module):
         """Named per-image features ``{name: [B, d]}`` of uint8 images (linear probes)."""
         raise NotImplementedError
 
+    def posterior_moments(self, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """Mean and log-variance (natural log) of each Gaussian posterior the kind has, for uint8
+        images ``x [B, C, H, W]``: ``{name: (mean [B, d], logvar [B, d])}``, on the model's device;
+        ``{}`` for a kind without one (``flowvae encode``). A kind that does not define it is refused
+        in one line.
+
+        Raises:
+            DataError: images that are not uint8 of the model's shape.
+            ConfigError: a kind that does not define its posterior.
+        """
+        from ..errors import ConfigError
+
+        raise ConfigError(f"posterior moments do not apply to a {self.kind!r} model: it defines no "
+                          f"posterior_moments(x)")
+
     @torch.no_grad()
     def features(self, x: Tensor, batch_size: int = 256) -> dict[str, Tensor]:
         """:meth:`representations` of many images ``[N, C, H, W]`` in batches, on the CPU."""

@@ -453,6 +453,12 @@ class BTCVAE(GenerativeModel):
         return self.encode(x)
 
     @torch.no_grad()
+    def posterior_moments(self, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{"z": (mean, logvar)}`` of q(z|x), the factors, each ``[B, d]`` (:meth:`GenerativeModel.posterior_moments`)."""
+        self.check_input(x)
+        return {"z": self._q(x)}
+
+    @torch.no_grad()
     def representations(self, x: Tensor) -> dict[str, Tensor]:
         """``z``: the posterior mean of the factors ``[B, n_factors]``."""
         return {"z": self.encode(x)}

@@ -548,6 +548,15 @@ class FlowVAE(GenerativeModel):
         return self.posterior(self.to_bins(x))[0]
 
     @torch.no_grad()
+    def posterior_moments(self, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{"z": (mean, logvar)}`` of q(z|x) (eq. 5), each ``[B, d_z]``; ``{}`` for the refined Glow
+        and Glow, whose only code v is exact (:meth:`GenerativeModel.posterior_moments`)."""
+        if not self.uses_z:
+            self.check_input(x)
+            return {}
+        return {"z": self.posterior(self.to_bins(x))}
+
+    @torch.no_grad()
     def representations(self, x: Tensor) -> dict[str, Tensor]:
         """``z`` (posterior mean ``[B, d_z]``, kinds with z only) and ``v = f(x; z)`` ``[B, C*H*W]``."""
         z, v = self.encode(x)

@@ -631,6 +631,15 @@ class UGVAE(GenerativeModel):
         return self.sample_group(n, beta * global_temperature, temperature, generator)
 
     @torch.no_grad()
+    def posterior_moments(self, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{"z": ..., "beta": ...}``: (mean, logvar) of each image's local code ``[B, d_local]`` and of
+        the global code of a group of that image alone ``[B, d_global]``, independent of the batch
+        (:meth:`GenerativeModel.posterior_moments`)."""
+        self.check_input(x)
+        return {"z": self._q_z(self._features(x)),
+                "beta": self.encode_group(x, torch.arange(x.shape[0], device=x.device))}
+
+    @torch.no_grad()
     def representations(self, x: Tensor) -> dict[str, Tensor]:
         """``z``: the posterior mean of each image's local code ``[B, d_local]``."""
         self.check_input(x)

@@ -287,6 +287,12 @@ class VAE(GenerativeModel):
         return self.encode(x)
 
     @torch.no_grad()
+    def posterior_moments(self, x: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{"z": (mean, logvar)}`` of q(z|x), each ``[B, d]`` (:meth:`GenerativeModel.posterior_moments`)."""
+        self.check_input(x)
+        return {"z": self._q(x)}
+
+    @torch.no_grad()
     def representations(self, x: Tensor) -> dict[str, Tensor]:
         """``z``: the posterior mean ``[B, d_z]`` (the features of ``flowvae probe``)."""
         return {"z": self.encode(x)}
