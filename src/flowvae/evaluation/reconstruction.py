@@ -99,9 +99,10 @@ def reconstruction_quality(model: GenerativeModel, images: torch.Tensor, tempera
         out["mse"] = {f"T={t}": v / per_pixel for t, v in sq.items()}
     if features is not None:
         from .evaluate import quantised
-        from .fid import fid_kid
+        from .fid import fid_kid, inception_features
 
         real = quantised(model, images.to(model.device)).cpu()
-        scores = {t: fid_kid(real, torch.cat(r), features) for t, r in recs.items()}
+        real_f = inception_features(real, features, desc="test images")  # once for every temperature
+        scores = {t: fid_kid(real, torch.cat(r), features, real_features=real_f) for t, r in recs.items()}
         out["fid"] = scores[None] if not flow else {f"T={t}": v for t, v in scores.items()}
     return out
