@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from flowvae.api import load_run
-from flowvae.evaluation.bpd import evaluate_bpd
 from flowvae.evaluation._layout import inference_layout, to_layout
+from flowvae.evaluation.bpd import evaluate_bpd
 from flowvae.models import MODEL_KINDS
 from flowvae.training.trainer import load_data
 
