@@ -39,6 +39,16 @@ def _finished(run: Path) -> bool:
     return (run / "model.safetensors").is_file()
 
 
+def _evaluated(run: Path, n: int, fid: bool) -> bool:
+    """Whether ``run/eval.json`` already holds the reconstruction figures on ``n`` images (with FID if asked):
+    the Inception features take most of the time, so an interrupted benchmark does not redo them."""
+    try:
+        rec = json.loads((run / "eval.json").read_text())["reconstruction"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return rec.get("n") == n and (not fid or "fid" in rec)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -94,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if grid and not (s1 / "disentanglement.json").is_file():  # deterministic (seeded): once per stage-1 run
         run(["disentangle", str(s1), "--device", "cpu", "-q"])
     for r in (s1, s2):
-        run(["eval", str(r), "-k", "1", "--limit", str(args.eval_images), "--device", "cpu", "-q",
-             *([] if args.no_fid else ["--recon-fid"])])
+        if not _evaluated(r, args.eval_images, not args.no_fid):
+            run(["eval", str(r), "-k", "1", "--limit", str(args.eval_images), "--device", "cpu", "-q",
+                 *([] if args.no_fid else ["--recon-fid"])])
         run(["traverse", str(r), "--index", "0", "7", "--range", "2.5", "--steps", "9", "--device", "cpu", "-q",
              *(["--local", "zero"] if r == s2 else [])])
 
