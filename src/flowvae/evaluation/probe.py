@@ -17,8 +17,9 @@ scaling (a one-vs-one linear SVM); that protocol is available with ``protocol="a
 ``protocol="logistic"`` (for :func:`fit_linear` callers that classify images, not the probe): the same
 standardisation and C search with multinomial logistic regression (``LogisticRegression``, L-BFGS)
 in place of the SVM. On thousands of pixel features liblinear's SVM needs minutes to converge
-(830 s for one fit on 5,000 dSprites images of 4,096 pixels, one thread), L-BFGS seconds (7-19 s)
-with the same test accuracy within a few points.
+(830 s for one fit on 5,000 dSprites images of 4,096 pixels, one thread of the project's 2-core
+CPU), L-BFGS seconds, with the same test accuracy within a few points
+(``benchmarks/switch_classifier.py``).
 """
 
 from __future__ import annotations
