@@ -1,5 +1,5 @@
 # flowvae: two commands for a fresh machine.
-#   make demo   set up .venv and train + evaluate the paper's model on scikit-learn's digits
+#   make demo   set up .venv and train + evaluate the paper's model on scikit-learn's digits (preset digits-global)
 #   make test   set up .venv, run ruff and mypy (make lint), then the test suite
 #   make test-torch-range   the test suite again on the oldest and the newest supported PyTorch (CI runs it)
 #   make docs   the documentation site into site/ (mkdocs, strict)
@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml Makefile src/flowvae/__init__.py
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/flowvae train digits --run $(DEMO) --device cpu
+	$(BIN)/flowvae train digits-global --run $(DEMO) --device cpu
 	$(BIN)/flowvae eval $(DEMO) --device cpu
 	$(BIN)/flowvae sample $(DEMO) --device cpu --temperature 0.7 0.8 0.9 1.0
 	$(BIN)/flowvae switch $(DEMO) --device cpu --pairs 8

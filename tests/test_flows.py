@@ -179,6 +179,10 @@ def _cases() -> list:
             _randomised(lambda: ConditionalGlow(3, 4, [1, [1, 1], 1], [4, 8, 8], cond_dim=2, alpha=0.5,
                                                 additive=True, conv1x1="plain"), **GENTLE),
             (3, 4, 4), cond_dim=2, flat_output=True),
+        # model.coupling_kernel=1: the local decoder
+        "glow-rgb-cond-kernel1": Case(
+            _randomised(lambda: ConditionalGlow(3, 4, [1, [1, 1], 1], [4, 8, 8], cond_dim=3, kernel_size=1), **GENTLE),
+            (3, 4, 4), cond_dim=3, flat_output=True),
         "flowprior": Case(_randomised(lambda: FlowPrior(4, 2, 8)), (4,)),
         "glow-original": Case(
             _randomised(lambda: ConditionalGlow(3, 8, [1, 1, 1], [4, 8, 8], architecture="glow"), **GENTLE),
@@ -856,3 +860,20 @@ def test_flow_prior_of_zero_steps_is_the_standard_normal():
     expected = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
     torch.testing.assert_close(prior.log_prob(z), expected)
     assert "_anchor" not in prior.state_dict()
+
+
+def test_a_kernel1_coupling_network_sees_one_position_and_a_kernel3_one_its_neighbours():
+    """``kernel_size=1`` (``model.coupling_kernel``) is what makes the decoder local: the output at a
+    position depends on the input at that position only (plus z); eq. (7)'s two 3x3 convolutions
+    reach two positions away."""
+    torch.manual_seed(0)
+    for k, reach in ((1, {(3, 3)}), (3, {(i, j) for i in range(1, 6) for j in range(1, 6)})):
+        net = ConvCouplingNet(2, 4, 8, cond_dim=3, kernel_size=k)
+        torch.nn.init.normal_(net.conv3.weight_g)  # the last layer starts at zero: make it see something
+        x, z = torch.randn(1, 2, 7, 7, requires_grad=True), torch.randn(1, 3)
+        net(x, z)[0, :, 3, 3].sum().backward()
+        assert x.grad is not None
+        seen = {(i, j) for i in range(7) for j in range(7) if x.grad[0, :, i, j].abs().sum() > 0}
+        assert seen == reach
+    with pytest.raises(ValueError, match="positive odd"):
+        ConvCouplingNet(2, 4, 8, kernel_size=2)

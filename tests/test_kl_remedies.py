@@ -295,3 +295,23 @@ def test_the_run_is_labelled_and_evaluation_is_that_of_the_paper(warm_run, tmp_p
     assert "kl_weight" not in _metrics(paper)[0]
     assert "departures" not in (paper / "report.html").read_text()
     assert "departure" not in (paper / "train.log").read_text()
+
+
+def test_the_local_decoder_is_a_labelled_architecture_departure():
+    """``model.coupling_kernel`` (3 in eq. 7) changes the architecture, not the objective: the run
+    and its report say so, and an even kernel (which would shift the output) is refused."""
+    from flowvae.report import _config  # noqa: PLC0415  (the report's own renderer)
+    from flowvae.training.trainer import _departures  # noqa: PLC0415
+
+    cfg = apply_overrides(get_preset("digits"), ["model.coupling_kernel=1"])
+    assert _departures(cfg) == ["1x1 coupling-network convolutions instead of eq. (7)'s 3x3"]
+    assert _departures(get_preset("digits")) == []
+    model = FlowVAE(cfg.model)
+    from flowvae.networks.coupling_nets import ConvCouplingNet  # noqa: PLC0415
+
+    nets = [m for m in model.decoder.modules() if isinstance(m, ConvCouplingNet)]
+    assert nets and all(n.conv1.kernel_size == (1, 1) and n.conv3.weight_v.shape[-1] == 1 for n in nets)
+    html = _config({"model": {"coupling_kernel": 1}, "train": {}}, "")
+    assert "1x1 coupling-network convolutions" in html and "not the ELBO" not in html
+    with pytest.raises(ConfigError, match="model.coupling_kernel must be odd"):
+        apply_overrides(get_preset("digits"), ["model.coupling_kernel=2"]).validate()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flowvae.cli.main import main
-from flowvae.config import get_preset
+from flowvae.config import apply_overrides, get_preset
 from flowvae.data import load_digits, shared_data_dir
 from flowvae.evaluation.probe import linear_probe
 from flowvae.flows import data_init
@@ -128,3 +128,26 @@ def test_cli_switch_interpolate_probe(tmp_path, capsys):
     assert set(res["results"]) == {"z", "v", "pixels"}
     assert res["results"]["pixels"]["accuracy"] > 0.8  # digits are easy from pixels
     assert (run / "probe.json").is_file() and (run / "probe.md").is_file()
+
+
+def test_code_kl_matches_the_closed_form_and_flags_a_collapsed_code(model_and_images):
+    from flowvae.evaluation.representations import COLLAPSED_KL_NATS, code_kl
+    from flowvae.maths import gaussian_kl
+    from flowvae.models.vae import VAE
+
+    torch.manual_seed(0)
+    vae = VAE(get_preset("digits-vae").model).eval()
+    with torch.no_grad():
+        for p in vae.parameters():  # a posterior far from the prior, so the KL is large
+            p.add_(torch.randn_like(p) * 0.2)
+    x = load_digits("test").images[:256]
+    mu, logvar = vae.posterior_moments(x)["z"]
+    exact = float(gaussian_kl(mu, logvar).mean())
+    assert exact > 5
+    # one Monte Carlo sample per image: within a few standard errors of the closed form
+    assert code_kl(vae, x, batch_size=100) == pytest.approx(exact, rel=0.1)
+    # the flow model a few steps from its initialisation: KL near 0, below the collapse threshold
+    model, xs = model_and_images
+    assert 0 <= code_kl(model, xs) < COLLAPSED_KL_NATS
+    glow = FlowVAE(apply_overrides(get_preset("digits"), ["model.kind=refined_glow"]).model)
+    assert code_kl(glow, xs) is None  # no z

@@ -552,6 +552,12 @@ def _probe(probe: Any) -> str:
                     f'<td class="num">{_fmt(r.get("n_test"))}</td></tr>')
     caption = (f"linear probe on {_esc(probe.get('dataset', '?'))} "
                f"({_esc(probe.get('protocol', '?'))} protocol)")
+    kl = probe.get("z_kl_nats")
+    if isinstance(kl, (int, float)) and not isinstance(kl, bool):
+        caption += f"; KL(q(z|x) || p(z)) on the test images {_esc(f'{kl:.3f}')} nats"
+        if probe.get("z_collapsed") is True:
+            caption += (' <span id="probe-collapsed" class="warn">(collapsed: the probe of z reads the encoder\'s '
+                        'features of x, not information the decoder takes from z)</span>')
     return _section("probe", "Linear probe", f'<p>{caption}</p><table id="probe-table"><thead><tr>{head}</tr>'
                                              f'</thead><tbody>{"".join(rows)}</tbody></table>')
 
@@ -635,8 +641,13 @@ def _config(cfg: dict, text: str) -> str:
         departures.append(f"KL warm-up over {cell(train['kl_warmup_steps'])} steps (train.kl_warmup_steps)")
     if isinstance(model, dict) and model.get("free_bits"):
         departures.append(f"free bits of {cell(model['free_bits'])} nats (model.free_bits)")
-    note = (f'<p id="departures">Departures from the paper: {"; ".join(departures)}. The training objective is '
-            f'not the ELBO of eq. (2); the reported bits/dim are.</p>' if departures else "")
+    objective = bool(departures)
+    if isinstance(model, dict) and model.get("coupling_kernel", 3) != 3:
+        k = cell(model["coupling_kernel"])
+        departures.append(f"{k}x{k} coupling-network convolutions, not eq. (7)'s 3x3 (model.coupling_kernel)")
+    note = (f'<p id="departures">Departures from the paper: {"; ".join(departures)}.'
+            + (' The training objective is not the ELBO of eq. (2); the reported bits/dim are.' if objective else '')
+            + '</p>' if departures else "")
     body = (note + f'<table id="config-table"><tbody>{"".join(rows)}</tbody></table>'
             f'<details><summary>config.yaml</summary><pre id="config-yaml">{_esc(text)}</pre></details>')
     return _section("config", "Configuration", body)

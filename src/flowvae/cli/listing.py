@@ -26,7 +26,7 @@ def preset_rows() -> dict[str, dict[str, Any]]:
     rows = {}
     for name, make in PRESETS.items():
         cfg = make()
-        glow = _count(apply_overrides(make(), ["model.kind=refined_glow"])) if cfg.model.kind == "flowvae" else None
+        glow = _count(apply_overrides(make(), ["model.kind=refined_glow", "model.free_bits=0"])) if cfg.model.kind == "flowvae" else None
         rows[name] = {"kind": cfg.model.kind, "parameters": _count(cfg), "refined_glow_parameters": glow,
                       "dataset": cfg.data.dataset, "image": [cfg.model.in_channels, cfg.model.image_size]}
     return rows

@@ -257,6 +257,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     lines = [f"linear probe on {test_d.name} ({args.protocol} protocol; {rows['pixels']['n_train']} train / "
              f"{rows['pixels']['n_test']} test images)", "| features | dim | C | test accuracy |", "| --- | --- | --- | --- |"]
     lines += [f"| {k} | {r['dim']} | {r['C']:g} | {100 * r['accuracy']:.2f}% |" for k, r in rows.items()]
+    if "z_kl_nats" in res:
+        lines.append(f"\nKL(q(z|x) || p(z)) on these test images: {res['z_kl_nats']:.3f} nats"
+                     + (" (collapsed: z's probe reads the encoder, not the code the decoder uses)"
+                        if res["z_collapsed"] else ""))
     from ..training.checkpoint import atomic_write_bytes
 
     atomic_write_bytes(Path(args.run) / "probe.md", ("\n".join(lines) + "\n").encode(), root=args.run)

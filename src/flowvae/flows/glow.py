@@ -185,6 +185,8 @@ class ConditionalGlow(Flow):
             after the code, given to every coupling network (:class:`ConvCouplingNet`); refined only.
         factor_out: ``M``; a fine-grained level factors out ``C/M`` channels after each group.
         alpha, additive, conv1x1: see :class:`AffineCoupling` and :class:`InvertibleConv1x1`.
+        kernel_size: of the coupling networks' outer convolutions (:class:`ConvCouplingNet`; 3 in
+            the paper). The original Glow's learned priors of the factored-out halves keep 3x3.
 
     ``forward(x [B, C, H, W], z [B, d_z]) -> (v [B, C*H*W], logdet [B])`` and
     ``inverse(v, z) -> (x, logdet)`` with the convention of :mod:`flowvae.flows.base`.
@@ -196,7 +198,7 @@ class ConditionalGlow(Flow):
     def __init__(self, in_channels: int, image_size: int, steps: list, hidden: list[int],
                  cond_dim: int = 0, factor_out: int = 4, alpha: float = 1.0,
                  additive: bool = False, conv1x1: str = "lu", architecture: str = "refined",
-                 cond_image: tuple[int, int] | None = None):
+                 cond_image: tuple[int, int] | None = None, kernel_size: int = 3):
         super().__init__()
         levels = len(steps)
         if len(hidden) != levels:
@@ -211,7 +213,7 @@ class ConditionalGlow(Flow):
         if architecture == "glow":
             if cond_image is not None:
                 raise ValueError("cond_image is supported by the refined architecture only")
-            self._build_glow(steps, hidden, cond_dim, alpha, additive, conv1x1)
+            self._build_glow(steps, hidden, cond_dim, alpha, additive, conv1x1, kernel_size)
             return
         if image_size % 2 ** (levels - 1):
             raise ValueError(f"image size {image_size} is not divisible by 2^(levels-1) = {2 ** (levels - 1)} "
@@ -232,7 +234,7 @@ class ConditionalGlow(Flow):
             image = None if cond_image is None else (*cond_image, s)
 
             def make_net(c_a: int, c_out: int, width=width, image=image) -> nn.Module:
-                return ConvCouplingNet(c_a, c_out, width, cond_dim, image)
+                return ConvCouplingNet(c_a, c_out, width, cond_dim, image, kernel_size)
             groups = list(entry) if isinstance(entry, (list, tuple)) else [entry]
             last = level == levels - 1
             if c < 2 and sum(groups) > 0:
@@ -259,7 +261,7 @@ class ConditionalGlow(Flow):
         self.flows = nn.ModuleList(flows)
 
     def _build_glow(self, steps: list, hidden: list[int], cond_dim: int, alpha: float, additive: bool,
-                    conv1x1: str) -> None:
+                    conv1x1: str, kernel_size: int) -> None:
         c, s = self.in_shape[0], self.in_shape[1]
         levels = len(steps)
         if s % 2 ** levels:
@@ -273,7 +275,7 @@ class ConditionalGlow(Flow):
             c, s = c * 4, s // 2
 
             def make_net(c_a: int, c_out: int, width=width) -> nn.Module:
-                return ConvCouplingNet(c_a, c_out, width, cond_dim)
+                return ConvCouplingNet(c_a, c_out, width, cond_dim, kernel_size=kernel_size)
             for _ in range(n_steps):
                 self.ops.append(("flow", len(flows)))
                 flows.append(glow_step(c, make_net, alpha, additive, conv1x1))

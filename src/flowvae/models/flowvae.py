@@ -74,6 +74,8 @@ class GlowSettings(ModelSettings):
     coupling: Literal["affine", "additive"] = "affine"
     alpha: float = setting(1.0, gt=0, le=100, help="scale bound of Appendix B.2")
     conv1x1: Literal["lu", "plain"] = "lu"
+    coupling_kernel: int = setting(3, ge=1, le=7, help="side of the coupling networks' outer convolutions (3: eq. 7; "
+                                   "1: a local decoder that leaves global structure to z, a departure from the paper)")
     dequantization: Literal["uniform", "variational"] = "uniform"
     dequant_hidden: int = setting(32, ge=1, le=4096, help="width of q(u|x)'s networks (variational only)")
     dequant_steps: int = setting(2, ge=1, le=64, help="blocks of q(u|x)'s flow (variational only)")
@@ -88,6 +90,9 @@ class GlowSettings(ModelSettings):
         for s in self.steps:
             if isinstance(s, list) and len(s) != 2:
                 raise ConfigError(f"model.steps entries are an int or a pair [a, b]; got {s!r}")
+        if self.coupling_kernel % 2 == 0:
+            raise ConfigError(f"model.coupling_kernel must be odd (the output keeps the input's size), "
+                              f"got {self.coupling_kernel}; use 1 or 3")
         if len(self.hidden) != len(self.steps):
             raise ConfigError(f"model.hidden needs one width per level: {len(self.steps)} levels in model.steps, "
                               f"{len(self.hidden)} widths in model.hidden")
@@ -240,7 +245,7 @@ class FlowVAE(GenerativeModel):
                 cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden,
                 cond_dim=cfg.d_z if cfg.kind == "flowvae" else 0, factor_out=cfg.factor_out, alpha=cfg.alpha,
                 additive=cfg.coupling == "additive", conv1x1=cfg.conv1x1,
-                architecture="glow" if cfg.kind == "glow" else "refined")
+                architecture="glow" if cfg.kind == "glow" else "refined", kernel_size=cfg.coupling_kernel)
             if cfg.kind == "z_prior":
                 self.decoder = _PriorConditionedDecoder(self.decoder, cfg.d_z)
             if self.uses_z:

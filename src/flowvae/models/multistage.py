@@ -165,7 +165,7 @@ class MultiStage(FlowVAE):
         try:
             glow = ConditionalGlow(cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden, cond_dim=cfg.n_factors,
                                    factor_out=cfg.factor_out, alpha=cfg.alpha, additive=cfg.coupling == "additive",
-                                   conv1x1=cfg.conv1x1,
+                                   conv1x1=cfg.conv1x1, kernel_size=cfg.coupling_kernel,
                                    cond_image=(cfg.in_channels, cfg.image_size) if recon_input else None)
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None

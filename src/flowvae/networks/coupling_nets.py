@@ -2,7 +2,8 @@
 
 * :class:`ConvCouplingNet`: paper eq. (7),
   ``x -> Conv3x3 -> ELU -> Conv1x1 (+) FC(z) -> ELU -> Conv3x3``, where ``(+)`` adds the
-  projection of the global code z to every pixel (per channel).
+  projection of the global code z to every pixel (per channel). ``kernel_size=1`` makes the two
+  3x3 convolutions 1x1 (a local decoder; a departure from the paper, see ``model.coupling_kernel``).
 * :class:`MLPCouplingNet`: the MLP of the flow prior p(z) (Appendix B.3).
 """
 
@@ -26,6 +27,10 @@ class ConvCouplingNet(nn.Module):
         hidden: width of the two hidden layers.
         cond_dim: ``d_z``; 0 builds the unconditional network (refined Glow, no FC(z)).
 
+        kernel_size: side of the first and last convolutions (3 in eq. 7; odd). 1 limits what the
+            network sees to one position of its level, so the flow only models dependencies inside
+            a squeezed block and must leave the rest to z (the "local decoder" remedy for posterior
+            collapse of the Variational Lossy Autoencoder, Chen et al. 2017).
         cond_image: ``(C_img, S_img, S)``: the conditioning also carries an image ``[B, C_img, S_img,
             S_img]`` (the multi-stage model's stage-1 reconstruction), flattened after the ``d_z``
             code, and this network works at side ``S``; the image is rearranged losslessly to that
@@ -37,8 +42,10 @@ class ConvCouplingNet(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, cond_dim: int = 0,
-                 cond_image: tuple[int, int, int] | None = None):
+                 cond_image: tuple[int, int, int] | None = None, kernel_size: int = 3):
         super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd number (same-size output), got {kernel_size}")
         self.compute_dtype: torch.dtype | None = None  # e.g. torch.bfloat16: see FlowVAE.set_precision
         self.cond_dim = cond_dim
         self.cond_image = cond_image
@@ -49,10 +56,10 @@ class ConvCouplingNet(nn.Module):
                 raise ValueError(f"a conditioning image of side {s_img} cannot be rearranged to side {s}")
             self.image_factor = s_img // s
             extra = c_img * self.image_factor ** 2
-        self.conv1 = nn.Conv2d(in_channels + extra, hidden, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels + extra, hidden, kernel_size, padding=kernel_size // 2, bias=False)
         self.conv2 = nn.Conv2d(hidden, hidden, 1, bias=False)
         self.cond = nn.Linear(cond_dim, hidden) if cond_dim > 0 else None
-        self.conv3 = ZeroWeightNormConv2d(hidden, out_channels, 3)
+        self.conv3 = ZeroWeightNormConv2d(hidden, out_channels, kernel_size)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.compute_dtype is not None:

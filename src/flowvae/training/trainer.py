@@ -92,7 +92,7 @@ def kl_warmup_weight(step: int, warmup: int, start: float = 0.0) -> float:
 
 
 def _departures(cfg: Config) -> list[str]:
-    """The objective's departures from the paper that this config turns on, one phrase each."""
+    """The departures from the paper (objective or architecture) that this config turns on, one phrase each."""
     out = []
     tc = cfg.train
     if tc.kl_warmup_steps:
@@ -101,6 +101,9 @@ def _departures(cfg: Config) -> list[str]:
     free_bits = getattr(cfg.model, "free_bits", 0.0)
     if free_bits:
         out.append(f"free bits of {free_bits:g} nats")
+    kernel = getattr(cfg.model, "coupling_kernel", 3)
+    if kernel != 3:
+        out.append(f"{kernel}x{kernel} coupling-network convolutions instead of eq. (7)'s 3x3")
     return out
 
 
