@@ -35,6 +35,19 @@ def test_python_m_flowvae_presets(tmp_path, capsys):
     assert out.stdout == capsys.readouterr().out
 
 
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """``flowvae presets | head`` with the reader gone before the listing is written: status 141 (128 +
+    SIGPIPE, as the shell reports it) and nothing on standard error, not an error message."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "flowvae", "presets"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the command has imported torch, so its first write finds no reader
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+
+
 @pytest.mark.parametrize("args, status", [([], 2), (["eval", "no-such-run"], 1)])
 def test_python_m_flowvae_exit_status_matches_console_script(tmp_path, args, status):
     """Usage error (2) and error caused by input (1): the same status and message either way."""
