@@ -177,6 +177,30 @@ class TinyRuns:
         return {k: self[k] for k in self.kinds if k in RECIPES and not RECIPES[k].missing()}
 
 
+def run_processes(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
+    """Run ``argv`` (e.g. ``torchrun`` and its workers) in a session of its own with one torch thread
+    and no inherited ``WORLD_SIZE``; return its standard output. On a non-zero exit, or at
+    ``timeout`` seconds (a rank left waiting), the test fails with the end of the output. Every
+    process of the session is killed then, so no orphaned worker outlives the test."""
+    import os
+    import signal
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(argv[:6])} ... did not finish in {timeout:.0f} s; its output ended:\n{out[-4000:]}")
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(argv[:6])} ... exited with {proc.returncode}; its output ended:\n{out[-4000:]}")
+    return out
+
+
 @pytest.fixture(scope="module")
 def single_thread() -> Iterator[None]:
     """One torch thread for a whole test module (:func:`one_thread`); use with

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FLOW, TRAIN
+from conftest import FLOW, TRAIN, run_processes
 from flowvae.config import TrainConfig, apply_overrides, get_preset, load_config, resolve
 from flowvae.errors import ConfigError
 from flowvae.imaging import make_grid
@@ -441,19 +441,14 @@ with open(os.path.join(sys.argv[3], f"rank{os.environ['RANK']}.json"), "w") as f
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="needs torch.distributed with gloo")
 def test_under_ddp_callbacks_run_on_rank_0_and_its_failure_stops_every_rank(tmp_path):
-    import os
-    import subprocess
 
     script, out = tmp_path / "ddp_train.py", tmp_path / "out"
     script.write_text(DDP_SCRIPT)
     out.mkdir()
     overrides = [*TRAIN, *FLOW, "model.kind=refined_glow", "train.steps=6", "train.checkpoint_every=100",
                  "train.sample_temperatures=[]", "train.loggers=[]", "train.device=cpu", "train.num_threads=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-                    str(tmp_path / "run"), json.dumps(overrides), str(out)],
-                   check=True, env=env, timeout=300, capture_output=True)  # a rank left waiting would time out
+    run_processes([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+                   str(tmp_path / "run"), json.dumps(overrides), str(out)], timeout=300)
     r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["calls"] == [["on_train_start", 0, 0, 2], ["on_step", 1, 0, 2], ["on_step", 2, 0, 2],
                            ["on_step", 3, 0, 2]]

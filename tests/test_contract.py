@@ -10,10 +10,12 @@ The runs come from ``tiny_runs`` (tests/conftest.py); every command runs on a ha
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from flowvae.cli.main import main
 from flowvae.config import PRESETS, load_config, save_config
@@ -106,6 +108,38 @@ def test_train_then_resume_one_more_step(kind, tiny_runs, tmp_path, capsys):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records][-2:] == [steps, steps + 1]
     assert (run / "model.safetensors").is_file()
+
+
+# Kinds whose posterior has a code "z" with no prior of its own; a new one must be listed here on purpose.
+Z_WITHOUT_OWN_PRIOR = {"ugvae": "p(z) is a mixture chosen by the group's global code beta",
+                       "multistage": "z is stage 1's factors; stage 2 conditions on their mean (its KL is 0)"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_kl_of_z_is_reported_for_every_kind_whose_z_has_a_prior(kind, tiny_runs):
+    from flowvae.api import load_run
+    from flowvae.errors import ConfigError
+    from flowvae.evaluation.representations import code_kl
+
+    model = load_run(tiny_runs[kind])
+    c, s = model.cfg.in_channels, model.cfg.image_size
+    x = torch.randint(0, 256, (3, c, s, s), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    try:
+        has_z = "z" in model.posterior_moments(x)
+    except ConfigError:
+        has_z = False
+    kl = code_kl(model, x)
+    if model.capabilities.code_prior:
+        assert has_z
+        mu, _ = model.posterior_moments(x)["z"]
+        log_p = model.code_log_prior(mu)
+        assert log_p.shape == (3,) and bool(torch.isfinite(log_p).all())
+        assert kl is not None and math.isfinite(kl)
+    else:
+        assert kl is None
+        assert not has_z or kind in Z_WITHOUT_OWN_PRIOR, f"{kind}'s posterior has z: declare code_prior or list it"
+        with pytest.raises(ConfigError, match="does not apply"):
+            model.code_log_prior(torch.zeros(3, 2))
 
 
 def test_compare_puts_every_kind_side_by_side(tiny_runs, tmp_path, capsys):

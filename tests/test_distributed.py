@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import run_processes
 from flowvae import load_run
 
 SETS = ["model.hidden=[8,16,16]", "model.encoder_widths=[8]", "model.prior_hidden=16",
@@ -20,13 +19,11 @@ SETS = ["model.hidden=[8,16,16]", "model.encoder_widths=[8]", "model.prior_hidde
 
 
 def _train(run: Path, nproc: int, *extra: str) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
     cmd = ["-m", "flowvae.cli.main", "train", "digits", "--run-dir", str(run), "-q", "--device", "cpu",
            "--set", *SETS, *extra]
     if nproc > 1:
         cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *cmd]
-    return subprocess.run([sys.executable, *cmd], check=True, env=env, timeout=600, capture_output=True, text=True).stdout
+    return run_processes([sys.executable, *cmd], timeout=600)
 
 
 def _metrics(run: Path) -> list[dict]:

@@ -5,7 +5,7 @@ the ``vector_latent`` capability."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -33,23 +33,23 @@ def code_kl(model: GenerativeModel, images: Tensor, batch_size: int = 512, seed:
     """KL(q(z|x) || p(z)) of the code z in nats per image, the mean over uint8 ``images [N, C, H, W]``:
     a one-sample Monte Carlo estimate ``log q(z|x) - log p(z)`` per image (the flow prior of eq. 2
     has no closed form), with a seeded generator. ``None`` for kinds whose z has no prior of its
-    own: the refined Glow and Glow (no z), the UG-VAE (z's prior depends on the group's code) and the
-    multi-stage model (its factors are stage 1's)."""
-    from ..maths import gaussian_logprob, standard_normal_logprob
+    own (no ``code_prior`` capability): the refined Glow and Glow (no z), the UG-VAE (z's prior
+    depends on the group's code) and the multi-stage model (its factors are stage 1's).
 
-    log_prior: Callable[[Tensor], Tensor]
-    if model.kind in ("flowvae", "z_prior"):
-        log_prior = cast(Any, model).prior.log_prob
-    elif model.kind in ("vae", "btcvae"):
-        log_prior = standard_normal_logprob
-    else:
+    Raises:
+        DataError: images that are not uint8 of the model's shape.
+    """
+    from ..maths import gaussian_logprob
+
+    if not model.capabilities.code_prior:
+        model.check_input(images)
         return None
     gen = torch.Generator(device=model.device).manual_seed(seed)
     total = 0.0
     for i in range(0, len(images), batch_size):
         mu, logvar = model.posterior_moments(images[i:i + batch_size].to(model.device))["z"]
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=gen, device=mu.device, dtype=mu.dtype)
-        total += float((gaussian_logprob(z, mu, logvar) - log_prior(z)).sum())
+        total += float((gaussian_logprob(z, mu, logvar) - model.code_log_prior(z)).sum())
     return total / len(images)
 
 

@@ -51,6 +51,8 @@ class Capabilities:
         vector_latent: a per-image vector latent with a posterior mean (``latent_mean``;
             traversals and disentanglement metrics).
         reconstruction: reconstructs an image from its code alone (``reconstruction_quality``).
+        code_prior: the code ``"z"`` of :meth:`GenerativeModel.posterior_moments` has a prior of its
+            own, ``code_log_prior(z)`` (the KL of z that ``flowvae probe`` reports; collapse checks).
         groups: the objective takes group labels (``loss(..., groups=...)``), with batches drawn by
             class when ``label_groups`` says so.
         bf16: coupling networks can run under bfloat16 autocast (``train.precision=bf16``).
@@ -62,6 +64,7 @@ class Capabilities:
     exact_codes: bool = False
     vector_latent: bool = False
     reconstruction: bool = False
+    code_prior: bool = False
     groups: bool = False
     bf16: bool = False
     recompute: bool = False
@@ -421,6 +424,18 @@ class GenerativeModel(nn.Module):
 
         raise ConfigError(f"posterior moments do not apply to a {self.kind!r} model: it defines no "
                           f"posterior_moments(x)")
+
+    def code_log_prior(self, z: Tensor) -> Tensor:
+        """``log p(z)`` in nats ``[B]`` of codes ``z [B, d]`` under the kind's own prior of the code
+        ``"z"`` of :meth:`posterior_moments` (kinds with the ``code_prior`` capability): the flow prior
+        of eq. 2 for the paper's model, N(0, I) for the VAEs.
+
+        Raises:
+            ConfigError: a kind without the ``code_prior`` capability (no z, or a prior that depends on
+                more than z, as the UG-VAE's mixture given the group's code).
+        """
+        self.require("code_prior", "the KL of the code z")
+        raise NotImplementedError(f"{type(self).__name__} declares code_prior but defines no code_log_prior(z)")
 
     @torch.no_grad()
     def features(self, x: Tensor, batch_size: int = 256) -> dict[str, Tensor]:

@@ -265,7 +265,13 @@ class FlowVAE(GenerativeModel):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(global_local=self.uses_z, exact_codes=True, vector_latent=self.uses_z,
-                            bf16=True, recompute=True)
+                            code_prior=self.uses_z, bf16=True, recompute=True)
+
+    def code_log_prior(self, z: Tensor) -> Tensor:
+        """``log p(z)`` in nats ``[B]`` under the flow prior of eq. 2 (the standard normal with
+        ``model.prior_steps=0``), for codes ``z [B, d_z]`` (:meth:`GenerativeModel.code_log_prior`)."""
+        self.require("code_prior", "the KL of the code z")
+        return self.prior.log_prob(z)
 
     @property
     def latent_dim(self) -> int:

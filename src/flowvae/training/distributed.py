@@ -19,7 +19,9 @@ so statistics cover the global batch as in a single process.
 
 from __future__ import annotations
 
+import gc
 import os
+import traceback
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +29,7 @@ import torch.distributed as dist
 
 from ..errors import ConfigError
 
-__all__ = ["DistContext", "setup", "cleanup"]
+__all__ = ["DistContext", "abandon", "cleanup", "setup"]
 
 
 @dataclass
@@ -89,6 +91,23 @@ def setup(device_name: str) -> tuple[DistContext, str]:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return DistContext(rank, world, local), device_name
+
+
+def abandon(ctx: DistContext, error: BaseException) -> None:
+    """Leave the process group after ``error`` stopped training on this rank, without a barrier
+    (another rank may never reach one).
+
+    The DistributedDataParallel wrapper, referenced from the frames of ``error``'s traceback, holds
+    the process group. Freed only after the group is destroyed, its C++ destructor would join gloo's
+    worker threads while holding the GIL that a worker may be waiting for to free a tensor: a
+    deadlock, seen with torch 2.4.1 (pytorch/pytorch#154976 releases the GIL there). So the frames'
+    local variables are cleared and collected first; the traceback keeps every file and line.
+    """
+    if not (ctx.enabled and dist.is_initialized()):
+        return
+    traceback.clear_frames(error.__traceback__)
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def cleanup(ctx: DistContext) -> None:

@@ -57,7 +57,7 @@ from .checkpoint import (
     state_dict_mismatch,
     validate_training_state,
 )
-from .distributed import DistContext, cleanup, setup
+from .distributed import DistContext, abandon, cleanup, setup
 from .environment import environment_record, resolve_device, tune_cpu_allocator
 from .loggers import loggers_for
 from .run_lock import RunLock, remove_temporary_files
@@ -464,9 +464,8 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         with _Signals() as signals:
             last = _train(cfg, model, train_data, test_data, run, device, found, progress, ctx, signals,
                           hooks, allow_changes, t_setup)
-    except BaseException:
-        if ctx.enabled:
-            torch.distributed.destroy_process_group()
+    except BaseException as e:
+        abandon(ctx, e)
         raise
     finally:
         hooks.close()
