@@ -177,7 +177,7 @@ class TinyRuns:
         return {k: self[k] for k in self.kinds if k in RECIPES and not RECIPES[k].missing()}
 
 
-def run_processes(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> str:
+def run_processes(argv: list[str], timeout: float) -> str:
     """Run ``argv`` (e.g. ``torchrun`` and its workers) in a session of its own with one torch thread
     and no inherited ``WORLD_SIZE``; return its standard output. On a non-zero exit, or at
     ``timeout`` seconds (a rank left waiting), the test fails with the end of the output. Every
@@ -186,7 +186,7 @@ def run_processes(argv: list[str], timeout: float, env: dict[str, str] | None = 
     import signal
     import subprocess
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)

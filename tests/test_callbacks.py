@@ -441,7 +441,6 @@ with open(os.path.join(sys.argv[3], f"rank{os.environ['RANK']}.json"), "w") as f
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="needs torch.distributed with gloo")
 def test_under_ddp_callbacks_run_on_rank_0_and_its_failure_stops_every_rank(tmp_path):
-
     script, out = tmp_path / "ddp_train.py", tmp_path / "out"
     script.write_text(DDP_SCRIPT)
     out.mkdir()

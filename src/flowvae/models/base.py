@@ -427,15 +427,18 @@ class GenerativeModel(nn.Module):
 
     def code_log_prior(self, z: Tensor) -> Tensor:
         """``log p(z)`` in nats ``[B]`` of codes ``z [B, d]`` under the kind's own prior of the code
-        ``"z"`` of :meth:`posterior_moments` (kinds with the ``code_prior`` capability): the flow prior
-        of eq. 2 for the paper's model, N(0, I) for the VAEs.
+        ``"z"`` of :meth:`posterior_moments` (kinds with the ``code_prior`` capability). N(0, I) here,
+        the VAEs' prior; a kind with another prior overrides it (the paper's model: the flow prior of
+        eq. 2).
 
         Raises:
             ConfigError: a kind without the ``code_prior`` capability (no z, or a prior that depends on
                 more than z, as the UG-VAE's mixture given the group's code).
         """
+        from ..maths import standard_normal_logprob
+
         self.require("code_prior", "the KL of the code z")
-        raise NotImplementedError(f"{type(self).__name__} declares code_prior but defines no code_log_prior(z)")
+        return standard_normal_logprob(z)
 
     @torch.no_grad()
     def features(self, x: Tensor, batch_size: int = 256) -> dict[str, Tensor]:

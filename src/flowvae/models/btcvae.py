@@ -73,14 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..maths import (
-    LOG_2PI,
-    discretized_logistic_logprob,
-    gaussian_kl,
-    gaussian_logprob,
-    sharded_noise,
-    standard_normal_logprob,
-)
+from ..maths import LOG_2PI, discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise
 from ..settings import setting
 from ._checks import traverse_mean_code
 from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
@@ -274,10 +267,6 @@ class BTCVAE(GenerativeModel):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(vector_latent=True, reconstruction=True, code_prior=True)
-
-    def code_log_prior(self, z: Tensor) -> Tensor:
-        """``log N(z; 0, I)`` in nats ``[B]`` for codes ``z [B, d]`` (:meth:`GenerativeModel.code_log_prior`)."""
-        return standard_normal_logprob(z)
 
     @property
     def latent_dim(self) -> int:
