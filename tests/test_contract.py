@@ -27,7 +27,7 @@ KINDS = sorted(MODEL_KINDS)
 
 # The capability each command needs; commands not listed apply to every kind.
 NEEDS = {"switch": "global_local", "interpolate": "global_local", "traverse": "vector_latent",
-         "disentangle": "vector_latent", "eval-recon-fid": "reconstruction"}
+         "disentangle": "vector_latent", "eval-recon-fid": "reconstruction", "sample-bf16": "bf16"}
 
 
 def _argv(command: str, run: Path, out: Path) -> list[str]:
@@ -37,6 +37,7 @@ def _argv(command: str, run: Path, out: Path) -> list[str]:
         "eval": ["eval", r, "-k", "2", "--limit", "8", *cpu],
         "eval-recon-fid": ["eval", r, "-k", "1", "--limit", "4", "--recon-fid", *cpu],
         "sample": ["sample", r, "-n", "4", "-t", "0.5", "1.0", "--out", str(out / "samples"), *cpu],
+        "sample-bf16": ["sample", r, "-n", "4", "-t", "0.7", "--precision", "bf16", "--out", str(out / "samples"), *cpu],
         "check": ["check", r, "--limit", "8", *cpu],
         "report": ["report", r, "--out", str(out / "report.html"), "--json", "-q"],
         # the switch metric (a pixel classifier) is tested per kind in test_switch_metric.py; here it
@@ -60,8 +61,8 @@ def test_every_registered_kind_has_a_tiny_recipe(tiny_runs):
     assert not missing, f"model kinds without a tiny recipe in tests/conftest.py RECIPES: {missing}"
 
 
-@pytest.mark.parametrize("command", ["eval", "eval-recon-fid", "sample", "check", "report", "switch", "interpolate", "traverse",
-                                     "probe", "fid", "disentangle", "encode"])
+@pytest.mark.parametrize("command", ["eval", "eval-recon-fid", "sample", "sample-bf16", "check", "report", "switch",
+                                     "interpolate", "traverse", "probe", "fid", "disentangle", "encode"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_command_applies_or_is_refused_in_one_line(kind, command, tiny_runs, tmp_path, capsys):
     need = NEEDS.get(command)

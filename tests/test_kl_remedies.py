@@ -315,3 +315,62 @@ def test_the_local_decoder_is_a_labelled_architecture_departure():
     assert "1x1 coupling-network convolutions" in html and "not the ELBO" not in html
     with pytest.raises(ConfigError, match="model.coupling_kernel must be odd"):
         apply_overrides(get_preset("digits"), ["model.coupling_kernel=2"]).validate()
+
+
+# ----------------------------------------------------------------------------------------------
+# the auxiliary decoder (Lucas & Verbeek 2018)
+
+
+@pytest.mark.parametrize("kind", ["flowvae", "z_prior"])
+def test_the_auxiliary_decoder_adds_its_weighted_nll_of_the_same_z_and_trains_the_encoder(kind):
+    plain = _flow(kind)
+    _scramble_encoder(plain)
+    aux = FlowVAE(plain.cfg.replace(aux_decoder_weight=0.5))
+    assert all(k.startswith("aux_decoder.") for k in aux.load_state_dict(plain.state_dict(), strict=False).missing_keys)
+    assert plain.aux_decoder is None and aux.aux_decoder is not None
+    x, scale = _images(8, 8), 64 * math.log(2)
+    base, _ = plain.loss(x, _gen())
+    loss, stats = aux.loss(x, _gen())
+    with torch.no_grad():
+        z = aux.log_weights(aux.to_bins(x), 1, _gen())["z"][:, 0]  # the draw the loss used
+        nll = -aux.aux_decoder.log_prob(x, z).mean()  # type: ignore[union-attr]
+    assert float(nll) > 100  # an untrained decoder: hundreds of nats, a term worth checking
+    torch.testing.assert_close(stats["aux"], nll)
+    torch.testing.assert_close(loss * scale, base * scale + 0.5 * nll)
+    # the term reaches the encoder through z (its purpose) and the flow not at all
+    loss.backward()
+    base_grads = torch.autograd.grad(plain.loss(x, _gen())[0], list(plain.encoder.parameters()))
+    assert any(not torch.allclose(p.grad, g) for p, g in zip(aux.encoder.parameters(), base_grads))
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in aux.aux_decoder.parameters())  # type: ignore[union-attr]
+
+
+def test_the_auxiliary_decoder_changes_no_reported_bits_per_dim_and_is_saved_with_the_run(tmp_path):
+    from flowvae.api import load_run  # noqa: PLC0415
+
+    aux = _flow(aux_decoder_weight=2.0)
+    _scramble_encoder(aux)
+    aux.eval()
+    without = FlowVAE(aux.cfg.replace(aux_decoder_weight=0.0))
+    missing = without.load_state_dict(aux.state_dict(), strict=False)
+    assert missing.unexpected_keys and all(k.startswith("aux_decoder.") for k in missing.unexpected_keys)
+    assert not missing.missing_keys
+    x = _images(16, 8)
+    assert evaluate_bpd(aux, x, 2, seed=1) == evaluate_bpd(without.eval(), x, 2, seed=1)
+    aux.save_pretrained(tmp_path / "run")
+    again = load_run(tmp_path / "run")
+    assert again.cfg.aux_decoder_weight == 2.0
+    saved, ours = again.state_dict(), aux.state_dict()
+    assert saved.keys() == ours.keys() and all(torch.equal(saved[k], ours[k]) for k in ours)
+
+
+def test_the_auxiliary_decoder_is_a_labelled_departure_refused_without_z():
+    from flowvae.report import _config  # noqa: PLC0415
+    from flowvae.training.trainer import _departures  # noqa: PLC0415
+
+    cfg = apply_overrides(get_preset("digits"), ["model.aux_decoder_weight=1"])
+    assert _departures(cfg) == ["an auxiliary decoder's -log p(x|z) at weight 1 in the loss"]
+    html = _config({"model": {"aux_decoder_weight": 1.0}, "train": {}}, "")
+    assert "model.aux_decoder_weight" in html and "not the ELBO" in html
+    for kind in ("refined_glow", "glow"):
+        with pytest.raises(ConfigError, match="model.aux_decoder_weight applies to the kinds with a global code z"):
+            FlowVAEConfig(kind=kind, aux_decoder_weight=1.0)  # type: ignore[arg-type]

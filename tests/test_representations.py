@@ -11,6 +11,7 @@ import torch
 from flowvae.cli.main import main
 from flowvae.config import apply_overrides, get_preset
 from flowvae.data import load_digits, shared_data_dir
+from flowvae.errors import ConfigError, DataError
 from flowvae.evaluation.probe import linear_probe
 from flowvae.flows import data_init
 from flowvae.models import FlowVAE
@@ -151,3 +152,71 @@ def test_code_kl_matches_the_closed_form_and_flags_a_collapsed_code(model_and_im
     assert 0 <= code_kl(model, xs) < COLLAPSED_KL_NATS
     glow = FlowVAE(apply_overrides(get_preset("digits"), ["model.kind=refined_glow"]).model)
     assert code_kl(glow, xs) is None  # no z
+
+
+# ----------------------------------------------------------------------------------------------
+# probes during training (train.probe_images)
+
+
+def test_probe_trend_scores_each_representation_without_touching_the_random_state(model_and_images):
+    from flowvae.evaluation.representations import probe_trend  # noqa: PLC0415
+
+    model, _ = model_and_images
+    train_d, test_d = load_digits("train"), load_digits("test")
+    model.train()
+    state = torch.get_rng_state()
+    res = probe_trend(model, train_d.images[:400], train_d.labels[:400], test_d.images[:200], test_d.labels[:200])
+    assert set(res) == {"probe_z", "probe_v"}
+    assert all(0.3 < v <= 1.0 for v in res.values()), res  # 10 classes: chance is 0.1
+    assert torch.equal(torch.get_rng_state(), state) and model.training
+    model.eval()
+    with pytest.raises(DataError, match="one class"):
+        probe_trend(model, train_d.images[:10], torch.zeros(10, dtype=torch.int64), test_d.images[:5], test_d.labels[:5])
+
+
+def test_probes_during_training_are_logged_plotted_and_change_no_weight(tmp_path):
+    from flowvae.training import train  # noqa: PLC0415
+    from test_reliability import _cfg  # noqa: PLC0415
+
+    runs = {}
+    for probe in (0, 300):
+        runs[probe] = tmp_path / f"p{probe}"
+        train(_cfg("train.steps=20", "train.eval_every=10", f"train.probe_images={probe}"), runs[probe], progress=False)
+    recs = [json.loads(line) for line in (runs[300] / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [0, 10, 20]
+    assert all(0.0 <= r["probe_z"] <= 1.0 and 0.0 <= r["probe_v"] <= 1.0 for r in recs)
+    assert "probe_z" not in (runs[0] / "metrics.jsonl").read_text()
+    html = (runs[300] / "report.html").read_text()
+    assert 'id="probe-plot"' in html and 'data-name="z"' in html and 'data-name="v"' in html
+    assert 'id="probe-plot"' not in (runs[0] / "report.html").read_text()
+    # the probes draw no training noise: both runs end with the same weights, bit for bit
+    from safetensors.torch import load_file  # noqa: PLC0415
+
+    a, b = load_file(runs[0] / "model.safetensors"), load_file(runs[300] / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_probes_during_training_need_labels_and_say_so_in_one_line(tmp_path):
+    from flowvae.data import ImageData  # noqa: PLC0415
+    from flowvae.training import train  # noqa: PLC0415
+    from test_reliability import _cfg  # noqa: PLC0415
+
+    digits = load_digits("train")
+    unlabelled = ImageData(digits.images, None, "digits/unlabelled")
+    with pytest.raises(ConfigError, match=r"train.probe_images needs class labels, and the training data "
+                                          r"\(digits/unlabelled\) has none"):
+        train(_cfg("train.steps=1", "train.probe_images=50"), tmp_path / "r", progress=False,
+              train_data=unlabelled, test_data=load_digits("test"))
+    # labelled ImageData, which train() takes as it is (it was refused as "not a map-style dataset")
+    rec = train(_cfg("train.steps=1", "train.probe_images=50"), tmp_path / "ok", progress=False,
+                train_data=digits, test_data=load_digits("test"))
+    assert {"probe_z", "probe_v"} <= set(rec)
+
+
+def test_the_report_plots_only_probe_keys_that_are_short_identifiers():
+    from flowvae.report import _curves  # noqa: PLC0415
+
+    metrics = [{"step": s, "train_bpd": 5.0, "test_elbo_bpd": 5.0, "test_kl": 1.0, "probe_z": 0.5 + s / 100,
+                "probe_<script>": 0.1, "probe_v": "not a number"} for s in (0, 10)]
+    html = _curves(metrics)
+    assert 'data-name="z"' in html and "<script>" not in html and 'data-name="v"' in html

@@ -83,6 +83,9 @@ class TrainConfig(Settings):
     eval_every: int = setting(500, ge=1)
     eval_images: int | None = setting(2000, ge=1, help="test images of the periodic evaluation (None: all)")
     eval_k: int = setting(1, ge=1, le=10000, help="posterior samples in the periodic evaluation")
+    probe_images: int = setting(0, ge=0, le=1_000_000, help="at every evaluation, linear probes of the model's "
+                                "representations trained on this many training images and tested on the "
+                                "evaluation's test images, logged as probe_<name> (0: off; needs labels)")
     checkpoint_every: int = setting(500, ge=1)
     checkpoint_every_s: float | None = setting(None, gt=0, help="also checkpoint when this much wall time "
                                                "has passed since the last checkpoint (None: off)")
@@ -112,7 +115,7 @@ class TrainConfig(Settings):
     # not which numbers it computes. Any other change would silently break bitwise continuation
     # (the KL warm-up too: it changes the objective of the steps still to come).
     resumable: ClassVar[frozenset[str]] = frozenset({
-        "steps", "eval_every", "eval_images", "eval_k", "checkpoint_every", "checkpoint_every_s",
+        "steps", "eval_every", "eval_images", "eval_k", "probe_images", "checkpoint_every", "checkpoint_every_s",
         "keep_checkpoints", "max_bad_steps", "device", "num_threads", "compile", "sample_temperatures",
         "time_limit_s", "loggers"})
 

@@ -433,7 +433,20 @@ def _curves(metrics: list[dict]) -> str:
     body = (f'<figure><figcaption>bits/dim (train: running mean over the steps since the last evaluation; '
             f'test: negative ELBO)</figcaption>{bpd}</figure>'
             f'<figure><figcaption>KL(q(z|x) || p(z)) on the test images, nats</figcaption>{kl}</figure>')
+    # train.probe_images: probe_<representation> accuracies. The names come from the file, so only
+    # short identifiers are plotted, and a bounded number of them.
+    names = sorted({k for rec in metrics for k in rec if _PROBE_KEY.fullmatch(k)})[:_MAX_PROBE_SERIES]
+    if names:
+        probe = _svg_plot([(k[len("probe_"):], [(x, 100 * y) for x, y in _curve(metrics, k) if _finite(y)]) for k in names],
+                          "probe-plot", "step", "test accuracy (%)")
+        body += (f'<figure><figcaption>Linear probes of the class during training (train.probe_images: '
+                 f'LinearSVC at a fixed C on the evaluation\'s test images); the paper\'s claim is z rising '
+                 f'above v</figcaption>{probe}</figure>')
     return _section("curves", "Training curves", body)
+
+
+_PROBE_KEY = re.compile(r"probe_[A-Za-z0-9_]{1,32}")
+_MAX_PROBE_SERIES = 8
 
 
 def _sample_stats(info: dict) -> dict[str, dict]:
@@ -641,6 +654,9 @@ def _config(cfg: dict, text: str) -> str:
         departures.append(f"KL warm-up over {cell(train['kl_warmup_steps'])} steps (train.kl_warmup_steps)")
     if isinstance(model, dict) and model.get("free_bits"):
         departures.append(f"free bits of {cell(model['free_bits'])} nats (model.free_bits)")
+    if isinstance(model, dict) and model.get("aux_decoder_weight"):
+        departures.append(f"an auxiliary decoder's -log p(x|z) at weight {cell(model['aux_decoder_weight'])} "
+                          f"in the loss (model.aux_decoder_weight)")
     objective = bool(departures)
     if isinstance(model, dict) and model.get("coupling_kernel", 3) != 3:
         k = cell(model["coupling_kernel"])

@@ -183,6 +183,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..imaging import save_grid
 
     model, _, seed = _load_for_eval(args)
+    if args.precision != "fp32":
+        model.require("bf16", "sampling with --precision bf16")
+        model.set_precision(args.precision)
     out = Path(args.out) if args.out else Path(args.run) / "samples"
     grids = sample_grids_with_stats(model, args.temperature, args.num, global_temperature=args.z_temperature, seed=seed)
     paths = [str(save_grid(imgs, out / f"samples_t{t:.2f}.png", nrow=8, scale=_scale(model), root=_root(args)))

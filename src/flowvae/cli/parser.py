@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
            help="temperature of the global code's prior [default: 1]")
     number(p, "-n", "--num", ge=1, default=64, help="images per grid [default: 64]")
     p.add_argument("--out", default=None, help="output folder [default: RUN/samples]")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: the coupling networks in bfloat16 (faster; the inverse transforms stay float32, "
+                        "the pixels differ slightly from fp32's) [default: fp32]")
     _common(p)
 
     p = sub.add_parser("switch", help="swap the global codes of pairs of real test images (Figure 1)",

@@ -18,7 +18,8 @@ from ..models.base import GenerativeModel
 from ..progress import progress
 from ._protocols import VectorLatent
 
-__all__ = ["COLLAPSED_KL_NATS", "check_probe_data", "code_kl", "probe_run", "latent_codes", "disentangle_codes", "DISENTANGLEMENT_METRICS"]
+__all__ = ["COLLAPSED_KL_NATS", "TREND_C", "check_probe_data", "code_kl", "probe_run", "probe_trend", "latent_codes",
+           "disentangle_codes", "DISENTANGLEMENT_METRICS"]
 
 log = logging.getLogger("flowvae")
 
@@ -112,6 +113,53 @@ def probe_run(model: GenerativeModel, train_data: ImageData, test_data: ImageDat
             log.warning("z carries %.3f nats (KL(q(z|x) || p(z)) on the test images): a collapsed code; its probe "
                         "reads the encoder's features of x, not what z gives the decoder. `flowvae switch` "
                         "and --protocol authors tell the two apart", kl)
+    return out
+
+
+TREND_C = 0.01
+"""The fixed C of :func:`probe_trend`'s SVMs: the middle of the standard probe's grid (cross-validating
+it at every evaluation would triple the cost and let the probe's own choice move the curve)."""
+
+
+def probe_trend(model: GenerativeModel, train_images: Tensor, train_labels: Tensor, test_images: Tensor,
+                test_labels: Tensor, seed: int = 0) -> dict[str, float]:
+    """Test accuracy of a linear probe of each representation, for watching it move during training.
+
+    The standard protocol of :func:`~flowvae.evaluation.probe.linear_probe` (standardised features,
+    ``LinearSVC``) at the fixed ``C`` :data:`TREND_C`, without the pixels (they do not change).
+    The model is evaluated in eval mode and restored, under a forked CPU random state, so a
+    training run that calls this draws the same noise as one that does not.
+
+    Args:
+        model: any kind.
+        train_images, test_images: uint8 ``[N, C, H, W]``.
+        train_labels, test_labels: int64 ``[N]``; the training labels must hold two classes or more.
+
+    Returns:
+        ``{"probe_<name>": accuracy in [0, 1]}`` per :meth:`~flowvae.models.base.GenerativeModel.representations`
+        name (``probe_z`` and ``probe_v`` for the flow models with z).
+
+    Raises:
+        DataError: one class in the training labels, or too few images for the SVM.
+    """
+    from .probe import linear_probe
+
+    if len(torch.unique(train_labels)) < 2:
+        raise DataError(f"the probe's {len(train_labels)} training images hold one class; a linear probe needs two")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            ftr, fte = model.features(train_images), model.features(test_images)
+    finally:
+        model.train(was_training)
+    out = {}
+    for name in ftr:
+        try:
+            res = linear_probe(ftr[name], train_labels, fte[name], test_labels, C=TREND_C, seed=seed)
+        except ValueError as e:
+            raise DataError(f"probe of {name}: {str(e).splitlines()[0]}") from None
+        out[f"probe_{name}"] = float(res["accuracy"])
     return out
 
 

@@ -47,6 +47,7 @@ from ..flows.dequant import VariationalDequantizer
 from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior
 from ..maths import gaussian_logprob, sharded_noise, standard_normal_logprob
 from ..networks.encoder import CompressionEncoder
+from ..networks.pixel_decoder import PixelDecoder
 from ..settings import setting
 from ._checks import check_traverse_args
 from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
@@ -118,12 +119,17 @@ class FlowVAEConfig(GlowSettings):
         "centre", help="pixel values q(z|x) sees: bin centres, or lower bin edges as in the authors' code")
     free_bits: float = setting(0.0, ge=0, le=1e6, help="free bits, nats: the training loss uses max(free_bits, "
                                "batch mean of the KL) (0: off, the paper's objective; a departure from the paper)")
+    aux_decoder_weight: float = setting(
+        0.0, ge=0, le=1e6, help="weight of an auxiliary decoder's -log p_aux(x|z) in the training loss (Lucas & "
+        "Verbeek 2018; 0: off, the paper's objective; a departure from the paper)")
+    aux_decoder_hidden: int = setting(256, ge=1, le=65536, help="width of the auxiliary decoder's linear layer")
 
     def validate(self) -> None:
         super().validate()
-        if self.free_bits > 0 and self.kind not in ("flowvae", "z_prior"):
-            raise ConfigError(f"model.free_bits applies to the kinds with a global code z (flowvae, z_prior); "
-                              f"a {self.kind!r} model has no KL term, leave it at 0")
+        for name in ("free_bits", "aux_decoder_weight"):
+            if getattr(self, name) > 0 and self.kind not in ("flowvae", "z_prior"):
+                raise ConfigError(f"model.{name} applies to the kinds with a global code z (flowvae, z_prior); "
+                                  f"a {self.kind!r} model has no code z, leave it at 0")
 
 
 ModelConfig = FlowVAEConfig  # the name of earlier releases
@@ -259,6 +265,10 @@ class FlowVAE(GenerativeModel):
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None
         self.dim = self.decoder.dim
+        # Built only when used, so that runs of the paper's objective keep their exact set of weights.
+        self.aux_decoder = (PixelDecoder(cfg.d_z, cfg.in_channels, cfg.image_size, cfg.encoder_widths,
+                                         cfg.aux_decoder_hidden)
+                            if self.uses_z and getattr(cfg, "aux_decoder_weight", 0.0) > 0 else None)
         self.dequantizer = (VariationalDequantizer(cfg.in_channels, cfg.dequant_hidden, cfg.dequant_steps)
                             if cfg.dequantization == "variational" else None)
 
@@ -371,7 +381,8 @@ class FlowVAE(GenerativeModel):
         ``log_w = log p(x + u | z) + log p(z) - log q(z|x) - D log n_bins``, a term whose mean is
         the ELBO (eq. 2) on the discrete image and whose log-mean-exp over ``k`` is the
         importance-weighted bound. Also returned: ``kl = log q(z|x) - log p(z)`` (the Monte Carlo
-        KL estimate) and ``log_px_z``. For the refined Glow, ``kl = 0``.
+        KL estimate) and ``log_px_z``. For the refined Glow, ``kl = 0``. The kinds with z also
+        return the draws themselves, ``z [B, k, d_z]``.
 
         ``shard = (rank, world)``: ``bins`` is slice ``rank`` of ``world`` equal slices of a global
         batch; the noise is drawn for the whole global batch and sliced the same way, so data-parallel
@@ -396,7 +407,10 @@ class FlowVAE(GenerativeModel):
         v, logdet = self.decoder(x, z)
         log_px_z = standard_normal_logprob(v) + logdet
         log_w = log_px_z - kl - disc - log_q_u
-        return {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_z))}
+        out = {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_z))}
+        if z is not None:
+            out["z"] = z.view(b, k, -1)
+        return out
 
     @property
     def kl_term(self) -> bool:
@@ -410,10 +424,16 @@ class FlowVAE(GenerativeModel):
              **batch: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """Training loss: the negative ELBO (eq. 2) in bits/dim, averaged over the batch.
 
-        With ``kl_weight`` w other than 1 or ``model.free_bits`` F above 0 (departures from the
-        paper, for posterior collapse) it is ``(mean_i recon_i + w * max(F, mean_i kl_i)) / (D ln 2)``
-        with ``recon_i = -log_w_i - kl_i`` (nats) and ``kl_i = log q(z|x) - log p(z)`` the
-        one-sample Monte Carlo KL (:meth:`log_weights`). F applies to the batch mean of the whole
+        With ``kl_weight`` w other than 1, ``model.free_bits`` F above 0 or ``model.aux_decoder_weight``
+        a above 0 (departures from the paper, for posterior collapse) it is
+        ``(mean_i recon_i + w * max(F, mean_i kl_i) + a * mean_i aux_i) / (D ln 2)`` with
+        ``recon_i = -log_w_i - kl_i`` (nats), ``kl_i = log q(z|x) - log p(z)`` the one-sample
+        Monte Carlo KL (:meth:`log_weights`) and ``aux_i = -log p_aux(x_i | z_i)`` (nats) of an
+        auxiliary feed-forward decoder (:class:`~flowvae.networks.pixel_decoder.PixelDecoder`) on
+        the same draw of z. The auxiliary term is the remedy of Lucas & Verbeek (2018,
+        arXiv:1711.11479) for a decoder strong enough to ignore z: it rewards a z from which the
+        image can be drawn without the flow. It is a training term only: every reported bits/dim is
+        the flow's own bound, and the auxiliary decoder is not used at evaluation or sampling. F applies to the batch mean of the whole
         KL, one group of latents (free bits, Kingma et al. 2016, arXiv:1606.04934, Appendix C.8):
         the KL to a flow prior does not split into per-dimension terms, so per-dimension free bits
         do not apply. Under data parallelism the mean is over this process's rows.
@@ -428,14 +448,15 @@ class FlowVAE(GenerativeModel):
 
         Returns:
             ``(loss, stats)``; ``stats`` holds detached per-batch means: ``bpd`` (the loss: the
-            training objective, bits/dim), ``kl`` (nats).
+            training objective, bits/dim), ``kl`` (nats) and, with the auxiliary decoder, ``aux``
+            (nats).
 
         Raises:
             ConfigError: ``kl_weight`` other than 1 for a kind without a KL term (:attr:`kl_term`).
         """
         terms = self.log_weights(self.to_bins(x), 1, generator, shard)
         free_bits = float(getattr(self.cfg, "free_bits", 0.0))  # the multi-stage config has no such field
-        if isinstance(kl_weight, Tensor) or kl_weight != 1 or free_bits > 0:
+        if isinstance(kl_weight, Tensor) or kl_weight != 1 or free_bits > 0 or self.aux_decoder is not None:
             if not self.kl_term:
                 raise ConfigError(f"a {self.kind!r} model has no KL term to weight (kl_weight={float(kl_weight)!r}); "
                                   f"KL warm-up applies to the kinds with a global code z")
@@ -444,8 +465,14 @@ class FlowVAE(GenerativeModel):
             kl_mean = kl.mean()
             # The clamp passes no gradient below F: the KL is not pushed down while under it.
             kl_part = kl_mean.clamp(min=free_bits) if free_bits > 0 else kl_mean
-            loss = (recon + kl_weight * kl_part) / (self.dim * math.log(2))
-            return loss, {"bpd": loss.detach(), "kl": kl_mean.detach()}
+            total = recon + kl_weight * kl_part
+            stats = {"kl": kl_mean.detach()}
+            if self.aux_decoder is not None:
+                aux = -self.aux_decoder.log_prob(x, terms["z"][:, 0]).mean()
+                total = total + self.cfg.aux_decoder_weight * aux
+                stats["aux"] = aux.detach()
+            loss = total / (self.dim * math.log(2))
+            return loss, {"bpd": loss.detach(), **stats}
         # The paper's objective, computed as it always was (bitwise the same numbers as before).
         bpd = -terms["log_w"][:, 0] / (self.dim * math.log(2))
         loss = bpd.mean()

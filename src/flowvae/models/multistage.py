@@ -174,6 +174,7 @@ class MultiStage(FlowVAE):
         self.dim = glow.dim
         self.dequantizer = (VariationalDequantizer(cfg.in_channels, cfg.dequant_hidden, cfg.dequant_steps)
                             if cfg.dequantization == "variational" else None)
+        self.aux_decoder = None  # FlowVAE.loss's auxiliary term: the factors are stage 1's, not learnt here
 
     @property
     def capabilities(self) -> Capabilities:

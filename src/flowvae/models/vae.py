@@ -47,11 +47,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
 from ..maths import discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise, soft_clamp
+from ..networks.pixel_decoder import build_pixel_decoder, level_sizes, pixel_decoder_params
 from ..settings import setting
 from ._checks import traverse_mean_code
 from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
@@ -59,7 +59,6 @@ from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, che
 __all__ = ["VAE", "VAEConfig"]
 
 _LOGVAR_BOUND = 10.0
-_MIN_LOG_SCALE = -7.0
 
 
 @dataclass
@@ -95,13 +94,6 @@ class VAEConfig(ModelSettings):
                               f"stride-2 levels (needs >= {2 ** len(self.conv_channels)}); shorten model.conv_channels")
 
 
-def _level_sizes(image_size: int, levels: int) -> list[int]:
-    sizes = [image_size]
-    for _ in range(levels):
-        sizes.append(-(-sizes[-1] // 2))                         # 3x3, stride 2, padding 1: ceil(n / 2)
-    return sizes
-
-
 @register
 class VAE(GenerativeModel):
     """Gaussian VAE with a discretised logistic decoder (module docstring).
@@ -125,7 +117,7 @@ class VAE(GenerativeModel):
             raise ConfigError(f"a 'vae' model's discretised logistic likelihood models 8-bit pixels; got "
                               f"data.n_bits={n_bits}, set data.n_bits=8")
         ch = list(cfg.conv_channels)
-        self.sizes = _level_sizes(cfg.image_size, len(ch))
+        self.sizes = level_sizes(cfg.image_size, len(ch))
         s = self.sizes[-1]
         layers: list[nn.Module] = []
         c = cfg.in_channels
@@ -134,12 +126,8 @@ class VAE(GenerativeModel):
             c = w
         self.encoder = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * s * s, cfg.hidden), nn.ReLU(),
                                      nn.Linear(cfg.hidden, 2 * cfg.d_z))
-        self._top = (ch[-1], s, s)
-        self.decoder_fc = nn.Sequential(nn.Linear(cfg.d_z, cfg.hidden), nn.ReLU(),
-                                        nn.Linear(cfg.hidden, ch[-1] * s * s), nn.ReLU())
-        self.decoder_convs = nn.ModuleList(nn.Conv2d(ch[lvl], ch[max(lvl - 1, 0)], 3, 1, 1)
-                                           for lvl in reversed(range(len(ch))))
-        self.decoder_out = nn.Conv2d(ch[0], 2 * cfg.in_channels, 3, 1, 1)
+        self.decoder_fc, self.decoder_convs, self.decoder_out = build_pixel_decoder(cfg.d_z, cfg.in_channels, ch,
+                                                                                     cfg.hidden, s)
 
     # ---------------------------------------------------------------- declared
     @property
@@ -162,11 +150,7 @@ class VAE(GenerativeModel):
     def decoder_params(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Per-pixel ``(mean, log_scale)`` of p(x | z) on the ``[-1, 1]`` scale, each ``[B, C, H, W]``,
         for codes ``z [B, d_z]``; the log-scale is floored at -7."""
-        h = self.decoder_fc(z).view(-1, *self._top)
-        for conv, size in zip(self.decoder_convs, reversed(self.sizes[:-1])):
-            h = F.relu(conv(F.interpolate(h, size=(size, size), mode="nearest")))
-        mean, log_scale = self.decoder_out(h).chunk(2, 1)
-        return mean, log_scale.clamp(min=_MIN_LOG_SCALE)
+        return pixel_decoder_params(self.decoder_fc, self.decoder_convs, self.decoder_out, self.sizes, z)
 
     def log_px(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x | z)`` in nats per image ``[B]`` for uint8 ``x [B, C, H, W]`` and ``z [B, d_z]``."""

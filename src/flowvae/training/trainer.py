@@ -44,6 +44,7 @@ from ..data.streaming import (
 )
 from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError, TrainingInterrupted
 from ..evaluation.bpd import evaluate_bpd
+from ..evaluation.representations import probe_trend
 from ..flows.base import data_init
 from ..imaging import save_grid
 from ..models.base import GenerativeModel, create_model
@@ -101,10 +102,33 @@ def _departures(cfg: Config) -> list[str]:
     free_bits = getattr(cfg.model, "free_bits", 0.0)
     if free_bits:
         out.append(f"free bits of {free_bits:g} nats")
+    aux = getattr(cfg.model, "aux_decoder_weight", 0.0)
+    if aux:
+        out.append(f"an auxiliary decoder's -log p(x|z) at weight {aux:g} in the loss")
     kernel = getattr(cfg.model, "coupling_kernel", 3)
     if kernel != 3:
         out.append(f"{kernel}x{kernel} coupling-network convolutions instead of eq. (7)'s 3x3")
     return out
+
+
+def _probe_sets(train_data: Any, test_data: Any, eval_index: torch.Tensor | None, eval_images: torch.Tensor,
+                n_train: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(train images, train labels, test images, test labels)`` of ``train.probe_images``: a seeded,
+    class-stratified subset of ``n_train`` training images and the periodic evaluation's test images
+    (``eval_images``, the items ``eval_index`` of ``test_data``, or all of them when it is None).
+
+    Raises:
+        ConfigError: data without class labels (the message names the dataset).
+    """
+    train_labels, test_labels = dataset_labels(train_data), dataset_labels(test_data)
+    for name, d, labels in (("training", train_data, train_labels), ("test", test_data, test_labels)):
+        if labels is None:
+            raise ConfigError(f"train.probe_images needs class labels, and the {name} data "
+                              f"({getattr(d, 'name', type(d).__name__)}) has none; set train.probe_images=0")
+    assert train_labels is not None and test_labels is not None  # narrowing only: checked above
+    index = subset_indices(len(train_data), min(n_train, len(train_data)), train_labels)
+    test_y = test_labels if eval_index is None else test_labels[eval_index]
+    return head_images(train_data, None, index), train_labels[index], eval_images, test_y
 
 
 def load_data(cfg: Config, split: str) -> ImageData:
@@ -436,7 +460,7 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         test_data = load_data(cfg, "test")
     else:
         for name, d in (("train_data", train_data), ("test_data", test_data)):
-            if not hasattr(d, "__getitem__") or not hasattr(d, "__len__"):
+            if not isinstance(d, ImageData) and (not hasattr(d, "__getitem__") or not hasattr(d, "__len__")):
                 raise ConfigError(f"{name} must be a map-style dataset (with __len__ and __getitem__) or "
                                   f"flowvae ImageData, got {type(d).__name__}")
             _check_fits(f"{name} ({type(d).__name__})", dataset_image_shape(d), cfg)
@@ -515,8 +539,10 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     grad_norm_max = 0.0
     # A seeded, class-stratified subset: the first N of a class-sorted test folder would be one class.
     n_eval = len(test_data) if tc.eval_images is None else min(tc.eval_images, len(test_data))
-    eval_images = (head_images(test_data, None) if n_eval == len(test_data) else
-                   head_images(test_data, None, subset_indices(len(test_data), n_eval, dataset_labels(test_data))))
+    eval_index = None if n_eval == len(test_data) else subset_indices(len(test_data), n_eval, dataset_labels(test_data))
+    eval_images = head_images(test_data, None, eval_index)
+    probe_sets = (_probe_sets(train_data, test_data, eval_index, eval_images, tc.probe_images)
+                  if main and tc.probe_images else None)
 
     last: dict = {}
     if found is not None:
@@ -580,6 +606,10 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
                "time_s": round(elapsed + time.time() - t0, 2)}
         if tc.kl_warmup_steps:  # the weight of the update that led here (at step 0: of the first one)
             rec["kl_weight"] = kl_warmup_weight(max(step - 1, 0), tc.kl_warmup_steps, tc.kl_warmup_start)
+        if probe_sets is not None:  # rank 0 only; the other ranks wait at the next collective
+            rec.update(probe_trend(model, *probe_sets, seed=tc.seed))
+            log.info("step %d: linear probes %s", step,
+                     ", ".join(f"{k[6:]} {100 * v:.2f}%" for k, v in rec.items() if k.startswith("probe_")))
         grad_norm_max = 0.0
         if main:
             _write_metrics(run, rec)
@@ -724,14 +754,17 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
+            # The auxiliary decoder's term (model.aux_decoder_weight) is part of the loss, so of "train bits/dim".
+            aux = f", auxiliary decoder {float(stats['aux']):.1f} nats" if "aux" in stats else ""
             if step % 100 == 0:
                 (progress_log if bar is not None else log).info(
-                    "step %d: train %.4f bits/dim (running mean), kl %.2f nats, max grad norm %.3g", step, run_bpd,
-                    float(stats["kl"]), grad_norm_max)
+                    "step %d: train %.4f bits/dim (running mean), kl %.2f nats%s, max grad norm %.3g", step, run_bpd,
+                    float(stats["kl"]), aux, grad_norm_max)
             if hooks.callbacks:
                 hooks("on_step", snapshot(), {
                     "train/bpd": batch_bpd, "train/bpd_running": run_bpd, "train/kl_nats": float(stats["kl"]),
-                    "train/lr": opt.param_groups[0]["lr"], "train/grad_norm": grad_norm})
+                    "train/lr": opt.param_groups[0]["lr"], "train/grad_norm": grad_norm,
+                    **({"train/aux_nats": float(stats["aux"])} if "aux" in stats else {})})
             if step % tc.eval_every == 0 or step == tc.steps:
                 last = evaluate(run_bpd, skipped)
             if step % tc.checkpoint_every == 0 or (

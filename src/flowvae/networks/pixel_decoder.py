@@ -1,0 +1,86 @@
+"""A feed-forward decoder from a code z to a discretised logistic over 8-bit pixels.
+
+It is the decoder of the plain VAE (:mod:`flowvae.models.vae`) and the auxiliary decoder of the
+flow model (``model.aux_decoder_weight``: Lucas & Verbeek, "Auxiliary Guided Autoregressive
+Variational Autoencoders", ECML-PKDD 2018, arXiv:1711.11479). Structure: two linear layers from
+z to the smallest map, then per level a nearest-neighbour upsampling to the next larger side and a
+3x3 convolution (+ ReLU), and a last 3x3 convolution to the per-pixel mean and log-scale on the
+``[-1, 1]`` scale (log-scale floored at -7). The sides are those of a stack of 3x3 stride-2
+convolutions, ``n -> ceil(n / 2)`` per level (28 -> 14 -> 7 -> 4).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..maths import discretized_logistic_logprob
+
+__all__ = ["MIN_LOG_SCALE", "PixelDecoder", "build_pixel_decoder", "level_sizes", "pixel_decoder_params"]
+
+MIN_LOG_SCALE = -7.0
+
+
+def level_sizes(image_size: int, levels: int) -> list[int]:
+    """Sides of the maps of ``levels`` 3x3 stride-2 convolutions with padding 1: ``[n, ceil(n/2), ...]``."""
+    sizes = [image_size]
+    for _ in range(levels):
+        sizes.append(-(-sizes[-1] // 2))
+    return sizes
+
+
+def build_pixel_decoder(d_z: int, channels: int, widths: list[int], hidden: int,
+                        side: int) -> tuple[nn.Sequential, nn.ModuleList, nn.Conv2d]:
+    """The three parts ``(fc, convs, out)`` of the decoder (module docstring): ``fc`` maps ``[B, d_z]``
+    to ``[B, widths[-1] * side * side]`` (``side``: the smallest map), ``convs`` run from the deepest
+    level to the first, ``out`` gives ``2 * channels`` maps (mean, log-scale)."""
+    fc = nn.Sequential(nn.Linear(d_z, hidden), nn.ReLU(), nn.Linear(hidden, widths[-1] * side * side), nn.ReLU())
+    convs = nn.ModuleList(nn.Conv2d(widths[lvl], widths[max(lvl - 1, 0)], 3, 1, 1)
+                          for lvl in reversed(range(len(widths))))
+    return fc, convs, nn.Conv2d(widths[0], 2 * channels, 3, 1, 1)
+
+
+def pixel_decoder_params(fc: nn.Module, convs: nn.ModuleList, out: nn.Module, sizes: list[int],
+                         z: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-pixel ``(mean, log_scale)`` on the ``[-1, 1]`` scale, each ``[B, C, H, W]``, of codes
+    ``z [B, d_z]`` through the parts of :func:`build_pixel_decoder`; ``sizes`` from :func:`level_sizes`."""
+    h = fc(z).view(z.shape[0], convs[0].in_channels, sizes[-1], sizes[-1])
+    for conv, size in zip(convs, reversed(sizes[:-1])):
+        h = F.relu(conv(F.interpolate(h, size=(size, size), mode="nearest")))
+    mean, log_scale = out(h).chunk(2, 1)
+    return mean, log_scale.clamp(min=MIN_LOG_SCALE)
+
+
+class PixelDecoder(nn.Module):
+    """p(x | z): independent discretised logistics over the 8-bit pixels of a ``C x S x S`` image.
+
+    Args:
+        d_z: dimension of the code.
+        channels: image channels ``C``.
+        image_size: image side ``S``.
+        widths: channels per level, first (largest) level first (at least one).
+        hidden: width of the first linear layer.
+
+    Shapes: :meth:`params` ``z [B, d_z]`` -> two ``[B, C, S, S]``; :meth:`log_prob` uint8 (or
+    integer-valued float) ``x [B, C, S, S]`` with values ``0..255`` and ``z [B, d_z]`` -> ``[B]``
+    in nats.
+
+    Raises:
+        ValueError: an empty ``widths``.
+    """
+
+    def __init__(self, d_z: int, channels: int, image_size: int, widths: list[int], hidden: int):
+        super().__init__()
+        if not widths:
+            raise ValueError("the pixel decoder needs at least one level width")
+        self.sizes = level_sizes(image_size, len(widths))
+        self.fc, self.convs, self.out = build_pixel_decoder(d_z, channels, list(widths), hidden, self.sizes[-1])
+
+    def params(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(mean, log_scale)`` of each pixel's logistic (module docstring)."""
+        return pixel_decoder_params(self.fc, self.convs, self.out, self.sizes, z)
+
+    def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x | z)`` in nats per image ``[B]`` (PixelCNN++'s discretised logistic, one component)."""
+        mean, log_scale = self.params(z)
+        return discretized_logistic_logprob(x.to(mean.dtype), mean, log_scale).flatten(1).sum(1)
