@@ -49,7 +49,7 @@ def _mnist() -> Config:
                           d_z=32, encoder_widths=[32, 64], prior_steps=2, prior_hidden=128),
         data=DataConfig(dataset="mnist", n_bits=8),
         train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
-                          init_batch_size=512, eval_every=1000, eval_images=2000,
+                          init_batch_size=512, eval_every=1000, eval_images=2000, probe_images=2000,
                           checkpoint_every=1000),
     )
 
@@ -61,7 +61,7 @@ def _cifar10_small() -> Config:
                           d_z=64, encoder_widths=[32, 64, 64], prior_steps=2, prior_hidden=128),
         data=DataConfig(dataset="cifar10-jpeg", n_bits=8, flip=True, crop_pad=0),
         train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
-                          init_batch_size=512, eval_every=1000, eval_images=2000,
+                          init_batch_size=512, eval_every=1000, eval_images=2000, probe_images=2000,
                           checkpoint_every=1000),
     )
 
@@ -165,6 +165,7 @@ def _digits_global() -> Config:
     assert isinstance(cfg.model, FlowVAEConfig)  # narrowing only: _digits builds one
     cfg.model.d_z = 32
     cfg.model.free_bits = 8.0
+    cfg.train.probe_images = 1000  # the report plots z's and v's probes over training
     return cfg
 
 
