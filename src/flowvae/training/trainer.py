@@ -112,19 +112,21 @@ def _departures(cfg: Config) -> list[str]:
 
 
 def _probe_sets(train_data: Any, test_data: Any, eval_index: torch.Tensor | None, eval_images: torch.Tensor,
-                n_train: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                n_train: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``(train images, train labels, test images, test labels)`` of ``train.probe_images``: a seeded,
     class-stratified subset of ``n_train`` training images and the periodic evaluation's test images
     (``eval_images``, the items ``eval_index`` of ``test_data``, or all of them when it is None).
 
-    Raises:
-        ConfigError: data without class labels (the message names the dataset).
+    ``None``, with a warning, for data without class labels or with one class only: the presets turn
+    the probes on, and a folder of unlabelled images must still train under them.
     """
     train_labels, test_labels = dataset_labels(train_data), dataset_labels(test_data)
     for name, d, labels in (("training", train_data, train_labels), ("test", test_data, test_labels)):
-        if labels is None:
-            raise ConfigError(f"train.probe_images needs class labels, and the {name} data "
-                              f"({getattr(d, 'name', type(d).__name__)}) has none; set train.probe_images=0")
+        if labels is None or len(torch.unique(labels)) < 2:
+            log.warning("train.probe_images: the %s data (%s) has %s, so no linear probes are logged; "
+                        "set train.probe_images=0 to silence this", name, getattr(d, "name", type(d).__name__),
+                        "no class labels" if labels is None else "one class only")
+            return None
     assert train_labels is not None and test_labels is not None  # narrowing only: checked above
     index = subset_indices(len(train_data), min(n_train, len(train_data)), train_labels)
     test_y = test_labels if eval_index is None else test_labels[eval_index]
