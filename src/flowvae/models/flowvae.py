@@ -433,8 +433,9 @@ class FlowVAE(GenerativeModel):
         the same draw of z. The auxiliary term is the remedy of Lucas & Verbeek (2018,
         arXiv:1711.11479) for a decoder strong enough to ignore z: it rewards a z from which the
         image can be drawn without the flow. It is a training term only: every reported bits/dim is
-        the flow's own bound, and the auxiliary decoder is not used at evaluation or sampling. F applies to the batch mean of the whole
-        KL, one group of latents (free bits, Kingma et al. 2016, arXiv:1606.04934, Appendix C.8):
+        the flow's own bound, and the auxiliary decoder is not used at evaluation or sampling.
+
+        F applies to the batch mean of the whole KL, one group of latents (free bits, Kingma et al. 2016, arXiv:1606.04934, Appendix C.8):
         the KL to a flow prior does not split into per-dimension terms, so per-dimension free bits
         do not apply. Under data parallelism the mean is over this process's rows.
 

@@ -50,8 +50,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..maths import discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise, soft_clamp
-from ..networks.pixel_decoder import build_pixel_decoder, level_sizes, pixel_decoder_params
+from ..maths import gaussian_kl, gaussian_logprob, sharded_noise, soft_clamp
+from ..networks.pixel_decoder import build_pixel_decoder, image_log_prob, level_sizes, pixel_decoder_params
 from ..settings import setting
 from ._checks import traverse_mean_code
 from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
@@ -154,8 +154,7 @@ class VAE(GenerativeModel):
 
     def log_px(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x | z)`` in nats per image ``[B]`` for uint8 ``x [B, C, H, W]`` and ``z [B, d_z]``."""
-        mean, log_scale = self.decoder_params(z)
-        return discretized_logistic_logprob(x.to(mean.dtype), mean, log_scale).flatten(1).sum(1)
+        return image_log_prob(x, *self.decoder_params(z))
 
     @staticmethod
     def _pixel_mean(mean: Tensor) -> Tensor:

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from ..maths import discretized_logistic_logprob
 
-__all__ = ["MIN_LOG_SCALE", "PixelDecoder", "build_pixel_decoder", "level_sizes", "pixel_decoder_params"]
+__all__ = ["MIN_LOG_SCALE", "PixelDecoder", "build_pixel_decoder", "image_log_prob", "level_sizes",
+           "pixel_decoder_params"]
 
 MIN_LOG_SCALE = -7.0
 
@@ -51,6 +52,12 @@ def pixel_decoder_params(fc: nn.Module, convs: nn.ModuleList, out: nn.Module, si
     return mean, log_scale.clamp(min=MIN_LOG_SCALE)
 
 
+def image_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """``log p(x)`` in nats per image ``[B]`` of 8-bit ``x [B, C, H, W]`` (values ``0..255``) under
+    independent discretised logistics with the parameters of :func:`pixel_decoder_params`."""
+    return discretized_logistic_logprob(x.to(mean.dtype), mean, log_scale).flatten(1).sum(1)
+
+
 class PixelDecoder(nn.Module):
     """p(x | z): independent discretised logistics over the 8-bit pixels of a ``C x S x S`` image.
 
@@ -82,5 +89,4 @@ class PixelDecoder(nn.Module):
 
     def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x | z)`` in nats per image ``[B]`` (PixelCNN++'s discretised logistic, one component)."""
-        mean, log_scale = self.params(z)
-        return discretized_logistic_logprob(x.to(mean.dtype), mean, log_scale).flatten(1).sum(1)
+        return image_log_prob(x, *self.params(z))

@@ -756,9 +756,9 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
-            # The auxiliary decoder's term (model.aux_decoder_weight) is part of the loss, so of "train bits/dim".
-            aux = f", auxiliary decoder {float(stats['aux']):.1f} nats" if "aux" in stats else ""
             if step % 100 == 0:
+                # The auxiliary decoder's term (model.aux_decoder_weight) is part of the loss, so of "train bits/dim".
+                aux = f", auxiliary decoder {float(stats['aux']):.1f} nats" if "aux" in stats else ""
                 (progress_log if bar is not None else log).info(
                     "step %d: train %.4f bits/dim (running mean), kl %.2f nats%s, max grad norm %.3g", step, run_bpd,
                     float(stats["kl"]), aux, grad_norm_max)
