@@ -107,9 +107,13 @@ def test_the_loss_with_kl_weight_w_is_recon_plus_w_times_the_kl(kind):
     assert float(kl) > 0.05  # a KL worth weighting
     # the paper's objective splits into the reconstruction and the KL term
     torch.testing.assert_close(paper * scale, recon * scale + kl)
+    # the plain negative ELBO in bits/dim (the beta-TCVAE's objective is not one even at weight 1)
+    elbo = stats["elbo_bpd"] if kind == "btcvae" else paper * scale / (x[0].numel() * math.log(2))
+    assert ("elbo_bpd" in stats) == (kind == "btcvae")  # the paper's objective is its own ELBO
     for w in (0.25, 0.6):
         loss, s = model.loss(x, _gen(), kl_weight=w)
         torch.testing.assert_close(loss * scale, recon * scale + w * kl)
+        torch.testing.assert_close(s["elbo_bpd"], elbo)  # what the trainer logs beside the loss
         # the trainer passes a 0-dim tensor: the same number, bit for bit
         as_tensor, _ = model.loss(x, _gen(), kl_weight=torch.tensor(w))
         assert torch.equal(as_tensor, loss)
@@ -279,6 +283,19 @@ def test_a_resumed_warmup_is_bitwise_an_uninterrupted_one(warm_run, tmp_path):
         train(_cfg(*WARM[1:], "train.kl_warmup_steps=32", "train.steps=20"), part, resume=True, progress=False)
 
 
+def test_a_departing_run_logs_the_plain_elbo_beside_its_loss(warm_run, tmp_path):
+    recs = _metrics(warm_run)
+    assert "train_elbo_bpd" not in recs[0]  # step 0: no training yet
+    assert all(math.isfinite(r["train_elbo_bpd"]) and r["train_elbo_bpd"] != r["train_bpd"] for r in recs[1:])
+    # the log line every 100 steps names which figure is the loss
+    run = tmp_path / "hundred"
+    with _info_log():
+        train(_cfg(*WARM, "train.steps=100", "train.eval_every=100"), run, progress=False)
+    line = next(ln for ln in (run / "train.log").read_text().splitlines() if "step 100: train" in ln)
+    assert "bits/dim (running mean of the loss; negative ELBO " in line, line
+    assert f"negative ELBO {_metrics(run)[-1]['train_elbo_bpd']:.4f})" in line
+
+
 def test_the_run_is_labelled_and_evaluation_is_that_of_the_paper(warm_run, tmp_path):
     log = (warm_run / "train.log").read_text()
     assert "departure from the paper: KL warm-up over 8 steps" in log
@@ -292,7 +309,7 @@ def test_the_run_is_labelled_and_evaluation_is_that_of_the_paper(warm_run, tmp_p
     with _info_log():
         train(_cfg("train.steps=0"), paper, progress=False)
     assert _metrics(paper)[0]["test_elbo_bpd"] == _metrics(warm_run)[0]["test_elbo_bpd"]
-    assert "kl_weight" not in _metrics(paper)[0]
+    assert "kl_weight" not in _metrics(paper)[0] and "train_elbo_bpd" not in _metrics(paper)[0]
     assert "departures" not in (paper / "report.html").read_text()
     assert "departure" not in (paper / "train.log").read_text()
 
@@ -337,6 +354,7 @@ def test_the_auxiliary_decoder_adds_its_weighted_nll_of_the_same_z_and_trains_th
     assert float(nll) > 100  # an untrained decoder: hundreds of nats, a term worth checking
     torch.testing.assert_close(stats["aux"], nll)
     torch.testing.assert_close(loss * scale, base * scale + 0.5 * nll)
+    torch.testing.assert_close(stats["elbo_bpd"], base)  # the flow's own bound, logged beside the loss
     # the term reaches the encoder through z (its purpose) and the flow not at all
     loss.backward()
     base_grads = torch.autograd.grad(plain.loss(x, _gen())[0], list(plain.encoder.parameters()))

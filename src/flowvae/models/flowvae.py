@@ -450,7 +450,9 @@ class FlowVAE(GenerativeModel):
         Returns:
             ``(loss, stats)``; ``stats`` holds detached per-batch means: ``bpd`` (the loss: the
             training objective, bits/dim), ``kl`` (nats) and, with the auxiliary decoder, ``aux``
-            (nats).
+            (nats). When the objective departs from the paper's (a KL weight other than 1, free
+            bits, the auxiliary decoder) also ``elbo_bpd``: the plain one-sample negative ELBO in
+            bits/dim, which the trainer logs beside the loss.
 
         Raises:
             ConfigError: ``kl_weight`` other than 1 for a kind without a KL term (:attr:`kl_term`).
@@ -472,8 +474,9 @@ class FlowVAE(GenerativeModel):
                 aux = -self.aux_decoder.log_prob(x, terms["z"][:, 0]).mean()
                 total = total + self.cfg.aux_decoder_weight * aux
                 stats["aux"] = aux.detach()
-            loss = total / (self.dim * math.log(2))
-            return loss, {"bpd": loss.detach(), **stats}
+            scale = self.dim * math.log(2)
+            loss = total / scale
+            return loss, {"bpd": loss.detach(), "elbo_bpd": ((recon + kl_mean) / scale).detach(), **stats}
         # The paper's objective, computed as it always was (bitwise the same numbers as before).
         bpd = -terms["log_w"][:, 0] / (self.dim * math.log(2))
         loss = bpd.mean()

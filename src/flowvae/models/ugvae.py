@@ -497,7 +497,8 @@ class UGVAE(GenerativeModel):
         Returns:
             ``(loss, stats)``; ``stats`` holds detached scalars: ``bpd`` (loss / (D ln 2)), ``kl``
             (kl_z + kl_d + kl_beta), ``recon`` (-log p(x|z,beta)), ``kl_z``, ``kl_d``, ``kl_beta``
-            (all nats per image) and ``n_groups``.
+            (all nats per image) and ``n_groups``; with a KL weight other than 1 also ``elbo_bpd``
+            (the plain negative ELBO, bits/dim).
         """
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"loss(x, generator, shard): generator must be a torch.Generator, got "
@@ -507,9 +508,13 @@ class UGVAE(GenerativeModel):
         recon = -t["log_px"].sum() / b
         kl_z, kl_d, kl_beta = t["kl_z"].sum() / b, t["kl_d"].sum() / b, t["kl_beta"].sum() / b
         kl = kl_z + kl_d + kl_beta
-        loss = recon + kl_weight * kl if isinstance(kl_weight, Tensor) or kl_weight != 1 else recon + kl
-        stats = {"bpd": loss / (self.dim * math.log(2)), "kl": kl, "recon": recon, "kl_z": kl_z, "kl_d": kl_d,
+        weighted = isinstance(kl_weight, Tensor) or kl_weight != 1
+        loss = recon + kl_weight * kl if weighted else recon + kl
+        scale = self.dim * math.log(2)
+        stats = {"bpd": loss / scale, "kl": kl, "recon": recon, "kl_z": kl_z, "kl_d": kl_d,
                  "kl_beta": kl_beta, "n_groups": torch.tensor(float(t["beta"].shape[0]))}
+        if weighted:
+            stats["elbo_bpd"] = (recon + kl) / scale
         return loss, {k: v.detach() for k, v in stats.items()}
 
     @torch.no_grad()

@@ -193,7 +193,8 @@ class VAE(GenerativeModel):
 
         Returns:
             ``(loss, stats)``; ``stats`` holds detached scalars ``bpd`` (loss / (D ln 2), bits/dim),
-            ``kl`` (KL(q(z|x) || N(0, I))) and ``recon`` (-log p(x|z)), both nats per image.
+            ``kl`` (KL(q(z|x) || N(0, I))) and ``recon`` (-log p(x|z)), both nats per image; with a
+            KL weight other than 1 or free bits also ``elbo_bpd`` (the plain negative ELBO, bits/dim).
 
         Raises:
             DataError: images that are not uint8 of this model's shape, or batch extras such as
@@ -206,12 +207,14 @@ class VAE(GenerativeModel):
         recon = -self.log_px(x, z).mean()
         kl = gaussian_kl(mu, lv).mean()
         free_bits = self.cfg.free_bits
+        scale = self.dim * math.log(2)
         if isinstance(kl_weight, Tensor) or kl_weight != 1 or free_bits > 0:
             # The clamp passes no gradient below F: the KL is not pushed down while under it.
             loss = recon + kl_weight * (kl.clamp(min=free_bits) if free_bits > 0 else kl)
+            stats = {"bpd": loss / scale, "kl": kl, "recon": recon, "elbo_bpd": (recon + kl) / scale}
         else:
             loss = recon + kl
-        stats = {"bpd": loss / (self.dim * math.log(2)), "kl": kl, "recon": recon}
+            stats = {"bpd": loss / scale, "kl": kl, "recon": recon}
         return loss, {k: v.detach() for k, v in stats.items()}
 
     @torch.no_grad()

@@ -230,9 +230,9 @@ def validate_training_state(path: Path, state: Any, *, optimizer: torch.optim.Op
     for name in ("bad_in_row", "skipped"):
         if name in prog and not _is_count(prog[name]):
             raise _bad(path, f"its progress[{name!r}] is {prog[name]!r}, not a non-negative integer")
-    for name in ("run_bpd", "elapsed_s"):
+    for name in ("run_bpd", "run_elbo_bpd", "elapsed_s"):
         v = prog.get(name)
-        if (name in prog and name != "run_bpd" and v is None) or (v is not None and not _is_number(v)):
+        if (name == "elapsed_s" and name in prog and v is None) or (v is not None and not _is_number(v)):
             raise _bad(path, f"its progress[{name!r}] is {v!r}, not a number")
 
 

@@ -92,6 +92,11 @@ def kl_warmup_weight(step: int, warmup: int, start: float = 0.0) -> float:
     return start + (1.0 - start) * (step / warmup)
 
 
+def _batch_mean(ctx: DistContext, value: torch.Tensor, device: torch.device) -> float:
+    """A per-process batch mean as a float, averaged over the processes under data parallelism."""
+    return float(value) if not ctx.enabled else float(ctx.sum([float(value)], device)[0]) / ctx.world
+
+
 def _departures(cfg: Config) -> list[str]:
     """The departures from the paper (objective or architecture) that this config turns on, one phrase each."""
     out = []
@@ -538,6 +543,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     trained, t_loop = 0.0, 0.0  # trained: time in the training loop of earlier sessions (train.time_limit_s)
     bad_in_row, skipped = 0, 0
     run_bpd: float | None = None
+    run_elbo: float | None = None  # the plain negative ELBO, when the loss departs from it (model stats' elbo_bpd)
     grad_norm_max = 0.0
     # A seeded, class-stratified subset: the first N of a class-sorted test folder would be one class.
     n_eval = len(test_data) if tc.eval_images is None else min(tc.eval_images, len(test_data))
@@ -571,6 +577,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         prog = state.get("progress", {})
         bad_in_row, skipped = int(prog.get("bad_in_row", 0)), int(prog.get("skipped", 0))
         run_bpd, elapsed = prog.get("run_bpd"), float(prog.get("elapsed_s", 0.0))
+        run_elbo = prog.get("run_elbo_bpd")
         trained = float(prog.get("train_s", elapsed))
         grad_norm_max = float(prog.get("grad_norm_max", 0.0))
         log.info("resumed from %s at step %d", path.name, step)
@@ -603,7 +610,9 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         total = ctx.sum([part[k_] * len(mine) for k_ in keys], device)
         res = {**{k_: t / len(eval_images) for k_, t in zip(keys, total)}, "k": tc.eval_k, "n": len(eval_images)}
         nonlocal grad_norm_max
-        rec = {"step": step, "train_bpd": train_bpd, **{f"test_{k}": v for k, v in res.items()},
+        rec = {"step": step, "train_bpd": train_bpd,
+               **({"train_elbo_bpd": run_elbo} if run_elbo is not None else {}),
+               **{f"test_{k}": v for k, v in res.items()},
                "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "grad_norm_max": grad_norm_max or None,
                "time_s": round(elapsed + time.time() - t0, 2)}
         if tc.kl_warmup_steps:  # the weight of the update that led here (at step 0: of the first one)
@@ -629,6 +638,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         return {"batches": batches.state_dict(),
                 "rng": {"noise": noise.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state()},
                 "progress": {"bad_in_row": bad_in_row, "skipped": skipped, "run_bpd": run_bpd,
+                             **({"run_elbo_bpd": run_elbo} if run_elbo is not None else {}),
                              "grad_norm_max": grad_norm_max}}
 
     saved_at: dict[str, Any] = {"step": step if found is not None else None, "time": time.time()}
@@ -750,22 +760,27 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
             bad_in_row = 0
             sched.step()
             step += 1
-            batch_bpd = (float(stats["bpd"]) if not ctx.enabled
-                         else float(ctx.sum([float(stats["bpd"])], device)[0]) / ctx.world)
+            batch_bpd = _batch_mean(ctx, stats["bpd"], device)
             run_bpd = batch_bpd if run_bpd is None else 0.98 * run_bpd + 0.02 * batch_bpd
+            batch_elbo = _batch_mean(ctx, stats["elbo_bpd"], device) if "elbo_bpd" in stats else None
+            if batch_elbo is not None:
+                run_elbo = batch_elbo if run_elbo is None else 0.98 * run_elbo + 0.02 * batch_elbo
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(bpd=f"{run_bpd:.3f}", kl=f"{float(stats['kl']):.1f}")
             if step % 100 == 0:
-                # The auxiliary decoder's term (model.aux_decoder_weight) is part of the loss, so of "train bits/dim".
+                # With a departure the loss is not the ELBO (the auxiliary decoder's term alone is
+                # thousands of nats), so the line gives both, lest the loss read as the bound.
+                elbo = f" of the loss; negative ELBO {run_elbo:.4f}" if run_elbo is not None else ""
                 aux = f", auxiliary decoder {float(stats['aux']):.1f} nats" if "aux" in stats else ""
                 (progress_log if bar is not None else log).info(
-                    "step %d: train %.4f bits/dim (running mean), kl %.2f nats%s, max grad norm %.3g", step, run_bpd,
-                    float(stats["kl"]), aux, grad_norm_max)
+                    "step %d: train %.4f bits/dim (running mean%s), kl %.2f nats%s, max grad norm %.3g", step,
+                    run_bpd, elbo, float(stats["kl"]), aux, grad_norm_max)
             if hooks.callbacks:
                 hooks("on_step", snapshot(), {
                     "train/bpd": batch_bpd, "train/bpd_running": run_bpd, "train/kl_nats": float(stats["kl"]),
                     "train/lr": opt.param_groups[0]["lr"], "train/grad_norm": grad_norm,
+                    **({"train/elbo_bpd": batch_elbo} if batch_elbo is not None else {}),
                     **({"train/aux_nats": float(stats["aux"])} if "aux" in stats else {})})
             if step % tc.eval_every == 0 or step == tc.steps:
                 last = evaluate(run_bpd, skipped)
