@@ -301,3 +301,27 @@ def test_report_renders_in_headless_chromium(tmp_path, monkeypatch):
         assert lo < 100 and hi > 200
     if os.environ.get("FLOWVAE_REPORT_SCREENSHOT"):  # keep the picture for a look by hand
         shutil.copy(shot, os.environ["FLOWVAE_REPORT_SCREENSHOT"])
+
+
+def test_a_departing_run_plots_its_training_elbo_not_its_loss():
+    from flowvae.report import _curves  # noqa: PLC0415
+
+    # the auxiliary decoder: a loss of about 10.7 "bits/dim" beside a bound of 3.5
+    departing = [{**m, "train_elbo_bpd": None if m["train_bpd"] is None else m["train_bpd"] - 0.5,
+                  "train_bpd": None if m["train_bpd"] is None else m["train_bpd"] + 7.0} for m in METRICS]
+    plain = [{**m, "train_bpd": m["train_elbo_bpd"]} for m in departing]
+    html = _curves(departing)
+    assert "the plain negative ELBO; the training loss, which departs from it here, is train_bpd" in html
+    assert html.replace("the plain negative ELBO; the training loss, which departs from it here, is train_bpd in "
+                        "metrics.jsonl", "the training loss") == _curves([{k: v for k, v in m.items()
+                                                                          if k != "train_elbo_bpd"} for m in plain])
+    assert "departs" not in _curves(METRICS)
+
+
+def test_a_departing_run_summarises_its_training_elbo(tmp_path):
+    departing = [{**m, "train_elbo_bpd": None if m["train_bpd"] is None else m["train_bpd"] - 0.5} for m in METRICS]
+    text = write_report(make_run(tmp_path / "aux", metrics=departing)).read_text()
+    assert "final train bits/dim (negative ELBO; the loss departs from it)" in text
+    assert '<span id="final-train-bpd">4.8123</span>' in text  # 5.31234 - 0.5, not the loss
+    plain = write_report(make_run(tmp_path / "paper")).read_text()
+    assert '<span id="final-train-bpd">5.3123</span>' in plain and "departs" not in plain
