@@ -116,6 +116,34 @@ def test_known_decodes_give_known_fractions(model, monkeypatch, decode, follow_z
     assert (res["swapped"]["follow_z"], res["swapped"]["follow_v"]) == (follow_z, follow_v)
 
 
+def test_saturated_inverses_are_counted_per_cell_and_pair(model, monkeypatch):
+    """The (v1, z2) decodes of every third pair and the (v2, z1) decode of every pair record a
+    saturated inverse, as :func:`affine_inverse` does inside :func:`track_saturation`; masks of
+    other batch sizes (the prior's, say) are ignored."""
+    from flowvae.flows import coupling
+    plain = _fake_switch("z")
+    seen = {"pairs": 0}
+
+    def switch(x1, x2):
+        record = coupling._saturation.get()
+        assert record is not None, "the metric must track saturation around model.switch"
+        n = len(x1)
+        idx = seen["pairs"] + torch.arange(n)
+        seen["pairs"] += n
+        one_layer, other_layer = torch.zeros(2, 4, n, dtype=torch.bool)  # rows: the four cells
+        one_layer[1] = idx % 3 == 0
+        other_layer[3] = True
+        record += [one_layer.flatten(), other_layer.flatten(), torch.ones(n + 1, dtype=torch.bool)]
+        return plain(x1, x2)
+
+    monkeypatch.setattr(model, "switch", switch)
+    train, test = _separable(30, seed=0, name="train"), _separable(10, seed=1, name="test")
+    res = switch_metric(model, train, test, pairs=40, seed=0, batch_size=8)
+    assert res["saturated"] == pytest.approx(len(range(0, 40, 3)) / 40)
+    assert res["swapped"]["saturated"] == 1.0
+    assert res["follow_z"] == 1.0  # saturation is reported beside the fractions, not taken out of them
+
+
 def test_decodes_of_a_third_class_count_as_neither(model, monkeypatch):
     train, test = _separable(30, seed=0, name="train"), _separable(10, seed=1, name="test")
     third = _separable(1, seed=2).images  # image c is of class c
@@ -144,6 +172,7 @@ def test_every_global_local_kind_scores_and_the_others_refuse_in_one_line(tiny_r
         return
     res = switch_metric(m, train, test, pairs=20, train_images=300, C=0.01)
     assert res["follow_z"] + res["follow_v"] + res["neither"] == pytest.approx(1.0) and res["pairs"] == 20
+    assert all(0 <= r["saturated"] <= 1 for r in (res, res["swapped"]))  # every such kind decodes by a flow
     clf = res["classifier"]
     assert clf["protocol"] == "logistic" and clf["dim"] <= 1024 and clf["pool"] == (2 if test.images.shape[-1] == 64 else 1)
 
@@ -189,7 +218,7 @@ def test_switch_json_and_the_report_show_the_metric_escaped(copy, capsys):
     assert json.loads(capsys.readouterr().out)["metric"] is None
     assert json.loads((copy / "switch.json").read_text()) == metric  # --no-metric leaves it alone
 
-    metric.update(dataset="<script>alert(1)</script>", follow_z="<b>x</b>", classifier={"C": "<i>"})
+    metric.update(dataset="<script>alert(1)</script>", follow_z="<b>x</b>", classifier={"C": "<i>"}, saturated=0.125)
     (copy / "switch.json").write_text(json.dumps(metric))
     assert main(["report", str(copy), "-q"]) == 0
     page = (copy / "report.html").read_text()
@@ -199,6 +228,7 @@ def test_switch_json_and_the_report_show_the_metric_escaped(copy, capsys):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section and "<script>" not in page
     assert "<b>" not in section and "<i>" not in section and "&lt;i&gt;" in section
     assert f"{100 * metric['follow_v']:.2f}%" in section  # the numbers that are numbers are shown
+    assert "<th>inverse saturated</th>" in section and ">12.50%</td></tr>" in section
 
     (copy / "switch.png").unlink()  # a grid written elsewhere: the metric still has its section
     assert main(["report", str(copy), "-q"]) == 0

@@ -508,13 +508,15 @@ def _switch_metric(info: dict) -> str:
             rows.append(f'<tr data-decode="{_esc(cell)}"><td>{_esc(cell)}</td>'
                         f'<td class="num">{_fmt_pct(r.get("follow_z"))} ({z_from})</td>'
                         f'<td class="num">{_fmt_pct(r.get("follow_v"))} ({v_from})</td>'
-                        f'<td class="num">{_fmt_pct(r.get("neither"))}</td></tr>')
+                        f'<td class="num">{_fmt_pct(r.get("neither"))}</td>'
+                        f'<td class="num">{_fmt_pct(r.get("saturated"))}</td></tr>')
     clf: dict = m["classifier"] if isinstance(m.get("classifier"), dict) else {}
     text = (f"Switch metric (switch.json): {_fmt(m.get('pairs'))} pairs of test images of different classes of "
             f"{_esc(m.get('dataset', '?'))}; each decode is classified by {_switch_classifier(clf)} "
             f"(C = {_esc(clf.get('C', '–'))}, trained on {_fmt(clf.get('n_train'))} real training images), whose accuracy "
-            f"on the real test images, {_fmt_pct(m.get('test_accuracy'))}, is the ceiling of the class-of-z column.")
-    head = "".join(f"<th>{h}</th>" for h in ("decode", "class of z", "class of v", "neither"))
+            f"on the real test images, {_fmt_pct(m.get('test_accuracy'))}, is the ceiling of the class-of-z column. "
+            "A decode whose inverse flow saturated is clamped noise (mostly counted as neither).")
+    head = "".join(f"<th>{h}</th>" for h in ("decode", "class of z", "class of v", "neither", "inverse saturated"))
     return (f'<p id="switch-metric">{text}</p><table id="switch-metric-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
 

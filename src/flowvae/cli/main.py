@@ -224,10 +224,16 @@ def cmd_switch(args: argparse.Namespace) -> int:
         atomic_write(Path(args.run) / "switch.json", json.dumps(metric, indent=2).encode(), root=args.run)
         lines.append(f"switch metric, {metric['pairs']} pairs of different classes: the decode of (v1,z2) is classified "
                      f"as z's class (image 2) {100 * metric['follow_z']:.1f}%, v's class (image 1) "
-                     f"{100 * metric['follow_v']:.1f}%, neither {100 * metric['neither']:.1f}%; linear classifier of "
+                     f"{100 * metric['follow_v']:.1f}%, neither {100 * metric['neither']:.1f}%"
+                     f"{_saturated_text(metric['saturated'])}; linear classifier of "
                      f"pixels {100 * metric['test_accuracy']:.1f}% on real test images; wrote {Path(args.run) / 'switch.json'}")
     _emit(args, {"file": str(out), **info, "metric": metric}, lines)
     return 0 if exact else 1
+
+
+def _saturated_text(fraction: float | None) -> str:
+    """The share of switched decodes whose inverse saturated (clamped noise), when there are any."""
+    return f" (inverse saturated in {100 * fraction:.1f}%)" if fraction else ""
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:

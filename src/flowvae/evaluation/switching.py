@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from ..data import ImageData
 from ..errors import ConfigError, DataError
+from ..flows.coupling import track_saturation
 from ..models.base import GenerativeModel, check_count
 from ._protocols import GlobalLocal
 from .evaluate import quantised
@@ -195,8 +196,11 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
     (the class went with the global code), ``follow_v`` as image 1's (it stayed with the local
     code), ``neither`` the rest. ``swapped`` is the same for the decode of (v2, z1) (z from image
     1). The classifier's accuracy on the real test images (quantised likewise) is the ceiling of
-    ``follow_z`` for a decoder that switched the class perfectly. The pairs are not those of
-    :func:`switch_pairs`' grid.
+    ``follow_z`` for a decoder that switched the class perfectly. ``saturated`` is the fraction of
+    those decodes whose inverse flow saturated (:func:`~flowvae.flows.coupling.track_saturation`):
+    a global code the flow was never trained with beside that v can drive some coupling's scale
+    towards 0, and the decode becomes clamped noise, which the classifier mostly counts as
+    ``neither``. The pairs are not those of :func:`switch_pairs`' grid.
 
     Args:
         model: a model with the ``global_local`` capability.
@@ -210,9 +214,10 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
 
     Returns:
         ``{"dataset", "pairs", "classes" (test classes), "seed", "follow_z", "follow_v", "neither",
-        "swapped": {"follow_z", "follow_v", "neither"}, "test_accuracy" (fraction of real test
-        images classified correctly), "classifier": {"features": "pixels", "C", "cv_accuracy",
-        "n_train", "n_test", "dim", "protocol"}}``; fractions in [0, 1].
+        "saturated", "swapped": {"follow_z", "follow_v", "neither", "saturated"}, "test_accuracy"
+        (fraction of real test images classified correctly), "classifier": {"features": "pixels",
+        "C", "cv_accuracy", "n_train", "n_test", "dim", "protocol"}}``; fractions in [0, 1]
+        (``saturated`` is ``None`` for kinds whose decodes are not a flow's inverse).
 
     Raises:
         ConfigError: a model without the ``global_local`` capability, ``pairs`` / ``train_images`` /
@@ -254,18 +259,29 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
         raise DataError(f"switch metric classifier: {str(e).splitlines()[0]}") from None
     test_acc = float((clf.predict(pixels(test_data.images)) == test_y.numpy()).mean())
     m = cast(GlobalLocal, model)
-    v1z2, v2z1 = [], []
+    v1z2, v2z1, sat12, sat21 = [], [], [], []
     for i in range(0, pairs, batch_size):
         a, b = first[i: i + batch_size], second[i: i + batch_size]
-        grid = m.switch(test_data.images[a].to(model.device), test_data.images[b].to(model.device)).cpu()
+        with track_saturation() as masks:
+            grid = m.switch(test_data.images[a].to(model.device), test_data.images[b].to(model.device)).cpu()
         v1z2.append(grid[:, 1])
         v2z1.append(grid[:, 3])
+        # switch() decodes its four cells of every pair in one inverse: masks of 4 * len(a) samples.
+        sat = torch.zeros(4 * len(a), dtype=torch.bool)
+        for mask in masks:
+            if mask.shape[0] == sat.shape[0]:
+                sat |= mask.cpu()
+        sat12.append(sat.view(4, -1)[1])
+        sat21.append(sat.view(4, -1)[3])
     y1, y2 = test_y[first].numpy(), test_y[second].numpy()
     # The decodes are already on the model's bins, so no further quantisation.
     p12 = clf.predict(features(torch.cat(v1z2)))
     p21 = clf.predict(features(torch.cat(v2z1)))
+    flow = model.capabilities.exact_codes  # only a flow's inverse can saturate
+    s12, s21 = (int(torch.cat(s).sum()) / pairs if flow else None for s in (sat12, sat21))
     return {"dataset": test_data.name, "pairs": pairs, "classes": int(len(torch.unique(test_y))), "seed": seed,
-            **_fractions(p12, y2, y1), "swapped": _fractions(p21, y1, y2), "test_accuracy": test_acc,
+            **_fractions(p12, y2, y1), "saturated": s12, "swapped": {**_fractions(p21, y1, y2), "saturated": s21},
+            "test_accuracy": test_acc,
             "classifier": {"features": "pixels", "pool": pool, "C": info["C"], "cv_accuracy": info["cv_accuracy"],
                            "n_train": info["n_train"], "n_test": len(test_data), "dim": info["dim"],
                            "protocol": info["protocol"]}}
