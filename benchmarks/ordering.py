@@ -98,12 +98,14 @@ def initial_bits(args: argparse.Namespace) -> int:
     from flowvae.models.base import create_model
     from flowvae.training.trainer import load_data
 
+    # The kind and the seed do not change which images the preset reads: load them once.
+    data_cfg = apply_overrides(get_preset(args.preset), args.overrides)
+    train_data, test = load_data(data_cfg, "train"), load_data(data_cfg, "test").images[: args.eval_images]
     table: dict[int, dict[str, float]] = {}
     for seed in args.init_only:
         for kind in args.kinds:
             cfg = apply_overrides(get_preset(args.preset), [f"model.kind={kind}", f"train.seed={seed}",
                                                             *args.overrides, *(args.z_overrides if kind in WITH_Z else [])])
-            train_data, test = load_data(cfg, "train"), load_data(cfg, "test").images[: args.eval_images]
             torch.manual_seed(seed)
             cfg.model = cfg.model.for_training(len(train_data))
             model = create_model(cfg)

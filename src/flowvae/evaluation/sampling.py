@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..flows.coupling import INVERSE_LIMIT, track_saturation
+from ..flows.coupling import INVERSE_LIMIT, saturated_samples, track_saturation
 from ..models.base import GenerativeModel, check_count, check_temperature
 from ..progress import progress
 from ._layout import inference_layout
@@ -131,10 +131,7 @@ def _draw(model: GenerativeModel, n: int, temperature: float, global_temperature
             v = torch.randn(n, flow.dim, generator=generator, device=flow.device) * temperature
             cont, _ = flow.decoder.inverse(v.to(flow.device, flow.dtype), z)
         # Every inverse of the batch ORed: a saturated z from the prior counts for its sample too.
-        saturated = torch.zeros(n, dtype=torch.bool, device=cont.device)
-        for m in masks:
-            if m.shape[0] == n:
-                saturated |= m.to(saturated.device)
+        saturated = saturated_samples(masks, n)
         x = flow.continuous_to_uint8(cont)
         stats = pixel_stats(cont, flow.n_bins, saturated)
     return x, {"temperature": float(temperature), "global_temperature": float(global_temperature), **stats}

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ..data import ImageData
 from ..errors import ConfigError, DataError
-from ..flows.coupling import track_saturation
+from ..flows.coupling import saturated_samples, track_saturation
 from ..models.base import GenerativeModel, check_count
 from ._protocols import GlobalLocal
 from .evaluate import quantised
@@ -267,10 +267,7 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
         v1z2.append(grid[:, 1])
         v2z1.append(grid[:, 3])
         # switch() decodes its four cells of every pair in one inverse: masks of 4 * len(a) samples.
-        sat = torch.zeros(4 * len(a), dtype=torch.bool)
-        for mask in masks:
-            if mask.shape[0] == sat.shape[0]:
-                sat |= mask.cpu()
+        sat = saturated_samples(masks, 4 * len(a))
         sat12.append(sat.view(4, -1)[1])
         sat21.append(sat.view(4, -1)[3])
     y1, y2 = test_y[first].numpy(), test_y[second].numpy()

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from .base import Flow
 
 __all__ = ["ChannelSplit", "AffineCoupling", "bounded_log_scale", "affine_inverse", "track_saturation",
-           "INVERSE_LIMIT"]
+           "saturated_samples", "INVERSE_LIMIT"]
 
 INVERSE_LIMIT = 2.0**40
 """Magnitude at which the inverse of an affine coupling saturates, ``2**40`` (about 1.1e12, exact
@@ -61,6 +61,17 @@ def track_saturation() -> Iterator[list[Tensor]]:
         yield masks
     finally:
         _saturation.reset(token)
+
+def saturated_samples(masks: list[Tensor], n: int) -> Tensor:
+    """OR the masks :func:`track_saturation` collected for one batch of ``n`` samples: bool ``[n]``
+    on the CPU, ``True`` where some inverse of that sample saturated. Masks of other sizes (an
+    inverse run on another batch inside the same block) are left out."""
+    saturated = torch.zeros(n, dtype=torch.bool)
+    for mask in masks:
+        if mask.shape[0] == n:
+            saturated |= mask.cpu()
+    return saturated
+
 
 SPLIT_PATTERNS = ("continuous", "alternate")
 
