@@ -16,12 +16,25 @@ kind, running each trial in turn; a process that dies is re-run one trial at a t
   a failure; both are listed separately. ``--device cpu`` and ``-q`` are passed only to commands
   whose ``--help`` lists them.
 
+The group ``issue 32`` (and ``API (issue 32)``) holds the hostile inputs of issue 32: deflate
+bombs in a ``torch.save`` archive (``import-wolf``'s ``model.pt``, a checkpoint with a matching
+checksum), nesting deep enough to exhaust Python's stack, unbounded counts (``eval -k``,
+``sample -n``, ``model.sample``, ``meta`` images), ``data.on_bad=skip`` on a small folder, plain-pickle
+weights, links and FIFOs in image folders, a FIFO or duplicate key in ``config.yaml`` and a Hub
+cache whose ``blobs`` folder links out of it. Its trials are classified by :class:`Expect` too:
+``memory`` (peak resident memory, measured per process with ``wait4``, above the bound: refused
+only after inflating), ``misleading`` (torch's advice to load unsafely, its warning, or the wrong
+cause named), ``silent`` (a skip without its log line) and ``refused`` (a legitimate input refused).
+The trials that do not depend on the model kind run with the first kind only.
+
 Only the CLI and the public API are used, so the script also runs against older checkouts: point
 ``--flowvae`` at that checkout's console script (``/old/.venv/bin/flowvae``); ``--python`` (default:
-the interpreter in that script's shebang) runs the API trials. Each kind's tiny run is trained once
-(2 steps) and reused by every trial that needs one.
+the interpreter in that script's shebang) runs the API trials. A checkout that is not installed
+(a ``git worktree``) runs through ``--flowvae 'PYTHON -m flowvae.cli.main' --pythonpath WORKTREE/src``.
+Each kind's tiny run is trained once (2 steps) and reused by every trial that needs one.
 
     OMP_NUM_THREADS=1 python benchmarks/fault_trials.py --kinds flowvae vae --out fault_trials.json
+    python benchmarks/fault_trials.py --kinds flowvae --groups "issue 32" "API (issue 32)" --detail
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ import resource
 import shlex
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -90,6 +104,10 @@ RECIPES = {
                          ["data.train_limit=256", "data.test_limit=64"], data="dsprites", stage1="btcvae"),
 }
 
+API_32 = "API (issue 32)"
+GROUPS = ["train overrides", "data", "options", "fid --inception", "config.yaml", "checkpoints", "API", "issue 32",
+          API_32]
+
 OVERRIDES = ["train.eval_every=0", "train.checkpoint_every=0", "train.eval_k=0", "train.lr=-1", "train.betas=[0.9]",
              "model.d_z=-2", "model.factor_out=0", "data.crop_pad=-1", "train.sample_temperatures=[nan]",
              "train.batch_size=0", "train.batch_size=-4", "train.steps=-3", "data.on_bad=maybe",
@@ -98,10 +116,13 @@ OVERRIDES = ["train.eval_every=0", "train.checkpoint_every=0", "train.eval_k=0",
 
 @dataclass
 class Outcome:
-    status: str  # ok | traceback | accepted | multiline | hang | crash | n/a | unsupported
+    # ok | traceback | accepted | multiline | hang | crash | n/a | unsupported; issue 32's trials also
+    # memory | misleading | silent | refused (see Expect)
+    status: str
     rc: int | None = None
     seconds: float = 0.0
     line: str = ""
+    peak_mb: float | None = None
 
     @property
     def failed(self) -> bool:
@@ -118,6 +139,9 @@ class Runner:
         self.shared = Path(args.shared_data).resolve()
         self.env = {**os.environ, "FLOWVAE_SHARED_DATA": str(self.shared), "OMP_NUM_THREADS": "1",
                     "FLOWVAE_TUNE_MALLOC": "0", "PYTHONUNBUFFERED": "1"}
+        if args.pythonpath:
+            self.env["PYTHONPATH"] = os.pathsep.join([str(Path(args.pythonpath).resolve()),
+                                                      *filter(None, [os.environ.get("PYTHONPATH")])])
         self.env.pop("FLOWVAE_INCEPTION", None)
         self._flags: dict[str, list[str]] = {}
         self._lock = threading.Lock()
@@ -131,23 +155,41 @@ class Runner:
 
     def exec(self, cmd: list[str], timeout: float | None = None) -> tuple[int | None, str, str, float, bool]:
         """``(rc, stdout, stderr, seconds, timed_out)``; never raises."""
+        return self.exec_measured(cmd, timeout)[:5]  # type: ignore[return-value]
+
+    def exec_measured(self, cmd: list[str], timeout: float | None = None
+                      ) -> tuple[int | None, str, str, float, bool, float | None]:
+        """``(rc, stdout, stderr, seconds, timed_out, peak resident MB)``; never raises. The peak is the
+        process's own (``wait4``), so trials running side by side do not blur it."""
         t0 = time.time()
-        try:
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                 cwd=self.work, env=self.env, preexec_fn=self._limits, start_new_session=True,
-                                 text=True, errors="replace")
-        except OSError as e:
-            return None, "", f"cannot start {cmd[0]}: {e}", 0.0, False
-        try:
-            out, err = p.communicate(timeout=timeout or self.timeout)
-            return p.returncode, out, err, time.time() - t0, False
-        except subprocess.TimeoutExpired:
+        with tempfile.TemporaryFile(dir=self.work) as out_f, tempfile.TemporaryFile(dir=self.work) as err_f:
             try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            out, err = p.communicate()
-            return None, out, err, time.time() - t0, True
+                p = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL, cwd=self.work,
+                                     env=self.env, preexec_fn=self._limits, start_new_session=True)
+            except OSError as e:
+                return None, "", f"cannot start {cmd[0]}: {e}", 0.0, False, None
+            hung = threading.Event()
+
+            def kill() -> None:
+                hung.set()
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+            timer = threading.Timer(timeout or self.timeout, kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(p.pid, 0)
+            finally:
+                timer.cancel()
+            p.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+            out_f.seek(0)
+            err_f.seek(0)
+            out = out_f.read().decode("utf-8", "replace")
+            err = err_f.read().decode("utf-8", "replace")
+        rc = None if hung.is_set() else p.returncode
+        return rc, out, err, time.time() - t0, hung.is_set(), usage.ru_maxrss / 1024
 
     def flags(self, command: str) -> list[str]:
         """``--device cpu -q`` as far as ``command`` of this CLI knows them (from its ``--help``), so that
@@ -159,9 +201,11 @@ class Runner:
                                          *(["-q"] if re.search(r"(^|\s)-q\b", out) else [])])
             return self._flags[command]
 
-    def cli(self, argv: list[str]) -> Outcome:
-        rc, _, err, secs, hung = self.exec([*self.prefix, *argv, *self.flags(argv[0])])
-        return classify_cli(rc, err, secs, hung)
+    def cli(self, argv: list[str], expect: Expect | None = None) -> Outcome:
+        rc, _, err, secs, hung, peak = self.exec_measured([*self.prefix, *argv, *self.flags(argv[0])])
+        out = classify_cli(rc, err, secs, hung) if expect is None else classify_expect(rc, err, secs, hung, peak, expect)
+        out.peak_mb = peak
+        return out
 
 
 def _interpreter_of(prefix: list[str]) -> str | None:
@@ -199,6 +243,50 @@ def classify_cli(rc: int | None, err: str, secs: float, hung: bool) -> Outcome:
             return Outcome("unsupported", rc, secs, last)  # this CLI lacks the command or option: nothing tried
         return Outcome("ok" if "error:" in last else "multiline", rc, secs, last)
     return Outcome("crash", rc, secs, f"exit status {rc}: {last}")
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a trial of issue 32 must show besides :func:`classify_cli`'s one line.
+
+    Attributes:
+        success: the input is legitimate and must be used: exit 0 is ``ok``, exit 1 ``refused``.
+        require: a regular expression standard error must match (a log line), else ``silent``.
+        forbid: texts standard error must not hold (torch's advice to load unsafely, its warning, a
+            message that names the wrong cause), else ``misleading``.
+        max_mb: the peak resident memory allowed, else ``memory`` (a hostile file must be refused
+            before it is inflated or allocated, not after).
+    """
+
+    success: bool = False
+    require: str | None = None
+    forbid: tuple[str, ...] = ()
+    max_mb: float | None = None
+
+
+def classify_expect(rc: int | None, err: str, secs: float, hung: bool, peak: float | None, e: Expect) -> Outcome:
+    lines = [line for line in err.strip().splitlines() if line.strip() and not LOG_LINE.match(line)]
+    last = lines[-1][:300] if lines else ""
+    if not e.success:
+        o = classify_cli(rc, err, secs, hung)
+    elif hung:
+        o = Outcome("hang", None, secs, f"no exit within {secs:.0f} s")
+    elif "Traceback" in err:
+        o = classify_cli(rc, err, secs, hung)
+    elif rc != 0:
+        o = Outcome("refused" if rc == 1 else "crash", rc, secs, f"a legitimate input refused: {last}")
+    else:
+        o = Outcome("ok", rc, secs, "exit 0 (used)")
+    if e.max_mb is not None and peak is not None and peak > e.max_mb:
+        return Outcome("memory", o.rc, secs, f"peak {peak:,.0f} MB, more than {e.max_mb:,.0f} ({o.status}: {o.line})"[:300])
+    if o.status != "ok":
+        return o
+    said = next((f for f in e.forbid if f in err), None)
+    if said is not None:
+        return Outcome("misleading", rc, secs, f"says {said!r}: {o.line}"[:300])
+    if e.require and not re.search(e.require, err):
+        return Outcome("silent", rc, secs, f"no line matching {e.require!r} ({o.line})"[:300])
+    return o
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -329,6 +417,242 @@ def inception_input(work: Path, variant: str) -> Path:
     return d / "net.pt"
 
 
+# ---------------------------------------------------------------------------------------------- issue 32's inputs
+
+BOMB_BYTES = 4 * 2**30 - 256  # what a deflated zip entry may state without zip64: 4 GiB
+TORCH_ADVICE = ("weights_only", "will likely succeed", "UserWarning")  # never shown for a file from elsewhere
+HOSTILE_MB = 1500.0  # peak resident memory of a refusal: the CLI and torch take about 400 MB
+
+
+def deflate_zeros(n: int) -> bytes:
+    """A raw deflate stream that inflates to ``n`` zero bytes and takes about ``n / 1032``: one dynamic
+    Huffman block of a literal 0 and matches of 258 at distance 1, one bit each for length and
+    distance, so its body is zero bytes, built at once (zlib would take 16 s for 4 GiB)."""
+    out, state = bytearray(), [0, 0]  # accumulator, bits in it
+
+    def put(value: int, width: int) -> None:  # fields LSB first
+        state[0] |= value << state[1]
+        state[1] += width
+        while state[1] >= 8:
+            out.append(state[0] & 0xFF)
+            state[0] >>= 8
+            state[1] -= 8
+
+    def code(text: str) -> None:  # Huffman codes MSB first
+        for c in text:
+            put(int(c), 1)
+
+    for value, width in ((1, 1), (2, 2), (29, 5), (0, 5), (14, 4)):  # final dynamic block; 286, 1, 18 codes
+        put(value, width)
+    for sym in (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1):
+        put({18: 1, 2: 2, 1: 2}.get(sym, 0), 3)  # code-length codes: 18 -> 0, 1 -> 10, 2 -> 11
+    code("11")  # literal 0: length 2
+    code("0"); put(127, 7); code("0"); put(106, 7)  # noqa: E702 - 255 unused literals
+    code("11")  # end of block: length 2
+    code("0"); put(17, 7)  # noqa: E702 - 28 unused length codes
+    code("10"); code("10")  # noqa: E702 - length 258 and distance 1: length 1 each
+    code("10")  # the literal 0; then "0" "0" per match of 258
+    matches, rest = divmod(n - 1, 258)
+    zero_bits = 2 * matches
+    first = min(zero_bits, (-state[1]) % 8)
+    put(0, first)
+    zero_bits -= first
+    if state[1] == 0:
+        out += bytes(zero_bits // 8)
+        zero_bits %= 8
+    put(0, zero_bits)
+    for _ in range(rest):
+        code("10")
+    code("11")
+    if state[1]:
+        put(0, 8 - state[1])
+    return bytes(out)
+
+
+def torch_archive_with_bomb(r: Runner, obj_code: str, path: Path) -> bool:
+    """``torch.save(eval(obj_code))`` by the checkout's interpreter into ``path``, its ``data/0`` entry
+    then replaced by a deflate stream stating (and truly inflating to) :data:`BOMB_BYTES`; about 4 MB."""
+    code = f"import sys, torch; torch.save({obj_code}, sys.argv[1])"
+    rc, _, _, _, _ = r.exec([r.python, "-c", code, str(path)], timeout=120)
+    if rc != 0:
+        return False
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        entries = [(i.filename, zf.read(i), i.CRC) for i in zf.infolist()]
+    stream = deflate_zeros(BOMB_BYTES)
+    out, central = bytearray(), bytearray()
+    for name, data, crc in entries:
+        bomb = name.endswith("/data/0")
+        method, payload, usize = (8, stream, BOMB_BYTES) if bomb else (0, data, len(data))
+        raw, offset = name.encode(), len(out)
+        fields = (20, 0, method, 0, 0x21, 0 if bomb else crc, len(payload), usize, len(raw))
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, *fields, 0) + raw + payload
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, *fields, 0, 0, 0, 0, 0, offset) + raw
+    start = len(out)
+    out += central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), start, 0)
+    path.write_bytes(bytes(out))
+    return True
+
+
+def grey_png(value: int, side: int = 8) -> bytes:
+    """A ``side x side`` 8-bit grey PNG of one value, without PIL."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes([(value + i) % 256] * side) for i in range(side))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def image_folder(dest: Path, n: int = 40, unreadable: tuple[int, ...] = (), links: bool = False) -> Path:
+    """``n`` 8x8 grey PNGs, those numbered in ``unreadable`` garbage; with ``links``, also a link to a
+    PNG outside the folder, a FIFO named like a PNG and a link to a folder (issue 32)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "imgs").mkdir(parents=True)
+    for i in range(n):
+        (dest / "imgs" / f"img{i:02d}.png").write_bytes(b"not an image" if i in unreadable else grey_png(7 * i))
+    if links:
+        (dest / "outside").mkdir()
+        (dest / "outside" / "secret.png").write_bytes(grey_png(1))
+        os.symlink(dest / "outside" / "secret.png", dest / "imgs" / "x-link.png")
+        os.mkfifo(dest / "imgs" / "y-fifo.png")
+        os.symlink(dest / "outside", dest / "imgs" / "z-folder")
+    return dest / "imgs"
+
+
+def wolf_folder(dest: Path, config: str) -> Path:
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    (dest / "config.json").write_text(config)
+    return dest
+
+
+def checkpoint_replaced(run: Path, dest: Path, data: bytes | None = None, r: Runner | None = None) -> Path | None:
+    """A copy of ``run`` without model.safetensors whose newest checkpoint holds ``data`` (or, with
+    ``r``, the deflate bomb) with a matching SHA-256 sidecar."""
+    import hashlib
+
+    copy_run(run, dest, weights=False)
+    ckpt = _newest_checkpoint(dest)
+    if ckpt is None:
+        return None
+    if data is None:
+        assert r is not None
+        if not torch_archive_with_bomb(r, "{'format_version': 1, 'model': {'w': torch.zeros(4)}}", ckpt):
+            return None
+        data = ckpt.read_bytes()
+    ckpt.write_bytes(data)
+    ckpt.with_suffix(".pt.sha256").write_text(hashlib.sha256(data).hexdigest())
+    return dest
+
+
+def issue32_trials(r: Runner, kind: str, run: Path | None, first: bool) -> list[tuple[str, str, Any]]:
+    """Issue 32's hostile inputs (items 11-17): ``(group, name, thunk)``. Trials that do not depend on
+    the kind run with the first kind only (``first``)."""
+    import pickle
+
+    tmp = r.work / "issue32" / kind
+    out: list[tuple[str, str, Any]] = []
+    group = "issue 32"
+    # TRAIN without its batch sizes: the folder trials train with the ones chosen for the folder
+    data_flags = [o for o in TRAIN if "batch_size" not in o] + ["train.steps=1", "train.eval_images=4"]
+
+    def add(name: str, thunk: Any, needs_run: bool = True) -> None:
+        out.append((group, name, (lambda: Outcome("n/a", line="no tiny run of this kind"))
+                    if needs_run and run is None else thunk))
+
+    def d(name: str) -> Path:
+        return tmp / re.sub(r"\W+", "_", name)
+
+    if first:
+        def wolf_bomb() -> Outcome:
+            src = wolf_folder(d("wolf bomb"), "{}")
+            if not torch_archive_with_bomb(r, "{'core': {'w': torch.zeros(4)}}", src / "model.pt"):
+                return Outcome("n/a", line="torch.save failed in the checkout's interpreter")
+            return r.cli(["import-wolf", str(src), "--run", str(d("wolf bomb run"))], Expect(max_mb=HOSTILE_MB))
+        add("11 import-wolf: model.pt deflate bomb (4 GiB)", wolf_bomb, needs_run=False)
+
+        def wolf_deep() -> Outcome:
+            src = wolf_folder(d("wolf deep"), "[" * 200_000)
+            return r.cli(["import-wolf", str(src), "--run", str(d("wolf deep run"))])
+        add("12 import-wolf: config.json [ x200000", wolf_deep, needs_run=False)
+
+        def yaml_deep() -> Outcome:
+            (tmp / "deep.yaml").parent.mkdir(parents=True, exist_ok=True)
+            (tmp / "deep.yaml").write_text("[" * 100_000)
+            return r.cli(["train", str(tmp / "deep.yaml"), "--run", str(d("deep yaml run"))])
+        add("12 train FILE: YAML [ x100000", yaml_deep, needs_run=False)
+
+        depth = 60_000  # one argument may take 128 KiB
+        add("12 train --set train.betas=[[[...]]]", lambda: r.cli(
+            ["train", "digits", "--run", str(d("betas run")), "--set", "train.betas=" + "[" * depth + "0.9" + "]" * depth]),
+            needs_run=False)
+
+        for where, bad in (("", (3, 17)), (", the first among them", (0, 17))):
+            add(f"15 train --data small folder, 2 of 40 unreadable{where}, on_bad=skip", lambda bad=bad: r.cli(
+                ["train", "--data", str(image_folder(d(f"skip{bad}"), unreadable=bad)), "--run", str(d(f"skip{bad} run")),
+                 "--set", *data_flags, "data.on_bad=skip"], Expect(success=True)), needs_run=False)
+
+        def wolf_pickle() -> Outcome:
+            src = wolf_folder(d("wolf pickle"), "{}")
+            (src / "model.pt").write_bytes(pickle.dumps({"core": {"w": [1.0, 2.0]}}, protocol=4))
+            return r.cli(["import-wolf", str(src), "--run", str(d("wolf pickle run"))], Expect(forbid=TORCH_ADVICE))
+        add("16 import-wolf: plain-pickle model.pt", wolf_pickle, needs_run=False)
+
+        add("17 train --data folder with links and a FIFO", lambda: r.cli(
+            ["train", "--data", str(image_folder(d("links"), links=True)), "--run", str(d("links run")),
+             "--set", *data_flags], Expect(success=True, require=r"skipped \d+ entr")), needs_run=False)
+
+    R = str(run)
+    eval_args = ["--limit", "8", "-k", "1"]
+
+    def ckpt_bomb() -> Outcome:
+        dest = checkpoint_replaced(run, d("ckpt bomb"), r=r)  # type: ignore[arg-type]
+        if dest is None:
+            return Outcome("n/a", line="could not write the checkpoint variant")
+        return r.cli(["eval", str(dest), *eval_args], Expect(max_mb=HOSTILE_MB))
+    add("11 eval: checkpoint deflate bomb (4 GiB)", ckpt_bomb)
+
+    def cfg_variant(name: str, edit: Any) -> Path:
+        dest = copy_run(run, d(name))  # type: ignore[arg-type]
+        edit(dest / "config.yaml")
+        return dest
+
+    add("12 eval: config.yaml [ x100000", lambda: r.cli(
+        ["eval", str(cfg_variant("cfg deep", lambda p: p.write_text("model:\n  steps: " + "[" * 100_000))),
+         *eval_args]))
+    add("13 eval -k 100000000", lambda: r.cli(["eval", R, "-k", "100000000"], Expect(max_mb=HOSTILE_MB)))
+    add("13 sample -n 10**12", lambda: r.cli(["sample", R, "-n", str(10**12), "--out", str(d("samples"))],
+                                             Expect(max_mb=HOSTILE_MB)))
+
+    def ckpt_pickle() -> Outcome:
+        data = pickle.dumps({"format_version": 1, "model": {}}, protocol=5)
+        dest = checkpoint_replaced(run, d("ckpt pickle"), data)  # type: ignore[arg-type]
+        if dest is None:
+            return Outcome("n/a", line="could not write the checkpoint variant")
+        return r.cli(["eval", str(dest), *eval_args], Expect(forbid=TORCH_ADVICE))
+    add("16 eval: plain-pickle checkpoint", ckpt_pickle)
+
+    def fifo(p: Path) -> None:
+        p.unlink()
+        os.mkfifo(p)
+
+    add("17 eval: config.yaml is a FIFO", lambda: r.cli(
+        ["eval", str(cfg_variant("cfg fifo", fifo)), *eval_args], Expect(forbid=("no config.yaml",))))
+
+    def duplicate(p: Path) -> None:
+        text = p.read_text()
+        p.write_text(text.replace("\ntrain:\n", "\ntrain:\n  lr: 0.5\n", 1) if "\ntrain:\n" in text
+                     else text + "train:\n  lr: 0.5\n  lr: 0.25\n")
+
+    add("17 eval: a key twice in config.yaml", lambda: r.cli(
+        ["eval", str(cfg_variant("cfg duplicate", duplicate)), *eval_args]))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- trials
 
 def cli_trials(r: Runner, kind: str, run: Path | None) -> list[tuple[str, str, Any]]:
@@ -405,6 +729,9 @@ API_TRIALS = ["bits_per_dim(k=0)", "sample(-1)", "numpy images", "int64 images",
               "representations numpy", "load_run(device='cuda') without CUDA",
               "load_run: config not UTF-8", "load_run: config a YAML list", "load_run: config train: a list",
               "load_run: ckpt no model", "load_run: ckpt wrong shape", "load_run: ckpt not a dict"]
+# Issue 32 (item 13, and item 17's Hub cache), in a group of their own.
+API_TRIALS_32 = ["sample(10**12)", "bits_per_dim(k=10**8)", "bits_per_dim(meta images)",
+                 "from_pretrained: blobs folder links out of the cache"]
 
 # Runs inside the checkout's interpreter: argv = [run, tmp, out.json, trial, trial, ...]
 API_CODE = r'''
@@ -485,6 +812,32 @@ def cuda():
     return load_run(run, device="cuda")
 def has(name):
     return hasattr(m, name) or na("no " + name)
+def hub_blobs_out():
+    import hashlib, os, pathlib, shutil
+    try:
+        import huggingface_hub.constants
+        from flowvae import from_pretrained
+    except ImportError as e:
+        na(f"{e}")
+    base = pathlib.Path(tmp) / "hub"
+    shutil.rmtree(base, ignore_errors=True)
+    m.save_pretrained(base / "exported")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo, elsewhere = base / "cache" / "models--user--name", base / "elsewhere"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    elsewhere.mkdir()
+    for name in ("config.yaml", "model.safetensors"):
+        data = (base / "exported" / name).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        (elsewhere / digest).write_bytes(data)
+        (snap / name).symlink_to(pathlib.Path("..") / ".." / "blobs" / digest)
+    (repo / "blobs").symlink_to(elsewhere)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    return from_pretrained("user/name", cache_dir=base / "cache")
 TRIALS = {
     "bits_per_dim(k=0)": lambda: m.bits_per_dim(x, k=0),
     "sample(-1)": lambda: m.sample(-1),
@@ -503,6 +856,10 @@ TRIALS = {
     "load_run: ckpt no model": lambda: ckpt_variant("no model"),
     "load_run: ckpt wrong shape": lambda: ckpt_variant("wrong shape"),
     "load_run: ckpt not a dict": lambda: ckpt_variant("not a dict"),
+    "sample(10**12)": lambda: m.sample(10**12),
+    "bits_per_dim(k=10**8)": lambda: m.bits_per_dim(x[:1], k=10**8),
+    "bits_per_dim(meta images)": lambda: m.bits_per_dim(x.to("meta")),
+    "from_pretrained: blobs folder links out of the cache": hub_blobs_out,
 }
 for n in names:
     results[n] = ["running", ""]
@@ -525,13 +882,13 @@ for n in names:
 '''
 
 
-def api_trials(r: Runner, kind: str, run: Path | None) -> dict[str, Outcome]:
+def api_trials(r: Runner, kind: str, run: Path | None, trials: list[str] = API_TRIALS) -> dict[str, Outcome]:
     if run is None:
-        return {n: Outcome("n/a", line="no tiny run of this kind") for n in API_TRIALS}
-    tmp = r.work / "api" / kind
+        return {n: Outcome("n/a", line="no tiny run of this kind") for n in trials}
+    tmp = r.work / ("api" if trials is API_TRIALS else "api32") / kind
     tmp.mkdir(parents=True, exist_ok=True)
     results: dict[str, Outcome] = {}
-    pending = list(API_TRIALS)
+    pending = list(trials)
     batch = True
     while pending:
         names = pending if batch else pending[:1]
@@ -605,6 +962,19 @@ def summarise(outcomes: dict[str, dict[str, dict[str, Outcome]]], kinds: list[st
     return "\n".join(lines)
 
 
+def detail(outcomes: dict[str, dict[str, dict[str, Outcome]]], kinds: list[str]) -> str:
+    """Every trial as a row: kind, group, trial, outcome, exit status, peak memory, seconds, line."""
+    rows = [["kind", "group", "trial", "outcome", "exit", "peak MB", "s", "what it said"]]
+    for k in kinds:
+        for g, res in outcomes.get(k, {}).items():
+            for n, o in res.items():
+                rows.append([k, g, n, o.status, "-" if o.rc is None else str(o.rc),
+                             "-" if o.peak_mb is None else f"{o.peak_mb:,.0f}", f"{o.seconds:.1f}",
+                             o.line.replace("|", "/")[:160]])
+    return "\n".join("| " + " | ".join(r) + " |" + ("\n|" + "---|" * len(r) if i == 0 else "")
+                     for i, r in enumerate(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--flowvae", default="flowvae", help="command prefix of the CLI under test [default: flowvae on PATH]")
@@ -620,6 +990,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared-data", default=os.environ.get("FLOWVAE_SHARED_DATA", "../shared/data"),
                    help="the shared data folder (MNIST, dSprites) [default: $FLOWVAE_SHARED_DATA or ../shared/data]")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--groups", nargs="+", default=None, metavar="GROUP", choices=GROUPS,
+                   help=f"run only these trial groups (quote names with spaces): {', '.join(GROUPS)} [default: all]")
+    p.add_argument("--pythonpath", default=None, metavar="DIR",
+                   help="put DIR first on every child's PYTHONPATH: with --flowvae 'PYTHON -m flowvae.cli.main', "
+                        "the CLI of another checkout's src/ (e.g. a git worktree) without installing it")
+    p.add_argument("--detail", action="store_true", help="also print every trial's outcome, peak memory and line")
     args = p.parse_args(argv)
     kinds = [k for k in KINDS if k in args.kinds]
     need = set(kinds) | {RECIPES[k].stage1 for k in kinds if RECIPES[k].stage1}
@@ -638,10 +1014,15 @@ def main(argv: list[str] | None = None) -> int:
                 runs[k] = None
             print(log[-1], file=sys.stderr, flush=True)
         jobs: list[tuple[str, str, str, Any]] = []
+        groups = set(args.groups or GROUPS)
         for k in kinds:
-            for g, n, thunk in cli_trials(r, k, runs.get(k)):
-                jobs.append((k, g, n, thunk))
-            jobs.append((k, "API", "*", lambda k=k: api_trials(r, k, runs.get(k))))
+            for g, n, thunk in [*cli_trials(r, k, runs.get(k)), *issue32_trials(r, k, runs.get(k), k == kinds[0])]:
+                if g in groups:
+                    jobs.append((k, g, n, thunk))
+            if "API" in groups:
+                jobs.append((k, "API", "*", lambda k=k: api_trials(r, k, runs.get(k))))
+            if API_32 in groups:
+                jobs.append((k, API_32, "*", lambda k=k: api_trials(r, k, runs.get(k), API_TRIALS_32)))
 
         def run_job(job: tuple[str, str, str, Any]) -> tuple[str, str, str, Any]:
             k, g, n, thunk = job
@@ -652,10 +1033,10 @@ def main(argv: list[str] | None = None) -> int:
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for i, (k, g, n, res) in enumerate(pool.map(run_job, jobs), 1):
-                if g == "API":
+                if g in ("API", API_32):
                     if isinstance(res, Outcome):
-                        res = {t: res for t in API_TRIALS}
-                    outcomes.setdefault(k, {})["API"] = res
+                        res = {t: res for t in (API_TRIALS if g == "API" else API_TRIALS_32)}
+                    outcomes.setdefault(k, {})[g] = res
                 else:
                     outcomes.setdefault(k, {}).setdefault(g, {})[n] = res
                 if i % 10 == 0 or i == len(jobs):
@@ -665,6 +1046,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     table = summarise(outcomes, kinds)
     print(table)
+    if args.detail:
+        print("\n" + detail(outcomes, kinds))
     print(f"\n{sum(len(v) for g in outcomes.values() for v in g.values())} trials in {time.time() - t0:.0f} s "
           f"against {args.flowvae}")
     if args.out:

@@ -209,6 +209,24 @@ def single_thread() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``FLOWVAE_CACHE`` in a session-wide temporary folder: the tests' decoded-data and pixel-probe
+    caches never land in (or are read from) the user's ``~/.cache/flowvae``. Subprocesses inherit it."""
+    import os
+
+    old = os.environ.get("FLOWVAE_CACHE")
+    path = tmp_path_factory.mktemp("flowvae-cache")
+    os.environ["FLOWVAE_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("FLOWVAE_CACHE", None)
+        else:
+            os.environ["FLOWVAE_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     """:class:`TinyRuns` in a session-wide temporary folder."""

@@ -259,10 +259,9 @@ def test_probe_on_a_one_class_training_subset_is_a_one_line_error(run, tmp_path,
         (folder / cls).mkdir(parents=True)
         for i in range(6):
             Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / cls / f"{i}.png")
-    probe_run = _copy_run(run, tmp_path / "run", dataset="folder", root=str(folder), image_size=8)
-    assert main(["probe", str(probe_run), "--train-limit", "1", *CPU]) == 1
+    assert main(["probe", str(run), "--data", str(folder), "--train-limit", "1", *CPU]) == 1
     line = _one_line(capsys.readouterr().err)
     assert "one class" in line and "--train-limit" in line
-    assert main(["probe", str(probe_run), "--train-limit", "4", "--C", "0.01", "--json", *CPU]) == 0
+    assert main(["probe", str(run), "--data", str(folder), "--train-limit", "4", "--C", "0.01", "--json", *CPU]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["results"]["pixels"]["n_train"] == 4 and set(res["results"]) == {"z", "v", "pixels"}

@@ -169,8 +169,9 @@ def test_mnist_synthetic_uncompressed_and_errors(tmp_path: Path) -> None:
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", lbls, 0x801, compress=True)
     d = load_mnist(tmp_path, "test")
     assert np.array_equal(d.images[:, 0].numpy(), imgs) and d.labels.tolist() == [3, 1, 4, 1, 5]
-    # directory inference in the dispatcher
-    assert load_dataset(str(tmp_path), "test").name == "mnist/test"
+    # directory inference in the dispatcher: IDX files that are not MNIST's are named after their folder
+    inferred = load_dataset(str(tmp_path), "test")
+    assert inferred.name == f"{tmp_path.name}/test" and inferred.verified is None
 
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte.*ossci-datasets.*--data"):
         load_mnist(tmp_path, "train")
@@ -220,7 +221,8 @@ def test_cifar10_folder_parent_and_archive(tmp_path: Path) -> None:
         assert np.array_equal(train.images[0, 0].numpy().ravel(), x[0, :1024])
         assert np.array_equal(train.images[3, 2].numpy().ravel(), x[3, 2048:])
         assert train.labels.tolist() == y.tolist()
-        assert train.classes == list(CIFAR10_CLASSES) and train.name == "cifar10/train"
+        assert train.classes == list(CIFAR10_CLASSES) and train.verified is None  # not the official batches
+        assert train.name == f"{'cifar-10-python' if root == archive else 'data'}/train"
         assert len(load_cifar10(root, "test")) == 4
     assert len(load_dataset(str(archive), "test")) == 4
     assert len(load_dataset("cifar10", "test", root=folder.parent)) == 4

@@ -125,7 +125,7 @@ def test_subset_indices_every_class_even_when_unbalanced() -> None:
 
 def test_registry_names_options_and_unknown_names() -> None:
     assert DATASET_NAMES == tuple(DATA_SOURCES) == (
-        "digits", "mnist", "cifar10", "cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites")
+        "digits", "mnist", "idx", "cifar10", "cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites")
     for source in DATA_SOURCES.values():
         assert isinstance(source, DataSource) and source.options <= set(CONFIG_OPTIONS) and source.description
     assert get_source("folder").options == {"limit", "size", "on_bad"}
@@ -323,7 +323,9 @@ def test_load_split_dsprites_real_file() -> None:
 
 def test_every_registered_source_has_a_round_trip_test() -> None:
     # The load_split tests above cover these sources; a newly registered one needs its own.
-    covered = {"digits", "mnist", "cifar10", "cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites"}
+    # idx: tests/test_own_folders.py (IDX training files only) and tests/test_data_identity.py
+    covered = {"digits", "mnist", "idx", "cifar10", "cifar10-jpeg", "folder", "imagenet64", "lsun", "celebahq",
+               "dsprites"}
     assert set(DATA_SOURCES) <= covered, f"add a load_split test for {sorted(set(DATA_SOURCES) - covered)}"
 
 
@@ -376,7 +378,7 @@ def test_describe_image_folder_dataset_formats(tmp_path: Path) -> None:
     header = (0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (2, 20, 24))
     (idx / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(2 * 20 * 24)))
     info = describe_image_folder(idx)
-    assert (info.format, info.source, info.channels, info.height, info.width, info.n_files) == ("idx", "mnist", 1, 20, 24, 1)
+    assert (info.format, info.source, info.channels, info.height, info.width, info.n_files) == ("idx", "idx", 1, 20, 24, 1)
 
     np.savez(tmp_path / "val_data.npz", data=np.zeros((1, 12288), np.uint8), labels=np.array([1]))
     info = describe_image_folder(tmp_path)

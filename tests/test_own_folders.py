@@ -112,16 +112,18 @@ def _log(caplog: pytest.LogCaptureFixture) -> str:
 
 @needs_mnist
 def test_idx_folder_trains_without_a_preset(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Fashion-MNIST as Debian ships it: IDX files, gzipped; the MNIST loader reads them."""
+    """Fashion-MNIST as Debian ships it: IDX files, gzipped; the IDX reader reads them (not the MNIST
+    source: their checksums are not MNIST's), named after their folder."""
     folder = _idx_folder(tmp_path / "fashion-mnist", 300, 50)
     caplog.set_level(logging.INFO)
     code, run = _train(tmp_path, folder)
     assert code == 0
     cfg = load_config(run / "config.yaml")
-    assert (cfg.data.dataset, cfg.model.in_channels, cfg.model.image_size) == ("mnist", 1, 28)
+    assert (cfg.data.dataset, cfg.model.in_channels, cfg.model.image_size) == ("idx", 1, 28)
     log = _log(caplog)
     assert "recognised MNIST-style IDX files (4 files, 300 training images)" in log
-    assert "'mnist' data source" in log and "using the mnist architecture" in log
+    assert "'idx' data source" in log and "using the mnist architecture" in log
+    assert "fashion-mnist/train" in log and "mnist/train" not in log.replace("fashion-mnist/train", "")
     assert "resiz" not in log  # 28x28 already: nothing to resize, nothing said
     assert parameter_count(cfg) < CPU_PARAMETER_WARNING
 
@@ -130,7 +132,7 @@ def test_idx_folder_trains_without_a_preset(tmp_path: Path, caplog: pytest.LogCa
 def test_idx_train_files_only_get_a_held_out_test_split(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = _idx_folder(tmp_path / "idx", 120, 0, gz=False)
     info = describe_image_folder(folder)
-    assert (info.format, info.source, info.n_images, info.has_split) == ("idx", "mnist", 120, False)
+    assert (info.format, info.source, info.n_images, info.has_split) == ("idx", "idx", 120, False)
     caplog.set_level(logging.INFO)
     cfg = DataConfig(dataset=str(folder))
     train, test = load_split(cfg, "train"), load_split(cfg, "test")

@@ -15,9 +15,8 @@ import pytest
 import torch
 
 from flowvae.api import load_run
-from flowvae.cli import main as cli_main
 from flowvae.cli.main import main
-from flowvae.data import ImageData
+from flowvae.data import ImageData, load_digits
 from flowvae.errors import ConfigError, DataError
 from flowvae.evaluation.switching import different_class_pair_count, pick_different_class_pairs, switch_metric
 from flowvae.models import MODEL_KINDS
@@ -236,19 +235,19 @@ def test_switch_json_and_the_report_show_the_metric_escaped(copy, capsys):
     assert 'id="switch-metric-table"' in page and 'id="switch-grid"' not in page
 
 
-def test_switch_on_unlabelled_test_data_writes_the_grid_and_warns(copy, monkeypatch, capsys, caplog):
-    real = cli_main._test_data
+def test_switch_on_unlabelled_test_data_writes_the_grid_and_warns(copy, tmp_path, capsys, caplog):
+    from PIL import Image
 
-    def unlabelled(model, limit=None, keep=False):
-        d = real(model, limit, keep)
-        return ImageData(d.images, None, "bare/test")
-
-    monkeypatch.setattr(cli_main, "_test_data", unlabelled)
+    bare = tmp_path / "bare"  # digits as a flat folder: no class subfolders, no labels
+    bare.mkdir()
+    digits = load_digits("test")
+    for i in range(40):
+        Image.fromarray(digits.images[i, 0].numpy()).save(bare / f"{i:02d}.png")
     (copy / "switch.png").unlink(missing_ok=True)
-    assert main(["switch", str(copy), "--pairs", "2", "--json", "--device", "cpu"]) == 0
+    assert main(["switch", str(copy), "--pairs", "2", "--data", str(bare), "--json", "--device", "cpu"]) == 0
     assert json.loads(capsys.readouterr().out)["metric"] is None and not (copy / "switch.json").exists()
     assert (copy / "switch.png").is_file()
-    assert "bare/test has no labels, so there is no switch metric" in caplog.text
+    assert "bare/test (held out: 4 of 40 images, seed 0) has no labels, so there is no switch metric" in caplog.text
 
 
 def test_switch_json_is_not_written_through_a_planted_symlink(copy, tmp_path, capsys):

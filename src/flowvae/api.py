@@ -15,13 +15,23 @@ from .models.base import GenerativeModel, create_model
 __all__ = ["load_run"]
 
 
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
 def _refuse_link(path: Path) -> None:
     """Refuse a run-folder file that is a symbolic link or not a regular file (FIFO, device)."""
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise CheckpointError(f"refusing {path}: it is a symbolic link, not a file of the run folder")
     if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"refusing {path}: it is not a regular file")
+        raise CheckpointError(f"refusing {path}: it is {_file_kind(st.st_mode)}, not a regular file; replace it "
+                              f"with the file itself")
 
 
 def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> GenerativeModel:
@@ -43,7 +53,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
     must match the architecture in name and shape.
 
     Raises:
-        CheckpointError: not a run folder, or weights that do not fit the config.
+        CheckpointError: not a run folder; a config.yaml or weight file that is a symbolic link,
+            FIFO, device or folder; weights that do not fit the config.
         ConfigError: a config.yaml that does not parse or has unknown fields; a device that is not
             available (``"cuda"`` without a GPU) or not known.
     """
@@ -52,7 +63,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
 
     device = resolve_device(str(device))  # "cuda" without a GPU: a one-line ConfigError, before any reading
     run = Path(run)
-    if not (run / "config.yaml").is_file():
+    # lexists: a FIFO, folder or link named config.yaml is refused as what it is, not reported missing
+    if not os.path.lexists(run / "config.yaml"):
         raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml); pass the folder given to --run")
     cfg, model = _config_and_model(run / "config.yaml")
     weights = run / "model.safetensors"

@@ -46,7 +46,7 @@ class DataConfig(Settings):
     section: ClassVar[str] = "data"
 
     dataset: str = "cifar10"          # a data source name (flowvae.data), e.g. digits | mnist | cifar10 | folder
-    root: str | None = None           # path to the files (default: see flowvae.data)
+    root: str | None = setting(None, local=True, help="path to the files (default: see flowvae.data)")
     n_bits: int = setting(8, ge=1, le=8, help="bits per pixel modelled")
     flip: bool = False                # random horizontal flip
     crop_pad: int = setting(0, ge=0, le=64, help="reflection padding of random crops (4 for CIFAR-10)")
@@ -81,6 +81,9 @@ class TrainConfig(Settings):
     grad_clip: float | None = setting(None, gt=0, help="max global grad norm (None: off)")
     init_batch_size: int = setting(512, ge=1, help="images for the data-dependent ActNorm initialisation")
     eval_every: int = setting(500, ge=1)
+    eval_every_s: float | None = setting(None, gt=0, help="also evaluate (and checkpoint) when this much wall time "
+                                         "has passed since the last evaluation began (None: train.time_limit_s / 10 "
+                                         "with a time limit, else off)")
     eval_images: int | None = setting(2000, ge=1, help="test images of the periodic evaluation (None: all)")
     eval_k: int = setting(1, ge=1, le=10000, help="posterior samples in the periodic evaluation")
     probe_images: int = setting(0, ge=0, le=1_000_000, help="at every evaluation, linear probes of the model's "
@@ -100,8 +103,9 @@ class TrainConfig(Settings):
     channels_last: bool = False       # channels-last memory format (faster bf16 convolutions on CPUs)
     compile: bool = False             # torch.compile the training forward (a C++ compiler on CPUs)
     sample_temperatures: list[float] = setting(factory=lambda: [0.7, 1.0], ge=0, le=100)
-    time_limit_s: float | None = setting(None, gt=0, help="stop after this many seconds of training steps, "
-                                         "summed over resumed sessions (setup not counted; checkpoint kept)")
+    time_limit_s: float | None = setting(None, gt=0, help="stop when the run's wall time (since `train` started, "
+                                         "set-up included, summed over resumed sessions) and a final evaluation "
+                                         "would pass this many seconds (checkpoint kept)")
     deterministic: bool = False       # torch.use_deterministic_algorithms (bitwise resume on GPU too)
     loggers: list[Literal["tensorboard", "wandb"]] | None = setting(
         None, help="experiment loggers fed during training (flowvae.training.loggers); None: tensorboard "
@@ -115,7 +119,8 @@ class TrainConfig(Settings):
     # not which numbers it computes. Any other change would silently break bitwise continuation
     # (the KL warm-up too: it changes the objective of the steps still to come).
     resumable: ClassVar[frozenset[str]] = frozenset({
-        "steps", "eval_every", "eval_images", "eval_k", "probe_images", "checkpoint_every", "checkpoint_every_s",
+        "steps", "eval_every", "eval_every_s", "eval_images", "eval_k", "probe_images", "checkpoint_every",
+        "checkpoint_every_s",
         "keep_checkpoints", "max_bad_steps", "device", "num_threads", "compile", "sample_temperatures",
         "time_limit_s", "loggers"})
 
@@ -250,11 +255,71 @@ def save_config(cfg: Config, path: str | Path) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+# A config nests 4 levels (model.stage1.conv_channels of the multi-stage model); anything far
+# deeper is refused while it is parsed, before PyYAML's recursive composer runs out of stack.
+MAX_YAML_DEPTH = 32
+
+
+class _Refused(yaml.YAMLError):
+    """What :class:`_ConfigLoader` refuses, with a one-line message."""
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that also refuses a mapping key given twice (PyYAML keeps the last one
+    silently) and nesting deeper than :data:`MAX_YAML_DEPTH` (a RecursionError in PyYAML)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _Refused(f"it nests lists or mappings more than {MAX_YAML_DEPTH} levels deep (line "
+                               f"{mark.line + 1}), where a flowvae config needs 4")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # merge keys (<<) may repeat what they merge; other keys are checked
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _Refused(f"the key {key!r} is given twice (lines {seen[key]} and {line}); only one "
+                                   f"would count, so delete the other")
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing a mapping key given twice and nesting deeper than
+    :data:`MAX_YAML_DEPTH` (what config files and ``--set`` values are read with).
+
+    Raises:
+        yaml.YAMLError: not YAML, a duplicate key (named, with both lines) or too deep a nesting.
+    """
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader: plain values only, no Python objects
+    except RecursionError:  # belt and braces: the depth limit above comes first
+        raise _Refused(f"it nests too deeply (more than {MAX_YAML_DEPTH} levels)") from None
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """PyYAML's message (several lines: context, problem, position) on one line."""
+    return " ".join(str(e).split())
+
+
 def load_config(path: str | Path) -> Config:
     """Read a config written by :func:`save_config` (YAML or JSON, any release).
 
     Raises:
-        ConfigError: unreadable or oversized file, not UTF-8, not YAML, unknown fields or bad values.
+        ConfigError: unreadable or oversized file, not UTF-8, not YAML, a key given twice in one
+            mapping, nesting deeper than :data:`MAX_YAML_DEPTH`, unknown fields or bad values.
     """
     path = Path(path)
     try:
@@ -268,10 +333,12 @@ def load_config(path: str | Path) -> Config:
             raw = safe_io.read_bytes(path, MAX_CONFIG_BYTES, follow_symlinks=True)
         except CheckpointError as e:
             raise ConfigError(f"cannot read config {path}: {e}") from None
-        d = yaml.safe_load(raw.decode("utf-8"))  # YAML is a superset of JSON
+        d = parse_yaml(raw.decode("utf-8"))  # YAML is a superset of JSON
     except UnicodeDecodeError:
         raise ConfigError(f"cannot read config {path}: it is not UTF-8 text") from None
-    except (OSError, yaml.YAMLError) as e:
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot read config {path}: {_yaml_error(e)}") from None
+    except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e}") from None
     return config_from_dict(d)
 
@@ -335,9 +402,9 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.lr=5e-4")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = parse_yaml(raw) if raw != "" else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse the value of {key}: {e}") from None
+        raise ConfigError(f"cannot parse the value of {key}: {_yaml_error(e)}") from None
     return key.strip(), value
 
 

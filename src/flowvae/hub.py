@@ -30,6 +30,7 @@ config describes.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
@@ -45,7 +46,9 @@ import torch
 
 from . import __version__, safe_io
 from .config import Config, DataConfig
+from .data.record import DATA_RECORD_FILE, DataRecord, read_data_record, write_data_record
 from .errors import CheckpointError, ConfigError, FlowVAEError
+from .evaluation.sampling import SAMPLE_STATS_FILE
 from .models.base import GenerativeModel
 from .report import _finite, _fmt_duration, _fmt_pct, _one_line  # the same cells as the HTML report
 
@@ -60,7 +63,7 @@ CARD_FILE = "README.md"
 SAMPLE_FILE = "samples.png"
 #: the files :func:`from_pretrained` reads (and downloads); nothing else of a repository is fetched
 LOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-_OURS = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SAMPLE_FILE})
+_OURS = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SAMPLE_FILE, DATA_RECORD_FILE})
 # A git clone of a Hub repository holds these besides the files above.
 _GIT = frozenset({".git", ".gitattributes"})
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -73,7 +76,8 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _MAX_PNG_BYTES = 64 * 1024**2
 _MAX_CARD_BYTES = 1024**2
 
-#: data sets (``data.dataset``) with a data set repository on the Hub, for the card's ``datasets:``
+#: known data sets (:attr:`flowvae.data.ImageData.verified`) with a data set repository on the Hub, for the
+#: card's ``datasets:``; a run's data is tagged only when its files were verified to be one of these
 HUB_DATASETS = {"mnist": "ylecun/mnist", "cifar10": "uoft-cs/cifar10", "cifar10-jpeg": "uoft-cs/cifar10"}
 
 _FLOWS = {"flowvae", "z_prior", "refined_glow", "glow", "multistage"}
@@ -148,7 +152,9 @@ def _stored_config(model: GenerativeModel, config: Config | None) -> tuple[Confi
     """The config to store and whether its data section describes real training data.
 
     The model section and ``data.n_bits`` are always the model's own, so the stored config builds
-    exactly these weights even when ``model.config`` was edited after loading.
+    exactly these weights even when ``model.config`` was edited after loading. Paths on this
+    machine (``data.root``, ``model.stage1_run``: :meth:`~flowvae.settings.Settings.without_local`)
+    are left out: publishing a model must not publish its author's file-system layout.
     """
     cfg = config if config is not None else getattr(model, "config", None)
     if cfg is not None and not isinstance(cfg, Config):
@@ -157,7 +163,7 @@ def _stored_config(model: GenerativeModel, config: Config | None) -> tuple[Confi
     if cfg is None:  # built in Python: the data section is the default one, not the data it saw
         cfg = Config(name=model.kind, model=model.cfg, data=DataConfig(n_bits=model.n_bits))
     data = cfg.data if cfg.data.n_bits == model.n_bits else cfg.data.replace(n_bits=model.n_bits)
-    return Config(name=cfg.name, model=model.cfg, data=data, train=cfg.train), known
+    return Config(name=cfg.name, model=model.cfg.without_local(), data=data.without_local(), train=cfg.train), known
 
 
 def _leftover(name: str) -> bool:
@@ -188,34 +194,92 @@ def _prepare_out(out: Path) -> None:
                                   f"empty folder")
 
 
+def _grid_stats(run: Path) -> dict[str, tuple[str, int, int]]:
+    """``{file name: (sha256, bad samples, samples)}`` from ``samples/sample_stats.json`` (written by
+    training and ``flowvae sample``), bad = saturated or non-finite; only well-formed records."""
+    path = run / "samples" / SAMPLE_STATS_FILE
+    if not os.path.lexists(path):
+        return {}
+    try:
+        records = json.loads(safe_io.read_text(path, _MAX_CARD_BYTES, root=run)).get("grids", [])
+    except (OSError, ValueError, AttributeError, RecursionError, CheckpointError) as e:
+        log.warning("sample statistics %s not used on the model card: %s", path, _one_line(e))
+        return {}
+    def count(v: Any) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
+
+    out = {}
+    for r in records if isinstance(records, list) else []:
+        if not isinstance(r, dict) or not isinstance(r.get("file"), str) or not isinstance(r.get("sha256"), str):
+            continue
+        sat, nonfinite, n = count(r.get("saturated_samples") or 0), count(r.get("nonfinite_samples") or 0), count(r.get("samples"))
+        if sat is not None and nonfinite is not None and n:
+            out[r["file"]] = (r["sha256"], sat + nonfinite, n)
+    return out
+
+
 def _sample_grid(run: Path | None) -> tuple[bytes, str] | None:
-    """The PNG bytes of the run's sample grid at temperature 1 (else its hottest) and its caption."""
+    """The PNG bytes of the run's sample grid with the fewest saturated samples, and its caption.
+
+    The statistics of ``samples/sample_stats.json`` count only for the very file they describe (its
+    SHA-256). Among equally clean grids (or without statistics) temperature 1 comes first, then the
+    hottest: the model's own distribution, unless it is mostly noise (an undertrained flow's inverse
+    saturates at T = 1), when a colder grid shows what it learnt and the caption says so.
+    """
     if run is None or (run / "samples").is_symlink() or not (run / "samples").is_dir():
         return None
-    grids = sorted(((float(m.group(1)), p) for p in (run / "samples").iterdir() if (m := _SAMPLES.match(p.name))),
-                   key=lambda t: (t[0] == 1.0, t[0]))
-    for temperature, path in reversed(grids):
-        try:
-            data = safe_io.read_bytes(path, _MAX_PNG_BYTES, root=run)
-        except (OSError, CheckpointError) as e:
-            log.warning("sample grid %s left off the model card: %s", path, _one_line(e))
+    stats = _grid_stats(run)
+    found: list[tuple[float, bytes, tuple[int, int] | None]] = []
+    for p in (run / "samples").iterdir():
+        if not (m := _SAMPLES.match(p.name)):
             continue
-        if data.startswith(_PNG_MAGIC):
-            return data, f"samples at temperature {temperature:.2f}"
-        log.warning("sample grid %s left off the model card: it is not a PNG file", path)
-    return None
+        try:
+            data = safe_io.read_bytes(p, _MAX_PNG_BYTES, root=run)
+        except (OSError, CheckpointError) as e:
+            log.warning("sample grid %s left off the model card: %s", p, _one_line(e))
+            continue
+        if not data.startswith(_PNG_MAGIC):
+            log.warning("sample grid %s left off the model card: it is not a PNG file", p)
+            continue
+        st = stats.get(p.name)
+        bad = (st[1], st[2]) if st is not None and st[0] == hashlib.sha256(data).hexdigest() else None
+        found.append((float(m.group(1)), data, bad))
+    if not found:
+        return None
+    counted = {t: b for t, _, b in found if b is not None}
+    low = min((b[0] / b[1] for b in counted.values()), default=None)
+    pool = [f for f in found if low is None or (f[2] is not None and f[2][0] / f[2][1] == low)]
+    temperature, data, bad = max(pool, key=lambda f: (f[0] == 1.0, f[0]))
+    caption = f"samples at temperature {temperature:.2f}"
+    if bad is not None:
+        caption += f" ({bad[0]} of {bad[1]} saturated the inverse flow)"
+        at_one = counted.get(1.0)
+        if temperature != 1.0 and at_one is not None:
+            caption += f", the grid with the fewest; at temperature 1, {at_one[0]} of {at_one[1]} did"
+    return data, caption
+
+
+def _data_record(run: Path | None) -> DataRecord | None:
+    """The run's data record, or ``None`` (no run, no record, or an unreadable one: logged)."""
+    try:
+        return read_data_record(run)
+    except (OSError, CheckpointError) as e:
+        log.warning("data record of %s left off the model card: %s", run, _one_line(e))
+        return None
 
 
 def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path | None = None,
                     config: Config | None = None, repo_id: str | None = None, license: str = "mit") -> list[Path]:
     """Write ``model`` to the folder ``out`` in the form :func:`from_pretrained` loads (module docstring).
 
-    Stored: ``config.yaml``, ``model.safetensors`` (metadata ``format=flowvae``, ``kind``,
-    ``flowvae_version``), ``samples.png`` when the run has a sample grid, and the model card
-    ``README.md`` (written last). Each file is written atomically. The card's metrics come from the
-    run folder: ``run``, else ``model.run_dir`` (set by :func:`~flowvae.api.load_run`); a model
-    built in Python (``create_model(cfg)``) has neither, and its card carries no metrics. A model
-    from :func:`from_pretrained` has its config (so the card names its data set) but no run folder.
+    Stored: ``config.yaml`` (without local paths), ``model.safetensors`` (metadata
+    ``format=flowvae``, ``kind``, ``flowvae_version``), the run's data record ``data.json`` (what
+    it was trained on) when it has one, ``samples.png`` when the run has a sample grid (the one
+    with the fewest saturated samples), and the model card ``README.md`` (written last). Each file
+    is written atomically. The card's metrics come from the run folder: ``run``, else
+    ``model.run_dir`` (set by :func:`~flowvae.api.load_run`); a model built in Python
+    (``create_model(cfg)``) has neither, and its card carries no metrics. A model from
+    :func:`from_pretrained` has its config (so the card names its data set) but no run folder.
 
     Args:
         model: the model to save.
@@ -260,6 +324,9 @@ def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path 
     safe_io.atomic_write(out / WEIGHTS_FILE, save_safetensors(state, metadata=meta), root=out)
     save_config(cfg, out / CONFIG_FILE)
     written = [out / WEIGHTS_FILE, out / CONFIG_FILE]
+    record = _data_record(Path(run_dir) if run_dir is not None else None)
+    if record is not None:  # commands on the export check it, as on the run (flowvae.data.record)
+        written.append(write_data_record(out, record))
     grid = _sample_grid(Path(run_dir) if run_dir is not None else None)
     if grid is not None:
         safe_io.atomic_write(out / SAMPLE_FILE, grid[0], root=out)
@@ -359,7 +426,7 @@ def _training(files: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
     if metrics:
         rows.append(("steps", f"{_num(metrics[-1].get('step'))} of batch {cfg.train.batch_size:,}"))
         time_s = next((r["time_s"] for r in reversed(metrics) if r.get("time_s") is not None), None)
-        rows.append(("wall time", _fmt_duration(time_s)))
+        rows.append(("wall time (since training started, set-up included)", _fmt_duration(time_s)))
     if isinstance(env, dict):
         hw = [str(env.get("gpu") or env.get("cpu_model") or env.get("processor") or "?")]
         if _finite(env.get("cpu_count")):
@@ -375,6 +442,23 @@ def _training(files: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
     return rows
 
 
+def _data_text(record: DataRecord | None, dataset: str | None) -> tuple[str, list[tuple[str, str]]]:
+    """``("trained on ...", table rows)`` of the card: from the run's data record where there is one
+    (names, sizes, where the data came from, whether its files were verified), else the config's
+    data set as a name only."""
+    if record is None:
+        if dataset is None:
+            return "saved from Python (no run folder, so no metrics)", [("data set", "–")]
+        return (f"trained on {_md(dataset)} (as its config names it)",
+                [("data set", f"{_md(dataset)} (named by the config; no data record, so its files were not verified)")])
+    origin = "data passed from Python, " if record.origin == "python" else ""
+    check = (f"files verified as {_md(record.verified)} by their checksums" if record.verified else
+             "its files are not a known data set's, so it is named after them")
+    return (f"trained on {origin}{_md(record.train.describe())}",
+            [("training data", f"{origin}{_md(record.train.describe())}; {check}"),
+             ("test data", _md(record.test.describe()))])
+
+
 def model_card(model: GenerativeModel, config: Config, *, run: str | Path | None = None, repo_id: str | None = None,
                license: str = "mit", dataset_known: bool = True, sample: str | None = None) -> str:
     """The ``README.md`` model card of ``model`` (module docstring), as Markdown with YAML front matter.
@@ -386,7 +470,8 @@ def model_card(model: GenerativeModel, config: Config, *, run: str | Path | None
             ``environment.json`` from; ``None``: no metrics (a model built in Python).
         repo_id: the repository id of the loading example [default: ``USER/NAME``].
         license: the license id of the front matter.
-        dataset_known: whether ``config.data`` names the data the model was trained on.
+        dataset_known: whether ``config.data`` names the data the model was trained on (used
+            only without the run's data record, ``data.json``, which says what the data was).
         sample: the caption of ``samples.png`` beside the card, or ``None`` without one.
 
     Raises:
@@ -396,18 +481,18 @@ def model_card(model: GenerativeModel, config: Config, *, run: str | Path | None
 
     kind, license = model.kind, _license(license)
     repo = _repo_id(repo_id) if repo_id is not None else "USER/NAME"
-    dataset = config.data.dataset if dataset_known else None
+    record = _data_record(Path(run)) if run is not None else None
+    trained_on, data_rows = _data_text(record, config.data.dataset if dataset_known else None)
     tags = ["flowvae", "pytorch", "image-generation"] + ([kind.replace("_", "-")] if kind != "flowvae" else [])
     tags += [t for t, kinds in (("normalizing-flows", _FLOWS), ("vae", _VAES)) if kind in kinds]
     front: dict[str, Any] = {"library_name": "flowvae", "license": license, "tags": tags}
-    if dataset in HUB_DATASETS:
-        front["datasets"] = [HUB_DATASETS[dataset]]
+    if record is not None and record.verified in HUB_DATASETS:  # only data whose files were checked
+        front["datasets"] = [HUB_DATASETS[record.verified]]
     front["pipeline_tag"] = "unconditional-image-generation"
     files = _run_files(Path(run) if run is not None else None)
     m = config.model
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {_md(config.name)}", "",
-             f"A `{kind}` model, {_KIND_TEXT.get(kind, 'one of the model kinds of flowvae')}, "
-             f"{'trained on ' + _md(dataset) if dataset else 'saved from Python (no run folder, so no metrics)'}, "
+             f"A `{kind}` model, {_KIND_TEXT.get(kind, 'one of the model kinds of flowvae')}, {trained_on}, "
              f"with [flowvae](https://github.com/flowvae/flowvae)."]
     if sample:
         lines += ["", f"![{sample}]({SAMPLE_FILE})"]
@@ -416,10 +501,10 @@ def model_card(model: GenerativeModel, config: Config, *, run: str | Path | None
               "`model.sample(16)` draws 16 uint8 images `[16, C, H, W]`; `model.bits_per_dim(x)` scores uint8 "
               "images. Loading reads `config.yaml` and `model.safetensors` only and never runs code from the "
               "repository (no pickle).", "", "## Model", ""]
-    params = sum(p.numel() for p in model.parameters())
+    params = model.parameter_count()  # without the training-only auxiliary decoder
     lines += _rows([("kind", f"`{kind}`"), ("parameters", f"{params:,}"),
                     ("images", f"{m.in_channels} × {m.image_size} × {m.image_size}, {model.n_bits} bits"),
-                    ("data set", _md(dataset) if dataset else "–"),
+                    *data_rows,
                     ("capabilities", ", ".join(model.capabilities.names()) or "–")])
     lines += ["", "Configuration (`model` section of `config.yaml`):", ""]
     lines += _rows([(f"`{k}`", _value(v)) for k, v in m.to_dict().items()], ("field", "value"))
@@ -506,14 +591,34 @@ def _hub_error(e: BaseException, repo_id: str, revision: str | None, file: str |
     return e
 
 
+def _inside(path: str | Path, folder: str) -> bool:
+    """Whether the real path of ``path`` lies inside the real folder ``folder``."""
+    return os.path.realpath(path).startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def _cached_file(path: Path) -> Path:
-    """The real file behind ``path`` in the Hugging Face cache, whose snapshot entries are symbolic
-    links to ``../../blobs/HASH``; a link anywhere else (planted in the cache) is refused."""
+    """The real file behind ``path`` in the Hugging Face cache (``REPO/snapshots/COMMIT/NAME``, a
+    symbolic link to ``../../blobs/HASH``, or a plain file where links are not available).
+
+    Everything planted in the cache that leads out of the repository's folder ``REPO`` is refused
+    in one line before it is read: a link other than to ``blobs/``, a ``blobs`` folder that is itself
+    a link out of ``REPO``, a snapshot folder that is, and anything but a regular file at the end.
+    """
+    repo = path.parent.parent.parent
+    snapshot = path.parent.parent.name == "snapshots"
+    real_repo = os.path.realpath(repo)
+    redo = f"delete {repo} to download the model again"
     if not path.is_symlink():
+        if snapshot and not _inside(path, real_repo):
+            raise CheckpointError(f"refusing {path}: its folder is a symbolic link leading out of the cache's {repo}; "
+                                  f"{redo}")
         return path
+    blobs = repo / "blobs"
+    if snapshot and not _inside(blobs, real_repo):
+        raise CheckpointError(f"refusing {path}: the cache's blobs folder {blobs} is a symbolic link leading out of "
+                              f"{repo}; {redo}")
     real = Path(os.path.realpath(path))
-    blobs = Path(os.path.realpath(path.parent.parent.parent / "blobs"))
-    if path.parent.parent.name != "snapshots" or real.parent != blobs:
+    if not snapshot or real.parent != Path(os.path.realpath(blobs)):
         raise CheckpointError(f"refusing {path}: it is a symbolic link that leads outside the cache's blobs folder")
     if not stat.S_ISREG(os.lstat(real).st_mode):
         raise CheckpointError(f"refusing {path}: it does not lead to a regular file")
@@ -631,8 +736,8 @@ def push_to_hub(model_or_run: GenerativeModel | str | Path, repo_id: str, *, pri
     The files are those of :func:`save_pretrained` (card included, with ``repo_id`` in its loading
     example), written to a temporary folder and uploaded in one commit; no other file is uploaded
     and none in the repository is deleted. The repository is created if it does not exist
-    (``private`` applies then only), and so is the branch ``revision``. ``config.yaml`` goes up as
-    it is, local paths (``data.root``, ``model.stage1_run``) included.
+    (``private`` applies then only), and so is the branch ``revision``. ``config.yaml`` goes up
+    without local paths (``data.root``, ``model.stage1_run``), the run's data record beside it.
 
     Args:
         model_or_run: a model, or a run folder (loaded with :func:`~flowvae.api.load_run`, its

@@ -77,12 +77,14 @@ def _one_line(e: BaseException) -> str:
 
 
 def _read_config(run: Path) -> tuple[dict, str]:
+    from .config import parse_yaml  # duplicate keys and deep nesting refused, as for every config read
+
     path = run / "config.yaml"
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise CheckpointError(f"{run} is not a flowvae run folder (no config.yaml)")
     try:
         text = safe_io.read_text(path, _MAX_CONFIG_BYTES)
-        cfg = yaml.safe_load(text)
+        cfg = parse_yaml(text)
     except CheckpointError as e:
         raise CheckpointError(f"cannot use {path}: {_one_line(e)}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -134,8 +136,15 @@ def _read_metrics(path: Path, notes: list[str]) -> list[dict]:
     return records
 
 
+# Networks that only the training loss uses (model.aux_decoder_weight's decoder of x from z): not
+# part of the model that gives densities and samples, so not in its parameter count.
+_TRAINING_ONLY = ("aux_decoder.",)
+
+
 def _param_count(path: Path, notes: list[str]) -> dict | None:
-    """Parameter and stored-element counts from the safetensors header (no weights are loaded)."""
+    """Parameter and stored-element counts from the safetensors header (no weights are loaded):
+    ``parameters`` counts what the model uses for densities and samples, ``training_only`` the
+    parameters of networks that only the training loss uses (:data:`_TRAINING_ONLY`)."""
     if not _present(path):
         return None
     try:
@@ -144,7 +153,7 @@ def _param_count(path: Path, notes: list[str]) -> dict | None:
             raise CheckpointError("it is a symbolic link or not a regular file; left out")
         from safetensors import safe_open
 
-        total = buffers = 0
+        total = buffers = training_only = 0
         with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             for key in f.keys():
@@ -152,10 +161,13 @@ def _param_count(path: Path, notes: list[str]) -> dict | None:
                 total += n
                 if key.rsplit(".", 1)[-1] in _BUFFER_NAMES:
                     buffers += n
+                elif key.startswith(_TRAINING_ONLY):
+                    training_only += n
     except Exception as e:  # safetensors raises its own error types for damaged headers
         notes.append(f"{path.name} could not be read: {_one_line(e)}")
         return None
-    return {"parameters": total - buffers, "stored": total, "buffers": buffers, "metadata": meta}
+    return {"parameters": total - buffers - training_only, "training_only": training_only, "stored": total,
+            "buffers": buffers, "metadata": meta}
 
 
 def _png_size(path: Path, notes: list[str]) -> tuple[bytes, int, int] | None:
@@ -171,6 +183,21 @@ def _png_size(path: Path, notes: list[str]) -> tuple[bytes, int, int] | None:
     return data, int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+def _dataset(run: Path, cfg: Any, notes: list[str]) -> str:
+    """The data set's name: from the run's data record (what was read), else as the config names
+    its reader (runs of releases before the record)."""
+    from .data.record import read_data_record
+
+    try:
+        record = read_data_record(run)
+    except CheckpointError as e:
+        notes.append(_one_line(e))
+        record = None
+    if record is not None:
+        return record.dataset_name
+    return str(_cfg_get(cfg, "data", "dataset") or "–")
+
+
 def _collect(run: str | Path) -> dict:
     run = Path(run)
     cfg, cfg_text = _read_config(run)
@@ -179,6 +206,7 @@ def _collect(run: str | Path) -> dict:
                             "notes": notes}
     info["metrics"] = _read_metrics(run / "metrics.jsonl", notes)
     info["environment"] = _read_json(run / "environment.json", notes)
+    info["dataset"] = _dataset(run, cfg, notes)
     info["params"] = _param_count(run / "model.safetensors", notes)
     for key in ("probe", "eval", "check"):
         info[key] = _read_json(run / f"{key}.json", notes)
@@ -389,11 +417,14 @@ def _summary(info: dict) -> str:
     cfg, metrics, params = info["config"], info["metrics"], info["params"]
     rows = [("run", _esc(info["name"])), ("folder", f"<code>{_esc(info['path'].resolve())}</code>"),
             ("config name", _esc(cfg.get("name", "–"))), ("model kind", _esc(_cfg_get(cfg, "model", "kind") or "–")),
-            ("dataset", _esc(_cfg_get(cfg, "data", "dataset") or "–"))]
+            ("dataset", _esc(info["dataset"]))]
     if params is not None:
-        rows.append(("parameters", f'<span id="param-count">{params["parameters"]:,}</span> '
-                                   f'<span class="muted">({params["stored"]:,} stored tensor elements, '
-                                   f'{params["buffers"]:,} of them in buffers)</span>'))
+        aux = (f', {params["training_only"]:,} in the auxiliary decoder that only the training loss uses, '
+               f'not counted' if params["training_only"] else "")
+        rows.append(("parameters (for densities and samples)",
+                     f'<span id="param-count">{params["parameters"]:,}</span> '
+                     f'<span class="muted">({params["stored"]:,} stored tensor elements, '
+                     f'{params["buffers"]:,} of them in buffers{aux})</span>'))
     else:
         rows.append(("parameters", '<span class="muted">– (no model.safetensors yet)</span>'))
     if metrics:
@@ -413,7 +444,8 @@ def _summary(info: dict) -> str:
             rows.append(("final test bits/dim (importance-weighted)", _fmt(last.get("test_iw_bpd"))))
         rows += [("final KL (nats)", f'<span id="final-kl">{_fmt(last.get("test_kl"))}</span>'),
                  ("skipped steps", _fmt(_last(metrics, "skipped_steps"))),
-                 ("wall time", f'<span id="wall-time">{_esc(_fmt_duration(_last(metrics, "time_s")))}</span>')]
+                 ("wall time (since train started, set-up included, summed over resumed sessions)",
+                  f'<span id="wall-time">{_esc(_fmt_duration(_last(metrics, "time_s")))}</span>')]
     else:
         rows.append(("metrics", '<span class="muted">no metrics.jsonl records yet</span>'))
     env = info["environment"]
@@ -445,12 +477,51 @@ def _curves(metrics: list[dict]) -> str:
     # short identifiers are plotted, and a bounded number of them.
     names = sorted({k for rec in metrics for k in rec if _PROBE_KEY.fullmatch(k)})[:_MAX_PROBE_SERIES]
     if names:
+        from .evaluation.representations import COLLAPSED_KL_NATS as _COLLAPSED_KL  # the one threshold
+
         probe = _svg_plot([(k[len("probe_"):], [(x, 100 * y) for x, y in _curve(metrics, k) if _finite(y)]) for k in names],
                           "probe-plot", "step", "test accuracy (%)")
         body += (f'<figure><figcaption>Linear probes of the class during training (train.probe_images: '
                  f'LinearSVC at a fixed C on the evaluation\'s test images); the paper\'s claim is z rising '
-                 f'above v</figcaption>{probe}</figure>')
+                 f'above v. Read z\'s probe with its KL (table): below {_COLLAPSED_KL:g} nat the code is '
+                 f'collapsed and the probe reads the encoder\'s features of x, not what the decoder takes from z'
+                 f'</figcaption>{probe}</figure>') + _probe_trend_table(metrics, names)
     return _section("curves", "Training curves", body)
+
+
+_MAX_TREND_ROWS = 40
+
+
+def _probe_trend_table(metrics: list[dict], names: list[str]) -> str:
+    """``#probe-trend-table``: each evaluation's probe accuracies beside the test KL (at most
+    :data:`_MAX_TREND_ROWS` rows, evenly spaced, the last included), collapsed codes marked, and
+    ``#probe-trend-collapsed`` when the last probe of z is of a collapsed code."""
+    from .evaluation.representations import COLLAPSED_KL_NATS as _COLLAPSED_KL
+
+    recs = [r for r in metrics if any(_finite(r.get(k)) for k in names)]
+    if not recs:
+        return ""
+    if len(recs) > _MAX_TREND_ROWS:
+        recs = [recs[round(i * (len(recs) - 1) / (_MAX_TREND_ROWS - 1))] for i in range(_MAX_TREND_ROWS)]
+    head = "".join(f"<th>{h}</th>" for h in ("step", *(f"probe {k[len('probe_'):]}" for k in names),
+                                             "test KL (nats)", "z"))
+    rows = []
+    for r in recs:
+        collapsed = r.get("z_collapsed") is True
+        cells = "".join(f'<td class="num">{_fmt_pct(r.get(k))}</td>' for k in names)
+        note = '<span class="warn">collapsed</span>' if collapsed else ("used" if r.get("z_collapsed") is False else "–")
+        rows.append(f'<tr><td class="num">{_fmt(r.get("step"))}</td>{cells}'
+                    f'<td class="num">{_fmt(r.get("test_kl"), 3)}</td><td>{note}</td></tr>')
+    last = recs[-1]
+    warn = ""
+    if last.get("z_collapsed") is True:
+        warn = (f'<p id="probe-trend-collapsed" class="warn">At the last evaluation (step {_fmt(last.get("step"))}) '
+                f'the code z is collapsed (KL {_fmt(last.get("test_kl"), 3)} nats, below {_COLLAPSED_KL:g}): its probe '
+                f'({_fmt_pct(last.get("probe_z"))}) reads the encoder\'s features of x, not information the decoder '
+                f'takes from z.</p>')
+    return (f'{warn}<table id="probe-trend-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'<p class="muted">z: "collapsed" where the KL is below {_COLLAPSED_KL:g} nat, "used" above, "–" for '
+            f'kinds whose z has no prior of its own.</p>')
 
 
 _PROBE_KEY = re.compile(r"probe_[A-Za-z0-9_]{1,32}")
@@ -716,11 +787,14 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     its plots as inline SVG, so it needs no other file. It shows, each only where its file exists:
 
     * ``#summary``: run name, model kind, dataset, parameter count (read from the
-      ``model.safetensors`` header; buffers such as BatchNorm statistics are not counted),
-      last step, final train and test bits/dim, final KL, skipped steps, wall time (last
-      ``time_s``) and hardware;
+      ``model.safetensors`` header; buffers such as BatchNorm statistics and a training-only
+      auxiliary decoder are not counted), last step, final train and test bits/dim, final KL,
+      skipped steps, wall time (the last ``time_s``: since ``train`` started, set-up included,
+      summed over resumed sessions) and hardware;
     * ``#bpd-plot`` (train and test bits/dim against step; train: the plain negative ELBO when the
-      loss departs from it) and ``#kl-plot`` (test KL in nats), from ``metrics.jsonl``;
+      loss departs from it) and ``#kl-plot`` (test KL in nats), from ``metrics.jsonl``; with
+      ``train.probe_images``, ``#probe-plot`` and ``#probe-trend-table`` (the probes beside the
+      test KL, collapsed codes marked; ``#probe-trend-collapsed`` when the last one is);
     * the sample grids of every temperature in ``samples/`` (``figure.sample-grid``; a grid that
       ``samples/sample_stats.json`` describes gets its clamped/saturated counts in the caption,
       ``span.sample-stats``), then
@@ -770,7 +844,8 @@ def compare_runs(runs: list, out: str | Path) -> Path:
     """Write one self-contained HTML page putting several run folders side by side.
 
     The page has ``#compare-table``, one row per run in the given order: run name, model kind
-    (``model.kind`` of its config), dataset, parameters (from ``model.safetensors``), last step,
+    (``model.kind`` of its config), dataset, parameters (from ``model.safetensors``: those that give
+    densities and samples, without a training-only auxiliary decoder), last step,
     final test bits/dim (negative ELBO), final KL (nats), wall time, and one column of linear-probe
     test accuracy per feature set found in any run's ``probe.json``. Below it, ``#compare-plot``
     draws test bits/dim against step, one line per run, with the run names as legend. Runs are
@@ -799,8 +874,9 @@ def compare_runs(runs: list, out: str | Path) -> Path:
         for k in res if isinstance(res, dict) else []:
             if k not in probes:
                 probes.append(k)
-    head = "".join(f"<th>{h}</th>" for h in ("run", "kind", "dataset", "parameters", "steps", "final test bits/dim",
-                                             "final KL (nats)", "wall time"))
+    # Parameters of what gives densities and samples: a training-only auxiliary decoder is left out.
+    head = "".join(f"<th>{h}</th>" for h in ("run", "kind", "dataset", "parameters (densities and samples)", "steps",
+                                             "final test bits/dim", "final KL (nats)", "wall time"))
     head += "".join(f"<th>probe {_esc(p)}</th>" for p in probes)
     rows = []
     for name, info in zip(names, infos):
@@ -812,7 +888,7 @@ def compare_runs(runs: list, out: str | Path) -> Path:
                        "</td>" for p in probes)
         rows.append(f'<tr data-run="{_esc(name)}"><td>{_esc(name)}</td>'
                     f'<td>{_esc(_cfg_get(cfg, "model", "kind") or "–")}</td>'
-                    f'<td>{_esc(_cfg_get(cfg, "data", "dataset") or "–")}</td><td class="num">{params}</td>'
+                    f'<td>{_esc(info["dataset"])}</td><td class="num">{params}</td>'
                     f'<td class="num">{_fmt(m[-1]["step"]) if m else "–"}</td>'
                     f'<td class="num final-bpd">{_fmt(_last(m, "test_elbo_bpd"))}</td>'
                     f'<td class="num">{_fmt(_last(m, "test_kl"))}</td>'

@@ -15,19 +15,32 @@ without bound, or leak an outside file into a report):
 
 Given ``root``, each also refuses a path whose parent folder resolves outside ``root`` (a
 symlinked ``samples/`` or ``checkpoints/`` folder).
+
+PyTorch files from elsewhere (checkpoints, the authors' ``model.pt``) are loaded through
+:func:`load_weights_only`: :func:`check_torch_archive` first refuses a zip archive that would
+expand in memory beyond its own size, then ``torch.load(weights_only=True)`` runs with torch's
+pickle warnings silenced, and a refusal is one line without torch's advice to retry unsafely.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import stat
+import struct
 import tempfile
+import warnings
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .errors import CheckpointError
 
-__all__ = ["append_line", "atomic_write", "open_for_log", "read_bytes", "read_text"]
+__all__ = ["append_line", "atomic_write", "open_for_log", "read_bytes", "read_text", "check_torch_archive",
+           "load_weights_only", "weights_only_refusal", "MAX_ARCHIVE_DIRECTORY_BYTES"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
@@ -166,3 +179,162 @@ def read_text(path: str | Path, max_bytes: int, root: str | Path | None = None,
               follow_symlinks: bool = False) -> str:
     """:func:`read_bytes` decoded as UTF-8."""
     return read_bytes(path, max_bytes, root, follow_symlinks).decode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- PyTorch files
+
+# The zip directory of a torch.save archive takes about 80 bytes per tensor storage; 16 MiB holds
+# some 200,000 of them, far more than any model's checkpoint. Bounded because zipfile builds an
+# object of a few hundred bytes per entry before anything can be checked.
+MAX_ARCHIVE_DIRECTORY_BYTES = 16 << 20
+_ZIP_MAGIC = b"PK\x03\x04"  # what torch.load looks for to take a file as a zip archive
+_EOCD = b"PK\x05\x06"
+_ZIP64_LOCATOR = b"PK\x06\x07"
+_METHODS = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
+
+
+def _directory_size(f: IO[bytes], size: int) -> int | None:
+    """The central directory size the end record of the zip ``f`` (``size`` bytes) states, or ``None``
+    when there is no end record (zipfile then refuses the file itself)."""
+    tail = min(size, 22 + 0xFFFF)  # the end record, then a comment of at most 65,535 bytes
+    f.seek(size - tail)
+    buf = f.read(tail)
+    at = buf.rfind(_EOCD)
+    if at < 0 or at + 22 > len(buf):
+        return None
+    stated = int(struct.unpack_from("<I", buf, at + 12)[0])
+    if stated != 0xFFFFFFFF or at < 20 or buf[at - 20:at - 16] != _ZIP64_LOCATOR:
+        return stated
+    offset = int(struct.unpack_from("<Q", buf, at - 12)[0])  # of the zip64 end record
+    if offset + 56 > size:
+        return None
+    f.seek(offset)
+    record = f.read(56)
+    return int(struct.unpack_from("<Q", record, 40)[0]) if len(record) == 56 else None
+
+
+def check_torch_archive(source: bytes | bytearray | memoryview | IO[bytes] | str | Path,
+                        name: str | Path | None = None) -> None:
+    """Refuse a ``torch.save`` zip archive whose loading would take more memory than the file's size.
+
+    ``torch.load`` inflates each entry of an archive whole into memory, at the size the archive
+    states, before anything can look at it: a 1 MB entry compressed with deflate can state 4 GiB.
+    ``torch.save`` writes every entry stored (uncompressed), so an archive is refused when an entry
+    is compressed, when the sizes its entries state add up to more than the file (stored entries
+    cannot), or when its zip directory is larger than :data:`MAX_ARCHIVE_DIRECTORY_BYTES`. Only the
+    directory is read (``zipfile``, nothing extracted). A file that does not start as a zip
+    (torch's legacy format, or no torch file at all) is left to ``torch.load`` to judge.
+
+    Args:
+        source: the file's bytes, a seekable binary file (read from its start; its position is
+            restored), or the path of a file already vetted (opened as it is).
+        name: the file for messages (default: the path, or the name of the open file).
+
+    Raises:
+        CheckpointError: one line naming the file and the entry, if any.
+    """
+    if name is None:
+        name = source if isinstance(source, (str, Path)) else getattr(source, "name", None)
+    what = str(name) if isinstance(name, (str, Path)) else "the file"
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            f: IO[bytes] = io.BytesIO(source)
+        elif isinstance(source, (str, Path)):
+            f = stack.enter_context(open(source, "rb"))
+        else:
+            f = source
+            start = f.tell()
+            stack.callback(f.seek, start)
+        f.seek(0)
+        if f.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+            return
+        size = f.seek(0, os.SEEK_END)
+        directory = _directory_size(f, size)
+        if directory is not None and directory > MAX_ARCHIVE_DIRECTORY_BYTES:
+            raise CheckpointError(f"refusing {what}: its zip directory states {directory:,} bytes, more than the "
+                                  f"{MAX_ARCHIVE_DIRECTORY_BYTES:,} of any archive torch.save writes; it is not read")
+        f.seek(0)
+        try:
+            with zipfile.ZipFile(f) as zf:
+                entries = zf.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+            raise CheckpointError(f"refusing {what}: it starts as a zip archive but its directory cannot be read "
+                                  f"({' '.join(str(e).split())}); it is not a file torch.save wrote") from None
+    for info in entries:
+        if info.compress_type != zipfile.ZIP_STORED:
+            method = _METHODS.get(info.compress_type, f"method {info.compress_type}")
+            raise CheckpointError(f"refusing {what}: its entry {info.filename!r} is compressed ({method}, stating "
+                                  f"{info.file_size:,} bytes from {info.compress_size:,}), which torch.save never "
+                                  f"writes and torch.load would inflate whole into memory; it is not read")
+    stated = sum(max(info.file_size, info.compress_size) for info in entries)
+    if stated > size:
+        big = max(entries, key=lambda i: i.file_size)
+        raise CheckpointError(f"refusing {what}: its entries state {stated:,} bytes in all ({big.filename!r} "
+                              f"{big.file_size:,}), more than the {size:,} of the file itself, which an archive "
+                              f"torch.save wrote cannot; it is not read")
+
+
+# torch's own sentences in the message of a refused load that advise loading the file unsafely
+# (weights_only=False, allow-listing its classes), or filing an issue: never shown for a file
+# from elsewhere.
+_TORCH_ADVICE = re.compile(r"weights_only|trusted source|file an issue|documentation|safe_globals|allowlist|"
+                           r"In PyTorch \d", re.IGNORECASE)
+_UNSAFE_OBJECT = re.compile(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>")
+_NOT_WEIGHTS = ("Weights only load failed", "WeightsUnpickler", "Invalid magic number", "invalid load key",
+                "could not find MARK", "pickle data was truncated", "Unsupported operand")
+
+
+def weights_only_refusal(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, on one line, without torch's advice:
+    torch suggests that re-running with ``weights_only=False`` "will likely succeed", which for a
+    file from elsewhere means running whatever code it carries."""
+    text = str(e)
+    unsafe = _UNSAFE_OBJECT.search(text)
+    if unsafe:
+        return (f"it holds a Python object of {unsafe.group(1) or unsafe.group(2)}, which a weights-only load "
+                f"refuses since loading it could run code")
+    core = text.split("WeightsUnpickler error:", 1)[-1]
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", core) if s.strip()]
+    detail = " ".join(s for s in sentences if not _TORCH_ADVICE.search(s)).strip()
+    detail = detail if len(detail) <= 200 else detail[:197] + "..."
+    if any(marker in text for marker in _NOT_WEIGHTS) or type(e).__name__ == "UnpicklingError":
+        return (f"it is not a weights-only PyTorch archive (torch.save of tensors and plain containers"
+                f"{f'; torch: {detail}' if detail else ''}), and flowvae will not unpickle it")
+    return f"{type(e).__name__}: {detail or 'unreadable'}"
+
+
+@contextlib.contextmanager
+def _quiet_torch_load() -> Iterator[None]:
+    """torch's warnings while it unpickles (a pickle protocol other than its own, ...): about a file
+    that is refused or loaded anyway, and each one advises something unsafe or irrelevant."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch(\.|$)")
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
+        yield
+
+
+def load_weights_only(source: bytes | bytearray | IO[bytes], name: str | Path, hint: str = "") -> Any:
+    """``torch.load(source, map_location="cpu", weights_only=True)`` of a file from elsewhere: never
+    executes code from it, and never inflates it beyond its size (:func:`check_torch_archive`).
+
+    Args:
+        source: the file's bytes, or a seekable binary file positioned at its start.
+        name: the file for messages.
+        hint: what to do, appended when the file holds Python objects (e.g. "save the state dict alone").
+
+    Raises:
+        CheckpointError: the archive check, or one line saying why the load was refused
+            (:func:`weights_only_refusal`).
+    """
+    import torch
+
+    check_torch_archive(source, name)
+    f = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    try:
+        with _quiet_torch_load():
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a file we will not use
+        reason = weights_only_refusal(e)
+        if hint and reason.startswith("it holds a Python object"):
+            reason += f"; {hint}"
+        raise CheckpointError(f"{name} cannot be loaded as weights only: {reason}") from None

@@ -25,10 +25,11 @@ S = TypeVar("S", bound="Settings")
 
 
 def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
-            le: float | None = None, help: str = "", factory: Any = dataclasses.MISSING) -> Any:
+            le: float | None = None, help: str = "", factory: Any = dataclasses.MISSING, local: bool = False) -> Any:
     """A dataclass field with bounds checked on construction (``ge``: at least, ``gt``: above,
-    ``le``: at most; for lists, every number in them) and a one-line ``help``."""
-    meta = {"ge": ge, "gt": gt, "le": le, "help": help}
+    ``le``: at most; for lists, every number in them) and a one-line ``help``. ``local``: the value
+    is a path on this machine, left out of configs that are shared (:meth:`Settings.without_local`)."""
+    meta = {"ge": ge, "gt": gt, "le": le, "help": help, "local": local}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -197,3 +198,16 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         """Plain values (nested settings as mappings), as written to ``config.yaml``."""
         return dataclasses.asdict(self)
+
+    def without_local(self: S) -> S:
+        """A copy with every field declared ``local`` (a path on this machine: ``data.root``, the
+        multi-stage model's ``stage1_run``) set to ``None``, in nested settings too: what an
+        exported or published config keeps, so sharing a model never shares a file-system layout."""
+        changes: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("local") and value is not None:
+                changes[f.name] = None
+            elif isinstance(value, Settings):
+                changes[f.name] = value.without_local()
+        return self.replace(**changes) if changes else self

@@ -30,7 +30,9 @@ def add_parsers(sub) -> None:  # noqa: ANN001 - argparse's private _SubParsersAc
     _run(p)
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the .npz file to write, in an existing folder")
     p.add_argument("--data", default=None, metavar="PATH",
-                   help="another root of the run's dataset (same kind and size of images) [default: the run's data.root]")
+                   help="encode these images instead of the run's own data set: a folder or .zip of images, dataset "
+                        "files, ... (recognised as train --data recognises them) [default: the data in the run's "
+                        "config.yaml]")
     p.add_argument("--split", nargs="+", choices=["train", "test"], default=["train", "test"],
                    help="splits to encode [default: train test]")
     number(p, "--limit", ge=1, default=None,
@@ -57,7 +59,7 @@ def _check_out(out: Path) -> None:
 def cmd_encode(args: argparse.Namespace) -> int:
     from .. import safe_io
     from ..data.base import ImageData
-    from ..data.registry import open_split
+    from ..data.record import load_run_split
     from ..data.streaming import default_workers
     from ..evaluation.encoding import encode_splits, npz_bytes
     from .main import _emit, _load_for_eval
@@ -70,17 +72,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
         model.require("exact_codes", "flowvae encode --local")  # before any data is read
     config_bytes = safe_io.read_bytes(Path(args.run) / "config.yaml", _MAX_CONFIG_BYTES)
     cfg = model.config
-    if args.data is not None:
-        cfg.data.root = args.data
     # The whole split, so indices count its images as the data source numbers them; --limit picks
     # the subset afterwards. Read on access where the source can, so memory holds one batch.
-    cfg.data.train_limit = cfg.data.test_limit = None
-    cfg.data.in_memory = False
-    data = {s: open_split(cfg.data, s) for s in splits}
+    data = {s: load_run_split(cfg, args.run, s, args.data, lazy=True, whole=True) for s in splits}
     lazy = any(not isinstance(d, ImageData) for d in data.values())
     workers = cfg.data.num_workers if cfg.data.num_workers is not None else (default_workers() if lazy else 0)
     meta = {"run": str(args.run), "config_sha256": hashlib.sha256(config_bytes).hexdigest(),
-            "dataset": cfg.data.dataset, "data_root": cfg.data.root}
+            "dataset": next(getattr(d, "name", s) for s, d in data.items()).rsplit("/", 1)[0],
+            "data_root": str(args.data) if args.data is not None else cfg.data.root}
     arrays = encode_splits(model, data, local=args.local, batch_size=args.batch_size, limit=args.limit,
                            num_workers=workers, meta=meta)
     safe_io.atomic_write(out, npz_bytes(arrays))

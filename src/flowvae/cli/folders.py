@@ -93,7 +93,7 @@ def _train_images(info: Any, overrides: list[str]) -> int | None:
     from ..data.base import HOLDOUT_FRACTION
 
     n = info.n_images
-    if n is not None and not info.has_split and info.source in ("folder", "mnist") and n >= 2:
+    if n is not None and not info.has_split and info.source in ("folder", "mnist", "idx") and n >= 2:
         n -= max(1, int(HOLDOUT_FRACTION * n + 0.5), info.n_classes or 0)
     limit = _override(overrides, "data.train_limit")
     if limit is not None and limit.isdigit() and int(limit) >= 1:
@@ -113,6 +113,11 @@ def preset_for_folder(root: Path, overrides: list[str]) -> Any:
     CPU a CPU-sized one, logged with the paper's architecture for that size as the GPU option (the
     ``--set`` overrides that give it).
 
+    With ``data.on_bad=skip`` and a small folder (a batch size of at least a quarter of its
+    training files), the training split is loaded once to count the images that can be read, and
+    the batch sizes are chosen for that count (logged), so that skipped files cannot leave fewer
+    images than one batch.
+
     Raises:
         DataError: not a folder, or no readable data in it.
         ConfigError: a bad override.
@@ -124,13 +129,23 @@ def preset_for_folder(root: Path, overrides: list[str]) -> Any:
     info = inspect_folder(root)
     log.info("%s: recognised %s; read by the %r data source", root, describe_format(info), info.source)
     n_bits = _n_bits(overrides)
-    choice = choose_preset(info.channels, info.height, info.width, _train_images(info, overrides), n_bits,
-                           _device(overrides))
-    cfg = choice.config
+    n_train = _train_images(info, overrides)
+
+    def chosen(n_images: int | None) -> tuple[Any, Any]:
+        choice = choose_preset(info.channels, info.height, info.width, n_images, n_bits, _device(overrides))
+        cfg = choice.config
+        if info.source != "folder":
+            takes_size = "size" in get_source(info.source).options
+            cfg.data = cfg.data.replace(dataset=info.source, image_size=choice.size if takes_size else None)
+        return choice, apply_overrides(cfg, overrides)
+
+    choice, cfg = chosen(n_train)
+    readable = _readable_train_images(cfg, n_train, overrides)
+    if readable is not None and n_train is not None and readable < n_train:
+        log.info("data.on_bad=skip: %d of the %d training images can be read (%d skipped); the batch sizes are "
+                 "chosen for %d", readable, n_train, n_train - readable, readable)
+        choice, cfg = chosen(readable)
     size = choice.size
-    if info.source != "folder":
-        takes_size = "size" in get_source(info.source).options
-        cfg.data = cfg.data.replace(dataset=info.source, image_size=size if takes_size else None)
     resize = (" (images not already that size centre-cropped to a square and resized, bicubic)"
               if (info.height, info.width) != (size, size) else "")
     variant = f" ({choice.variant})" if choice.variant else ""
@@ -142,4 +157,26 @@ def preset_for_folder(root: Path, overrides: list[str]) -> Any:
         log.info("%s, the paper's architecture for %dx%d images is preset %s's (%.1f M parameters here): "
                  "add --set %s", where, size, size, choice.published, (choice.published_parameters or 0) / 1e6,
                  " ".join(choice.gpu_overrides))
-    return apply_overrides(cfg, overrides)
+    return cfg
+
+
+def _readable_train_images(cfg: Any, n_train: int | None, overrides: list[str]) -> int | None:
+    """The training images the loader reads, counted by loading the training split with ``cfg``'s
+    data options, when that matters and is cheap: with ``data.on_bad=skip`` and a batch size chosen
+    here (not given) of at least a quarter of the ``n_train`` files (a small folder), where skipped
+    files could leave fewer images than one batch. ``None`` when not counted."""
+    if cfg.data.on_bad != "skip" or n_train is None or _override(overrides, "train.batch_size") is not None:
+        return None
+    if cfg.train.batch_size * 4 < n_train:
+        return None
+    from ..data import load_split
+
+    # The loaders' own lines (the held-out split, the files skipped) come again when training
+    # loads the data; once is enough.
+    quiet = logging.getLogger("flowvae.data")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return len(load_split(cfg.data, "train"))
+    finally:
+        quiet.setLevel(level)

@@ -94,14 +94,15 @@ def _load_for_eval(args: argparse.Namespace,
     return model, device, int(model.config.train.seed if seed is None else seed)
 
 
-def _test_data(model: GenerativeModel, limit: int | None = None, keep: bool = False) -> ImageData:
-    """The run's test split (``data.test_limit`` replaced by ``limit`` unless ``keep``)."""
-    from ..training.trainer import load_data
+def _data(args: argparse.Namespace, model: GenerativeModel, split: str | None = None, limit: int | None = None,
+          whole: bool = False) -> ImageData:
+    """The images a command reads: ``--data`` (else the run's own data, checked against its data
+    record), split ``split`` (else ``--split``, else test), ``limit`` images (else the config's
+    limit; ``whole``: all); see :func:`flowvae.data.record.load_run_split`."""
+    from ..data.record import load_run_split
 
-    cfg = model.config
-    if not keep:
-        cfg.data.test_limit = limit
-    return load_data(cfg, "test")
+    split = split or getattr(args, "split", None) or "test"
+    return load_run_split(model.config, args.run, split, getattr(args, "data", None), limit, whole=whole)
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -153,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model.require("reconstruction", "--recon-fid (FID of reconstructions from the factors; `flowvae fid` "
                                         "scores samples)")
         features = inception_network(args.inception, device)  # a missing network or package fails first
-    test = _test_data(model, args.limit, keep=args.limit is None)
+    test = _data(args, model, limit=args.limit)
     res = evaluate_run(model, test.images, args.k, args.batch_size, seed=seed, device=device, dataset=test.name,
                        recon_features=features)
     _write_json(Path(args.run) / "eval.json", res)
@@ -192,25 +193,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
              for t, imgs, _ in grids]
     stats = [st for _, _, st in grids]
     write_sample_stats(out, list(zip(paths, stats)), root=_root(args))
-    lines = []
+    lines, failed = [], False
     for p, st in zip(paths, stats):
         lines.append(f"wrote {p}")
         level, detail = sample_health(st)
+        failed |= level == "fail"
         if level != "ok":  # clamped or saturated samples of an unstable model, NaN of a broken one
             lines.append(f"  {'warning' if level == 'warn' else 'FAIL'}: {detail}")
+    if failed:  # the grids are written to be looked at, but a script must not take them for samples
+        lines.append("some samples are not finite: the model is broken (flowvae check RUN says where)")
     _emit(args, {"files": paths, "temperatures": args.temperature, "z_temperature": args.z_temperature,
-                 "stats": stats}, lines)
-    return 0
+                 "stats": stats, "ok": not failed}, lines)
+    return 1 if failed else 0
 
 
 def cmd_switch(args: argparse.Namespace) -> int:
     from ..evaluation.switching import switch_metric, switch_pairs
     from ..imaging import save_grid
     from ..safe_io import atomic_write
-    from ..training.trainer import load_data
-
     model, _, seed = _load_for_eval(args, "global_local")
-    test = _test_data(model, keep=True)
+    test = _data(args, model, "test")
     grid, info = switch_pairs(model, test, args.pairs, args.same_class, seed)
     out = Path(args.out) if args.out else Path(args.run) / "switch.png"
     save_grid(grid.flatten(0, 1), out, nrow=8 if args.pairs % 2 == 0 else 4, scale=_scale(model), root=_root(args))
@@ -219,8 +221,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
     if not args.no_metric and test.labels is None:  # the grid needs no labels; only the metric is left out
         log.warning("%s has no labels, so there is no switch metric (--no-metric skips it quietly)", test.name)
     elif not args.no_metric:
-        model.config.data.train_limit = 5000  # the classifier's training images, as for flowvae probe
-        metric = switch_metric(model, load_data(model.config, "train"), test, args.metric_pairs, seed)
+        train = _data(args, model, "train", 5000)  # the classifier's training images, as for flowvae probe
+        metric = switch_metric(model, train, test, args.metric_pairs, seed)
         atomic_write(Path(args.run) / "switch.json", json.dumps(metric, indent=2).encode(), root=args.run)
         lines.append(f"switch metric, {metric['pairs']} pairs of different classes: the decode of (v1,z2) is classified "
                      f"as z's class (image 2) {100 * metric['follow_z']:.1f}%, v's class (image 1) "
@@ -241,7 +243,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..imaging import save_grid
 
     model, _, seed = _load_for_eval(args, "global_local")
-    grid, info = interpolation_grid(model, _test_data(model, keep=True), args.rows, args.cols, args.spherical,
+    grid, info = interpolation_grid(model, _data(args, model), args.rows, args.cols, args.spherical,
                                     None if args.index is None else tuple(args.index), seed)
     out = Path(args.out) if args.out else Path(args.run) / "interpolation.png"
     save_grid(grid.flatten(0, 1), out, nrow=len(info["betas"]), scale=_scale(model), root=_root(args))
@@ -254,12 +256,10 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from ..evaluation.representations import probe_run
-    from ..training.trainer import load_data
 
     model, _, seed = _load_for_eval(args)
-    cfg = model.config
-    cfg.data.train_limit, cfg.data.test_limit = args.train_limit, args.test_limit
-    train_d, test_d = load_data(cfg, "train"), load_data(cfg, "test")
+    train_d = _data(args, model, "train", args.train_limit)
+    test_d = _data(args, model, "test", args.test_limit, whole=True)
     res = probe_run(model, train_d, test_d, C=args.C, protocol=args.protocol, seed=seed)
     rows = res["results"]
     _write_json(Path(args.run) / "probe.json", res)
@@ -282,9 +282,9 @@ def cmd_fid(args: argparse.Namespace) -> int:
 
     model, device, seed = _load_for_eval(args)
     features = inception_network(args.inception, device)  # a missing network file fails before sampling
-    real = _test_data(model, args.num).images
-    res = fid_run(model, real, args.num, args.temperature, seed, features)
-    res["dataset"] = model.config.data.dataset
+    real = _data(args, model, limit=args.num, whole=True)
+    res = fid_run(model, real.images, args.num, args.temperature, seed, features)
+    res["dataset"] = real.name
     _write_json(Path(args.run) / f"fid_t{args.temperature:.2f}.json", res)
     _emit(args, res, [f"FID {res['fid']:.2f}, KID {res['kid_mean']:.4f} +- {res['kid_std']:.4f} "
                       f"({res['n_fake']} samples at temperature {args.temperature} vs {res['n_real']} test images; "
@@ -296,7 +296,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ..evaluation.check import check_model
 
     model, device, seed = _load_for_eval(args)
-    res = check_model(model, _test_data(model, args.limit).images.to(device), seed=seed)
+    res = check_model(model, _data(args, model, limit=args.limit, whole=True).images.to(device), seed=seed)
     _write_json(Path(args.run) / "check.json", res)
     lines = [f"{'FAIL' if not c['ok'] else 'warn' if c.get('warning') else 'ok  '}  {c['name']}: {c['detail']}"
              for c in res["checks"]]
@@ -313,7 +313,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
 
     model, _, _ = _load_for_eval(args, "vector_latent")
     values = traversal_values(args.span, args.steps)
-    grids, info = traversal_grids(model, _test_data(model, keep=True), args.index, values, args.dims, args.local)
+    grids, info = traversal_grids(model, _data(args, model), args.index, values, args.dims, args.local)
     files = []
     for i, grid in zip(args.index, grids):
         if args.out and len(args.index) == 1:

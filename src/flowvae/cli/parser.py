@@ -32,6 +32,17 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run folder")
 
 
+def _data(p: argparse.ArgumentParser, split: bool = True) -> None:
+    """``--data PATH`` (and ``--split``) of a command that reads images (flowvae.data.record.load_run_split)."""
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="read these images instead of the run's own data set: a folder or .zip of images, IDX "
+                        "files, CIFAR-10 batches, ... (recognised as train --data recognises them; a set without "
+                        "a test split gets its held-out one) [default: the data in the run's config.yaml]")
+    if split:
+        p.add_argument("--split", choices=["test", "train"], default="test",
+                       help="the split of the data to read [default: test]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``flowvae`` parser, one subcommand per command (``flowvae COMMAND --help``)."""
     from ..config import PRESETS
@@ -73,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also FID/KID of the reconstructions from the factors against the test images "
                         "(kinds that reconstruct: btcvae, multistage; needs flowvae[fid])")
     p.add_argument("--inception", default=None, metavar="PATH", help="Inception network file (with --recon-fid)")
+    _data(p)
     _common(p)
 
     p = sub.add_parser("sample", help="PNG grids of samples at several temperatures",
@@ -104,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
            help="pairs of test images of different classes for the switch metric [default: 500, or all if fewer]")
     p.add_argument("--no-metric", action="store_true",
                    help="skip the switch metric (a linear classifier of pixels applied to the (v1,z2) decodes)")
+    _data(p, split=False)
     _common(p)
 
     p = sub.add_parser("interpolate", help="2-D interpolation over z and v between two real images (eq. 8)",
@@ -115,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     number(p, "--index", ge=0, nargs=2, default=None, metavar=("I", "J"),
            help="test-image indices of the two images [default: random]")
     p.add_argument("--out", default=None, help="PNG file [default: RUN/interpolation.png]")
+    _data(p)
     _common(p)
 
     p = sub.add_parser("probe", help="linear-probe accuracy from z, v and raw pixels (Table 4)",
@@ -127,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     number(p, "--C", integer=False, gt=0, default=None, help="fix the SVM's C instead of cross-validating it")
     p.add_argument("--protocol", choices=["standard", "authors"], default="standard",
                    help="standard (scaled LinearSVC, CV over C) or authors (SVC linear kernel, C=1, no scaling)")
+    _data(p, split=False)
     _common(p)
 
     p = sub.add_parser("fid", help="FID and KID of samples against the test set",
@@ -137,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     number(p, "-t", "--temperature", integer=False, ge=0, default=1.0,
            help="temperature of the local code [default: 1]")
     p.add_argument("--inception", default=None, metavar="PATH", help="Inception network file")
+    _data(p)
     _common(p)
 
     p = sub.add_parser("check", help="verify a trained model: round trip, finite bounds, consistent inverses",
@@ -145,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "on test images, finite samples. Exit status 1 if any check fails.")
     _run(p)
     number(p, "--limit", ge=1, default=64, help="test images to check [default: 64]")
+    _data(p)
     _common(p)
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a run",
@@ -166,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "latent (z of the flow models and the VAE, c of the beta-TCVAE and multi-stage "
                                    "models) to evenly spaced values, one row per dimension.")
     _run(p)
-    number(p, "--index", ge=0, nargs="+", default=[0], help="test-image indices, one grid each [default: 0]")
+    number(p, "--index", ge=0, nargs="+", default=[0], help="image indices (of --split), one grid each [default: 0]")
     number(p, "--dims", ge=0, nargs="+", default=None, help="latent dimensions [default: all]")
     number(p, "--range", integer=False, gt=0, default=2.0, dest="span", metavar="R",
            help="values run from -R to R [default: 2, in prior standard deviations for N(0, I) latents]")
@@ -175,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kinds with a local code v: decode with the image's own v (keep) or v = 0 (zero) "
                         "[default: keep]")
     p.add_argument("--out", default=None, help="PNG file [default: RUN/traverse.png; RUN/traverse_I.png for several]")
+    _data(p)
     _common(p, seed=False)
 
     p = sub.add_parser("disentangle", help="MIG, DCI, SAP, FactorVAE and BetaVAE scores on the dSprites grid",

@@ -77,6 +77,10 @@ class ImageData:
         name: human-readable ``"<dataset>/<split>"``, e.g. ``"mnist/train"``; used in logs and
             figure captions, so lossy variants say so (``"CIFAR-10 (JPEG q75 re-encode)/test"``).
         classes: class names indexed by label, or ``None``.
+        verified: the known data set these images were checked to be by the checksums of their
+            files (``"mnist"``, ``"cifar10"``, ``"cifar10-jpeg"``, ``"digits"``), else ``None``: the
+            name then comes from the files' folder and says nothing certain about their origin.
+            Model cards tag a Hub data set only for verified data.
 
     Raises:
         DataError: if ``images`` is not a 4-D uint8 tensor, is empty, or ``labels`` does not
@@ -87,6 +91,7 @@ class ImageData:
     labels: torch.Tensor | None
     name: str
     classes: list[str] | None = None
+    verified: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8:
@@ -186,7 +191,7 @@ class HeldOut:
 
 
 def make_image_data(images: np.ndarray, labels: np.ndarray | None, name: str,
-                    classes: Sequence[str] | None) -> ImageData:
+                    classes: Sequence[str] | None, verified: str | None = None) -> ImageData:
     """Wrap NCHW uint8 images / integer labels (numpy) without copying more than needed."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if not images.flags.writeable:
@@ -197,13 +202,14 @@ def make_image_data(images: np.ndarray, labels: np.ndarray | None, name: str,
         labels=None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64).copy()),
         name=name,
         classes=None if classes is None else list(classes),
+        verified=verified,
     )
 
 
 def take(data: ImageData, index: torch.Tensor) -> ImageData:
     """The images (and labels) of ``data`` at ``index`` (``int64 [k]``), same name and classes."""
     labels = None if data.labels is None else data.labels[index]
-    return ImageData(data.images[index], labels, data.name, data.classes)
+    return ImageData(data.images[index], labels, data.name, data.classes, data.verified)
 
 
 # --------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import re
+import stat
 import zipfile
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path, PurePath, PurePosixPath
@@ -79,30 +80,77 @@ def _inside(path: Path, real_base: str) -> bool:
     return real == real_base or real.startswith(real_base.rstrip(os.sep) + os.sep)
 
 
-def iter_files(base: Path, suffixes: Collection[str]) -> Iterator[Path]:
+def _not_regular(path: Path) -> str:
+    """What ``path`` (listed, but not a regular file) is, in words."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "a broken symbolic link"
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def iter_files(base: Path, suffixes: Collection[str],
+               skipped: list[tuple[Path, str]] | None = None) -> Iterator[Path]:
     """Regular files under ``base`` (recursive) whose lower-case suffix is in ``suffixes``, unsorted.
 
     Hidden files and folders (name starting with ``.``) are skipped. Symlinked folders are not
     entered and a symlinked file is only listed if its target lies inside ``base``, so a dataset
-    folder can never make a loader read files outside it (or loop).
+    folder can never make a loader read files outside it (or loop). FIFOs, devices and sockets
+    are never listed (reading one could hang or never end).
+
+    Args:
+        base: the folder.
+        suffixes: lower-case suffixes with the dot (``".png"``).
+        skipped: if given, each entry left out for those reasons (not hidden or other-suffix
+            files) is appended as ``(path, why)``, symlinked folders included.
     """
     real_base = os.path.realpath(base)
     for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if skipped is not None:  # os.walk lists a link to a folder among the folders, and does not enter it
+            skipped.extend((Path(dirpath, d), "a link to a folder") for d in dirnames
+                           if os.path.islink(os.path.join(dirpath, d)))
         for fname in sorted(filenames):
             if fname.startswith(".") or os.path.splitext(fname)[1].lower() not in suffixes:
                 continue
             path = Path(dirpath, fname)
             if path.is_symlink() and not _inside(path, real_base):
+                if skipped is not None:
+                    skipped.append((path, "a symbolic link leading out of the folder"))
                 continue
             if path.is_file():
                 yield path
+            elif skipped is not None:
+                skipped.append((path, _not_regular(path)))
+
+
+# (folder, count, example) of the skipped entries already logged: a folder is listed once per
+# split and once more when it is described, and one line about it is enough.
+_LOGGED_SKIPS: set[tuple[str, int, str]] = set()
 
 
 def list_image_files(base: Path) -> list[Path]:
     """Image files (:data:`IMAGE_SUFFIXES`) under ``base`` as :func:`iter_files` lists them,
-    sorted by relative path: the order every image loader reads them in."""
-    return sorted(iter_files(base, IMAGE_SUFFIXES), key=lambda p: p.relative_to(base).as_posix())
+    sorted by relative path: the order every image loader reads them in.
+
+    Entries left out for being links out of ``base``, links to folders, FIFOs, devices or sockets
+    are logged as one WARNING line with their count and an example (once per folder and process)."""
+    skipped: list[tuple[Path, str]] = []
+    files = sorted(iter_files(base, IMAGE_SUFFIXES, skipped), key=lambda p: p.relative_to(base).as_posix())
+    if skipped:
+        path, why = min(skipped, key=lambda item: item[0].relative_to(base).as_posix())
+        example = path.relative_to(base).as_posix()
+        key = (os.path.realpath(base), len(skipped), example)
+        if key not in _LOGGED_SKIPS:
+            _LOGGED_SKIPS.add(key)
+            logger.warning("%s: skipped %d entr%s that %s not regular image files inside it (links leading out "
+                           "of it, links to folders, FIFOs, devices), e.g. %s (%s)", base, len(skipped),
+                           "y" if len(skipped) == 1 else "ies", "is" if len(skipped) == 1 else "are", example, why)
+    return files
 
 
 def list_zip_images(zf: zipfile.ZipFile) -> list[PurePosixPath]:

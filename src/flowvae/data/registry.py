@@ -43,9 +43,9 @@ __all__ = [
     "source_for_path",
 ]
 
-# Single files that describe_image_folder reads like folders: a zip of images, the CIFAR-10 archive.
 logger = logging.getLogger(__name__)
-_ARCHIVES = (".zip", ".tar.gz", ".tgz")
+# Single files that describe_image_folder reads like folders: a zip of images, the CIFAR-10 archive.
+ARCHIVES = (".zip", ".tar.gz", ".tgz")
 # Used when a folder given as a path is none of the recognised layouts.
 FALLBACK_SOURCE = "folder"
 
@@ -303,7 +303,7 @@ def describe_image_folder(root: str | Path) -> FolderInfo:
         DataError: ``root`` is not a folder or zip, or holds nothing any source can read.
     """
     root = Path(root).expanduser()
-    if not (root.is_dir() or (root.is_file() and root.name.lower().endswith(_ARCHIVES))):
+    if not (root.is_dir() or (root.is_file() and root.name.lower().endswith(ARCHIVES))):
         raise DataError(f"{root} is not a folder; pass a folder of images (or of a known dataset's files) with --data PATH")
     first = source_for_path(root)
     for source in [first, *(s for s in _SOURCES.values() if s is not first)]:

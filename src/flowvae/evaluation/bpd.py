@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..models.base import GenerativeModel
+from ..models.base import GenerativeModel, check_count, check_posterior_samples
 from ..progress import progress
 from ._layout import inference_layout, to_layout
 
@@ -26,7 +26,13 @@ def evaluate_bpd(model: GenerativeModel, images: torch.Tensor, k: int = 1, batch
     restored afterwards; on the CPU its convolutions run in channels-last for the call
     (:func:`~flowvae.evaluation._layout.inference_layout`: about twice as fast, same figures;
     ``channels_last=False`` keeps the model's own layout, ``True`` forces channels-last).
+
+    Raises:
+        ConfigError: ``k`` not an integer in 1..:data:`~flowvae.models.base.MAX_POSTERIOR_SAMPLES`
+            (10,000), or ``batch_size`` not a positive integer; both before anything is allocated.
     """
+    check_posterior_samples(k)
+    check_count("batch_size", batch_size)
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)

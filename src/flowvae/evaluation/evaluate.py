@@ -63,7 +63,7 @@ def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size:
     Args:
         model: a model in eval mode.
         images: uint8 test images (on any device; batches are moved to ``device``).
-        k: posterior samples per image (>= 1).
+        k: posterior samples per image (1 to 10,000).
         batch_size: images x samples per batch.
         seed: seed of the dequantisation noise and posterior samples.
         device: where the model is.
@@ -80,12 +80,13 @@ def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size:
         :func:`~flowvae.evaluation.reconstruction_quality`'s dict.
 
     Raises:
-        ConfigError: ``k`` or ``batch_size`` not a positive integer; ``recon_features`` for a kind
+        ConfigError: ``k`` or ``batch_size`` not a positive integer, ``k`` above
+            :data:`~flowvae.models.base.MAX_POSTERIOR_SAMPLES` (10,000); ``recon_features`` for a kind
             without the ``reconstruction`` capability.
     """
-    from ..models.base import check_count
+    from ..models.base import check_count, check_posterior_samples
 
-    check_count("k", k)
+    check_posterior_samples(k)  # before the test images are touched: -k 100000000 is refused at once
     check_count("batch_size", batch_size)
     if recon_features is not None:  # refuse before the long bound, not after
         model.require("reconstruction", "FID of reconstructions from the factors (use `flowvae fid` for samples)")

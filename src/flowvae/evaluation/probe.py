@@ -10,6 +10,12 @@ Protocol (ours, stated so figures can be compared):
   hundred dimensions larger C overfits and makes liblinear take minutes to converge);
 * accuracy is measured once on the test set, which is never used for any choice.
 
+The cross-validation is ``GridSearchCV``'s, run here fit by fit (:func:`_cross_validate`: the same
+folds, scores and choice of C) so that the fits can be counted in progress lines
+(:func:`flowvae.progress.ticker`) and, for large features, run in parallel processes: 13 fits of
+``LinearSVC`` on 5,000 MNIST images of 784 pixels took 177 s one after the other and 118 s in two
+processes on the project's 2-core CPU, with the same C and accuracies.
+
 The authors used ``sklearn.svm.SVC(kernel="linear")`` with the default ``C = 1`` and no
 scaling (a one-vs-one linear SVM); that protocol is available with ``protocol="authors"``
 (much slower: kernel SVMs scale quadratically in the number of training images).
@@ -24,6 +30,7 @@ CPU), L-BFGS seconds, with the same test accuracy within a few points
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -36,7 +43,7 @@ DEFAULT_CS = (0.001, 0.003, 0.01, 0.03)
 
 
 def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol: str = "standard", seed: int = 0,
-               max_iter: int = 2000) -> tuple[Any, dict]:
+               max_iter: int = 2000, desc: str = "linear probe", n_jobs: int | None = None) -> tuple[Any, dict]:
     """The linear SVM of :func:`linear_probe`, trained on ``train_x`` features, for callers that
     classify features of their own (e.g. decoded images, :func:`flowvae.evaluation.switching.switch_metric`).
 
@@ -45,6 +52,10 @@ def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol
         train_y: integer labels ``[N]``.
         C, Cs, seed, max_iter: as for :func:`linear_probe`.
         protocol: as for :func:`linear_probe`, or ``"logistic"`` (module docstring).
+        desc: what the progress lines call the job (:func:`flowvae.progress.ticker`).
+        n_jobs: processes for the cross-validation fits; ``None``: one per CPU this process may
+            use when the features are large (:data:`PARALLEL_MIN_VALUES`), else 1. The result does
+            not depend on it.
 
     Returns:
         ``(classifier, info)``: a fitted scikit-learn estimator whose ``predict`` takes float64
@@ -55,10 +66,11 @@ def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol
         DataError, ConfigError, ValueError: as for :func:`linear_probe`, for the training features.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC, LinearSVC
+
+    from ..progress import ticker
 
     tx, ty = _features("train_x", train_x), _labels(train_y)
     if len(tx) != len(ty):
@@ -72,7 +84,9 @@ def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol
     cv_acc = None
     clf: Any
     if protocol == "authors":
-        clf = SVC(kernel="linear", C=1.0 if C is None else C).fit(tx, ty)
+        with ticker(1, desc) as t:
+            clf = SVC(kernel="linear", C=1.0 if C is None else C).fit(tx, ty)
+            t.update()
         chosen = clf.C
     elif protocol in ("standard", "logistic"):
         c0 = 1.0 if C is None else C
@@ -80,17 +94,87 @@ def fit_linear(train_x, train_y, C: float | None = None, Cs=DEFAULT_CS, protocol
                else LogisticRegression(C=c0, max_iter=max_iter, random_state=seed))
         pipe = make_pipeline(StandardScaler(), est)
         if C is None:
-            key = f"{pipe.steps[-1][0]}__C"
-            search = GridSearchCV(pipe, {key: list(Cs)}, cv=StratifiedKFold(3, shuffle=True, random_state=seed),
-                                  n_jobs=1)
-            search.fit(tx, ty)
-            clf, chosen, cv_acc = search.best_estimator_, search.best_params_[key], float(search.best_score_)
+            chosen, cv_acc = _cross_validate(pipe, f"{pipe.steps[-1][0]}__C", list(Cs), tx, ty, seed, desc, n_jobs)
+            with ticker(1, f"{desc}: refit at C={chosen:g}") as t:
+                clf = pipe.set_params(**{f"{pipe.steps[-1][0]}__C": chosen}).fit(tx, ty)
+                t.update()
         else:
-            clf, chosen = pipe.fit(tx, ty), C
+            with ticker(1, desc) as t:
+                clf, chosen = pipe.fit(tx, ty), C
+                t.update()
     else:
         raise ConfigError(f"protocol must be 'standard', 'logistic' or 'authors', got {protocol!r}")
     return clf, {"C": float(chosen), "cv_accuracy": cv_acc, "n_train": int(len(tx)), "dim": int(tx.shape[1]),
                  "protocol": protocol}
+
+
+PARALLEL_MIN_VALUES = 2_000_000
+"""Training features of at least this many values (e.g. 5,000 images of 784 pixels) have their
+cross-validation fits run in parallel processes: a fit then takes seconds to minutes, against the
+second or two a worker process takes to start."""
+
+N_FOLDS = 3
+
+
+def _cv_jobs(n_values: int, n_fits: int, n_jobs: int | None) -> int:
+    if n_jobs is not None:
+        return max(1, min(int(n_jobs), n_fits))
+    if n_values < PARALLEL_MIN_VALUES:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, n_fits))
+
+
+def _fit_score(pipe: Any, key: str, c: float, tx: np.ndarray, ty: np.ndarray, train: np.ndarray,
+               test: np.ndarray) -> tuple[float, str | None]:
+    """Accuracy on the fold ``test`` of a clone of ``pipe`` at ``C = c`` fitted on ``train``, as
+    ``GridSearchCV``'s ``_fit_and_score`` computes it (NaN and the reason for a fit that raised)."""
+    from sklearn.base import clone
+
+    try:
+        est = clone(pipe).set_params(**{key: c}).fit(tx[train], ty[train])
+        return float(est.score(tx[test], ty[test])), None
+    except Exception as e:  # noqa: BLE001 - GridSearchCV's error_score=nan: one failed fit is one NaN
+        return float("nan"), f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _cross_validate(pipe: Any, key: str, Cs: list, tx: np.ndarray, ty: np.ndarray, seed: int, desc: str,
+                    n_jobs: int | None) -> tuple[float, float]:
+    """``(C, mean accuracy)`` of the best C: what ``GridSearchCV(pipe, {key: Cs}, cv=StratifiedKFold(3,
+    shuffle=True, random_state=seed))`` chooses (ties to the first, failed fits as NaN), with the
+    fits counted for the progress lines and run in parallel processes when they are large. Processes,
+    not threads: liblinear's random generator is one global state that concurrent fits would share.
+
+    Raises:
+        ValueError: every fit failed, or the folds cannot be drawn (a class with fewer images than folds).
+    """
+    from joblib import Parallel, delayed  # type: ignore[import-untyped]  # scikit-learn's own dependency, untyped
+    from scipy.stats import rankdata
+    from sklearn.model_selection import StratifiedKFold
+
+    from ..progress import ticker
+
+    folds = list(StratifiedKFold(N_FOLDS, shuffle=True, random_state=seed).split(tx, ty))
+    jobs = [(c, train, test) for c in Cs for train, test in folds]  # candidate-major, as GridSearchCV
+    n_jobs = _cv_jobs(tx.size, len(jobs), n_jobs)
+    scores: list[float] = []
+    errors: list[str] = []
+    with ticker(len(jobs), f"{desc}: cross-validating C over {len(Cs)} values x {N_FOLDS} folds") as t:
+        run = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_fit_score)(pipe, key, c, tx, ty, train, test) for c, train, test in jobs)
+        for score, err in run:
+            scores.append(score)
+            errors += [err] if err else []
+            t.update()
+    if errors and len(errors) == len(jobs):
+        raise ValueError(f"all {len(jobs)} cross-validation fits failed: {errors[0]}")
+    means = np.asarray(scores, dtype=np.float64).reshape(len(Cs), len(folds)).mean(axis=1)
+    filled = np.where(np.isnan(means), np.nanmin(means) - 1, means)
+    best = int(rankdata(-filled, method="min").argmin())
+    return Cs[best], float(means[best])
 
 
 def _features(name: str, a) -> np.ndarray:
@@ -110,7 +194,8 @@ def _labels(y) -> np.ndarray:
 
 
 def linear_probe(train_x, train_y, test_x, test_y, C: float | None = None, Cs=DEFAULT_CS,
-                 protocol: str = "standard", seed: int = 0, max_iter: int = 2000) -> dict:
+                 protocol: str = "standard", seed: int = 0, max_iter: int = 2000, desc: str = "linear probe",
+                 n_jobs: int | None = None) -> dict:
     """Test accuracy of a linear SVM trained on ``train_x`` features (:func:`fit_linear`).
 
     Args:
@@ -119,6 +204,7 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float | None = None, Cs=DE
         C: fixed regularisation; ``None`` chooses it by cross-validation from ``Cs``.
         protocol: ``"standard"`` (see module docstring), ``"logistic"`` (logistic regression in place
             of the SVM) or ``"authors"`` (``SVC(kernel="linear")``, ``C = 1``, no scaling).
+        desc, n_jobs: as for :func:`fit_linear` (progress lines; processes of the cross-validation).
 
     Returns:
         ``{"accuracy", "C", "cv_accuracy" (None when C was fixed), "n_train", "n_test", "dim", "protocol"}``.
@@ -139,7 +225,7 @@ def linear_probe(train_x, train_y, test_x, test_y, C: float | None = None, Cs=DE
     if len(tx) != len(ty) or len(vx) != len(vy):
         raise DataError(f"features and labels must have the same length, got {len(tx)} / {len(ty)} (train) "
                         f"and {len(vx)} / {len(vy)} (test)")
-    clf, info = fit_linear(tx, ty, C, Cs, protocol, seed, max_iter)
+    clf, info = fit_linear(tx, ty, C, Cs, protocol, seed, max_iter, desc, n_jobs)
     acc = float((clf.predict(vx) == vy).mean())
     return {"accuracy": acc, "C": info["C"], "cv_accuracy": info["cv_accuracy"], "n_train": info["n_train"],
             "n_test": int(len(vx)), "dim": info["dim"], "protocol": protocol}

@@ -4,8 +4,13 @@ the ``vector_latent`` capability."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -18,8 +23,9 @@ from ..models.base import GenerativeModel
 from ..progress import progress
 from ._protocols import VectorLatent
 
-__all__ = ["COLLAPSED_KL_NATS", "TREND_C", "check_probe_data", "code_kl", "probe_run", "probe_trend", "latent_codes",
-           "disentangle_codes", "DISENTANGLEMENT_METRICS"]
+__all__ = ["COLLAPSED_KL_NATS", "TREND_C", "accuracy_step_note", "check_probe_data", "code_kl", "is_collapsed",
+           "collapse_note", "probe_run", "probe_trend", "latent_codes", "disentangle_codes", "DISENTANGLEMENT_METRICS",
+           "pixel_probe_cache_path"]
 
 log = logging.getLogger("flowvae")
 
@@ -27,6 +33,36 @@ DISENTANGLEMENT_METRICS = ("mig", "dci", "sap", "factorvae", "betavae")
 
 COLLAPSED_KL_NATS = 1.0
 """Below this KL(q(z|x) || p(z)) (nats per image) :func:`probe_run` calls the code z collapsed."""
+
+
+def is_collapsed(kl_nats: float | None) -> bool:
+    """Whether a code z with KL(q(z|x) || p(z)) of ``kl_nats`` per image is collapsed (below
+    :data:`COLLAPSED_KL_NATS`); ``False`` for ``None`` (a kind whose z has no prior of its own)
+    and for NaN."""
+    return kl_nats is not None and math.isfinite(kl_nats) and kl_nats < COLLAPSED_KL_NATS
+
+
+def collapse_note(kl_nats: float) -> str:
+    """What a probe of z beside a KL of ``kl_nats`` nats means, for log lines: ``"KL 7.41 nats"``,
+    or for a collapsed code ``"KL 0.07 nats: collapsed (below 1 nat), so the probe reads the
+    encoder's features of x, not what the decoder takes from z"``."""
+    if not is_collapsed(kl_nats):
+        return f"KL {kl_nats:.2f} nats"
+    return (f"KL {kl_nats:.2f} nats: collapsed (below {COLLAPSED_KL_NATS:g} nat), so the probe reads the "
+            f"encoder's features of x, not what the decoder takes from z")
+
+
+FEW_TEST_IMAGES = 1000
+"""Below this many test images :func:`accuracy_step_note` has something to say."""
+
+
+def accuracy_step_note(n_test: int) -> str | None:
+    """For fewer than :data:`FEW_TEST_IMAGES` test images, a sentence saying that an accuracy on them
+    moves in steps of ``100 / n_test`` points (2.5 for 40 images), else ``None``."""
+    if n_test >= FEW_TEST_IMAGES or n_test <= 0:
+        return None
+    return (f"the probes are tested on {n_test} images, so their accuracies move in steps of "
+            f"{100 / n_test:.3g} points: differences of a few steps are noise")
 
 
 @torch.no_grad()
@@ -67,12 +103,15 @@ def check_probe_data(train_data: ImageData, test_data: ImageData) -> None:
 
 
 def probe_run(model: GenerativeModel, train_data: ImageData, test_data: ImageData, C: float | None = None,
-              protocol: str = "standard", seed: int = 0) -> dict[str, Any]:
+              protocol: str = "standard", seed: int = 0, cache: bool = True) -> dict[str, Any]:
     """Linear-probe test accuracy of each of the model's representations and of the raw pixels.
 
     Features are :meth:`~flowvae.models.base.GenerativeModel.features` of the training and test
     images (e.g. ``z`` and ``v`` of the flow models, ``z`` of the VAEs); each is probed with
-    :func:`~flowvae.evaluation.probe.linear_probe`.
+    :func:`~flowvae.evaluation.probe.linear_probe`. The pixel probe does not depend on the model: its
+    result is cached per data set (:func:`pixel_probe_cache_path`, keyed by a hash of the exact
+    images, labels and probe settings), so a second call on the same data reads it back instead of
+    fitting again. A missing, unreadable or invalid cache entry is recomputed and rewritten.
 
     Args:
         model: any model.
@@ -80,6 +119,7 @@ def probe_run(model: GenerativeModel, train_data: ImageData, test_data: ImageDat
         C: the SVM's regularisation; ``None`` cross-validates it.
         protocol: ``"standard"`` or ``"authors"`` (:mod:`flowvae.evaluation.probe`).
         seed: seed of the cross-validation folds and the SVM.
+        cache: read and write the pixel probe's cache entry.
 
     Returns:
         ``{"dataset": test name, "protocol", "results": {feature name: linear_probe's dict}}``;
@@ -96,24 +136,118 @@ def probe_run(model: GenerativeModel, train_data: ImageData, test_data: ImageDat
     from .probe import linear_probe
 
     check_probe_data(train_data, test_data)
+    log.info("probe: features of %d training and %d test images (%s protocol)", len(train_data), len(test_data),
+             protocol)
+    if (note := accuracy_step_note(len(test_data))) is not None:
+        log.info("probe: %s", note)
+    t = time.monotonic()
     ftr, fte = model.features(train_data.images), model.features(test_data.images)
+    log.info("probe: features computed in %.1f s", time.monotonic() - t)
     feats: dict[str, tuple[Tensor, Tensor]] = {k: (ftr[k], fte[k]) for k in ftr}
-    feats["pixels"] = (train_data.images.flatten(1).float(), test_data.images.flatten(1).float())
     rows = {}
-    for name, (a, b) in feats.items():
+    for name in [*feats, "pixels"]:
+        t = time.monotonic()
+        cached = None
+        if name == "pixels":
+            path = pixel_probe_cache_path(train_data, test_data, C, protocol, seed) if cache else None
+            cached = _read_pixel_probe(path, train_data, test_data, protocol) if path is not None else None
+            a, b = train_data.images.flatten(1).float(), test_data.images.flatten(1).float()
+        else:
+            a, b = feats[name]
+        if cached is not None:
+            rows[name] = cached
+            log.info("probe %s: %.2f%% test accuracy (cached in %s)", name, 100 * cached["accuracy"], path)
+            continue
+        log.info("probe %s: fitting on %d features of %d training images", name, a.shape[1], len(a))
         try:
-            rows[name] = linear_probe(a, train_data.labels, b, test_data.labels, C=C, protocol=protocol, seed=seed)
+            rows[name] = linear_probe(a, train_data.labels, b, test_data.labels, C=C, protocol=protocol, seed=seed,
+                                      desc=f"probe {name}")
         except ValueError as e:  # e.g. too few images of a class for 3-fold cross-validation
             raise DataError(f"probe of {name}: {str(e).splitlines()[0]}") from None
-        log.info("probe %s: %.2f%% test accuracy", name, 100 * rows[name]["accuracy"])
+        log.info("probe %s: %.2f%% test accuracy (%.1f s)", name, 100 * rows[name]["accuracy"], time.monotonic() - t)
+        if name == "pixels" and path is not None:
+            _write_pixel_probe(path, rows[name])
     out: dict[str, Any] = {"dataset": test_data.name, "protocol": protocol, "results": rows}
     if "z" in rows and (kl := code_kl(model, test_data.images, seed=seed)) is not None:
-        out["z_kl_nats"], out["z_collapsed"] = kl, kl < COLLAPSED_KL_NATS
+        out["z_kl_nats"], out["z_collapsed"] = kl, is_collapsed(kl)
         if out["z_collapsed"]:
             log.warning("z carries %.3f nats (KL(q(z|x) || p(z)) on the test images): a collapsed code; its probe "
                         "reads the encoder's features of x, not what z gives the decoder. `flowvae switch` "
                         "and --protocol authors tell the two apart", kl)
     return out
+
+
+PIXEL_CACHE_VERSION = 1
+"""Part of every pixel-probe cache key: raised when the probe's protocol changes what it computes."""
+MAX_PIXEL_CACHE_BYTES = 64 * 1024  # an entry is one small JSON object; anything larger is not one
+
+
+def pixel_probe_cache_path(train_data: ImageData, test_data: ImageData, C: float | None, protocol: str,
+                           seed: int) -> Path:
+    """Where :func:`probe_run` caches the pixel probe of these data and settings:
+    ``cache_dir()/probes/pixels-<sha256>.json`` (:func:`flowvae.data.cache_dir`), the hash over the
+    exact bytes, shapes and dtypes of the training and test images and labels, ``C``, the grid of
+    C, ``protocol``, ``seed``, the SVM's iteration limit and scikit-learn's version."""
+    import sklearn
+
+    from ..data import cache_dir
+    from .probe import DEFAULT_CS
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": PIXEL_CACHE_VERSION, "C": C, "Cs": list(DEFAULT_CS), "protocol": protocol,
+                         "seed": seed, "max_iter": 2000, "sklearn": sklearn.__version__}, sort_keys=True).encode())
+    for t in (train_data.images, train_data.labels, test_data.images, test_data.labels):
+        assert t is not None  # narrowing only: check_probe_data refused data without labels
+        t = t.contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().data)  # the bytes themselves, without a copy
+    return cache_dir() / "probes" / f"pixels-{h.hexdigest()}.json"
+
+
+def _read_pixel_probe(path: Path, train_data: ImageData, test_data: ImageData, protocol: str) -> dict | None:
+    """The cached :func:`~flowvae.evaluation.probe.linear_probe` result at ``path``, or ``None`` when
+    there is none or it is not a valid one (read as a bounded regular file, never through a link:
+    the cache folder is writable by whatever else runs as the user)."""
+    from .. import safe_io
+    from ..data import cache_dir
+    from ..errors import CheckpointError
+
+    try:
+        entry = json.loads(safe_io.read_text(path, MAX_PIXEL_CACHE_BYTES, root=cache_dir()))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, CheckpointError) as e:  # deep nesting: RecursionError
+        log.info("pixel probe cache %s unusable (%s); computing it again", path, " ".join(str(e).split()) or type(e).__name__)
+        return None
+    res = entry.get("result") if isinstance(entry, dict) else None
+    want = {"n_train": len(train_data), "n_test": len(test_data), "dim": math.prod(train_data.images.shape[1:]),
+            "protocol": protocol}
+
+    def share(v: Any, none_ok: bool = False) -> bool:
+        return (v is None and none_ok) or (isinstance(v, float) and 0.0 <= v <= 1.0)
+
+    ok = (isinstance(res, dict) and set(res) == {"accuracy", "C", "cv_accuracy", "n_train", "n_test", "dim", "protocol"}
+          and entry.get("key") == path.stem and share(res["accuracy"]) and share(res["cv_accuracy"], none_ok=True)
+          and isinstance(res["C"], float) and math.isfinite(res["C"]) and res["C"] > 0
+          and all(res[k] == v and type(res[k]) is type(v) for k, v in want.items()))
+    if not ok or not isinstance(res, dict):  # (the second test narrows the type only)
+        log.info("pixel probe cache %s is not a valid entry for these data; computing it again", path)
+        return None
+    return dict(res)
+
+
+def _write_pixel_probe(path: Path, result: dict) -> None:
+    """Write the cache entry atomically; a cache that cannot be written costs only the next call's fit."""
+    from .. import safe_io
+    from ..data import cache_dir
+    from ..errors import CheckpointError
+
+    data = json.dumps({"key": path.stem, "result": result}, indent=1).encode()
+    try:
+        safe_io.atomic_write(path, data, root=cache_dir())
+    except (OSError, CheckpointError) as e:
+        log.warning("could not cache the pixel probe in %s (%s); the next probe of these data fits it again",
+                    path, " ".join(str(e).split()))
 
 
 TREND_C = 0.01

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..flows.coupling import INVERSE_LIMIT, saturated_samples, track_saturation
-from ..models.base import GenerativeModel, check_count, check_temperature
+from ..models.base import GenerativeModel, check_count, check_memory, check_temperature
 from ..progress import progress
 from ._layout import inference_layout
 
@@ -114,6 +114,9 @@ def draw_samples(model: GenerativeModel, n: int, temperature: float = 1.0, *, gl
     check_count("n", n)
     check_temperature(temperature)
     check_temperature(global_temperature, "global temperature")
+    # _draw runs the flow's own steps, not model.sample, so it bounds the count itself.
+    check_memory(f"sample(n={n:,})", n, (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size),
+                 model.device, "draw fewer samples (flowvae sample -n)")
     with inference_layout(model):  # channels-last on the CPU: faster convolutions, the same pixels
         return _draw(model, n, temperature, global_temperature, generator)
 

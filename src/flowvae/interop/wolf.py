@@ -52,7 +52,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import stat
 import time
 from collections.abc import Iterator, Mapping
@@ -80,6 +79,9 @@ OPS = ("copy", "flatten", "flatten+add_log2", "copy+times2", "swap_halves", "tru
 """The operations of :class:`TensorRow`."""
 
 MAX_CONFIG_BYTES = 1 << 20  # their config.json is about 2 kB
+# Their config.json nests 5 levels (generator.flow.num_steps[1] is a list); deeper values are refused before
+# anything (messages, the import record) walks them recursively.
+MAX_CONFIG_DEPTH = 16
 # model.pt of the paper's largest model is about 0.5 GB and a checkpoint three times that; the same
 # bound as flowvae's own checkpoints.
 MAX_WEIGHT_BYTES = 16 * 1024**3
@@ -680,27 +682,29 @@ def _open_regular(path: Path, max_bytes: int) -> tuple[int, int]:
 
 def _torch_load(path: Path, max_bytes: int = MAX_WEIGHT_BYTES) -> tuple[Any, str]:
     """``torch.load(path, weights_only=True, map_location="cpu")`` of a regular file (no symlink) of at
-    most ``max_bytes``, and its SHA-256; never executes code from the file."""
+    most ``max_bytes``, and its SHA-256; never executes code from the file, and never inflates a
+    compressed archive entry (:func:`flowvae.safe_io.load_weights_only`)."""
     fd, _ = _open_regular(path, max_bytes)
     with os.fdopen(fd, "rb") as f:
         digest = hashlib.sha256()
         for chunk in iter(lambda: f.read(1 << 24), b""):
             digest.update(chunk)
         f.seek(0)
-        try:
-            with _numpy_scalars_allowed():
-                obj = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a file we will not use
-            text = str(e)
-            unsafe = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", text)
-            if unsafe:
-                reason = (f"it holds a Python object of {unsafe.group(1) or unsafe.group(2)}, which a weights-only "
-                          f"load refuses since loading it could run code; save the state dict alone "
-                          f"(torch.save({{'core': core.state_dict()}}, 'model.pt'))")
-            else:
-                reason = f"{type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else 'unreadable'}"
-            raise CheckpointError(f"{path} cannot be loaded as weights only: {reason}") from None
+        with _numpy_scalars_allowed():
+            obj = safe_io.load_weights_only(f, path, hint="save the state dict alone "
+                                            "(torch.save({'core': core.state_dict()}, 'model.pt'))")
     return obj, digest.hexdigest()
+
+
+def _nesting(value: Any) -> int:
+    """How many levels of lists and objects ``value`` (parsed JSON) nests, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def _plain(value: Any) -> Any:
@@ -729,9 +733,11 @@ def read_wolf_dir(folder: str | Path, checkpoint: str | Path | None = None) -> W
     16 GiB), the weights with ``torch.load(weights_only=True, map_location="cpu")``.
 
     Raises:
-        ConfigError: no ``config.json``, or one that is not a JSON object.
+        ConfigError: no ``config.json``, or one that is not a JSON object or nests more than
+            :data:`MAX_CONFIG_DEPTH` levels.
         CheckpointError: no weights file, a symlink or non-regular file, a file that is not a
-            weights-only torch file, or one without a ``core`` / ``model`` state dict of tensors
+            weights-only torch file or is an archive with compressed or oversized entries
+            (:func:`flowvae.safe_io.check_torch_archive`), or one without a ``core`` / ``model`` state dict of tensors
             whose keys share the prefix ``core.`` or ``core.module.`` (checkpoints).
     """
     folder = Path(folder)
@@ -747,6 +753,13 @@ def read_wolf_dir(folder: str | Path, checkpoint: str | Path | None = None) -> W
         config = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{cfg_path} is not JSON ({e})") from None
+    except RecursionError:  # json's decoder recurses once per level of [ or {
+        raise ConfigError(f"{cfg_path} nests lists or objects too deeply (more than {MAX_CONFIG_DEPTH} levels) to "
+                          f"be the authors' config.json, which nests 5; it is not read") from None
+    depth = _nesting(config)
+    if depth > MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{cfg_path} nests lists or objects {depth} levels deep, more than the "
+                          f"{MAX_CONFIG_DEPTH} allowed (the authors' config.json nests 5); it is not read")
     if not isinstance(config, dict):
         raise ConfigError(f"{cfg_path} must hold a JSON object with generator, discriminator and dequantizer")
 

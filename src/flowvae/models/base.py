@@ -24,8 +24,11 @@ one import line in :mod:`flowvae.models` (``docs/adding-a-model.md``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import os
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,7 +40,7 @@ from ..settings import Settings, setting
 
 __all__ = ["Capabilities", "GenerativeModel", "ModelSettings", "register", "MODEL_KINDS", "config_class",
            "model_class", "create_model", "check_images", "check_codes", "check_count", "check_temperature",
-           "MAX_MODEL_ELEMENTS"]
+           "check_memory", "check_posterior_samples", "free_memory", "MAX_MODEL_ELEMENTS", "MAX_POSTERIOR_SAMPLES"]
 
 
 @dataclass(frozen=True)
@@ -198,11 +201,24 @@ class _ElementBudget(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+def _check_device(x: Tensor, name: str) -> None:
+    """Refuse a tensor whose values flowvae cannot compute with: a ``meta`` tensor (no values at all)
+    or one on a device other than the CPU and CUDA (which torch would refuse deep inside a model)."""
+    if x.device.type == "meta":
+        raise DataError(f"{name} are a 'meta' tensor, which has a shape but no values; pass them on the CPU or "
+                        f"a CUDA device")
+    if x.device.type not in ("cpu", "cuda"):
+        raise DataError(f"{name} are on the {x.device.type!r} device; flowvae computes on the CPU or CUDA only: "
+                        f"move them with .to('cpu')")
+
+
 def check_images(x: Any, channels: int, size: int) -> None:
-    """Raise :class:`~flowvae.errors.DataError` unless ``x`` is a non-empty uint8 ``[B, channels, size, size]``."""
+    """Raise :class:`~flowvae.errors.DataError` unless ``x`` is a non-empty uint8 ``[B, channels, size, size]``
+    tensor with values (on the CPU or a CUDA device: not ``meta``)."""
     want = (channels, size, size)
     if not isinstance(x, Tensor):
         raise DataError(f"images must be a torch.Tensor, got {type(x).__name__}; convert with torch.from_numpy")
+    _check_device(x, "images")
     if x.dim() != 4 or tuple(x.shape[1:]) != want:
         raise DataError(f"images of shape {list(x.shape)} do not fit this model, which takes "
                         f"[B, {want[0]}, {want[1]}, {want[2]}]; check model.in_channels / model.image_size")
@@ -217,6 +233,7 @@ def check_codes(z: Any, dim: int, name: str = "latent codes", batch: int | None 
     when given); else :class:`~flowvae.errors.DataError` naming ``name``."""
     if not isinstance(z, Tensor):
         raise DataError(f"{name} must be a torch.Tensor [B, {dim}], got {type(z).__name__}; convert with torch.from_numpy")
+    _check_device(z, name)
     if z.dim() != 2 or z.shape[1] != dim or z.shape[0] == 0:
         raise DataError(f"{name} must be a tensor [B, {dim}] with B >= 1, got shape {list(z.shape)}")
     if not z.is_floating_point():
@@ -242,6 +259,147 @@ def check_temperature(t: Any, name: str = "temperature") -> float:
     return float(t)
 
 
+MAX_POSTERIOR_SAMPLES = 10_000
+"""The most posterior samples per image (``k``) of a bits/dim estimate, as ``train.eval_k`` allows:
+the importance-weighted bound barely moves past a few thousand, and every sample costs a pass."""
+
+# What a call that makes or scores images holds at once, per pixel value, at the least: the uint8
+# images and four float32 tensors of their size (the noise, the decoder's activations, ...).
+_BYTES_PER_VALUE = 1 + 4 * 4
+# Calls whose images take less than this are never checked against the free memory (reading it
+# costs a file read, and they fit anywhere).
+_UNCHECKED_BYTES = 256 << 20
+
+
+def _cpu_free_bytes() -> int | None:
+    """Bytes the process may still allocate on the CPU: the system's available memory, and at most
+    what the address-space limit (``ulimit -v``) leaves; ``None`` when neither can be read."""
+    free: int | None = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, StopIteration, IndexError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = None
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm", encoding="ascii") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            left = max(0, limit - used)
+            free = left if free is None else min(free, left)
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return free
+
+
+def free_memory(device: torch.device | str) -> int | None:
+    """Bytes that can still be allocated on ``device``: on the CPU the available memory (within the
+    process's address-space limit), on CUDA the free memory plus what torch holds cached; ``None``
+    where it cannot be told (other devices)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return _cpu_free_bytes()
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    return None
+
+
+def check_memory(what: str, n_images: int, shape: tuple[int, int, int], device: torch.device | str,
+                 advice: str) -> None:
+    """Refuse a call that would hold ``n_images`` images of ``shape`` ``(C, H, W)`` on ``device``
+    when even the least it needs (the uint8 images and four float32 tensors of their size) is more
+    than the memory free there, before it allocates anything.
+
+    Args:
+        what: the call, for the message (``"sample(n=1,000,000,000,000)"``).
+        n_images: images the call makes or scores at once.
+        shape: ``(C, H, W)`` of one image.
+        device: where the call allocates.
+        advice: what to do instead, ending the message.
+
+    Raises:
+        ConfigError: one line with the bytes needed and free.
+    """
+    need = n_images * math.prod(shape) * _BYTES_PER_VALUE
+    if need < _UNCHECKED_BYTES:
+        return
+    free = free_memory(device)
+    if free is None or need <= free:
+        return
+    c, h, w = shape
+    room = free // (math.prod(shape) * _BYTES_PER_VALUE)
+    raise ConfigError(f"{what} needs at least {need / 2**30:,.1f} GiB for {n_images:,} images of {c}x{h}x{w} "
+                      f"(the uint8 images and the float32 tensors behind them), more than the "
+                      f"{free / 2**30:,.1f} GiB free on {torch.device(device).type} (room for {room:,} such "
+                      f"images at most); {advice}")
+
+
+def _count_arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> int | None:
+    """The ``index``-th argument of a call (or keyword ``name``) if it is a positive integer, else ``None``
+    (a bad value is the method's own to refuse, with its own message)."""
+    v = args[index] if len(args) > index else kwargs.get(name, default)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 1 else None
+
+
+def _bounded_sampling(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a kind's ``sample(n, ...)`` or ``sample_group(n, ...)``) refusing an ``n`` whose images
+    cannot fit in memory (:func:`check_memory`) before it draws anything."""
+    @functools.wraps(fn)
+    def bounded(self: GenerativeModel, *args: Any, **kwargs: Any) -> Any:
+        n = _count_arg(args, kwargs, 0, "n")
+        if n is not None:
+            cfg = self.cfg
+            check_memory(f"{fn.__name__}(n={n:,})", n, (cfg.in_channels, cfg.image_size, cfg.image_size),
+                         self.device, "draw them in several calls")
+        return fn(self, *args, **kwargs)
+
+    bounded._flowvae_bounded = True  # type: ignore[attr-defined]
+    return bounded
+
+
+def _bounded_scoring(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a kind's ``bits_per_dim(x, k, ...)``) refusing ``k`` above :data:`MAX_POSTERIOR_SAMPLES`,
+    and images times ``k`` that cannot fit in memory, before it computes anything."""
+    @functools.wraps(fn)
+    def bounded(self: GenerativeModel, *args: Any, **kwargs: Any) -> Any:
+        k = _count_arg(args, kwargs, 1, "k", 1)
+        if k is not None:
+            check_posterior_samples(k)
+            x = args[0] if args else kwargs.get("x")
+            if isinstance(x, Tensor) and x.dim() == 4:
+                cfg = self.cfg
+                check_memory(f"{fn.__name__} with k={k:,} on {len(x):,} images", len(x) * k,
+                             (cfg.in_channels, cfg.image_size, cfg.image_size), self.device,
+                             "pass fewer images at a time, or a smaller k")
+        return fn(self, *args, **kwargs)
+
+    bounded._flowvae_bounded = True  # type: ignore[attr-defined]
+    return bounded
+
+
+def check_posterior_samples(k: Any) -> int:
+    """``k`` if it is a positive integer of at most :data:`MAX_POSTERIOR_SAMPLES`; else
+    :class:`~flowvae.errors.ConfigError`."""
+    check_count("k", k)
+    if k > MAX_POSTERIOR_SAMPLES:
+        raise ConfigError(f"k = {k:,} posterior samples per image is more than the {MAX_POSTERIOR_SAMPLES:,} "
+                          f"allowed (as for train.eval_k); the importance-weighted bound barely changes past a "
+                          f"few thousand")
+    return int(k)
+
+
+# The methods of every kind that take a count from the caller: wrapped once, here, so that no
+# kind can leave its count unbounded.
+_BOUNDED_METHODS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "sample": _bounded_sampling, "sample_group": _bounded_sampling, "bits_per_dim": _bounded_scoring}
+
+
 class GenerativeModel(nn.Module):
     """Base class of every model kind (the contract in the module docstring).
 
@@ -260,6 +418,15 @@ class GenerativeModel(nn.Module):
     config: Any  # the run's Config, attached by flowvae.load_run
     run_dir: Any  # the run folder, attached by flowvae.load_run (its metrics go on the model card)
     dim: int
+
+    def __init_subclass__(cls, **kwargs: Any):
+        # Every kind's own sample / sample_group / bits_per_dim gets the count bounds of the base
+        # class (:func:`check_memory`, :data:`MAX_POSTERIOR_SAMPLES`) without calling for them.
+        super().__init_subclass__(**kwargs)
+        for name, bound in _BOUNDED_METHODS.items():
+            own = cls.__dict__.get(name)
+            if callable(own) and not getattr(own, "_flowvae_bounded", False):
+                setattr(cls, name, bound(own))
 
     def __init__(self, cfg: ModelSettings, n_bits: int = 8):
         super().__init__()
@@ -348,6 +515,14 @@ class GenerativeModel(nn.Module):
     def prepare_training(self) -> None:
         """Called once before the first step of a fresh run (not on resume); e.g. loads frozen parts."""
 
+    #: top-level parts that only the training loss uses (not for densities or samples), left out of
+    #: :meth:`parameter_count` (the paper's model: the auxiliary decoder, ``model.aux_decoder_weight``)
+    training_only: ClassVar[tuple[str, ...]] = ()
+
+    def parameter_count(self) -> int:
+        """Parameters of the model that gives densities and samples (without :attr:`training_only` parts)."""
+        return sum(p.numel() for name, p in self.named_parameters() if name.split(".", 1)[0] not in self.training_only)
+
     def describe(self) -> dict[str, Any]:
         """Kind, parameter counts (total and per top-level part) and the config."""
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -398,12 +573,20 @@ class GenerativeModel(nn.Module):
         return self.loss(x, generator, shard, **batch)
 
     def bits_per_dim(self, x: Tensor, k: int = 1, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Per-image ``elbo_bpd``, ``iw_bpd`` (bits/dim) and ``kl`` (nats), each ``[B]``."""
+        """Per-image ``elbo_bpd``, ``iw_bpd`` (bits/dim) and ``kl`` (nats), each ``[B]``.
+
+        Every kind's implementation is wrapped (:meth:`__init_subclass__`): ``k`` above
+        :data:`MAX_POSTERIOR_SAMPLES`, or ``B * k`` images that cannot fit in the free memory
+        (:func:`check_memory`), raise :class:`~flowvae.errors.ConfigError` before anything is computed."""
         raise NotImplementedError
 
     def sample(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
                generator: torch.Generator | None = None) -> Tensor:
-        """``n`` uint8 samples ``[n, C, H, W]``."""
+        """``n`` uint8 samples ``[n, C, H, W]``.
+
+        Every kind's implementation is wrapped (:meth:`__init_subclass__`): an ``n`` whose images
+        cannot fit in the free memory of the model's device (:func:`check_memory`) raises
+        :class:`~flowvae.errors.ConfigError` before anything is drawn."""
         raise NotImplementedError
 
     def representations(self, x: Tensor) -> dict[str, Tensor]:

@@ -242,6 +242,8 @@ class FlowVAE(GenerativeModel):
     config_class: ClassVar[type[ModelSettings]] = FlowVAEConfig
     cfg: FlowVAEConfig
 
+    training_only = ("aux_decoder",)
+
     def __init__(self, cfg: FlowVAEConfig, n_bits: int = 8):
         super().__init__(cfg, n_bits)
         self.n_bins = 2 ** n_bits

@@ -64,7 +64,7 @@ class MultiStageConfig(GlowSettings):
     kind: Literal["multistage"] = "multistage"
     in_channels: int = setting(1, ge=1, le=4)
     image_size: int = setting(64, ge=28, le=64)
-    stage1_run: str | None = setting(None, help="run folder of the trained btcvae stage 1")
+    stage1_run: str | None = setting(None, local=True, help="run folder of the trained btcvae stage 1")
     recon_input: bool = False
     stage1: BTCVAEConfig = setting(factory=BTCVAEConfig, help="stage 1's model config (copied from stage1_run)")
 

@@ -42,10 +42,11 @@ started, over all its sessions).
 
 **Samples.** ``on_eval``'s ``samples`` is ``None`` unless a callback of the run sets
 ``wants_samples = True``: then each evaluation draws 64 samples at each temperature of
-``train.sample_temperatures``, ``{temperature: uint8 tensor [64, C, H, W]}`` on the CPU, with a
-generator seeded by ``train.seed`` (the seed of the final ``samples/*.png``, so the last grids
-equal those files). Drawing them neither touches the training's random streams nor the BatchNorm
-statistics: a run with loggers computes the same weights as one without.
+``train.sample_temperatures``, ``{temperature: uint8 tensor [64, C, H, W]}`` on the CPU, drawn as
+``flowvae sample RUN`` draws them (a generator seeded by ``train.seed`` for each temperature), so the
+last grids equal the final ``samples/*.png`` and ``flowvae sample``'s. Drawing them neither touches
+the training's random streams nor the BatchNorm statistics: a run with loggers computes the same
+weights as one without.
 
 **Errors.** An exception raised by a hook stops training: the remaining hooks of that call and all
 later hooks are skipped (``close`` still runs), the trainer writes the checkpoint of the last

@@ -12,7 +12,9 @@ A run folder holds::
 Checkpoints are written to a temporary file, flushed, fsynced and renamed, so a kill at any
 moment leaves either the old or the new file, never half of one. Each has a SHA-256 sidecar;
 a file that does not match it is skipped with a warning and the previous checkpoint is used.
-Loading uses ``torch.load(weights_only=True)``, which never executes code from the file.
+Loading uses ``torch.load(weights_only=True)``, which never executes code from the file, after
+:func:`flowvae.safe_io.check_torch_archive` has refused an archive whose entries are compressed or
+state more bytes than the file holds (which torch would inflate whole into memory).
 """
 
 from __future__ import annotations
@@ -89,12 +91,9 @@ def _load_verified(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{sidecar} cannot be read: {e.strerror or e}") from None
     if hashlib.sha256(data).hexdigest() != expected.strip():
         raise CheckpointError(f"{path} does not match its checksum (truncated or corrupted)")
-    import io
-
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise CheckpointError(f"{path} cannot be read: {e}") from None
+    # A matching checksum says the file is the one written next to it, not that flowvae wrote it:
+    # the archive is checked before torch inflates it, and a refusal never advises an unsafe load.
+    state = safe_io.load_weights_only(data, path)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a flowvae checkpoint (a {type(state).__name__}, not a dict)")
     version = state.get("format_version")

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import save as save_safetensors
@@ -33,6 +33,7 @@ from .. import safe_io
 from ..config import Config, save_config
 from ..data import ImageData, load_split, subset_indices
 from ..data.augment import augment_batch
+from ..data.record import DataRecord, SplitRecord, check_fits, write_data_record
 from ..data.registry import open_split
 from ..data.streaming import (
     GroupedOrder,
@@ -42,9 +43,16 @@ from ..data.streaming import (
     head_images,
     training_source,
 )
-from ..errors import CheckpointError, ConfigError, DataError, FlowVAEError, TrainingInterrupted
+from ..errors import CheckpointError, ConfigError, FlowVAEError, TrainingInterrupted
 from ..evaluation.bpd import evaluate_bpd
-from ..evaluation.representations import probe_trend
+from ..evaluation.representations import (
+    COLLAPSED_KL_NATS,
+    accuracy_step_note,
+    collapse_note,
+    is_collapsed,
+    probe_trend,
+)
+from ..evaluation.sampling import sample_grids_with_stats, write_sample_stats
 from ..flows.base import data_init
 from ..imaging import save_grid
 from ..models.base import GenerativeModel, create_model
@@ -69,6 +77,7 @@ log = logging.getLogger("flowvae.train")
 # metrics.jsonl is re-read on resume only as a regular file, up to this size.
 MAX_METRICS_BYTES = 1024**3
 SAMPLES_PER_GRID = 64  # samples/*.png and the grids callbacks get: 8 rows of 8
+MANY_EPOCHS = 200  # planned passes over the training images above which the plan line warns
 
 
 def lr_lambda(warmup: int, decay: float):
@@ -116,6 +125,25 @@ def _departures(cfg: Config) -> list[str]:
     return out
 
 
+def _log_plan(cfg: Config, n_train: int, n_eval: int, eval_every_s: float | None) -> None:
+    """Log what the run is set to do: steps, batch and the epochs they make (warning when there are
+    more than :data:`MANY_EPOCHS`: a small image set is then seen so often that the model learns
+    it by heart), and when it evaluates."""
+    tc = cfg.train
+    epochs = tc.steps * tc.batch_size / max(1, n_train)
+    limit = f"; train.time_limit_s={tc.time_limit_s:g} s of wall time may stop it earlier" if tc.time_limit_s else ""
+    timed = (f" and every {eval_every_s:.0f} s of wall time (train.eval_every_s"
+             f"{'' if tc.eval_every_s is not None else ': train.time_limit_s / 10'}), with a checkpoint"
+             if eval_every_s is not None else "")
+    log.info("plan: %s steps of batch %d, %s epochs of the %s training images%s; evaluation on %s test images "
+             "every %s steps%s", f"{tc.steps:,}", tc.batch_size, f"{epochs:,.3g}", f"{n_train:,}", limit,
+             f"{n_eval:,}", f"{tc.eval_every:,}", timed)
+    if epochs > MANY_EPOCHS:
+        log.warning("%s steps of batch %d pass over the %s training images %s times: expect the model to overfit "
+                    "them (test bits/dim rising while train bits/dim falls); lower --steps or train on more images",
+                    f"{tc.steps:,}", tc.batch_size, f"{n_train:,}", f"{epochs:,.0f}")
+
+
 def _probe_sets(train_data: Any, test_data: Any, eval_index: torch.Tensor | None, eval_images: torch.Tensor,
                 n_train: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """``(train images, train labels, test images, test labels)`` of ``train.probe_images``: a seeded,
@@ -152,15 +180,8 @@ def load_data(cfg: Config, split: str) -> ImageData:
 
 
 def _check_fits(name: str, shape: tuple[int, int, int], cfg: Config) -> None:
-    c, h, w = shape
-    m = cfg.model
-    if h != w:
-        raise DataError(f"{name}: images are {h}x{w}; flowvae models square images, "
-                        f"set data.image_size=N to centre-crop and resize")
-    if (c, h) != (m.in_channels, m.image_size):
-        raise DataError(f"{name}: images are {c}x{h}x{w} but the model expects "
-                        f"{m.in_channels}x{m.image_size}x{m.image_size}; "
-                        f"use --set model.in_channels={c} model.image_size={h} or another preset")
+    check_fits(name, shape, cfg.model.in_channels, cfg.model.image_size,
+               f"use --set model.in_channels={shape[0]} model.image_size={shape[1]} or another preset")
 
 
 def _write_metrics(run: Path, record: dict) -> None:
@@ -391,6 +412,11 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     and SIGHUP finish the current step, write its checkpoint and raise
     :class:`~flowvae.errors.TrainingInterrupted`; a second signal stops at once.
 
+    The run's wall time, one definition for ``time_s`` of ``metrics.jsonl``, ``train.log``,
+    ``train.time_limit_s``, the report and the model card: seconds since this function was called,
+    set-up (data, model, initialisation, step-0 evaluation) included, summed over the sessions of
+    a resumed run (each up to its last checkpoint).
+
     Raises:
         TrainingInterrupted: stopped by a signal (a checkpoint of the last finished step is saved).
         CallbackError: a callback raised (a checkpoint of the last finished step is saved).
@@ -398,6 +424,7 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
             with changed settings, too many non-finite steps in a row, or a logger of
             ``train.loggers`` whose package is not installed.
     """
+    t_start = time.time()  # the run's wall time counts from here (docstring)
     run = Path(run)
     tc = cfg.train
     user = list(callbacks or [])
@@ -414,7 +441,8 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
     created = not run.exists()
     lock = RunLock(run).acquire() if ctx.is_main else None
     try:
-        return _locked_train(cfg, run, resume, progress, ctx, device_name, allow_changes, train_data, test_data, hooks)
+        return _locked_train(cfg, run, resume, progress, ctx, device_name, allow_changes, train_data, test_data, hooks,
+                             t_start)
     except BaseException:
         if lock is not None and created:  # a run that failed before writing anything leaves no folder
             lock.release()
@@ -429,8 +457,10 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
 
 def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, ctx: DistContext,
-                  device_name: str, allow_changes: bool, train_data: Any, test_data: Any, hooks: Hooks) -> dict:
-    t_setup = time.time()
+                  device_name: str, allow_changes: bool, train_data: Any, test_data: Any, hooks: Hooks,
+                  t_setup: float = 0.0) -> dict:
+    t_setup = t_setup or time.time()  # when train() was called: the run's wall time counts from there
+    parts: dict[str, float] = {}  # seconds of each part of the set-up, for its log line
     tc = cfg.train
     if ctx.is_main:
         remove_temporary_files(run)
@@ -461,6 +491,8 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         _adopt_filled_fields(cfg, run)
     if (train_data is None) != (test_data is None):
         raise ConfigError("pass both train_data and test_data, or neither (then cfg.data names them)")
+    data_origin: Literal["config", "python"] = "config" if train_data is None else "python"
+    t_part = time.time()
     if train_data is None:  # a large image folder is read from disk as training needs it (open_split)
         train_data = open_split(cfg.data, "train")
         _check_fits(getattr(train_data, "name", "train"), dataset_image_shape(train_data), cfg)
@@ -471,6 +503,9 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
                 raise ConfigError(f"{name} must be a map-style dataset (with __len__ and __getitem__) or "
                                   f"flowvae ImageData, got {type(d).__name__}")
             _check_fits(f"{name} ({type(d).__name__})", dataset_image_shape(d), cfg)
+    parts["data"] = time.time() - t_part
+    log.info("set-up: data in %.1f s: %d training and %d test images", parts["data"], len(train_data), len(test_data))
+    t_part = time.time()
     if not has_checkpoint:  # e.g. the beta-TCVAE's dataset size, the multi-stage model's stage-1 config
         cfg.model = cfg.model.for_training(len(train_data))
     model = create_model(cfg)
@@ -486,6 +521,10 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     if ctx.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    parts["model"] = time.time() - t_part
+    log.info("set-up: %s model of %s parameters built in %.1f s, on %s%s", model.kind,
+             f"{sum(p.numel() for p in model.parameters()):,}", parts["model"], device,
+             f" with {torch.get_num_threads()} threads" if device.type == "cpu" else "")
     _check_run_folder(run, resume)
     handler = None
     if ctx.is_main:
@@ -494,7 +533,7 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     try:
         with _Signals() as signals:
             last = _train(cfg, model, train_data, test_data, run, device, found, progress, ctx, signals,
-                          hooks, allow_changes, t_setup)
+                          hooks, allow_changes, t_setup, data_origin, parts)
     except BaseException as e:
         abandon(ctx, e)
         raise
@@ -510,9 +549,13 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
 
 def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any, run: Path,
            device: torch.device, found: tuple[Path, dict] | None, progress: bool | None, ctx: DistContext,
-           signals: _Signals, hooks: Hooks, allow_changes: bool = False, t_setup: float = 0.0) -> dict:
+           signals: _Signals, hooks: Hooks, allow_changes: bool = False, t_setup: float = 0.0,
+           data_origin: Literal["config", "python"] = "config", parts: dict[str, float] | None = None) -> dict:
+    """The training of :func:`train` once data and model are ready. ``t_setup``: when ``train`` was
+    called (the run's wall time counts from there); ``parts``: seconds of the set-up so far by part."""
     t0 = time.time()
     t_setup = t_setup or t0
+    parts = dict(parts or {})
     tc = cfg.train
     main = ctx.is_main
     local_batch = tc.batch_size // ctx.world
@@ -540,7 +583,7 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     noise = torch.Generator(device=device).manual_seed(tc.seed + 1)  # dequantisation and z samples
     aug = torch.Generator().manual_seed(tc.seed + 2)
     step, elapsed = 0, 0.0  # elapsed: wall time of the earlier sessions of a resumed run
-    trained, t_loop = 0.0, 0.0  # trained: time in the training loop of earlier sessions (train.time_limit_s)
+    trained, t_loop = 0.0, 0.0  # trained: time in the training loop of earlier sessions (kept in checkpoints)
     bad_in_row, skipped = 0, 0
     run_bpd: float | None = None
     run_elbo: float | None = None  # the plain negative ELBO, when the loss departs from it (model stats' elbo_bpd)
@@ -551,8 +594,17 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     eval_images = head_images(test_data, None, eval_index)
     probe_sets = (_probe_sets(train_data, test_data, eval_index, eval_images, tc.probe_images)
                   if main and tc.probe_images else None)
+    if probe_sets is not None and (note := accuracy_step_note(len(probe_sets[2]))) is not None:
+        log.info("train.probe_images: %s", note)
+    # With a time limit the curves get points in time too, not only every eval_every steps, which
+    # a CPU run may never reach (train.eval_every_s).
+    eval_every_s = tc.eval_every_s if tc.eval_every_s is not None else (
+        tc.time_limit_s / 10 if tc.time_limit_s is not None else None)
+    if main:
+        _log_plan(cfg, len(train_data), len(eval_images), eval_every_s)
 
     last: dict = {}
+    eval_s = 0.0  # seconds of the last evaluation, also of an earlier session (the time limit's reserve)
     if found is not None:
         path, state = found
         changed = _check_resumed_config(state.get("config"), cfg, path, allow_changes)
@@ -580,6 +632,8 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         run_elbo = prog.get("run_elbo_bpd")
         trained = float(prog.get("train_s", elapsed))
         grad_norm_max = float(prog.get("grad_norm_max", 0.0))
+        v = prog.get("eval_s")
+        eval_s = float(v) if isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 else 0.0
         log.info("resumed from %s at step %d", path.name, step)
     if main:  # the records an uninterrupted run has at this step, no more (none on a fresh start)
         kept = _truncate_metrics(run, step if found is not None else -1)
@@ -595,15 +649,31 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         if departures:
             env["departures_from_paper"] = departures
         atomic_write_bytes(run / "environment.json", json.dumps(env, indent=2).encode(), root=run)
+        # What was read, beside how to read it: commands check it before they read the run's data again.
+        write_data_record(run, DataRecord(data_origin, cfg.data.dataset, SplitRecord.of(train_data),
+                                          SplitRecord.of(test_data)))
 
     def snapshot(at: int | None = None) -> TrainState:
         """What callbacks see: the run as of step ``at`` (default: now)."""
         return TrainState(step=step if at is None else at, epoch=getattr(batches, "epoch", None), run=run,
                           config=cfg, model=model, rank=ctx.rank, world_size=ctx.world, resumed=found is not None)
 
+    def wall() -> float:
+        """The run's wall time in seconds (see :func:`train`): since ``train`` was called in this
+        session, set-up included, plus the earlier sessions' up to their last checkpoint."""
+        return elapsed + time.time() - t_setup
+
+    # When the last evaluation started and ended (wall time) and what it cost (s): the schedule of
+    # time-based evaluations and the final evaluation that the time limit keeps time for.
+    timing = {"start": wall(), "end": wall(), "cost": eval_s, "bpd": 0.0, "probes": 0.0}
+
     def evaluate(train_bpd: float | None, skipped: int) -> dict:
-        """Test bits/dim now, appended to metrics.jsonl (fixed noise seed, so points are comparable).
-        Under DDP each rank evaluates every world-th image and the sums are gathered."""
+        """Test bits/dim now, then the linear probes of ``train.probe_images``, appended to
+        metrics.jsonl (fixed noise seed, so points are comparable); ``time_s`` is the run's wall time
+        when the record is complete. Under DDP each rank evaluates every world-th image and the sums
+        are gathered. Neither draws from the training's random streams."""
+        t_eval = time.time()
+        timing["start"] = wall()
         mine = eval_images[ctx.rank::ctx.world]
         part = evaluate_bpd(model, mine, tc.eval_k, device=device, seed=tc.seed + ctx.rank)
         keys = ("elbo_bpd", "iw_bpd", "kl")
@@ -614,13 +684,27 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
                **({"train_elbo_bpd": run_elbo} if run_elbo is not None else {}),
                **{f"test_{k}": v for k, v in res.items()},
                "lr": opt.param_groups[0]["lr"], "skipped_steps": skipped, "grad_norm_max": grad_norm_max or None,
-               "time_s": round(elapsed + time.time() - t0, 2)}
+               "time_s": None}  # set once the record is complete
         if tc.kl_warmup_steps:  # the weight of the update that led here (at step 0: of the first one)
             rec["kl_weight"] = kl_warmup_weight(max(step - 1, 0), tc.kl_warmup_steps, tc.kl_warmup_start)
+        timing["bpd"] = time.time() - t_eval
+        log.info("step %d: test %.4f bits/dim (ELBO, k=%d), KL %.3f nats, %d images in %.1f s", step, res["elbo_bpd"],
+                 tc.eval_k, res["kl"], len(eval_images), timing["bpd"])
         if probe_sets is not None:  # rank 0 only; the other ranks wait at the next collective
+            t_probe = time.time()
             rec.update(probe_trend(model, *probe_sets, seed=tc.seed))
-            log.info("step %d: linear probes %s", step,
-                     ", ".join(f"{k[6:]} {100 * v:.2f}%" for k, v in rec.items() if k.startswith("probe_")))
+            # The KL of z beside its probe: a probe of a collapsed code measures the encoder only.
+            z_kl = rec["test_kl"] if "probe_z" in rec and model.capabilities.code_prior else None
+            if z_kl is not None:
+                rec["z_collapsed"] = is_collapsed(z_kl)
+            timing["probes"] = time.time() - t_probe
+            log.info("step %d: linear probes %s; %d training / %d test images in %.1f s", step,
+                     ", ".join(f"{k[6:]} {100 * v:.2f}%" + (f" ({collapse_note(z_kl)})" if k == "probe_z" and
+                                                            z_kl is not None else "")
+                               for k, v in rec.items() if k.startswith("probe_")),
+                     len(probe_sets[0]), len(probe_sets[2]), timing["probes"])
+        rec["time_s"] = round(wall(), 2)
+        timing["end"], timing["cost"] = wall(), time.time() - t_eval
         grad_norm_max = 0.0
         if main:
             _write_metrics(run, rec)
@@ -630,8 +714,16 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
             samples = _draw_samples(model, tc.sample_temperatures, tc.seed, device) if hooks.wants_samples else None
             hooks("on_eval", snapshot(), dict(rec), samples)
             model.train(was_training)
-        log.info("step %d: test %.4f bits/dim (ELBO, k=%d)", step, res["elbo_bpd"], tc.eval_k)
         return rec
+
+    def evaluation_due() -> bool:
+        """Whether ``eval_every_s`` of wall time have passed since the last evaluation started, and
+        the training since it ended took at least as long as it did (so that evaluations slower
+        than the interval take at most half of the run)."""
+        if eval_every_s is None:
+            return False
+        now = wall()
+        return now - timing["start"] >= eval_every_s and now - timing["end"] >= timing["end"] - timing["start"]
 
     def counters() -> dict:
         """Everything besides weights, optimiser and schedule that a step moves on."""
@@ -649,7 +741,8 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         saved_at["time"] = time.time()
         if saved_at["step"] == label or not main:
             return
-        moved["progress"]["elapsed_s"] = elapsed + time.time() - t0
+        moved["progress"]["elapsed_s"] = wall()
+        moved["progress"]["eval_s"] = timing["cost"]
         moved["progress"]["train_s"] = trained + (time.time() - t_loop if t_loop else 0.0)
         path = save_checkpoint(run / "checkpoints", label, {
             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -662,11 +755,28 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         raise hooks.error(run, None)
 
     if found is None:
+        t_part = time.time()
         pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(tc.seed))[:tc.init_batch_size]
         init = head_images(train_data, None, pick) if source.streaming else source.fetch(pick)
         with torch.no_grad(), data_init(model):
             model.loss(init.to(device), noise)
+        parts["initialisation"] = time.time() - t_part
+        log.info("set-up: data-dependent initialisation (ActNorm) on %d training images in %.1f s; step-0 evaluation "
+                 "on %d test images%s", len(init), parts["initialisation"], len(eval_images),
+                 f", then linear probes on {len(probe_sets[0])} training images" if probe_sets is not None else "")
         last = evaluate(None, 0)
+        parts["step-0 evaluation"] = timing["bpd"]
+        if probe_sets is not None:
+            parts["step-0 probes"] = timing["probes"]
+        if main and eval_every_s is not None and timing["cost"] > 0.25 * eval_every_s:
+            cost, every = timing["cost"], eval_every_s
+            log.warning("an evaluation takes %.0f s (step 0), %s the %.0f s between two time-based ones "
+                        "(train.eval_every_s%s)%s: lower train.eval_images (%d) or train.probe_images (%d) for more "
+                        "points and more training in the time", cost,
+                        f"{100 * cost / every:.0f}% of" if cost <= every else "longer than", every,
+                        "" if tc.eval_every_s is not None else " unset: train.time_limit_s / 10",
+                        "" if cost <= every else f", so two are at least {2 * cost:.0f} s apart (as long training "
+                        f"as evaluating)", len(eval_images), tc.probe_images)
 
     net: Any = model  # the module the training forward runs through: model, DDP(model) or compiled
     if ctx.enabled:  # after the data-dependent init: DDP's constructor broadcasts rank 0's state
@@ -684,11 +794,15 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     bn_buffers = [b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                   for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
     source.start(batches, lo, hi)  # streaming: DataLoader workers prefetch from here on
-    t_loop = time.time()  # train.time_limit_s counts from here: setup (data, model, initialisation) is not training
-    log.info("setup took %.1f s; training from step %d", t_loop - t_setup, step)
+    t_loop = time.time()
+    log.info("set-up took %.1f s (%s); training from step %d", t_loop - t_setup,
+             ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()), step)
     try:
         while step < tc.steps:
-            in_time = tc.time_limit_s is None or trained + time.time() - t_loop <= tc.time_limit_s
+            # train.time_limit_s bounds the run's wall time, set-up included; the final evaluation
+            # (as long as the last one) is to fit in it too, unless this step was just evaluated.
+            reserve = timing["cost"] if last.get("step") != step else 0.0
+            in_time = tc.time_limit_s is None or wall() + reserve <= tc.time_limit_s
             # Every rank stops at the same step: for the time limit, a signal, or a failed callback (rank 0's).
             if not ctx.all_true(in_time and signals.signum is None and hooks.ok, device):
                 if not ctx.all_true(hooks.ok, device):
@@ -703,9 +817,15 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
                     name = signal.Signals(signals.signum or signal.SIGTERM).name
                     msg = (f"stopped by {name} after step {step}; its checkpoint is in {run / 'checkpoints'}: "
                            f"continue with flowvae train --resume --run {run}")
-                    log.info("%s", msg)  # in train.log too, where a scheduler's user looks
+                    # In train.log, where a scheduler's user looks; not on the terminal, where the
+                    # command prints the exception's message (it was printed twice).
+                    progress_log.info("%s", msg)
                     raise TrainingInterrupted(msg, int(signals.signum or signal.SIGTERM), step)
-                log.info("time limit of %.0f s reached at step %d", tc.time_limit_s, step)
+                log.info("time limit of %.0f s reached at step %d: wall time %.1f s (set-up included)%s", tc.time_limit_s,
+                         step, wall(), f" and {reserve:.1f} s for the final evaluation" if reserve else "")
+                if step == 0:
+                    log.warning("train.time_limit_s=%g was spent before the first step (set-up took %.1f s): nothing "
+                                "was trained; raise the limit", tc.time_limit_s, t_loop - t_setup)
                 break
             pre = counters()  # the state a checkpoint of this step's start carries, if the step goes bad
             idx, groups = batches.next()
@@ -782,9 +902,12 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
                     "train/lr": opt.param_groups[0]["lr"], "train/grad_norm": grad_norm,
                     **({"train/elbo_bpd": batch_elbo} if batch_elbo is not None else {}),
                     **({"train/aux_nats": float(stats["aux"])} if "aux" in stats else {})})
-            if step % tc.eval_every == 0 or step == tc.steps:
+            # Every rank evaluates at the same steps (evaluate gathers sums): the time-based ones
+            # when any rank's clock says so. A checkpoint goes with each, so its point survives a kill.
+            timed = eval_every_s is not None and not ctx.all_true(not evaluation_due(), device)
+            if step % tc.eval_every == 0 or step == tc.steps or timed:
                 last = evaluate(run_bpd, skipped)
-            if step % tc.checkpoint_every == 0 or (
+            if step % tc.checkpoint_every == 0 or timed or (
                     tc.checkpoint_every_s is not None and time.time() - saved_at["time"] >= tc.checkpoint_every_s):
                 checkpoint(step, counters())
     finally:
@@ -793,6 +916,11 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
         bar.close()
     if not last or last.get("step") != step:
         last = evaluate(run_bpd, skipped)
+    if main and last.get("z_collapsed") and isinstance(last.get("probe_z"), float):
+        log.warning("the code z ends collapsed: KL(q(z|x) || p(z)) %.3f nats per image, below %g, so its probe "
+                    "(%.2f%%) reads the encoder's features of x, not information the decoder takes from z; "
+                    "`flowvae switch` and `flowvae probe --protocol authors` tell the two apart",
+                    last["test_kl"], COLLAPSED_KL_NATS, 100 * last["probe_z"])
     checkpoint(step, counters())
     if not hooks.ok:  # on_eval or on_checkpoint of the last step failed; its checkpoint is written
         raise hooks.error(run, step)
@@ -800,16 +928,22 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
     if not main:
         return last
     _save_final(model, run)
-    for t, images in _draw_samples(model, tc.sample_temperatures, tc.seed, device).items():
-        save_grid(images, run / "samples" / f"samples_t{t:.2f}.png", nrow=8,
-                  scale=max(1, 64 // cfg.model.image_size), root=run)
+    grids = _draw_grids(model, tc.sample_temperatures, tc.seed, device)
+    paths = [save_grid(images, run / "samples" / f"samples_t{t:.2f}.png", nrow=8,
+                       scale=max(1, 64 // cfg.model.image_size), root=run) for t, images, _ in grids]
+    # Which grids saturated, for the report and for the model card's choice of grid.
+    write_sample_stats(run / "samples", [(p, st) for p, (_, _, st) in zip(paths, grids)], root=run)
     try:
         from ..report import write_report
 
         write_report(run)
     except Exception as e:  # noqa: BLE001 - a report problem must not fail a finished training run
         log.warning("could not write report.html: %s", e)
-    log.info("done: %d steps in %.1f s, run folder %s", step, elapsed + time.time() - t0, run)
+    # The figure of the report and the model card (the last record's time_s), then what followed it.
+    done_at = float(last["time_s"]) if isinstance(last.get("time_s"), (int, float)) else wall()
+    log.info("done: %d steps in %.1f s of wall time (set-up included, summed over resumed sessions; time_s of the "
+             "last evaluation), then %.1f s for the final checkpoint, samples and report; run folder %s",
+             step, done_at, max(0.0, wall() - done_at), run)
     hooks("on_train_end", snapshot(), dict(last))
     if not hooks.ok:
         raise hooks.error(run, None)
@@ -817,14 +951,21 @@ def _train(cfg: Config, model: GenerativeModel, train_data: Any, test_data: Any,
 
 
 @torch.no_grad()
+def _draw_grids(model: GenerativeModel, temperatures: list[float], seed: int,
+                device: torch.device) -> list[tuple[float, torch.Tensor, dict]]:
+    """``SAMPLES_PER_GRID`` uint8 samples ``[N, C, H, W]`` (on the CPU) at each temperature and their
+    statistics, drawn as ``flowvae sample RUN --seed SEED`` draws them
+    (:func:`~flowvae.evaluation.sampling.sample_grids_with_stats`: the same images). The global RNG
+    streams are forked, so drawing them (for a callback, during training) leaves the run's numbers
+    as they would be without."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return sample_grids_with_stats(model, temperatures, SAMPLES_PER_GRID, seed=seed)
+
+
 def _draw_samples(model: GenerativeModel, temperatures: list[float], seed: int,
                   device: torch.device) -> dict[float, torch.Tensor]:
-    """``SAMPLES_PER_GRID`` uint8 samples ``[N, C, H, W]`` (on the CPU) at each temperature, from one
-    generator seeded with ``seed``. The global RNG streams are forked, so drawing them (for a
-    callback, during training) leaves the run's numbers as they would be without."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return {t: model.sample(SAMPLES_PER_GRID, temperature=t, generator=gen).cpu() for t in temperatures}
+    """:func:`_draw_grids`' images by temperature (what callbacks get)."""
+    return {t: images for t, images, _ in _draw_grids(model, temperatures, seed, device)}
 
 
 def _save_final(model: GenerativeModel, run: Path) -> None:

@@ -13,7 +13,7 @@ import importlib
 __all__ = ["SOURCE_MODULES"]
 
 SOURCE_MODULES: tuple[str, ...] = (
-    "digits", "mnist", "cifar10", "cifar10_jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites",
+    "digits", "mnist", "idx", "cifar10", "cifar10_jpeg", "folder", "imagenet64", "lsun", "celebahq", "dsprites",
 )
 
 for _module in SOURCE_MODULES:

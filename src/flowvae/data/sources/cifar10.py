@@ -145,6 +145,18 @@ def _parse_cifar_batch(obj: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
+# MD5 of the official batch files (the authors' page; torchvision lists the same): data whose
+# batches match are CIFAR-10 for certain, any other batches in this format are named after their folder.
+CIFAR10_BATCH_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+
+
 def _cifar_members(split: str) -> list[str]:
     return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
 
@@ -289,7 +301,23 @@ def load_cifar10(root: str | Path, split: str = "train", download: bool = False)
     classes = [n.decode() if isinstance(n, bytes) else str(n) for n in label_names]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    return make_image_data(images, labels, f"cifar10/{split}", classes)
+    if all(hashlib.md5(files[n], usedforsecurity=False).hexdigest() == CIFAR10_BATCH_MD5[n] for n in names):
+        return make_image_data(images, labels, f"cifar10/{split}", classes, verified="cifar10")
+    label = _folder_label(root)
+    logger.warning("the batches in %s are not CIFAR-10's (their MD5 checksums differ from the official files'): "
+                   "named %r after their folder, not cifar10", source, label)
+    return make_image_data(images, labels, f"{label}/{split}", classes)
+
+
+def _folder_label(root: Path) -> str:
+    """The name of a set of CIFAR-format batches that are not CIFAR-10's: their folder's (or
+    archive's), or its parent's when that is the official folder name."""
+    root = root.resolve()
+    if root.name.endswith((".tar.gz", ".tgz")):
+        name = root.name.removesuffix(".tar.gz").removesuffix(".tgz")
+    else:
+        name = root.parent.name if root.name == CIFAR10_FOLDER else root.name
+    return name or "cifar-format"
 
 
 # --------------------------------------------------------------------------------------

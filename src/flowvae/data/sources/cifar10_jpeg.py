@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import zipfile
@@ -35,6 +36,32 @@ CIFAR10_JPEG_NAME = "CIFAR-10 (JPEG q75 re-encode)"
 CIFAR10_JPEG_ZIP = "cifar10-jpeg-images.zip"
 # A 32x32 JPEG is about 1 KB; an entry far bigger than this is not one, so it is never read.
 _MAX_ENTRY_BYTES = 64 << 10
+# SHA-256 of the published zip (../shared/data/SHA256SUMS): only that zip is named as the data set;
+# any other zip of CIFAR-10-class JPEGs is named after its file.
+CIFAR10_JPEG_SHA256 = "f7625fc6a42ead0a462a6e36eb4b53cc89da86f36a0e011313c8c9a582622870"
+_verified: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime): checked once per process
+
+
+def _is_published_zip(path: Path) -> bool:
+    """Whether the zip at ``path`` is the published CIFAR-10 JPEG zip, by its SHA-256."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _verified:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+        _verified[key] = digest.hexdigest() == CIFAR10_JPEG_SHA256
+    return _verified[key]
+
+
+def _dataset_name(path: Path, split: str) -> tuple[str, str | None]:
+    """The name of a split of the zip at ``path`` and the verified data set (``None`` for another zip)."""
+    if _is_published_zip(path):
+        return f"{CIFAR10_JPEG_NAME}/{split}", "cifar10-jpeg"
+    logger.warning("%s is not the published CIFAR-10 JPEG zip (its SHA-256 differs): named %r after the file",
+                   path, path.stem)
+    return f"{path.stem}/{split}", None
 
 
 def _jpeg_zip_entries(zf: zipfile.ZipFile, split: str, path: Path) -> list[tuple[zipfile.ZipInfo, int]]:
@@ -100,7 +127,8 @@ def load_cifar10_jpeg_zip(
 
     Returns:
         ImageData, images ``uint8 [N, 3, 32, 32]`` RGB, labels ``int64`` in ``0..9``, classes
-        ``CIFAR10_CLASSES``.
+        ``CIFAR10_CLASSES``; named ``"CIFAR-10 (JPEG q75 re-encode)/<split>"`` (``verified ==
+        "cifar10-jpeg"``) when the zip's SHA-256 is the published zip's, else after the zip's file name.
 
     Raises:
         DataError: zip missing or unreadable, no entries for the split, an unknown class folder,
@@ -109,12 +137,12 @@ def load_cifar10_jpeg_zip(
     check_split(split)
     limit = check_limit(limit)
     path = Path(path).expanduser()
-    name = f"{CIFAR10_JPEG_NAME}/{split}"
     if not path.is_file():
         raise DataError(
             f"CIFAR-10 JPEG zip not found at {path}; pass the path of {CIFAR10_JPEG_ZIP} with --data PATH "
             f"(or use the original CIFAR-10 from {CIFAR10_URL} with dataset cifar10)"
         )
+    name, verified = _dataset_name(path, split)
     st = path.stat()
     # Limited loads say "random subset, seed" in the key: caches of the old first-N prefixes must
     # never be mistaken for them.
@@ -127,7 +155,7 @@ def load_cifar10_jpeg_zip(
             images = np.load(cached_images, allow_pickle=False)
             labels = np.load(cached_labels, allow_pickle=False)
             if images.dtype == np.uint8 and images.ndim == 4 and labels.shape == (len(images),):
-                return make_image_data(images, labels, name, CIFAR10_CLASSES)
+                return make_image_data(images, labels, name, CIFAR10_CLASSES, verified)
         except (OSError, ValueError) as exc:
             logger.warning("ignoring unreadable cache %s (%s); decoding the zip again", cached_images, exc)
 
@@ -154,7 +182,7 @@ def load_cifar10_jpeg_zip(
             atomic_write(cached_images, lambda f: np.save(f, images))
         except OSError as exc:
             logger.warning("could not write cache %s (%s); set FLOWVAE_CACHE to a writable folder", cached_images, exc)
-    return make_image_data(images, labels, name, CIFAR10_CLASSES)
+    return make_image_data(images, labels, name, CIFAR10_CLASSES, verified)
 
 
 def _zip_in(path: Path) -> Path:

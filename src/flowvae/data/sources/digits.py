@@ -49,7 +49,8 @@ def load_digits(split: str = "train") -> ImageData:
         members = np.flatnonzero(targets == c)
         is_test[rng.permutation(members)[:_DIGITS_TEST_PER_CLASS]] = True
     keep = is_test if split == "test" else ~is_test
-    return make_image_data(pixels[keep][:, None], targets[keep], f"digits/{split}", [str(i) for i in range(10)])
+    return make_image_data(pixels[keep][:, None], targets[keep], f"digits/{split}", [str(i) for i in range(10)],
+                           verified="digits")  # shipped inside scikit-learn: always the same images
 
 
 def _load(root: str | Path | None, split: str) -> ImageData:

@@ -30,6 +30,7 @@ from flowvae.data.images import (
     DECODE_ERRORS,
     IMAGE_SUFFIXES,
     TEST_ALIASES,
+    decode_image_file,
     decode_image_files,
     folder_labels,
     has_image_files,
@@ -147,7 +148,7 @@ class _Tree:
 
 
 def image_split(root: str | Path, split: str | None, limit: int | None = None, labelled: bool = True,
-                holdout: float | None = None) -> ImageSplit:
+                holdout: float | None = None, announce: bool = True) -> ImageSplit:
     """Which image files of a folder or zip make up ``split`` (see :func:`load_image_folder`).
 
     Layouts: ``root/<split>/`` when it exists (``test`` falls back to ``val/``, ``valid/`` or
@@ -155,7 +156,8 @@ def image_split(root: str | Path, split: str | None, limit: int | None = None, l
     held-out split of the images (of ``train/`` when that is the only split folder, else of the whole
     folder): :func:`~flowvae.data.base.holdout_indices`, stratified by class subfolder, logged at
     INFO; otherwise the whole folder. ``limit`` then keeps a seeded random subset of the split,
-    stratified by class (:func:`~flowvae.data.subset_indices`, seed 0).
+    stratified by class (:func:`~flowvae.data.subset_indices`, seed 0). ``announce=False`` leaves
+    the held-out draw unlogged (a caller that only looks at the files before they are read).
 
     Raises:
         DataError: a missing folder or zip, no images, a split subfolder missing while other splits
@@ -194,15 +196,16 @@ def image_split(root: str | Path, split: str | None, limit: int | None = None, l
     if hold:
         assert holdout is not None
         if len(files) < 2:
-            logger.warning("%s holds a single image: too few to hold out a test split; it is used for both", where)
+            if announce:
+                logger.warning("%s holds a single image: too few to hold out a test split; it is used for both", where)
         else:
             train, test, held = holdout_indices(len(files), labels, holdout)
             keep = (test if split == "test" else train).tolist()
             files = [files[i] for i in keep]
             labels = None if labels is None else labels[keep]
-            if split == "train":
+            if announce and split == "train":
                 logger.info("%s", held.message(where))
-            else:
+            elif announce:
                 logger.info("%s: the %d images held out from the %d of %s (seed %d)", name, held.n_test, held.n_total,
                             where, held.seed)
             name = f"{name} ({held.note()})"
@@ -297,6 +300,10 @@ def _mode(opened: Path | IO[bytes]) -> str | None:
         return None  # the loader reports (or skips) it; it does not decide the channels
 
 
+# Files whose headers the description tries before it gives up on a folder (all unreadable).
+_PROBE_FILES = 100
+
+
 def _probe(root: Path) -> FolderInfo | None:
     # The files load_image_folder reads for split="train" (before any held-out draw).
     if not (root.is_dir() or _zip_of(root) is not None):
@@ -310,22 +317,34 @@ def _probe(root: Path) -> FolderInfo | None:
         if tree.zip_path is not None:
             zf = stack.enter_context(_open_zip(tree.zip_path))
             opener = functools.partial(read_zip_entry, zf, where=tree.zip_path)
-        try:
-            with Image.open(opener(files[0])) as img:  # reads the header only
-                (w, h), mode = img.size, img.mode
-        except DECODE_ERRORS as exc:
-            raise DataError(f"cannot read {files[0]} ({exc}); delete or fix it") from exc
+        # The first readable file describes the folder: an unreadable one is the loader's to refuse
+        # (data.on_bad=error, naming the fix) or skip (data.on_bad=skip), not the description's.
+        first, failure = None, None
+        for i, f in enumerate(files[:_PROBE_FILES]):
+            try:
+                with Image.open(opener(f)) as img:  # reads the header only
+                    (w, h), mode = img.size, img.mode
+                first = i
+                break
+            except DECODE_ERRORS as exc:
+                failure = failure or exc
+        if first is None:
+            where = tree.where("train" if "train" in tree.dirs else None)
+            which = (f"the only image file under {where} cannot be read" if len(files) == 1 else
+                     f"none of the first {min(len(files), _PROBE_FILES)} image files under {where} can be read")
+            raise DataError(f"{which}: {files[0]} ({failure}); delete or fix it") from failure
         channels = image_channels(mode)
         # One colour image makes the loader convert the whole folder to RGB, so a grey first image
         # is only the answer if no later one is colour (headers only, stopping at the first colour one).
-        if channels == 1 and any(m is not None and image_channels(m) == 3 for m in (_mode(opener(f)) for f in files[1:])):
+        if channels == 1 and any(m is not None and image_channels(m) == 3
+                                 for m in (_mode(opener(f)) for f in files[first + 1:])):
             channels = 3
     _, classes = folder_labels(files, base)
     has_split = "train" in tree.dirs and any(d in tree.dirs for d in ("test", *TEST_ALIASES))
     zip_path = tree.zip_path
     return FolderInfo(channels=channels, height=h, width=w, n_files=len(files), has_split=has_split,
                       format="zip" if zip_path is not None else "images", source="folder",
-                      first=zip_path / files[0] if zip_path is not None else Path(files[0]),
+                      first=zip_path / files[first] if zip_path is not None else Path(files[first]),
                       n_images=len(files), n_classes=None if classes is None else len(classes))
 
 
@@ -344,12 +363,36 @@ def _load(root: str | Path | None, split: str, size: int | None = None, limit: i
 def _lazy(root: str | Path | None, split: str, size: int | None = None, limit: int | None = None,
           on_bad: str = "error", holdout: float | None = None) -> Any:
     """The split :func:`_load` would decode, as files read on access (:class:`~flowvae.data.streaming.ImageFiles`).
-    ``on_bad`` does not apply: an unreadable file stops training when it is reached, naming it."""
+    ``on_bad`` applies to the files before the first readable one only (``"skip"`` leaves them out,
+    logged; that file sets the channels): a later unreadable file stops training when it is
+    reached, naming it."""
     from flowvae.data.streaming import ImageFiles
 
     if root is None:
         raise DataError("dataset 'folder' needs the image folder: pass it with --data PATH")
-    return ImageFiles.from_split(image_split(root, split, limit, True, holdout), size)
+    # Not announced: open_split looks at these files first and, for a folder that fits in memory,
+    # reads it with _load, which logs the held-out draw (it was logged twice).
+    chosen = image_split(root, split, limit, True, holdout, announce=False)
+    if on_bad == "skip":
+        chosen = _without_unreadable_head(chosen, size)
+    return ImageFiles.from_split(chosen, size)
+
+
+def _without_unreadable_head(chosen: ImageSplit, size: int | None) -> ImageSplit:
+    """``chosen`` without the unreadable files before its first readable one (at most
+    :data:`_PROBE_FILES` tried), so that a lazy reader can take its channels from that one."""
+    from dataclasses import replace
+
+    opener = chosen.opener() or Path
+    for i, f in enumerate(chosen.files[:_PROBE_FILES]):
+        try:
+            decode_image_file(opener(f), size)
+        except DECODE_ERRORS:
+            continue
+        if i:
+            logger.info("%s: data.on_bad=skip leaves out the %d unreadable image file(s) before %s", chosen.name, i, f)
+        return replace(chosen, files=chosen.files[i:], labels=None if chosen.labels is None else chosen.labels[i:])
+    return chosen
 
 
 register(DataSource(
