@@ -1,6 +1,6 @@
 # flowvae: two commands for a fresh machine.
 #   make demo   set up .venv and train + evaluate the paper's model on scikit-learn's digits (preset digits-global)
-#   make test   set up .venv, run ruff and mypy (make lint), then the test suite
+#   make test   set up .venv, run ruff, mypy and lint-imports (make lint), then the test suite
 #   make test-torch-range   the test suite again on the oldest and the newest supported PyTorch (CI runs it)
 #   make docs   the documentation site into site/ (mkdocs, strict)
 PYTHON ?= python3
@@ -53,8 +53,11 @@ test-torch-range:
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict -d site
 
+# lint-imports: the layers, no cycles, no private names across modules ([tool.importlinter] in
+# pyproject.toml; tools/import_contracts.py holds the private-names contract)
 lint: $(STAMP)
-	$(BIN)/python -m ruff check src tests benchmarks && $(BIN)/python -m mypy src/flowvae
+	$(BIN)/python -m ruff check src tests benchmarks tools && $(BIN)/python -m mypy src/flowvae
+	PYTHONPATH=tools $(BIN)/lint-imports --no-cache
 
 clean-demo:
 	rm -rf $(DEMO)

@@ -109,8 +109,8 @@ def step_flops(preset: str, batch: int, kind: str) -> float:
     """FLOPs of one forward + backward of the float32 model at this batch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from flowvae.config import get_preset
     from flowvae.models import FlowVAE
+    from flowvae.presets import get_preset
 
     cfg = get_preset(preset)
     cfg.model.kind = kind
@@ -124,9 +124,9 @@ def step_flops(preset: str, batch: int, kind: str) -> float:
 
 def worker(preset: str, mode: str, batch: int, steps: int, device_name: str, kind: str, eval_k: int) -> dict:
     """One configuration in this process: the record of one table row."""
-    from flowvae.config import get_preset
     from flowvae.flows import data_init
     from flowvae.models import FlowVAE
+    from flowvae.presets import get_preset
 
     device = torch.device(device_name)
     flags = set(mode.split("+"))

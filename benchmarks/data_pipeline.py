@@ -89,7 +89,7 @@ print(json.dumps({"setup_s": setup, "peak_rss_mb": peak, "images_per_s": rate}))
 STEP = r"""
 import json, time, torch
 torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
-from flowvae.config import get_preset
+from flowvae.presets import get_preset
 from flowvae.models.base import create_model
 cfg = get_preset("cifar10-small")
 model = create_model(cfg).train()

@@ -35,8 +35,9 @@ WITH_Z = ("flowvae", "z_prior")
 
 def main(argv: list[str] | None = None) -> int:
     from flowvae import load_run
-    from flowvae.config import apply_overrides, get_preset
+    from flowvae.config import apply_overrides
     from flowvae.evaluation import evaluate_bpd
+    from flowvae.presets import get_preset
     from flowvae.training import train
     from flowvae.training.trainer import load_data
 
@@ -92,10 +93,12 @@ def initial_bits(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from flowvae.config import apply_overrides, get_preset
+    from flowvae.config import apply_overrides
     from flowvae.evaluation import evaluate_bpd
     from flowvae.flows.base import data_init
     from flowvae.models.base import create_model
+    from flowvae.presets import get_preset
+    from flowvae.runs import RunReader
     from flowvae.training.trainer import load_data
 
     # The kind and the seed do not change which images the preset reads: load them once.
@@ -107,7 +110,7 @@ def initial_bits(args: argparse.Namespace) -> int:
             cfg = apply_overrides(get_preset(args.preset), [f"model.kind={kind}", f"train.seed={seed}",
                                                             *args.overrides, *(args.z_overrides if kind in WITH_Z else [])])
             torch.manual_seed(seed)
-            cfg.model = cfg.model.for_training(len(train_data))
+            cfg.model = cfg.model.for_training(len(train_data), RunReader())
             model = create_model(cfg)
             pick = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(seed))
             with torch.no_grad(), data_init(model):

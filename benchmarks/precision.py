@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from flowvae import load_run
-    from flowvae.config import apply_overrides, get_preset
+    from flowvae.config import apply_overrides
     from flowvae.evaluation import evaluate_bpd
+    from flowvae.presets import get_preset
     from flowvae.training import train
     from flowvae.training.trainer import load_data
 

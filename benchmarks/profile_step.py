@@ -17,9 +17,9 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from flowvae.config import get_preset
 from flowvae.flows import data_init
 from flowvae.models import FlowVAE
+from flowvae.presets import get_preset
 
 
 def _model(preset: str, flags: set[str], batch: int) -> tuple[FlowVAE, torch.Tensor]:

@@ -14,9 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from flowvae.config import get_preset
     from flowvae.evaluation.sampling import draw_samples
     from flowvae.models import create_model
+    from flowvae.presets import get_preset
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="cifar10")

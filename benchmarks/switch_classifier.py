@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    from flowvae.config import get_preset
+    from flowvae.presets import get_preset
     from flowvae.training.trainer import load_data
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -35,9 +35,10 @@ def class_groups(images: torch.Tensor, labels: torch.Tensor, size: int, per_clas
 
 def main(argv: list[str] | None = None) -> int:
     from flowvae import load_run
-    from flowvae.config import apply_overrides, get_preset
+    from flowvae.config import apply_overrides
     from flowvae.evaluation.probe import linear_probe
     from flowvae.imaging import save_grid
+    from flowvae.presets import get_preset
     from flowvae.training import train
     from flowvae.training.trainer import load_data
 

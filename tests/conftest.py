@@ -143,7 +143,7 @@ class TinyRuns:
         why = recipe.missing()
         if why:
             pytest.skip(f"no tiny {kind!r} run: {why}")
-        from flowvae.config import resolve
+        from flowvae.presets import resolve
         from flowvae.training import train
 
         run = self.root / kind

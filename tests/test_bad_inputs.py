@@ -32,7 +32,7 @@ from flowvae.api import load_run
 from flowvae.cli.main import main
 from flowvae.data import shared_data_dir
 from flowvae.errors import CheckpointError, ConfigError, DataError, FlowVAEError
-from flowvae.training.checkpoint import list_checkpoints, validate_training_state
+from flowvae.runs.checkpoints import list_checkpoints, validate_training_state
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -94,7 +94,7 @@ def test_an_oversized_architecture_is_refused_before_its_big_tensors_are_allocat
     """Every field has its own range; together they still admit models of tens of billions of weights
     (model.hidden=[8,8192,8192] model.steps=[0,[64,64],64]), refused by the construction budget."""
     import flowvae.models.base as base
-    from flowvae.config import get_preset
+    from flowvae.presets import get_preset
 
     allocated: list[int] = []
     real_empty = torch.empty

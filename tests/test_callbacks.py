@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 
 from conftest import FLOW, TRAIN, run_processes
-from flowvae.config import TrainConfig, apply_overrides, get_preset, load_config, resolve
+from flowvae.config import TrainConfig, apply_overrides, load_config
 from flowvae.errors import ConfigError
 from flowvae.imaging import make_grid
+from flowvae.presets import get_preset, resolve
+from flowvae.runs.checkpoints import list_checkpoints, load_latest_checkpoint
 from flowvae.training import Callback, CallbackError, TensorBoardLogger, TrainState, WandbLogger, train
-from flowvae.training.checkpoint import list_checkpoints, load_latest_checkpoint
 from flowvae.training.loggers import LOGGERS, loggers_for
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -410,7 +411,7 @@ def test_tensorboard_logger_event_file_reads_back(tmp_path):
 
 DDP_SCRIPT = '''
 import json, os, sys
-from flowvae.config import resolve
+from flowvae.presets import resolve
 from flowvae.training import Callback, train
 
 class Boom(Callback):

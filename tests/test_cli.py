@@ -214,7 +214,7 @@ TINY_FOLDER_MODEL = ["model.hidden=[4,8,8]", "model.steps=[0,[1,1],1]", "model.e
 
 
 def test_train_on_a_folder_without_a_preset_picks_one_by_image_size(tmp_path, capsys):
-    from flowvae.config import preset_for_images
+    from flowvae.presets import preset_for_images
 
     folder = tmp_path / "imgs"
     folder.mkdir()

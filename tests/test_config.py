@@ -11,17 +11,16 @@ import yaml
 
 import flowvae
 from flowvae.config import (
-    PRESETS,
     Config,
     apply_overrides,
     config_from_dict,
-    get_preset,
     load_config,
     migrate,
     save_config,
 )
 from flowvae.errors import ConfigError
 from flowvae.models import MODEL_KINDS, BTCVAEConfig, FlowVAEConfig, MultiStageConfig, UGVAEConfig, config_class
+from flowvae.presets import PRESETS, get_preset
 
 
 @pytest.mark.parametrize("override,message", [
@@ -170,3 +169,14 @@ def test_config_is_a_plain_dataclass_with_typed_sections():
     cfg = Config()
     assert cfg.to_dict()["model"]["kind"] == "flowvae"
     assert config_from_dict(cfg.to_dict()) == cfg
+
+
+def test_names_that_moved_to_presets_are_deprecated_aliases():
+    import flowvae.config
+    import flowvae.presets
+
+    for name in ("PRESETS", "get_preset", "preset_for_images", "resolve"):
+        with pytest.warns(DeprecationWarning, match=f"flowvae.config.{name} moved to flowvae.presets.{name}"):
+            assert getattr(flowvae.config, name) is getattr(flowvae.presets, name)
+    with pytest.raises(AttributeError):
+        flowvae.config.no_such_name  # noqa: B018

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from flowvae.cli.main import main
-from flowvae.config import PRESETS, load_config, save_config
+from flowvae.config import load_config, save_config
 from flowvae.models import MODEL_KINDS
+from flowvae.presets import PRESETS
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

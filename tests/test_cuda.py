@@ -19,12 +19,13 @@ import pytest
 import torch
 
 from flowvae import load_run
-from flowvae.config import apply_overrides, get_preset
+from flowvae.config import apply_overrides
 from flowvae.data import load_digits
 from flowvae.evaluation.sampling import draw_samples
 from flowvae.flows import data_init
 from flowvae.models import FlowVAE
 from flowvae.networks.layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
+from flowvae.presets import get_preset
 from flowvae.training import train
 
 pytestmark = [

@@ -28,10 +28,10 @@ from flowvae.api import load_run
 from flowvae.cli.main import main
 from flowvae.config import apply_overrides, load_config, save_config
 from flowvae.data import load_dataset, shared_data_dir
-from flowvae.data.record import DataRecord, read_data_record
 from flowvae.data.registry import describe_image_folder, source_for_path
 from flowvae.errors import CheckpointError, DataError
 from flowvae.hub import save_pretrained
+from flowvae.runs.data import DataRecord, read_data_record
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

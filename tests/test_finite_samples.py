@@ -21,7 +21,6 @@ import torch
 
 from conftest import FLOW, TRAIN, one_thread
 from flowvae import load_run
-from flowvae.config import resolve
 from flowvae.evaluation.check import check_model
 from flowvae.evaluation.sampling import (
     FAR_WARNING_FRACTION,
@@ -35,6 +34,7 @@ from flowvae.evaluation.sampling import (
 )
 from flowvae.flows.coupling import INVERSE_LIMIT, AffineCoupling, affine_inverse, track_saturation
 from flowvae.models.base import create_model
+from flowvae.presets import resolve
 from flowvae.training import train
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -796,7 +796,7 @@ def test_published_model_parameter_count(published_model_counts):
 ])
 def test_published_presets_have_the_authors_parameter_counts(preset, model_count, glow_count):
     """The four published architectures, built on the meta device (no memory for weights)."""
-    from flowvae.config import get_preset
+    from flowvae.presets import get_preset
 
     cfg = get_preset(preset)
     assert _count(_build_meta(lambda: FlowVAE(cfg.model, cfg.data.n_bits))) == model_count

@@ -40,11 +40,12 @@ import yaml
 
 from flowvae.api import load_run
 from flowvae.cli.main import main
-from flowvae.config import _parse_override, get_preset, load_config, parse_yaml, resolve
+from flowvae.config import _parse_override, load_config, parse_yaml
 from flowvae.errors import CheckpointError, ConfigError, DataError
 from flowvae.models import MODEL_KINDS, create_model
+from flowvae.presets import get_preset, resolve
+from flowvae.runs.checkpoints import list_checkpoints, load_latest_checkpoint
 from flowvae.safe_io import check_torch_archive
-from flowvae.training.checkpoint import list_checkpoints, load_latest_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -511,7 +512,8 @@ def test_a_hub_cache_whose_blobs_folder_links_out_is_refused(tiny_runs, tmp_path
 
 def test_a_config_preset_still_parses():
     """The stricter loader reads what save_config writes, for every preset."""
-    from flowvae.config import PRESETS, config_from_dict
+    from flowvae.config import config_from_dict
+    from flowvae.presets import PRESETS
 
     for name in PRESETS:
         cfg = get_preset(name)

@@ -16,12 +16,13 @@ import pytest
 import torch
 
 from flowvae import load_run
-from flowvae.config import apply_overrides, get_preset
+from flowvae.config import apply_overrides
 from flowvae.errors import CheckpointError, ConfigError, TrainingInterrupted
 from flowvae.models import FlowVAE
+from flowvae.presets import get_preset
+from flowvae.runs.checkpoints import list_checkpoints, load_latest_checkpoint
+from flowvae.runs.lock import RunLock
 from flowvae.training import train
-from flowvae.training.checkpoint import list_checkpoints, load_latest_checkpoint
-from flowvae.training.run_lock import RunLock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from kill_trials import kill_chain  # noqa: E402

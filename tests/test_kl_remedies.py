@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from flowvae.config import apply_overrides, get_preset
+from flowvae.config import apply_overrides
 from flowvae.errors import ConfigError
 from flowvae.evaluation.bpd import evaluate_bpd
 from flowvae.models import FlowVAE
@@ -23,6 +23,7 @@ from flowvae.models.flowvae import FlowVAEConfig
 from flowvae.models.multistage import MultiStage, MultiStageConfig
 from flowvae.models.ugvae import UGVAE, UGVAEConfig
 from flowvae.models.vae import VAE, VAEConfig
+from flowvae.presets import get_preset
 from flowvae.training import train
 from flowvae.training.trainer import kl_warmup_weight
 from test_interruptions import _cfg, _same_weights

@@ -9,12 +9,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from flowvae.config import ModelConfig, get_preset
+from flowvae.config import ModelConfig
 from flowvae.data import bins_to_uint8, load_dataset, load_digits, quantize, shared_data_dir
 from flowvae.errors import ConfigError, DataError
 from flowvae.flows import ActNorm, InvertibleConv1x1, data_init
 from flowvae.models import FlowVAE
 from flowvae.networks.layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
+from flowvae.presets import get_preset
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -12,13 +12,13 @@ import torch
 
 from flowvae.api import load_run
 from flowvae.cli.main import main
-from flowvae.config import get_preset
 from flowvae.data.datasets import shared_data_dir
 from flowvae.data.dsprites import DSPRITES_FILES
 from flowvae.errors import ConfigError
 from flowvae.evaluation import reconstruction_quality
 from flowvae.flows.base import data_init
 from flowvae.models import BTCVAE, BTCVAEConfig, MultiStage, MultiStageConfig
+from flowvae.presets import get_preset
 
 DSPRITES = shared_data_dir() / "dsprites"
 INCEPTION = shared_data_dir() / "inception" / "inception-2015-12-05.pt"

@@ -367,8 +367,8 @@ def test_architecture_depends_on_size_channels_data_and_machine() -> None:
 
 
 def test_cpu_size_warning() -> None:
-    from flowvae.config import get_preset
     from flowvae.models import create_model
+    from flowvae.presets import get_preset
 
     with torch.device("meta"):
         big = create_model(get_preset("cifar10"))

@@ -74,7 +74,7 @@ def test_version_has_one_source():
         return
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "flowvae.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "flowvae.version.__version__"}
 
 
 def test_py_typed_in_package():

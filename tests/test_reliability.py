@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from flowvae import load_run
-from flowvae.config import apply_overrides, get_preset
+from flowvae.config import apply_overrides
 from flowvae.errors import FlowVAEError
 from flowvae.models import FlowVAE
+from flowvae.presets import get_preset
+from flowvae.runs.checkpoints import list_checkpoints, load_latest_checkpoint
 from flowvae.training import train
-from flowvae.training.checkpoint import list_checkpoints, load_latest_checkpoint
 
 # A smaller digits model, so that a few hundred steps take seconds.
 SMALL = ["model.hidden=[8,16,16]", "model.encoder_widths=[8]", "model.prior_hidden=16",

@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from flowvae.config import get_preset, save_config
+from flowvae.config import save_config
 from flowvae.errors import CheckpointError
+from flowvae.presets import get_preset
 from flowvae.report import compare_runs, write_report
 
 # step 0 has no training loss yet (the trainer writes train_bpd: null there)

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from flowvae.cli.main import main
-from flowvae.config import apply_overrides, get_preset
+from flowvae.config import apply_overrides
 from flowvae.data import load_digits, shared_data_dir
 from flowvae.errors import DataError
 from flowvae.evaluation.probe import linear_probe
 from flowvae.flows import data_init
 from flowvae.models import FlowVAE
+from flowvae.presets import get_preset
 
 
 @pytest.fixture(scope="module")

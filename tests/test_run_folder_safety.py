@@ -188,7 +188,7 @@ def test_a_fifo_named_like_a_checkpoint_does_not_hang(copy, capsys):
 
 
 def test_a_checkpoint_linked_to_dev_zero_is_refused_without_reading(copy, capsys):
-    from flowvae.training.checkpoint import load_latest_checkpoint
+    from flowvae.runs.checkpoints import load_latest_checkpoint
 
     if not os.path.exists("/dev/zero"):
         pytest.skip("no /dev/zero")

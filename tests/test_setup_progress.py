@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowvae.config import apply_overrides, get_preset
+from flowvae.config import apply_overrides
 from flowvae.data import load_digits
+from flowvae.presets import get_preset
 
 # A smaller digits model, so that a run takes seconds (tests/test_reliability.py's SMALL).
 SMALL = ["model.hidden=[8,16,16]", "model.encoder_widths=[8]", "model.prior_hidden=16",
@@ -217,8 +218,8 @@ def test_training_logs_its_set_up_plan_and_one_wall_time(tmp_path, caplog):
 
 
 def test_the_wall_time_is_summed_over_resumed_sessions(tmp_path):
+    from flowvae.runs.checkpoints import load_latest_checkpoint
     from flowvae.training import train
-    from flowvae.training.checkpoint import load_latest_checkpoint
 
     run = tmp_path / "r"
     train(_cfg("train.steps=2", "train.eval_every=2"), run, progress=False)
@@ -260,8 +261,8 @@ def test_the_plan_warns_about_very_many_epochs(caplog):
 
 
 def test_under_a_time_limit_evaluations_and_checkpoints_come_in_time(tmp_path):
+    from flowvae.runs.checkpoints import list_checkpoints
     from flowvae.training import train
-    from flowvae.training.checkpoint import list_checkpoints
 
     run = tmp_path / "t"
     start = time.time()

@@ -185,7 +185,8 @@ def jpeg_folder(tmp_path_factory):
 def test_a_folder_or_zip_streamed_from_disk_trains_like_it_loaded_into_memory(jpeg_folder, where, tmp_path, caplog):
     import logging
 
-    from flowvae.config import apply_overrides, get_preset
+    from flowvae.config import apply_overrides
+    from flowvae.presets import get_preset
 
     def cfg(*extra):
         return apply_overrides(get_preset("digits"), [

@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from flowvae import load_run
-from flowvae.config import apply_overrides, get_preset, load_config
+from flowvae.config import apply_overrides, load_config
 from flowvae.errors import CheckpointError, ConfigError, DataError
+from flowvae.presets import get_preset
+from flowvae.runs.checkpoints import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from flowvae.training import train
-from flowvae.training.checkpoint import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from flowvae.training.trainer import lr_lambda
 
 

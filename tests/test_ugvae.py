@@ -417,7 +417,8 @@ def test_bad_config_conv_too_small_and_bad_tool_arguments():
 def test_ugvae_trains_through_the_trainer_with_label_groups(tmp_path):
     """`flowvae train` with model.kind=ugvae: class groups, a loadable run folder, exact resume."""
     from flowvae import load_run
-    from flowvae.config import apply_overrides, get_preset, load_config
+    from flowvae.config import apply_overrides, load_config
+    from flowvae.presets import get_preset
     from flowvae.training import train
 
     sets = ["model.kind=ugvae", "model.d_local=4", "model.d_global=4", "model.n_components=5", "model.hidden=[32]",

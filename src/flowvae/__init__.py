@@ -4,11 +4,8 @@ Core model: Ma, Kong, Zhang, Hovy, "Decoupling Global and Local Representations 
 Generative Flows", ICLR 2021.
 """
 
-__version__ = "0.1.0"
-
-from .api import load_run  # noqa: E402
-from .config import Config, DataConfig, ModelConfig, TrainConfig, get_preset  # noqa: E402
-from .models import (  # noqa: E402
+from .config import Config, DataConfig, ModelConfig, TrainConfig
+from .models import (
     MODEL_KINDS,
     Capabilities,
     FlowVAE,
@@ -17,10 +14,13 @@ from .models import (  # noqa: E402
     build_model,
     create_model,
 )
+from .presets import get_preset
+from .runs import load_run
+from .version import __version__
 
 __all__ = ["Capabilities", "Config", "DataConfig", "FlowVAE", "FlowVAEConfig", "GenerativeModel", "MODEL_KINDS",
            "ModelConfig", "TrainConfig", "__version__", "build_model", "create_model", "from_pretrained",
-           "get_preset", "load_run", "push_to_hub", "train"]
+           "get_preset", "load_run", "push_to_hub", "save_pretrained", "train"]
 
 
 def __getattr__(name: str):
@@ -29,8 +29,9 @@ def __getattr__(name: str):
         from .training import train
 
         return train
-    # flowvae.from_pretrained / flowvae.push_to_hub (flowvae.hub), imported on first use like train
-    if name in ("from_pretrained", "push_to_hub"):
+    # flowvae.from_pretrained / save_pretrained / push_to_hub (flowvae.hub), imported on first use like
+    # train; models call these for their save_pretrained / push_to_hub methods
+    if name in ("from_pretrained", "save_pretrained", "push_to_hub"):
         from . import hub
 
         return getattr(hub, name)

@@ -16,7 +16,6 @@ converted (:func:`migrate`).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import typing
 from collections.abc import Iterable, Mapping
@@ -29,10 +28,10 @@ import yaml
 from .errors import ConfigError
 from .models.base import ModelSettings, config_class
 from .models.flowvae import FlowVAEConfig
-from .settings import Settings, setting
+from .settings import Settings, setting, suggest
 
-__all__ = ["Config", "DataConfig", "TrainConfig", "ModelConfig", "PRESETS", "get_preset", "preset_for_images",
-           "load_config", "save_config", "apply_overrides", "resolve", "migrate", "suggest", "config_from_dict"]
+__all__ = ["Config", "DataConfig", "TrainConfig", "ModelConfig", "load_config", "save_config", "apply_overrides",
+           "migrate", "suggest", "config_from_dict", "parse_yaml", "set_field"]
 
 ModelConfig = FlowVAEConfig  # the name of earlier releases: the flow kinds' model config
 
@@ -158,15 +157,6 @@ _MOVED: dict[str, dict[str, str]] = {"ugvae": {"d_z": "d_local", "d_beta": "d_gl
           "multistage": {"d_z": "stage1.n_factors", "stage1": "stage1_run"}}
 
 
-def suggest(key: str, options: Iterable[str], prefix: str | None = None) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``options``, else the list of valid names."""
-    options = list(options)
-    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
-    if close:
-        return f"; did you mean {close[0]!r}?"
-    return f"; valid: {', '.join(sorted(options))}"
-
-
 # ----------------------------------------------------------------------------------------------
 # reading and writing
 
@@ -250,7 +240,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
     path = Path(path)
     d = cfg.to_dict()
     text = json.dumps(d, indent=2) if path.suffix == ".json" else yaml.safe_dump(d, sort_keys=False)
-    from .training.checkpoint import atomic_write_bytes
+    from .safe_io import atomic_write as atomic_write_bytes
 
     atomic_write_bytes(path, text.encode())
 
@@ -439,18 +429,17 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
     return cfg
 
 
-def resolve(preset_or_path: str, overrides: list[str] | None = None) -> Config:
-    """A preset name or a YAML/JSON config file, with ``overrides`` applied."""
-    p = Path(preset_or_path)
-    if preset_or_path in PRESETS:
-        cfg = get_preset(preset_or_path)
-    elif p.suffix in (".yaml", ".yml", ".json") or p.is_file():
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        cfg = load_config(p)
-    else:
-        raise ConfigError(f"{preset_or_path!r} is neither a preset nor a config file{suggest(preset_or_path, PRESETS)}")
-    return apply_overrides(cfg, overrides)
+# Names that moved to flowvae.presets (which builds Config objects, so it sits above this module):
+# deprecated aliases for one release, resolved on first use without importing presets here.
+_MOVED_TO_PRESETS = ("PRESETS", "get_preset", "preset_for_images", "resolve")
 
 
-from .presets import PRESETS, get_preset, preset_for_images  # noqa: E402  (presets build Config objects)
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_PRESETS:
+        import importlib
+        import warnings
+
+        warnings.warn(f"flowvae.config.{name} moved to flowvae.presets.{name}; import it from there (this alias "
+                      f"goes in the next release)", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("flowvae.presets"), name)
+    raise AttributeError(f"module 'flowvae.config' has no attribute {name!r}")

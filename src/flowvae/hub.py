@@ -4,7 +4,7 @@ A shared model is a folder of three files (four with a sample grid):
 
 * ``config.yaml``: the run's whole config, exactly as ``flowvae train`` writes it into a run folder
   (:func:`~flowvae.config.save_config`). YAML rather than ``config.json`` because it is the file
-  :func:`~flowvae.config.load_config` and :func:`~flowvae.api.load_run` read in every run folder:
+  :func:`~flowvae.config.load_config` and :func:`~flowvae.runs.load_run` read in every run folder:
   an exported folder is itself a minimal run folder, so ``flowvae sample DIR``, ``flowvae check
   DIR`` and ``load_run(DIR)`` work on it unchanged, and it diffs line by line against the run's own.
 * ``model.safetensors``: the state dict, with flowvae's metadata ``format=flowvae``, ``kind=KIND``
@@ -18,7 +18,7 @@ A shared model is a folder of three files (four with a sample grid):
 
 :func:`save_pretrained` writes such a folder, :func:`push_to_hub` uploads one, and
 :func:`from_pretrained` loads one from a folder or from the Hub. Loading goes through the checks of
-:func:`~flowvae.api.load_run` (no symbolic links, a bounded config whose unknown fields are refused,
+:func:`~flowvae.runs.load_run` (no symbolic links, a bounded config whose unknown fields are refused,
 flowvae's metadata for the same kind, every tensor matching the architecture in name and shape) and
 never runs code from the files: no pickle, no remote code. From the Hub, only ``config.yaml`` and
 ``model.safetensors`` are downloaded, and the weight file only when its size fits the model its
@@ -44,13 +44,14 @@ from typing import Any
 
 import torch
 
-from . import __version__, safe_io
+from . import safe_io
 from .config import Config, DataConfig
-from .data.record import DATA_RECORD_FILE, DataRecord, read_data_record, write_data_record
 from .errors import CheckpointError, ConfigError, FlowVAEError
 from .evaluation.sampling import SAMPLE_STATS_FILE
 from .models.base import GenerativeModel
-from .report import _finite, _fmt_duration, _fmt_pct, _one_line  # the same cells as the HTML report
+from .reporting.format import finite, fmt_duration, fmt_pct, one_line  # the same cells as the HTML report
+from .runs.data import DATA_RECORD_FILE, DataRecord, read_data_record, write_data_record
+from .version import __version__
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "HubError", "SAMPLE_FILE", "WEIGHTS_FILE", "from_pretrained",
            "model_card", "push_to_hub", "save_pretrained"]
@@ -203,7 +204,7 @@ def _grid_stats(run: Path) -> dict[str, tuple[str, int, int]]:
     try:
         records = json.loads(safe_io.read_text(path, _MAX_CARD_BYTES, root=run)).get("grids", [])
     except (OSError, ValueError, AttributeError, RecursionError, CheckpointError) as e:
-        log.warning("sample statistics %s not used on the model card: %s", path, _one_line(e))
+        log.warning("sample statistics %s not used on the model card: %s", path, one_line(e))
         return {}
     def count(v: Any) -> int | None:
         return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
@@ -236,7 +237,7 @@ def _sample_grid(run: Path | None) -> tuple[bytes, str] | None:
         try:
             data = safe_io.read_bytes(p, _MAX_PNG_BYTES, root=run)
         except (OSError, CheckpointError) as e:
-            log.warning("sample grid %s left off the model card: %s", p, _one_line(e))
+            log.warning("sample grid %s left off the model card: %s", p, one_line(e))
             continue
         if not data.startswith(_PNG_MAGIC):
             log.warning("sample grid %s left off the model card: it is not a PNG file", p)
@@ -264,7 +265,7 @@ def _data_record(run: Path | None) -> DataRecord | None:
     try:
         return read_data_record(run)
     except (OSError, CheckpointError) as e:
-        log.warning("data record of %s left off the model card: %s", run, _one_line(e))
+        log.warning("data record of %s left off the model card: %s", run, one_line(e))
         return None
 
 
@@ -277,7 +278,7 @@ def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path 
     it was trained on) when it has one, ``samples.png`` when the run has a sample grid (the one
     with the fewest saturated samples), and the model card ``README.md`` (written last). Each file
     is written atomically. The card's metrics come from the run folder: ``run``, else
-    ``model.run_dir`` (set by :func:`~flowvae.api.load_run`); a model built in Python
+    ``model.run_dir`` (set by :func:`~flowvae.runs.load_run`); a model built in Python
     (``create_model(cfg)``) has neither, and its card carries no metrics. A model from
     :func:`from_pretrained` has its config (so the card names its data set) but no run folder.
 
@@ -325,7 +326,7 @@ def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path 
     save_config(cfg, out / CONFIG_FILE)
     written = [out / WEIGHTS_FILE, out / CONFIG_FILE]
     record = _data_record(Path(run_dir) if run_dir is not None else None)
-    if record is not None:  # commands on the export check it, as on the run (flowvae.data.record)
+    if record is not None:  # commands on the export check it, as on the run (flowvae.runs.data)
         written.append(write_data_record(out, record))
     grid = _sample_grid(Path(run_dir) if run_dir is not None else None)
     if grid is not None:
@@ -357,7 +358,7 @@ def _num(v: Any, digits: int = 4) -> str:
     """A number from a run file formatted, or ``–`` for anything else (text where a number belongs)."""
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
-    return f"{v:.{digits}f}" if _finite(v) else "–"
+    return f"{v:.{digits}f}" if finite(v) else "–"
 
 
 def _value(v: Any) -> str:
@@ -379,11 +380,12 @@ def _run_files(run: Path | None) -> dict[str, Any]:
     """What the card shows from the run folder; unreadable files are logged and left out."""
     if run is None:
         return {}
-    from .report import _read_json, _read_metrics  # the report's bounded, link-refusing readers
+    from .runs import RunFolder  # the run folder's bounded, link-refusing readers
 
     notes: list[str] = []
-    files = {"metrics": _read_metrics(run / "metrics.jsonl", notes),
-             **{key: _read_json(run / f"{key}.json", notes) for key in ("eval", "probe", "environment")}}
+    folder = RunFolder(run)
+    files = {"metrics": folder.read_metrics(notes),
+             **{key: folder.read_json(f"{key}.json", notes) for key in ("eval", "probe", "environment")}}
     for note in notes:
         log.warning("model card: %s", note)
     return files
@@ -391,20 +393,20 @@ def _run_files(run: Path | None) -> dict[str, Any]:
 
 def _results(files: dict[str, Any]) -> list[tuple[str, str]]:
     ev, metrics = files.get("eval"), files.get("metrics") or []
-    if isinstance(ev, dict) and _finite(ev.get("elbo_bpd")):
+    if isinstance(ev, dict) and finite(ev.get("elbo_bpd")):
         where = f"{_md(ev.get('dataset', 'test set'))}, {_num(ev.get('n'))} images, `flowvae eval`"
         rows = [(f"test bits/dim, negative ELBO ({where})", _num(ev["elbo_bpd"]))]
-        if _finite(ev.get("iw_bpd")):
+        if finite(ev.get("iw_bpd")):
             rows.append((f"test bits/dim, importance-weighted bound (K = {_num(ev.get('k'))})", _num(ev["iw_bpd"])))
-        if _finite(ev.get("kl")):
+        if finite(ev.get("kl")):
             rows.append(("KL(q(z\\|x) \\|\\| p(z)), nats", _num(ev["kl"], 3)))
         return rows
-    last = next((r for r in reversed(metrics) if _finite(r.get("test_elbo_bpd"))), None)
+    last = next((r for r in reversed(metrics) if finite(r.get("test_elbo_bpd"))), None)
     if last is None:
         return []
     rows = [(f"test bits/dim, negative ELBO (K = {_num(last.get('test_k'))}, {_num(last.get('test_n'))} images, "
              f"step {_num(last.get('step'))} of training)", _num(last["test_elbo_bpd"]))]
-    if _finite(last.get("test_kl")):
+    if finite(last.get("test_kl")):
         rows.append(("KL(q(z\\|x) \\|\\| p(z)), nats", _num(last["test_kl"], 3)))
     return rows
 
@@ -415,7 +417,7 @@ def _probe(probe: Any) -> list[str]:
     lines = ["", f"Linear probe (`flowvae probe`, {_md(probe.get('protocol', '?'))} protocol) on "
                  f"{_md(probe.get('dataset', '?'))}:", "",
              "| features | dim | test accuracy |", "| --- | --- | --- |"]
-    lines += [f"| {_md(name)} | {_num(r.get('dim'))} | {_fmt_pct(r.get('accuracy'))} |"
+    lines += [f"| {_md(name)} | {_num(r.get('dim'))} | {fmt_pct(r.get('accuracy'))} |"
               for name, r in probe["results"].items() if isinstance(r, dict)]
     return lines
 
@@ -426,14 +428,14 @@ def _training(files: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
     if metrics:
         rows.append(("steps", f"{_num(metrics[-1].get('step'))} of batch {cfg.train.batch_size:,}"))
         time_s = next((r["time_s"] for r in reversed(metrics) if r.get("time_s") is not None), None)
-        rows.append(("wall time (since training started, set-up included)", _fmt_duration(time_s)))
+        rows.append(("wall time (since training started, set-up included)", fmt_duration(time_s)))
     if isinstance(env, dict):
         hw = [str(env.get("gpu") or env.get("cpu_model") or env.get("processor") or "?")]
-        if _finite(env.get("cpu_count")):
+        if finite(env.get("cpu_count")):
             hw.append(f"{env['cpu_count']} CPUs")
         if env.get("device"):
             hw.append(f"device {env['device']}")
-        if _finite(env.get("processes")) and env["processes"] > 1:
+        if finite(env.get("processes")) and env["processes"] > 1:
             hw.append(f"{env['processes']} processes")
         rows.append(("hardware", _md(", ".join(hw))))
         soft = [f"{name} {env[name]}" for name in ("flowvae", "torch", "python") if env.get(name)]
@@ -535,15 +537,15 @@ def _weight_bound(model: GenerativeModel) -> int:
 
 def _load(config: Path, weights: Callable[[int], Path], device: torch.device, where: str) -> GenerativeModel:
     """The model of the ``config`` file and the weight file ``weights(bound)`` returns, validated by
-    :func:`~flowvae.api.load_run`'s checks, in eval mode on ``device``."""
-    from .api import _config_and_model, _fit, _read_weights, _refuse_link
+    :func:`~flowvae.runs.load_run`'s checks, in eval mode on ``device``."""
+    from .runs.folder import fit_state, read_config_and_model, read_weights, refuse_link
 
-    cfg, model = _config_and_model(config)
+    cfg, model = read_config_and_model(config)
     bound = _weight_bound(model)
     path = weights(bound)
-    _refuse_link(path)
-    state = _read_weights(path, cfg.model.kind, max_bytes=bound)
-    _fit(model, state, path, config)
+    refuse_link(path)
+    state = read_weights(path, cfg.model.kind, max_bytes=bound)
+    fit_state(model, state, path, config)
     model.config = cfg
     log.debug("loaded a %r model from %s", cfg.model.kind, where)
     return model.to(device).eval()
@@ -580,14 +582,14 @@ def _hub_error(e: BaseException, repo_id: str, revision: str | None, file: str |
                         f"or HF_HUB_OFFLINE is set); connect and try again")
     if "OfflineModeIsEnabled" in names or isinstance(e, ConnectionError):
         return HubError(f"the Hub cannot be reached for {repo_id} (offline, or HF_HUB_OFFLINE is set): "
-                        f"{_one_line(e)}")
+                        f"{one_line(e)}")
     if "EntryNotFoundError" in names:
         return HubError(f"{repo_id}{at} has no {file}; it is not a flowvae model repository")
     if status in (401, 403):
         return HubError(f"the Hub refused access to {repo_id} (HTTP {status}): log in with a token that may write "
                         f"there (hf auth login, or set HF_TOKEN)")
     if type(e).__module__.split(".")[0] in ("huggingface_hub", "httpx", "requests", "urllib3") or isinstance(e, OSError):
-        return HubError(f"the Hub request for {what} failed: {_one_line(e)}")
+        return HubError(f"the Hub request for {what} failed: {one_line(e)}")
     return e
 
 
@@ -682,7 +684,7 @@ def from_pretrained(repo_id_or_dir: str | Path, revision: str | None = None, dev
     are asked first: a config over 1 MiB, or a weight file larger than the model its config
     describes, is refused before it is downloaded.
 
-    Both go through the checks of :func:`~flowvae.api.load_run`: no symbolic links (in the cache,
+    Both go through the checks of :func:`~flowvae.runs.load_run`: no symbolic links (in the cache,
     only the cache's own links to its blobs), a config that parses without unknown fields, an
     architecture within the size limit, weights with flowvae's metadata for the same kind, every
     tensor present with its shape. No code from the files is ever run (safetensors only, no pickle,
@@ -711,7 +713,7 @@ def from_pretrained(repo_id_or_dir: str | Path, revision: str | None = None, dev
         >>> model = flowvae.from_pretrained("me/flowvae-digits")     # doctest: +SKIP
         >>> images = model.sample(16)                                # doctest: +SKIP
     """
-    from .training.environment import resolve_device
+    from .devices import resolve_device
 
     device = resolve_device(str(device))  # "cuda" without a GPU: one line, before any reading or download
     if isinstance(repo_id_or_dir, (str, os.PathLike)) and os.path.isdir(repo_id_or_dir):
@@ -740,7 +742,7 @@ def push_to_hub(model_or_run: GenerativeModel | str | Path, repo_id: str, *, pri
     without local paths (``data.root``, ``model.stage1_run``), the run's data record beside it.
 
     Args:
-        model_or_run: a model, or a run folder (loaded with :func:`~flowvae.api.load_run`, its
+        model_or_run: a model, or a run folder (loaded with :func:`~flowvae.runs.load_run`, its
             metrics put on the card).
         repo_id: ``USER/NAME`` or ``ORGANISATION/NAME``.
         private: create the repository private [default: the Hub's default, public].
@@ -761,7 +763,7 @@ def push_to_hub(model_or_run: GenerativeModel | str | Path, repo_id: str, *, pri
         >>> flowvae.push_to_hub("runs/demo", "me/flowvae-digits", private=True)   # doctest: +SKIP
         {'repo_id': 'me/flowvae-digits', 'revision': 'main', 'files': ['config.yaml', ...], ...}
     """
-    from .api import load_run
+    from .runs import load_run
 
     repo_id, revision, license = _repo_id(repo_id), _revision(revision), _license(license)
     hub = _hub()  # a missing package fails before any work

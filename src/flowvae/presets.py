@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import Config, DataConfig, TrainConfig, suggest
+from .config import Config, DataConfig, TrainConfig, apply_overrides, load_config, suggest
 from .errors import ConfigError
 from .models.btcvae import BTCVAEConfig
 from .models.flowvae import FlowVAEConfig
@@ -27,7 +28,7 @@ from .models.ugvae import UGVAEConfig
 from .models.vae import VAEConfig
 
 __all__ = ["CPU_PARAMETER_WARNING", "PRESETS", "PresetChoice", "choose_preset", "cpu_size_warning", "get_preset",
-           "parameter_count", "preset_for_images"]
+           "parameter_count", "preset_for_images", "resolve"]
 
 
 def _digits() -> Config:
@@ -423,3 +424,22 @@ def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}{suggest(name, PRESETS)}")
     return PRESETS[name]()
+
+
+def resolve(preset_or_path: str, overrides: list[str] | None = None) -> Config:
+    """A preset name or a YAML/JSON config file, with ``overrides`` applied.
+
+    Raises:
+        ConfigError: neither a preset nor a config file (with the nearest preset), a config file that
+            does not parse, or a bad override.
+    """
+    p = Path(preset_or_path)
+    if preset_or_path in PRESETS:
+        cfg = get_preset(preset_or_path)
+    elif p.suffix in (".yaml", ".yml", ".json") or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        cfg = load_config(p)
+    else:
+        raise ConfigError(f"{preset_or_path!r} is neither a preset nor a config file{suggest(preset_or_path, PRESETS)}")
+    return apply_overrides(cfg, overrides)

@@ -25,8 +25,10 @@ from typing import Any
 
 import yaml
 
-from . import __version__, safe_io
+from . import safe_io
 from .errors import CheckpointError
+from .reporting.format import finite, fmt_duration, fmt_pct, one_line
+from .version import __version__
 
 __all__ = ["compare_runs", "write_report"]
 
@@ -71,9 +73,6 @@ pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 # Reading a run folder
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text or type(e).__name__
 
 
 def _read_config(run: Path) -> tuple[dict, str]:
@@ -86,9 +85,9 @@ def _read_config(run: Path) -> tuple[dict, str]:
         text = safe_io.read_text(path, _MAX_CONFIG_BYTES)
         cfg = parse_yaml(text)
     except CheckpointError as e:
-        raise CheckpointError(f"cannot use {path}: {_one_line(e)}") from None
+        raise CheckpointError(f"cannot use {path}: {one_line(e)}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise CheckpointError(f"cannot read {path}: {_one_line(e)}") from None
+        raise CheckpointError(f"cannot read {path}: {one_line(e)}") from None
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{path} is not a flowvae config (expected a mapping of sections)")
     return cfg, text
@@ -106,7 +105,7 @@ def _read_json(path: Path, notes: list[str]) -> Any:
     try:
         return json.loads(safe_io.read_text(path, _MAX_JSON_BYTES))
     except (OSError, UnicodeDecodeError, ValueError, CheckpointError) as e:
-        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        notes.append(f"{path.name} could not be read: {one_line(e)}")
         return None
 
 
@@ -117,7 +116,7 @@ def _read_metrics(path: Path, notes: list[str]) -> list[dict]:
     try:
         lines = safe_io.read_text(path, _MAX_METRICS_BYTES).splitlines()
     except (OSError, UnicodeDecodeError, CheckpointError) as e:
-        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        notes.append(f"{path.name} could not be read: {one_line(e)}")
         return []
     for line in lines:
         if not line.strip():
@@ -164,7 +163,7 @@ def _param_count(path: Path, notes: list[str]) -> dict | None:
                 elif key.startswith(_TRAINING_ONLY):
                     training_only += n
     except Exception as e:  # safetensors raises its own error types for damaged headers
-        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        notes.append(f"{path.name} could not be read: {one_line(e)}")
         return None
     return {"parameters": total - buffers - training_only, "training_only": training_only, "stored": total,
             "buffers": buffers, "metadata": meta}
@@ -174,7 +173,7 @@ def _png_size(path: Path, notes: list[str]) -> tuple[bytes, int, int] | None:
     try:
         data = safe_io.read_bytes(path, _MAX_PNG_BYTES)
     except (OSError, CheckpointError) as e:
-        notes.append(f"{path.name} could not be read: {_one_line(e)}")
+        notes.append(f"{path.name} could not be read: {one_line(e)}")
         return None
     # Width and height sit at fixed offsets of the IHDR chunk, so no image library is needed.
     if len(data) < 24 or not data.startswith(_PNG_MAGIC) or data[12:16] != b"IHDR":
@@ -186,12 +185,12 @@ def _png_size(path: Path, notes: list[str]) -> tuple[bytes, int, int] | None:
 def _dataset(run: Path, cfg: Any, notes: list[str]) -> str:
     """The data set's name: from the run's data record (what was read), else as the config names
     its reader (runs of releases before the record)."""
-    from .data.record import read_data_record
+    from .runs.data import read_data_record
 
     try:
         record = read_data_record(run)
     except CheckpointError as e:
-        notes.append(_one_line(e))
+        notes.append(one_line(e))
         record = None
     if record is not None:
         return record.dataset_name
@@ -237,8 +236,6 @@ def _esc(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -259,16 +256,8 @@ def _fmt_text(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
-def _fmt_pct(v: Any) -> str:
-    return f"{100 * v:.2f}%" if _finite(v) else "–"
 
 
-def _fmt_duration(s: Any) -> str:
-    if not _finite(s) or s < 0:  # a negative wall time is a damaged file, not a duration
-        return "–"
-    whole = int(round(s))
-    h, rem = divmod(whole, 3600)
-    return f"{s:,.1f} s ({h}:{rem // 60:02d}:{rem % 60:02d})"
 
 
 def _cfg_get(cfg: dict, section: str, key: str) -> Any:
@@ -337,7 +326,7 @@ def _svg_plot(series: list[tuple[str, list[tuple[float, float]]]], plot_id: str,
 
     Non-finite points are left out, so a run that diverged still plots the part before it.
     """
-    series = [(name, [(float(x), float(y)) for x, y in pts if _finite(x) and _finite(y)]) for name, pts in series]
+    series = [(name, [(float(x), float(y)) for x, y in pts if finite(x) and finite(y)]) for name, pts in series]
     points = [p for _, pts in series for p in pts]
     if not points:
         return f'<p id="{plot_id}" class="muted">no data to plot</p>'
@@ -433,7 +422,7 @@ def _summary(info: dict) -> str:
         steps = _fmt(last["step"]) + (f" of {_fmt(configured)} configured" if configured is not None else "")
         k = last.get("test_k")
         elbo = _last(metrics, "train_elbo_bpd")
-        train_row = (("final train bits/dim (negative ELBO; the loss departs from it)", elbo) if _finite(elbo)
+        train_row = (("final train bits/dim (negative ELBO; the loss departs from it)", elbo) if finite(elbo)
                      else ("final train bits/dim", _last(metrics, "train_bpd")))
         rows += [("steps", steps),
                  (train_row[0], f'<span id="final-train-bpd">{_fmt(train_row[1])}</span>'),
@@ -445,7 +434,7 @@ def _summary(info: dict) -> str:
         rows += [("final KL (nats)", f'<span id="final-kl">{_fmt(last.get("test_kl"))}</span>'),
                  ("skipped steps", _fmt(_last(metrics, "skipped_steps"))),
                  ("wall time (since train started, set-up included, summed over resumed sessions)",
-                  f'<span id="wall-time">{_esc(_fmt_duration(_last(metrics, "time_s")))}</span>')]
+                  f'<span id="wall-time">{_esc(fmt_duration(_last(metrics, "time_s")))}</span>')]
     else:
         rows.append(("metrics", '<span class="muted">no metrics.jsonl records yet</span>'))
     env = info["environment"]
@@ -464,7 +453,7 @@ def _curves(metrics: list[dict]) -> str:
         return ""
     # With a departure from the paper the loss is not the bound (the auxiliary decoder's term alone
     # puts it at three times the test figure), so the train curve is the plain negative ELBO then.
-    departing = any(_finite(rec.get("train_elbo_bpd")) for rec in metrics)
+    departing = any(finite(rec.get("train_elbo_bpd")) for rec in metrics)
     train_key, loss_note = (("train_elbo_bpd", "the plain negative ELBO; the training loss, which departs from it here, "
                              "is train_bpd in metrics.jsonl") if departing else ("train_bpd", "the training loss"))
     bpd = _svg_plot([("train", _curve(metrics, train_key)), ("test (negative ELBO)", _curve(metrics, "test_elbo_bpd"))],
@@ -479,7 +468,7 @@ def _curves(metrics: list[dict]) -> str:
     if names:
         from .evaluation.representations import COLLAPSED_KL_NATS as _COLLAPSED_KL  # the one threshold
 
-        probe = _svg_plot([(k[len("probe_"):], [(x, 100 * y) for x, y in _curve(metrics, k) if _finite(y)]) for k in names],
+        probe = _svg_plot([(k[len("probe_"):], [(x, 100 * y) for x, y in _curve(metrics, k) if finite(y)]) for k in names],
                           "probe-plot", "step", "test accuracy (%)")
         body += (f'<figure><figcaption>Linear probes of the class during training (train.probe_images: '
                  f'LinearSVC at a fixed C on the evaluation\'s test images); the paper\'s claim is z rising '
@@ -498,7 +487,7 @@ def _probe_trend_table(metrics: list[dict], names: list[str]) -> str:
     ``#probe-trend-collapsed`` when the last probe of z is of a collapsed code."""
     from .evaluation.representations import COLLAPSED_KL_NATS as _COLLAPSED_KL
 
-    recs = [r for r in metrics if any(_finite(r.get(k)) for k in names)]
+    recs = [r for r in metrics if any(finite(r.get(k)) for k in names)]
     if not recs:
         return ""
     if len(recs) > _MAX_TREND_ROWS:
@@ -508,7 +497,7 @@ def _probe_trend_table(metrics: list[dict], names: list[str]) -> str:
     rows = []
     for r in recs:
         collapsed = r.get("z_collapsed") is True
-        cells = "".join(f'<td class="num">{_fmt_pct(r.get(k))}</td>' for k in names)
+        cells = "".join(f'<td class="num">{fmt_pct(r.get(k))}</td>' for k in names)
         note = '<span class="warn">collapsed</span>' if collapsed else ("used" if r.get("z_collapsed") is False else "–")
         rows.append(f'<tr><td class="num">{_fmt(r.get("step"))}</td>{cells}'
                     f'<td class="num">{_fmt(r.get("test_kl"), 3)}</td><td>{note}</td></tr>')
@@ -517,7 +506,7 @@ def _probe_trend_table(metrics: list[dict], names: list[str]) -> str:
     if last.get("z_collapsed") is True:
         warn = (f'<p id="probe-trend-collapsed" class="warn">At the last evaluation (step {_fmt(last.get("step"))}) '
                 f'the code z is collapsed (KL {_fmt(last.get("test_kl"), 3)} nats, below {_COLLAPSED_KL:g}): its probe '
-                f'({_fmt_pct(last.get("probe_z"))}) reads the encoder\'s features of x, not information the decoder '
+                f'({fmt_pct(last.get("probe_z"))}) reads the encoder\'s features of x, not information the decoder '
                 f'takes from z.</p>')
     return (f'{warn}<table id="probe-trend-table"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
             f'<p class="muted">z: "collapsed" where the KL is below {_COLLAPSED_KL:g} nat, "used" above, "–" for '
@@ -577,15 +566,15 @@ def _switch_metric(info: dict) -> str:
                                     ("(v2, z1)", m.get("swapped"), "image 1", "image 2")):
         if isinstance(r, dict):
             rows.append(f'<tr data-decode="{_esc(cell)}"><td>{_esc(cell)}</td>'
-                        f'<td class="num">{_fmt_pct(r.get("follow_z"))} ({z_from})</td>'
-                        f'<td class="num">{_fmt_pct(r.get("follow_v"))} ({v_from})</td>'
-                        f'<td class="num">{_fmt_pct(r.get("neither"))}</td>'
-                        f'<td class="num">{_fmt_pct(r.get("saturated"))}</td></tr>')
+                        f'<td class="num">{fmt_pct(r.get("follow_z"))} ({z_from})</td>'
+                        f'<td class="num">{fmt_pct(r.get("follow_v"))} ({v_from})</td>'
+                        f'<td class="num">{fmt_pct(r.get("neither"))}</td>'
+                        f'<td class="num">{fmt_pct(r.get("saturated"))}</td></tr>')
     clf: dict = m["classifier"] if isinstance(m.get("classifier"), dict) else {}
     text = (f"Switch metric (switch.json): {_fmt(m.get('pairs'))} pairs of test images of different classes of "
             f"{_esc(m.get('dataset', '?'))}; each decode is classified by {_switch_classifier(clf)} "
             f"(C = {_esc(clf.get('C', '–'))}, trained on {_fmt(clf.get('n_train'))} real training images), whose accuracy "
-            f"on the real test images, {_fmt_pct(m.get('test_accuracy'))}, is the ceiling of the class-of-z column. "
+            f"on the real test images, {fmt_pct(m.get('test_accuracy'))}, is the ceiling of the class-of-z column. "
             "A decode whose inverse flow saturated is clamped noise (mostly counted as neither).")
     head = "".join(f"<th>{h}</th>" for h in ("decode", "class of z", "class of v", "neither", "inverse saturated"))
     return (f'<p id="switch-metric">{text}</p><table id="switch-metric-table"><thead><tr>{head}</tr></thead>'
@@ -641,8 +630,8 @@ def _probe(probe: Any) -> str:
         if not isinstance(r, dict):
             continue
         rows.append(f'<tr data-features="{_esc(name)}"><td>{_esc(name)}</td><td class="num">{_fmt(r.get("dim"))}</td>'
-                    f'<td class="num">{_esc(r.get("C", "–"))}</td><td class="num">{_fmt_pct(r.get("accuracy"))}</td>'
-                    f'<td class="num">{_fmt_pct(r.get("cv_accuracy"))}</td><td class="num">{_fmt(r.get("n_train"))}</td>'
+                    f'<td class="num">{_esc(r.get("C", "–"))}</td><td class="num">{fmt_pct(r.get("accuracy"))}</td>'
+                    f'<td class="num">{fmt_pct(r.get("cv_accuracy"))}</td><td class="num">{_fmt(r.get("n_train"))}</td>'
                     f'<td class="num">{_fmt(r.get("n_test"))}</td></tr>')
     caption = (f"linear probe on {_esc(probe.get('dataset', '?'))} "
                f"({_esc(probe.get('protocol', '?'))} protocol)")
@@ -666,7 +655,7 @@ def _fid(fids: list[tuple[float, str, dict]]) -> str:
         sha = str(d.get("inception_sha256", ""))
         # a result without "resize" predates the standard (TensorFlow) resize: it is not comparable
         resize = _esc(d["resize"]) if "resize" in d else "torch bilinear (older flowvae; not comparable)"
-        kid = (f"{d['kid_mean']:.4f} ± {d['kid_std']:.4f}" if _finite(d.get("kid_mean")) and _finite(d.get("kid_std"))
+        kid = (f"{d['kid_mean']:.4f} ± {d['kid_std']:.4f}" if finite(d.get("kid_mean")) and finite(d.get("kid_std"))
                else _fmt(d.get("kid_mean")))
         rows.append(f'<tr><td class="num">{_esc(d.get("temperature", temp))}</td><td class="num">{_fmt(d.get("fid"), 2)}'
                     f'</td><td class="num">{kid}</td><td class="num">{_fmt(d.get("n_fake"))}</td>'
@@ -884,7 +873,7 @@ def compare_runs(runs: list, out: str | Path) -> Path:
         params = _fmt(info["params"]["parameters"]) if info["params"] else "–"
         res = info["probe"].get("results") if isinstance(info["probe"], dict) else None
         res = res if isinstance(res, dict) else {}
-        accs = "".join(f'<td class="num">{_fmt_pct(r.get("accuracy") if isinstance(r := res.get(p), dict) else None)}'
+        accs = "".join(f'<td class="num">{fmt_pct(r.get("accuracy") if isinstance(r := res.get(p), dict) else None)}'
                        "</td>" for p in probes)
         rows.append(f'<tr data-run="{_esc(name)}"><td>{_esc(name)}</td>'
                     f'<td>{_esc(_cfg_get(cfg, "model", "kind") or "–")}</td>'
@@ -892,7 +881,7 @@ def compare_runs(runs: list, out: str | Path) -> Path:
                     f'<td class="num">{_fmt(m[-1]["step"]) if m else "–"}</td>'
                     f'<td class="num final-bpd">{_fmt(_last(m, "test_elbo_bpd"))}</td>'
                     f'<td class="num">{_fmt(_last(m, "test_kl"))}</td>'
-                    f'<td class="num">{_esc(_fmt_duration(_last(m, "time_s")))}</td>{accs}</tr>')
+                    f'<td class="num">{_esc(fmt_duration(_last(m, "time_s")))}</td>{accs}</tr>')
     plot = _svg_plot([(name, _curve(info["metrics"], "test_elbo_bpd")) for name, info in zip(names, infos)],
                      "compare-plot", "step", "test bits/dim (negative ELBO)", width=760, height=380)
     notes = [f"{name}: {n}" for name, info in zip(names, infos) for n in info["notes"]]

@@ -11,17 +11,29 @@ fields and converted; YAML's ``1e-3`` string spelling is read as a number.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "setting", "check_value", "field_names"]
+__all__ = ["Settings", "setting", "check_value", "field_names", "suggest"]
 
 S = TypeVar("S", bound="Settings")
+
+
+def suggest(key: str, options: Iterable[str], prefix: str | None = None) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``options``, else the list of valid names: the end
+    of every "unknown name" message (config fields, sections, presets, model kinds)."""
+    options = list(options)
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; valid: {', '.join(sorted(options))}"
 
 
 def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
@@ -185,8 +197,6 @@ class Settings:
         names = field_names(cls)
         for key in d:
             if key not in names:
-                from .config import suggest
-
                 raise ConfigError(f"unknown config field {cls.section}.{key}"
                                   f"{suggest(str(key), [f'{cls.section}.{n}' for n in names], prefix=cls.section)}")
         return cls(**dict(d))

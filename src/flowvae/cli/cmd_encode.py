@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .options import number
-from .parser import _common, _run
+from .parser import common_options, run_argument
 
 __all__ = ["COMMANDS", "add_parsers", "cmd_encode"]
 
@@ -27,7 +27,7 @@ def add_parsers(sub) -> None:  # noqa: ANN001 - argparse's private _SubParsersAc
                                    "file: the posterior mean and log-variance of each latent, with --local the "
                                    "exact local code v, the labels and each image's index in its split. "
                                    "Deterministic: no sampling, v at the bin centres.")
-    _run(p)
+    run_argument(p)
     p.add_argument("--out", required=True, metavar="FILE.npz", help="the .npz file to write, in an existing folder")
     p.add_argument("--data", default=None, metavar="PATH",
                    help="encode these images instead of the run's own data set: a folder or .zip of images, dataset "
@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:  # noqa: ANN001 - argparse's private _SubParsersAc
            help="per split, a seeded random subset of N images, stratified by class [default: all]")
     p.add_argument("--local", action="store_true", help="also export the exact local code v (kinds with exact codes)")
     number(p, "--batch-size", ge=1, default=256, help="images per batch [default: 256]")
-    _common(p, seed=False)
+    common_options(p, seed=False)
 
 
 def _check_out(out: Path) -> None:
@@ -59,15 +59,15 @@ def _check_out(out: Path) -> None:
 def cmd_encode(args: argparse.Namespace) -> int:
     from .. import safe_io
     from ..data.base import ImageData
-    from ..data.record import load_run_split
     from ..data.streaming import default_workers
     from ..evaluation.encoding import encode_splits, npz_bytes
-    from .main import _emit, _load_for_eval
+    from ..runs.data import load_run_split
+    from .main import emit, load_for_eval
 
     out = Path(args.out)
     _check_out(out)
     splits = list(dict.fromkeys(args.split))  # --split test test: once
-    model, _, _ = _load_for_eval(args)
+    model, _, _ = load_for_eval(args)
     if args.local:
         model.require("exact_codes", "flowvae encode --local")  # before any data is read
     config_bytes = safe_io.read_bytes(Path(args.run) / "config.yaml", _MAX_CONFIG_BYTES)
@@ -96,7 +96,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     lines = [f"wrote {out}: {model.kind!r} model, " + ", ".join(codes)]
     lines += [f"{s}: {r['n']} of {r['n_split']} images of {r['name']}"
               + ("" if r["has_labels"] else " (no labels: -1)") for s, r in record["splits"].items()]
-    _emit(args, res, lines)
+    emit(args, res, lines)
     return 0
 
 

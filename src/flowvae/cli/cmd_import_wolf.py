@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 
 from .options import number
-from .parser import _output
+from .parser import output_options
 
 __all__ = ["COMMANDS", "add_parsers", "cmd_import_wolf"]
 
@@ -38,18 +38,18 @@ def add_parsers(sub) -> None:  # noqa: ANN001 - argparse's private _SubParsersAc
     p.add_argument("--data", default=None, metavar="PATH", help="where that data set's files are (sets data.root)")
     p.add_argument("--force", action="store_true",
                    help="replace the config and weights of an earlier import in --run (never a trained run's)")
-    _output(p)
+    output_options(p)
 
 
 def cmd_import_wolf(args: argparse.Namespace) -> int:
     """Run ``flowvae import-wolf``; prints the parameter count and the run folder (or ``--json``)."""
     from ..interop.wolf import import_wolf
-    from .main import _emit
+    from .main import emit
 
     res = import_wolf(args.model_dir, args.run, checkpoint=args.checkpoint, encoder_input=args.encoder_input,
                       image_size=args.image_size, n_bits=args.n_bits, dataset=args.dataset, data_root=args.data,
                       force=args.force)
-    _emit(args, res, [f"imported {res['weights']} ({res['layout']}): a {res['kind']!r} model with "
+    emit(args, res, [f"imported {res['weights']} ({res['layout']}): a {res['kind']!r} model with "
                       f"{res['parameters']:,} parameters, {res['image_size']}x{res['image_size']} images, "
                       f"{res['n_bits']} bits, encoder input {res['encoder_input']}",
                       f"run folder: {res['run']} (data set {res['dataset']}; provenance in import.json)"])

@@ -21,7 +21,8 @@ def preset_rows() -> dict[str, dict[str, Any]]:
     """One row per preset: ``kind``, ``parameters``, ``refined_glow_parameters`` (the refined Glow
     baseline of the same architecture without z, beside the paper's ``flowvae`` presets as Table 3
     compares them; ``None`` for the other kinds), ``dataset`` and ``image`` ``[channels, side]``."""
-    from ..config import PRESETS, apply_overrides
+    from ..config import apply_overrides
+    from ..presets import PRESETS
 
     rows = {}
     for name, make in PRESETS.items():

@@ -51,7 +51,7 @@ log = logging.getLogger("flowvae")
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _emit(args: argparse.Namespace, result: dict, lines: list[str]) -> None:
+def emit(args: argparse.Namespace, result: dict, lines: list[str]) -> None:
     """Print ``result`` as JSON with ``--json``, else ``lines``."""
     if getattr(args, "json", False):
         print(json.dumps(result))
@@ -60,7 +60,7 @@ def _emit(args: argparse.Namespace, result: dict, lines: list[str]) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from ..training.checkpoint import atomic_write_bytes
+    from ..safe_io import atomic_write as atomic_write_bytes
 
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode())
 
@@ -76,15 +76,15 @@ def _scale(model: GenerativeModel) -> int:
     return max(1, 64 // model.cfg.image_size)
 
 
-def _load_for_eval(args: argparse.Namespace,
+def load_for_eval(args: argparse.Namespace,
                    capability: str | None = None) -> tuple[GenerativeModel, torch.device, int]:
     """The run's model (eval mode, ``model.config`` attached), its device and the seed (``--seed``,
     else the run's ``train.seed``; commands without ``--seed`` get the run's).
 
     With ``capability``, a model without it is refused in one line before any data is read.
     """
-    from ..api import load_run
-    from ..training.environment import resolve_device
+    from ..devices import resolve_device
+    from ..runs import load_run
 
     device = resolve_device(args.device)
     model = load_run(args.run, device)
@@ -94,12 +94,12 @@ def _load_for_eval(args: argparse.Namespace,
     return model, device, int(model.config.train.seed if seed is None else seed)
 
 
-def _data(args: argparse.Namespace, model: GenerativeModel, split: str | None = None, limit: int | None = None,
+def command_data(args: argparse.Namespace, model: GenerativeModel, split: str | None = None, limit: int | None = None,
           whole: bool = False) -> ImageData:
     """The images a command reads: ``--data`` (else the run's own data, checked against its data
     record), split ``split`` (else ``--split``, else test), ``limit`` images (else the config's
-    limit; ``whole``: all); see :func:`flowvae.data.record.load_run_split`."""
-    from ..data.record import load_run_split
+    limit; ``whole``: all); see :func:`flowvae.runs.data.load_run_split`."""
+    from ..runs.data import load_run_split
 
     split = split or getattr(args, "split", None) or "test"
     return load_run_split(model.config, args.run, split, getattr(args, "data", None), limit, whole=whole)
@@ -108,8 +108,9 @@ def _data(args: argparse.Namespace, model: GenerativeModel, split: str | None = 
 # ---------------------------------------------------------------------------------------------- commands
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..config import apply_overrides, load_config, resolve
+    from ..config import apply_overrides, load_config
     from ..errors import ConfigError
+    from ..presets import resolve
     from ..training import train
     from .folders import preset_for_folder
 
@@ -137,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = train(cfg, run, resume=args.resume, progress=args.progress, allow_changes=args.allow_changes)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return 0
-    _emit(args, {"run": str(run), **res},
+    emit(args, {"run": str(run), **res},
           [f"run folder: {run}", f"steps: {res['step']}",
            f"test bits/dim (negative ELBO, k={res['test_k']}, {res['test_n']} images): {res['test_elbo_bpd']:.4f}"])
     return 0
@@ -146,7 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate_run
 
-    model, device, seed = _load_for_eval(args)
+    model, device, seed = load_for_eval(args)
     features = None
     if args.recon_fid:
         from ..evaluation.sampling import inception_network
@@ -154,7 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         model.require("reconstruction", "--recon-fid (FID of reconstructions from the factors; `flowvae fid` "
                                         "scores samples)")
         features = inception_network(args.inception, device)  # a missing network or package fails first
-    test = _data(args, model, limit=args.limit)
+    test = command_data(args, model, limit=args.limit)
     res = evaluate_run(model, test.images, args.k, args.batch_size, seed=seed, device=device, dataset=test.name,
                        recon_features=features)
     _write_json(Path(args.run) / "eval.json", res)
@@ -175,7 +176,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             fids = rq["fid"] if "fid" not in rq["fid"] else {"mean image": rq["fid"]}
             lines.append("  FID / KID of the reconstructions against the test images: "
                          + ", ".join(f"{k} {f['fid']:.2f} / {f['kid_mean']:.4f}" for k, f in fids.items()))
-    _emit(args, res, lines)
+    emit(args, res, lines)
     return 0 if mismatched == 0 else 1
 
 
@@ -183,7 +184,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from ..evaluation.sampling import sample_grids_with_stats, sample_health, write_sample_stats
     from ..imaging import save_grid
 
-    model, _, seed = _load_for_eval(args)
+    model, _, seed = load_for_eval(args)
     if args.precision != "fp32":
         model.require("bf16", "sampling with --precision bf16")
         model.set_precision(args.precision)
@@ -202,7 +203,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             lines.append(f"  {'warning' if level == 'warn' else 'FAIL'}: {detail}")
     if failed:  # the grids are written to be looked at, but a script must not take them for samples
         lines.append("some samples are not finite: the model is broken (flowvae check RUN says where)")
-    _emit(args, {"files": paths, "temperatures": args.temperature, "z_temperature": args.z_temperature,
+    emit(args, {"files": paths, "temperatures": args.temperature, "z_temperature": args.z_temperature,
                  "stats": stats, "ok": not failed}, lines)
     return 1 if failed else 0
 
@@ -211,8 +212,8 @@ def cmd_switch(args: argparse.Namespace) -> int:
     from ..evaluation.switching import switch_metric, switch_pairs
     from ..imaging import save_grid
     from ..safe_io import atomic_write
-    model, _, seed = _load_for_eval(args, "global_local")
-    test = _data(args, model, "test")
+    model, _, seed = load_for_eval(args, "global_local")
+    test = command_data(args, model, "test")
     grid, info = switch_pairs(model, test, args.pairs, args.same_class, seed)
     out = Path(args.out) if args.out else Path(args.run) / "switch.png"
     save_grid(grid.flatten(0, 1), out, nrow=8 if args.pairs % 2 == 0 else 4, scale=_scale(model), root=_root(args))
@@ -221,7 +222,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
     if not args.no_metric and test.labels is None:  # the grid needs no labels; only the metric is left out
         log.warning("%s has no labels, so there is no switch metric (--no-metric skips it quietly)", test.name)
     elif not args.no_metric:
-        train = _data(args, model, "train", 5000)  # the classifier's training images, as for flowvae probe
+        train = command_data(args, model, "train", 5000)  # the classifier's training images, as for flowvae probe
         metric = switch_metric(model, train, test, args.metric_pairs, seed)
         atomic_write(Path(args.run) / "switch.json", json.dumps(metric, indent=2).encode(), root=args.run)
         lines.append(f"switch metric, {metric['pairs']} pairs of different classes: the decode of (v1,z2) is classified "
@@ -229,7 +230,7 @@ def cmd_switch(args: argparse.Namespace) -> int:
                      f"{100 * metric['follow_v']:.1f}%, neither {100 * metric['neither']:.1f}%"
                      f"{_saturated_text(metric['saturated'])}; linear classifier of "
                      f"pixels {100 * metric['test_accuracy']:.1f}% on real test images; wrote {Path(args.run) / 'switch.json'}")
-    _emit(args, {"file": str(out), **info, "metric": metric}, lines)
+    emit(args, {"file": str(out), **info, "metric": metric}, lines)
     return 0 if exact else 1
 
 
@@ -242,13 +243,13 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from ..evaluation.interpolation import interpolation_grid
     from ..imaging import save_grid
 
-    model, _, seed = _load_for_eval(args, "global_local")
-    grid, info = interpolation_grid(model, _data(args, model), args.rows, args.cols, args.spherical,
+    model, _, seed = load_for_eval(args, "global_local")
+    grid, info = interpolation_grid(model, command_data(args, model), args.rows, args.cols, args.spherical,
                                     None if args.index is None else tuple(args.index), seed)
     out = Path(args.out) if args.out else Path(args.run) / "interpolation.png"
     save_grid(grid.flatten(0, 1), out, nrow=len(info["betas"]), scale=_scale(model), root=_root(args))
     (i, j), exact = info["images"], info["corners_exact"]
-    _emit(args, {"file": str(out), **info},
+    emit(args, {"file": str(out), **info},
           [f"wrote {out}: rows alpha (z) {info['alphas']}, columns beta (v) {len(info['betas'])} values; "
            f"corners are the real test images {i} and {j}: {exact}"])
     return 0 if exact else 1
@@ -257,9 +258,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     from ..evaluation.representations import probe_run
 
-    model, _, seed = _load_for_eval(args)
-    train_d = _data(args, model, "train", args.train_limit)
-    test_d = _data(args, model, "test", args.test_limit, whole=True)
+    model, _, seed = load_for_eval(args)
+    train_d = command_data(args, model, "train", args.train_limit)
+    test_d = command_data(args, model, "test", args.test_limit, whole=True)
     res = probe_run(model, train_d, test_d, C=args.C, protocol=args.protocol, seed=seed)
     rows = res["results"]
     _write_json(Path(args.run) / "probe.json", res)
@@ -270,23 +271,23 @@ def cmd_probe(args: argparse.Namespace) -> int:
         lines.append(f"\nKL(q(z|x) || p(z)) on these test images: {res['z_kl_nats']:.3f} nats"
                      + (" (collapsed: z's probe reads the encoder, not the code the decoder uses)"
                         if res["z_collapsed"] else ""))
-    from ..training.checkpoint import atomic_write_bytes
+    from ..safe_io import atomic_write as atomic_write_bytes
 
     atomic_write_bytes(Path(args.run) / "probe.md", ("\n".join(lines) + "\n").encode(), root=args.run)
-    _emit(args, res, lines)
+    emit(args, res, lines)
     return 0
 
 
 def cmd_fid(args: argparse.Namespace) -> int:
     from ..evaluation.sampling import fid_run, inception_network
 
-    model, device, seed = _load_for_eval(args)
+    model, device, seed = load_for_eval(args)
     features = inception_network(args.inception, device)  # a missing network file fails before sampling
-    real = _data(args, model, limit=args.num, whole=True)
+    real = command_data(args, model, limit=args.num, whole=True)
     res = fid_run(model, real.images, args.num, args.temperature, seed, features)
     res["dataset"] = real.name
     _write_json(Path(args.run) / f"fid_t{args.temperature:.2f}.json", res)
-    _emit(args, res, [f"FID {res['fid']:.2f}, KID {res['kid_mean']:.4f} +- {res['kid_std']:.4f} "
+    emit(args, res, [f"FID {res['fid']:.2f}, KID {res['kid_mean']:.4f} +- {res['kid_std']:.4f} "
                       f"({res['n_fake']} samples at temperature {args.temperature} vs {res['n_real']} test images; "
                       f"Inception sha256 {res['inception_sha256'][:12]}, resize {res['resize']})"])
     return 0
@@ -295,15 +296,15 @@ def cmd_fid(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ..evaluation.check import check_model
 
-    model, device, seed = _load_for_eval(args)
-    res = check_model(model, _data(args, model, limit=args.limit, whole=True).images.to(device), seed=seed)
+    model, device, seed = load_for_eval(args)
+    res = check_model(model, command_data(args, model, limit=args.limit, whole=True).images.to(device), seed=seed)
     _write_json(Path(args.run) / "check.json", res)
     lines = [f"{'FAIL' if not c['ok'] else 'warn' if c.get('warning') else 'ok  '}  {c['name']}: {c['detail']}"
              for c in res["checks"]]
     warned = res.get("warnings") or []
     lines.append("some checks FAILED" if not res["ok"] else
                  f"all checks passed, with warnings: {', '.join(warned)}" if warned else "all checks passed")
-    _emit(args, res, lines)
+    emit(args, res, lines)
     return 0 if res["ok"] else 1
 
 
@@ -311,9 +312,9 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     from ..evaluation.traversal import traversal_grids, traversal_values
     from ..imaging import save_grid
 
-    model, _, _ = _load_for_eval(args, "vector_latent")
+    model, _, _ = load_for_eval(args, "vector_latent")
     values = traversal_values(args.span, args.steps)
-    grids, info = traversal_grids(model, _data(args, model), args.index, values, args.dims, args.local)
+    grids, info = traversal_grids(model, command_data(args, model), args.index, values, args.dims, args.local)
     files = []
     for i, grid in zip(args.index, grids):
         if args.out and len(args.index) == 1:
@@ -323,7 +324,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
             out = base if len(args.index) == 1 else base.with_name(f"{base.stem}_{i}{base.suffix}")
         save_grid(grid.flatten(0, 1), out, nrow=len(values), scale=_scale(model), root=_root(args))
         files.append(str(out))
-    _emit(args, {"files": files, **info},
+    emit(args, {"files": files, **info},
           [f"wrote {f}: rows = latent dimensions {info['dims']}, columns = values {values[0]:g}..{values[-1]:g}"
            for f in files])
     return 0
@@ -333,7 +334,7 @@ def cmd_disentangle(args: argparse.Namespace) -> int:
     from ..data import load_dsprites
     from ..evaluation.representations import disentangle_codes
 
-    model, _, seed = _load_for_eval(args, "vector_latent")
+    model, _, seed = load_for_eval(args, "vector_latent")
     cfg = model.config
     root = args.data or (cfg.data.root if cfg.data.dataset == "dsprites" else None)
     data = load_dsprites(root, split="all", variant="grid")
@@ -343,7 +344,7 @@ def cmd_disentangle(args: argparse.Namespace) -> int:
     for name in args.metrics:
         scalars = {k: v for k, v in res[name].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         lines.append(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
-    _emit(args, res, lines)
+    emit(args, res, lines)
     return 0
 
 
@@ -351,7 +352,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..report import write_report
 
     path = write_report(args.run, args.out)
-    _emit(args, {"file": str(path)}, [f"wrote {path}"])
+    emit(args, {"file": str(path)}, [f"wrote {path}"])
     return 0
 
 
@@ -359,7 +360,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from ..report import compare_runs
 
     path = compare_runs(args.runs, args.out)
-    _emit(args, {"file": str(path), "runs": args.runs}, [f"wrote {path}"])
+    emit(args, {"file": str(path), "runs": args.runs}, [f"wrote {path}"])
     return 0
 
 
@@ -371,7 +372,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     lines += [f"{k:20s} {v['kind']:11s} {v['parameters']:>12,d} "
               f"{format(v['refined_glow_parameters'], ',d') if v['refined_glow_parameters'] else '-':>13s}  {v['dataset']}"
               for k, v in rows.items()]
-    _emit(args, rows, lines)
+    emit(args, rows, lines)
     return 0
 
 
@@ -399,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
 
     set_bars(sys.stderr.isatty() and not getattr(args, "quiet", False))
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    from ..training.environment import tune_cpu_allocator
+    from ..devices import tune_cpu_allocator
 
     tune_cpu_allocator()  # fewer page faults per step on CPUs; a no-op off glibc
     try:

@@ -238,7 +238,7 @@ def encode_splits(model: GenerativeModel, splits: Mapping[str, Any], *, local: b
     Raises:
         ConfigError, DataError: as :func:`encode_images`; a bad ``limit``; no splits.
     """
-    from .. import __version__
+    from ..version import __version__
 
     if not splits:
         raise ConfigError("no splits to encode; pass train, test or both")

@@ -12,7 +12,6 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from ..data import bins_to_uint8, quantize
 from ..models.base import GenerativeModel
 from ._protocols import ExactCodes
 from .bpd import evaluate_bpd
@@ -25,10 +24,9 @@ ROUND_TRIP_IMAGES = 256
 
 
 def quantised(model: GenerativeModel, x: Tensor) -> Tensor:
-    """The uint8 images ``[B, C, H, W]`` an exact model reproduces from ``x``: ``x`` itself for 8-bit
-    models, else ``x`` reduced to ``model.n_bits`` bits and mapped back to 0..255 (the decoder can only
-    return the bins it models)."""
-    return bins_to_uint8(quantize(x, model.n_bits), model.n_bits)
+    """``model.quantised(x)``: the uint8 images ``[B, C, H, W]`` an exact model reproduces from ``x``
+    (:meth:`~flowvae.models.base.GenerativeModel.quantised`)."""
+    return model.quantised(x)
 
 
 def decode_codes(model: GenerativeModel, codes: Any) -> Tensor:
@@ -52,7 +50,7 @@ def round_trip(model: GenerativeModel, images: Tensor) -> dict[str, int]:
     model.require("exact_codes", "the round-trip check")
     x = images.to(model.device)
     out = decode_codes(model, cast(ExactCodes, model).encode(x))
-    return {"roundtrip_images": len(x), "roundtrip_mismatched_pixels": int((out != quantised(model, x)).sum())}
+    return {"roundtrip_images": len(x), "roundtrip_mismatched_pixels": int((out != model.quantised(x)).sum())}
 
 
 def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size: int = 256, seed: int = 0,

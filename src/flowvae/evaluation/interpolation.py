@@ -12,7 +12,6 @@ from ..data import ImageData
 from ..errors import ConfigError
 from ..models.base import GenerativeModel, check_count
 from ._protocols import GlobalLocal
-from .evaluate import quantised
 
 __all__ = ["weights", "check_index", "interpolation_grid"]
 
@@ -64,7 +63,7 @@ def interpolation_grid(model: GenerativeModel, test_data: ImageData, rows: int =
     alphas, betas = weights(rows), weights(cols)
     x1, x2 = (test_data.images[k:k + 1].to(model.device) for k in (i, j))
     grid = cast(GlobalLocal, model).interpolate(x1, x2, alphas, betas, spherical=spherical).cpu()
-    q1, q2 = quantised(model, x1).cpu(), quantised(model, x2).cpu()
+    q1, q2 = model.quantised(x1).cpu(), model.quantised(x2).cpu()
     # Corners that use the weights 0 (or 1) for both codes must be the real images.
     exact = bool(torch.equal(grid[0, 0], q1[0])
                  and (alphas[-1] != 1.0 or betas[-1] != 1.0 or torch.equal(grid[-1, -1], q2[0])))

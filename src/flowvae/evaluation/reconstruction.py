@@ -98,10 +98,9 @@ def reconstruction_quality(model: GenerativeModel, images: torch.Tensor, tempera
     else:
         out["mse"] = {f"T={t}": v / per_pixel for t, v in sq.items()}
     if features is not None:
-        from .evaluate import quantised
         from .fid import fid_kid, inception_features
 
-        real = quantised(model, images.to(model.device)).cpu()
+        real = model.quantised(images.to(model.device)).cpu()
         real_f = inception_features(real, features, desc="test images")  # once for every temperature
         scores = {t: fid_kid(real, torch.cat(r), features, real_features=real_f) for t, r in recs.items()}
         out["fid"] = scores[None] if not flow else {f"T={t}": v for t, v in scores.items()}

@@ -17,7 +17,6 @@ from ..errors import ConfigError, DataError
 from ..flows.coupling import saturated_samples, track_saturation
 from ..models.base import GenerativeModel, check_count
 from ._protocols import GlobalLocal
-from .evaluate import quantised
 from .probe import fit_linear
 
 __all__ = ["MAX_CLASSIFIER_FEATURES", "classifier_pool", "pick_pairs", "pick_different_class_pairs",
@@ -89,8 +88,8 @@ def switch_pairs(model: GenerativeModel, test_data: ImageData, pairs: int, same_
     first, second = pick_pairs(test_data, pairs, same_class, seed)
     x1, x2 = (test_data.images[i].to(model.device) for i in (first, second))
     grid = cast(GlobalLocal, model).switch(x1, x2).cpu()
-    exact = bool(torch.equal(grid[:, 0], quantised(model, x1).cpu())
-                 and torch.equal(grid[:, 2], quantised(model, x2).cpu()))
+    exact = bool(torch.equal(grid[:, 0], model.quantised(x1).cpu())
+                 and torch.equal(grid[:, 2], model.quantised(x2).cpu()))
     return grid, {"pairs": pairs, "same_class": same_class, "diagonal_exact": exact,
                   "first": first.tolist(), "second": second.tolist()}
 
@@ -249,7 +248,7 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
         return f.flatten(1).numpy()
 
     def pixels(x: Tensor) -> np.ndarray:
-        return features(quantised(model, x))
+        return features(model.quantised(x))
 
     try:
         clf, info = fit_linear(pixels(train_x), train_y.numpy(), C=C, protocol="logistic", seed=seed)

@@ -881,11 +881,11 @@ def import_wolf(model_dir: str | Path, run: str | Path, *, checkpoint: str | Pat
     """
     from safetensors.torch import save as save_safetensors
 
-    from .. import __version__
-    from ..api import load_run
     from ..config import Config, TrainConfig, save_config
     from ..models.base import create_model
-    from ..training.run_lock import RunLock
+    from ..runs import load_run
+    from ..runs.lock import RunLock
+    from ..version import __version__
 
     if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 8:
         raise ConfigError(f"n_bits must be an integer in 1..8 (their train.py's --n_bits), got {n_bits!r}")

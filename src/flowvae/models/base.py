@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, DataError
-from ..settings import Settings, setting
+from ..settings import Settings, setting, suggest
 
-__all__ = ["Capabilities", "GenerativeModel", "ModelSettings", "register", "MODEL_KINDS", "config_class",
+__all__ = ["Capabilities", "GenerativeModel", "ModelSettings", "OtherRuns", "register", "MODEL_KINDS", "config_class",
            "model_class", "create_model", "check_images", "check_codes", "check_count", "check_temperature",
            "check_memory", "check_posterior_samples", "free_memory", "MAX_MODEL_ELEMENTS", "MAX_POSTERIOR_SAMPLES"]
 
@@ -88,10 +88,26 @@ class ModelSettings(Settings):
     in_channels: int = setting(3, ge=1, le=4, help="image channels (1 grey, 3 colour)")
     image_size: int = setting(32, ge=2, le=1024, help="side of the square images, pixels")
 
-    def for_training(self, n_train: int) -> ModelSettings:
+    def for_training(self, n_train: int, runs: OtherRuns | None = None) -> ModelSettings:
         """This config completed for a fresh training run on ``n_train`` images (e.g. the
-        beta-TCVAE's dataset size N); the default changes nothing."""
+        beta-TCVAE's dataset size N; the multi-stage model's stage-1 config, read through ``runs``
+        from the run folder it names); the default changes nothing."""
         return self
+
+
+class OtherRuns(typing.Protocol):
+    """How a kind reads another run folder while a fresh run is prepared (stage 1 of the multi-stage
+    model). The training pipeline passes :class:`flowvae.runs.RunReader`; the model layer itself never
+    opens a run folder (it sits below the run folder's owner)."""
+
+    def is_run(self, run: str) -> bool:
+        """Whether ``run`` is a run folder (holds a ``config.yaml``)."""
+
+    def model_config(self, run: str) -> ModelSettings:
+        """The model section of ``run``'s config."""
+
+    def model(self, run: str) -> GenerativeModel:
+        """``run``'s trained model, in eval mode on the CPU."""
 
 
 MODEL_KINDS: dict[str, type[GenerativeModel]] = {}
@@ -120,8 +136,6 @@ def model_class(kind: str) -> type[GenerativeModel]:
     """
     _ensure_registered()
     if kind not in MODEL_KINDS:
-        from ..config import suggest
-
         raise ConfigError(f"unknown model.kind {kind!r}{suggest(str(kind), MODEL_KINDS)}")
     return MODEL_KINDS[kind]
 
@@ -210,6 +224,16 @@ def _check_device(x: Tensor, name: str) -> None:
     if x.device.type not in ("cpu", "cuda"):
         raise DataError(f"{name} are on the {x.device.type!r} device; flowvae computes on the CPU or CUDA only: "
                         f"move them with .to('cpu')")
+
+
+def _hub() -> Any:
+    """:mod:`flowvae.hub`, bound when a model's ``save_pretrained`` / ``push_to_hub`` is called: the
+    one call from the model layer up to a higher one, kept for the methods users know from diffusers
+    and transformers. Bound at call time, so that the static import graph stays layered (the hub
+    imports models, never the reverse); see docs/architecture.md."""
+    import importlib
+
+    return importlib.import_module("flowvae.hub")
 
 
 def check_images(x: Any, channels: int, size: int) -> None:
@@ -512,8 +536,17 @@ class GenerativeModel(nn.Module):
             self.require("recompute", "train.recompute")
         return self
 
-    def prepare_training(self) -> None:
-        """Called once before the first step of a fresh run (not on resume); e.g. loads frozen parts."""
+    def prepare_training(self, runs: OtherRuns | None = None) -> None:
+        """Called once before the first step of a fresh run (not on resume); e.g. loads frozen parts
+        (through ``runs``, from the run folders the config names)."""
+
+    def quantised(self, x: Tensor) -> Tensor:
+        """The uint8 images ``[B, C, H, W]`` this model reproduces from uint8 ``x``: ``x`` itself for 8-bit
+        models, else ``x`` reduced to ``n_bits`` bits and mapped back to 0..255 (a model can only
+        return the bins it models; what round trips and switched decodes are compared with)."""
+        from ..data import bins_to_uint8, quantize
+
+        return bins_to_uint8(quantize(x, self.n_bits), self.n_bits)
 
     #: top-level parts that only the training loss uses (not for densities or samples), left out of
     #: :meth:`parameter_count` (the paper's model: the auxiliary decoder, ``model.aux_decoder_weight``)
@@ -538,9 +571,7 @@ class GenerativeModel(nn.Module):
 
         Example: ``flowvae.load_run("runs/demo").save_pretrained("export/demo")``.
         """
-        from ..hub import save_pretrained
-
-        return save_pretrained(self, out, **options)
+        return _hub().save_pretrained(self, out, **options)
 
     def push_to_hub(self, repo_id: str, **options: Any) -> dict[str, Any]:
         """Upload this model to the Hugging Face Hub model repository ``repo_id`` (``USER/NAME``),
@@ -548,9 +579,7 @@ class GenerativeModel(nn.Module):
 
         Example: ``flowvae.load_run("runs/demo").push_to_hub("me/flowvae-digits", private=True)``.
         """
-        from ..hub import push_to_hub
-
-        return push_to_hub(self, repo_id, **options)
+        return _hub().push_to_hub(self, repo_id, **options)
 
     # ---------------------------------------------------------------- the contract
     @property

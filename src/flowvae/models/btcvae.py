@@ -137,7 +137,7 @@ class BTCVAEConfig(ModelSettings):
             raise ConfigError(f"model.image_size {self.image_size} is too small for {len(self.conv_channels)} "
                               f"stride-2 levels; use fewer conv_channels")
 
-    def for_training(self, n_train: int) -> BTCVAEConfig:
+    def for_training(self, n_train: int, runs: Any = None) -> BTCVAEConfig:
         """With ``dataset_size`` set to ``n_train`` when it is not set already."""
         return self if self.dataset_size is not None else self.replace(dataset_size=n_train)
 

@@ -43,7 +43,15 @@ from ..flows.dequant import VariationalDequantizer
 from ..flows.glow import ConditionalGlow
 from ..maths import standard_normal_logprob
 from ..settings import setting
-from .base import Capabilities, GenerativeModel, ModelSettings, check_count, check_temperature, register
+from .base import (
+    Capabilities,
+    GenerativeModel,
+    ModelSettings,
+    OtherRuns,
+    check_count,
+    check_temperature,
+    register,
+)
 from .btcvae import BTCVAE, BTCVAEConfig
 from .flowvae import FlowVAE, GlowSettings, StandardNormalPrior, WrappedGlow
 
@@ -73,24 +81,31 @@ class MultiStageConfig(GlowSettings):
         """Dimension of the factors c (stage 1's latent)."""
         return self.stage1.n_factors
 
-    def for_training(self, n_train: int) -> MultiStageConfig:
-        """With ``stage1`` and the image shape copied from the ``stage1_run`` folder's config.
+    def for_training(self, n_train: int, runs: OtherRuns | None = None) -> MultiStageConfig:
+        """With ``stage1`` and the image shape copied from the ``stage1_run`` folder's config, read
+        through ``runs`` (the training pipeline's :class:`flowvae.runs.RunReader`).
 
         Raises:
             ConfigError: no stage-1 run given, or one that is not a beta-TCVAE run.
         """
+        runs = _runs_given(runs)
         if not self.stage1_run:
             raise ConfigError("model.kind=multistage needs the stage-1 run: --set model.stage1_run=RUN, the run "
                               "folder of a trained btcvae (e.g. flowvae train dsprites-btcvae --run RUN)")
-        from ..config import load_config
-
         path = Path(self.stage1_run)
-        if not (path / "config.yaml").is_file():
+        if not runs.is_run(str(path)):
             raise ConfigError(f"model.stage1_run={path} is not a run folder (no config.yaml); train stage 1 first")
-        s1 = load_config(path / "config.yaml").model
+        s1 = runs.model_config(str(path))
         if not isinstance(s1, BTCVAEConfig):
             raise ConfigError(f"model.stage1_run={path} holds a {s1.kind!r} model; stage 1 must be a btcvae run")
         return self.replace(stage1=s1, in_channels=s1.in_channels, image_size=s1.image_size)
+
+
+def _runs_given(runs: OtherRuns | None) -> OtherRuns:
+    if runs is None:  # the training pipeline passes them; a model never opens run folders itself
+        raise ConfigError("preparing a multi-stage model for training needs the reader of its stage-1 run: pass "
+                          "runs=flowvae.runs.RunReader()")
+    return runs
 
 
 class _StageTwoDecoder(WrappedGlow):
@@ -185,13 +200,13 @@ class MultiStage(FlowVAE):
     def latent_dim(self) -> int:
         return self.cfg.n_factors
 
-    def prepare_training(self) -> None:
-        """Load stage 1's weights from ``cfg.stage1_run`` (a fresh run; on resume they are in the checkpoint)."""
-        from ..api import load_run
-
+    def prepare_training(self, runs: OtherRuns | None = None) -> None:
+        """Load stage 1's weights from ``cfg.stage1_run`` through ``runs`` (a fresh run; on resume
+        they are in the checkpoint)."""
+        runs = _runs_given(runs)
         if not self.cfg.stage1_run:
             raise ConfigError("model.kind=multistage needs the stage-1 run: --set model.stage1_run=RUN")
-        stage1 = load_run(self.cfg.stage1_run)
+        stage1 = runs.model(self.cfg.stage1_run)
         if not isinstance(stage1, BTCVAE):
             raise ConfigError(f"model.stage1_run={self.cfg.stage1_run} holds a {stage1.kind!r} model; stage 1 must "
                               f"be a btcvae run")

@@ -33,7 +33,6 @@ from .. import safe_io
 from ..config import Config, save_config
 from ..data import ImageData, load_split, subset_indices
 from ..data.augment import augment_batch
-from ..data.record import DataRecord, SplitRecord, check_fits, write_data_record
 from ..data.registry import open_split
 from ..data.streaming import (
     GroupedOrder,
@@ -43,6 +42,7 @@ from ..data.streaming import (
     head_images,
     training_source,
 )
+from ..devices import resolve_device, tune_cpu_allocator
 from ..errors import CheckpointError, ConfigError, FlowVAEError, TrainingInterrupted
 from ..evaluation.bpd import evaluate_bpd
 from ..evaluation.representations import (
@@ -57,19 +57,21 @@ from ..flows.base import data_init
 from ..imaging import save_grid
 from ..models.base import GenerativeModel, create_model
 from ..presets import cpu_size_warning
-from .callbacks import Callback, Hooks, TrainState
-from .checkpoint import (
-    atomic_write_bytes,
+from ..runs.checkpoints import (
     checkpoint_model_state,
     load_latest_checkpoint,
     save_checkpoint,
     state_dict_mismatch,
     validate_training_state,
 )
+from ..runs.data import DataRecord, SplitRecord, check_fits, write_data_record
+from ..runs.folder import RunReader
+from ..runs.lock import RunLock, remove_temporary_files
+from ..safe_io import atomic_write as atomic_write_bytes
+from .callbacks import Callback, Hooks, TrainState
 from .distributed import DistContext, abandon, cleanup, setup
-from .environment import environment_record, resolve_device, tune_cpu_allocator
+from .environment import environment_record
 from .loggers import loggers_for
-from .run_lock import RunLock, remove_temporary_files
 
 __all__ = ["train", "load_data", "lr_lambda", "kl_warmup_weight"]
 
@@ -507,13 +509,13 @@ def _locked_train(cfg: Config, run: Path, resume: bool, progress: bool | None, c
     log.info("set-up: data in %.1f s: %d training and %d test images", parts["data"], len(train_data), len(test_data))
     t_part = time.time()
     if not has_checkpoint:  # e.g. the beta-TCVAE's dataset size, the multi-stage model's stage-1 config
-        cfg.model = cfg.model.for_training(len(train_data))
+        cfg.model = cfg.model.for_training(len(train_data), RunReader())
     model = create_model(cfg)
     if tc.kl_warmup_steps and not model.kl_term:
         raise ConfigError(f"train.kl_warmup_steps applies to models with a KL term; a {model.kind!r} model "
                           f"has none: leave it at 0")
     if not has_checkpoint:
-        model.prepare_training()
+        model.prepare_training(RunReader())
     model = model.to(device).set_precision(tc.precision).set_recompute(tc.recompute)
     if ctx.is_main and (warning := cpu_size_warning(model, device)):
         log.warning("%s", warning)
