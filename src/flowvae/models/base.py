@@ -88,6 +88,12 @@ class ModelSettings(Settings):
     in_channels: int = setting(3, ge=1, le=4, help="image channels (1 grey, 3 colour)")
     image_size: int = setting(32, ge=2, le=1024, help="side of the square images, pixels")
 
+    def departures(self) -> list[str]:
+        """The departures from the paper's model or objective that this config turns on, one phrase
+        each (logged by training, recorded in ``environment.json``, shown by the report); the kind
+        knows its own. The default: none."""
+        return []
+
     def for_training(self, n_train: int, runs: OtherRuns | None = None) -> ModelSettings:
         """This config completed for a fresh training run on ``n_train`` images (e.g. the
         beta-TCVAE's dataset size N; the multi-stage model's stage-1 config, read through ``runs``

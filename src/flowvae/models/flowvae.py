@@ -98,6 +98,10 @@ class GlowSettings(ModelSettings):
             raise ConfigError(f"model.hidden needs one width per level: {len(self.steps)} levels in model.steps, "
                               f"{len(self.hidden)} widths in model.hidden")
 
+    def departures(self) -> list[str]:
+        k = self.coupling_kernel
+        return [f"{k}x{k} coupling-network convolutions instead of eq. (7)'s 3x3"] if k != 3 else []
+
 
 @dataclass
 class FlowVAEConfig(GlowSettings):
@@ -123,6 +127,14 @@ class FlowVAEConfig(GlowSettings):
         0.0, ge=0, le=1e6, help="weight of an auxiliary decoder's -log p_aux(x|z) in the training loss (Lucas & "
         "Verbeek 2018; 0: off, the paper's objective; a departure from the paper)")
     aux_decoder_hidden: int = setting(256, ge=1, le=65536, help="width of the auxiliary decoder's linear layer")
+
+    def departures(self) -> list[str]:
+        out = []
+        if self.free_bits:
+            out.append(f"free bits of {self.free_bits:g} nats")
+        if self.aux_decoder_weight:
+            out.append(f"an auxiliary decoder's -log p(x|z) at weight {self.aux_decoder_weight:g} in the loss")
+        return [*out, *super().departures()]
 
     def validate(self) -> None:
         super().validate()

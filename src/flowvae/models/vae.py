@@ -86,6 +86,9 @@ class VAEConfig(ModelSettings):
         """Dimensions of an image, ``C * H * W``."""
         return self.in_channels * self.image_size * self.image_size
 
+    def departures(self) -> list[str]:
+        return [f"free bits of {self.free_bits:g} nats"] if self.free_bits else []
+
     def validate(self) -> None:
         if not self.conv_channels:
             raise ConfigError("model.conv_channels must list at least one convolution width, e.g. [32, 64]")

@@ -115,16 +115,7 @@ def _departures(cfg: Config) -> list[str]:
     if tc.kl_warmup_steps:
         start = f" from a weight of {tc.kl_warmup_start:g}" if tc.kl_warmup_start else ""
         out.append(f"KL warm-up over {tc.kl_warmup_steps} steps{start}")
-    free_bits = getattr(cfg.model, "free_bits", 0.0)
-    if free_bits:
-        out.append(f"free bits of {free_bits:g} nats")
-    aux = getattr(cfg.model, "aux_decoder_weight", 0.0)
-    if aux:
-        out.append(f"an auxiliary decoder's -log p(x|z) at weight {aux:g} in the loss")
-    kernel = getattr(cfg.model, "coupling_kernel", 3)
-    if kernel != 3:
-        out.append(f"{kernel}x{kernel} coupling-network convolutions instead of eq. (7)'s 3x3")
-    return out
+    return [*out, *cfg.model.departures()]  # the model's own: the kind knows them
 
 
 def _log_plan(cfg: Config, n_train: int, n_eval: int, eval_every_s: float | None) -> None:
