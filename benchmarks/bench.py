@@ -109,12 +109,12 @@ def step_flops(preset: str, batch: int, kind: str) -> float:
     """FLOPs of one forward + backward of the float32 model at this batch."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from flowvae.models import FlowVAE
+    from flowvae.models import create_model
     from flowvae.presets import get_preset
 
     cfg = get_preset(preset)
     cfg.model.kind = kind
-    model = FlowVAE(cfg.model, cfg.data.n_bits)
+    model = create_model(cfg)  # the class of cfg.model.kind (Glow for the baselines)
     x = _images(cfg, batch, "cpu")
     with FlopCounterMode(display=False) as counter:
         loss, _ = model.loss(x, torch.Generator().manual_seed(0))
@@ -125,7 +125,7 @@ def step_flops(preset: str, batch: int, kind: str) -> float:
 def worker(preset: str, mode: str, batch: int, steps: int, device_name: str, kind: str, eval_k: int) -> dict:
     """One configuration in this process: the record of one table row."""
     from flowvae.flows import data_init
-    from flowvae.models import FlowVAE
+    from flowvae.models import create_model
     from flowvae.presets import get_preset
 
     device = torch.device(device_name)
@@ -135,7 +135,7 @@ def worker(preset: str, mode: str, batch: int, steps: int, device_name: str, kin
     cfg = get_preset(preset)
     cfg.model.kind = kind
     torch.manual_seed(0)
-    model = FlowVAE(cfg.model, cfg.data.n_bits).to(device)
+    model = create_model(cfg).to(device)
     model.set_precision("bf16" if "bf16" in flags else "fp32")
     model.decoder.recompute = "recompute" in flags
     x = _images(cfg, batch, device)

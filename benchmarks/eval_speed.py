@@ -22,7 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     from flowvae.api import load_run
     from flowvae.evaluation._layout import inference_layout
     from flowvae.evaluation.bpd import evaluate_bpd
-    from flowvae.evaluation.sampling import _draw
     from flowvae.training.trainer import load_data
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -43,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     pixels = {}
     for cl in (True, False):
         with torch.no_grad(), inference_layout(model, cl):
-            _draw(model, 8, 0.7, 1.0, torch.Generator().manual_seed(0))  # warm-up
+            model.draw(8, 0.7, generator=torch.Generator().manual_seed(0))  # warm-up
             t = time.perf_counter()
-            pixels[cl], _ = _draw(model, args.samples, 0.7, 1.0, torch.Generator().manual_seed(1))
+            pixels[cl] = model.draw(args.samples, 0.7, generator=torch.Generator().manual_seed(1)).images
             dt = time.perf_counter() - t
         print(f"draw_samples channels_last={cl}: {args.samples / dt:.1f} images/s at T = 0.7", flush=True)
     print(f"same pixels: {bool(torch.equal(pixels[True], pixels[False]))}")

@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from flowvae.config import apply_overrides
     from flowvae.evaluation import evaluate_bpd
     from flowvae.presets import get_preset
+    from flowvae.runs.data import load_data
     from flowvae.training import train
-    from flowvae.training.trainer import load_data
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="mnist")
@@ -99,7 +99,7 @@ def initial_bits(args: argparse.Namespace) -> int:
     from flowvae.models.base import create_model
     from flowvae.presets import get_preset
     from flowvae.runs import RunReader
-    from flowvae.training.trainer import load_data
+    from flowvae.runs.data import load_data
 
     # The kind and the seed do not change which images the preset reads: load them once.
     data_cfg = apply_overrides(get_preset(args.preset), args.overrides)

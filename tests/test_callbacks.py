@@ -188,7 +188,9 @@ def test_hooks_are_called_in_order_once_each(recorded):
 
 def test_state_describes_the_run(recorded):
     for name, state, _ in recorded.rec.calls[:-1]:
-        assert state.run == recorded.run and state.config is recorded.cfg, name
+        # the run's own validated copy: equal to the caller's config, never the caller's object
+        assert state.run == recorded.run and state.config == recorded.cfg, name
+        assert state.config is not recorded.cfg, name
         assert (state.rank, state.world_size, state.resumed, state.epoch) == (0, 1, False, 0), name
         with pytest.raises(AttributeError):  # read-only
             state.step = 99  # type: ignore[misc]

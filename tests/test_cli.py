@@ -6,6 +6,7 @@ fewer-bit data). The trained runs are the session's tiny runs (tests/conftest.py
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -265,3 +266,120 @@ def test_probe_on_a_one_class_training_subset_is_a_one_line_error(run, tmp_path,
     assert main(["probe", str(run), "--data", str(folder), "--train-limit", "4", "--C", "0.01", "--json", *CPU]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["results"]["pixels"]["n_train"] == 4 and set(res["results"]) == {"z", "v", "pixels"}
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+HELP_ORDER = ["train", "eval", "sample", "switch", "interpolate", "probe", "fid", "check", "report", "compare",
+              "traverse", "disentangle", "presets", "encode", "export", "push", "import-wolf"]
+
+
+def test_one_module_per_command_in_the_order_of_help():
+    from flowvae.cli.commands import COMMAND_MODULES
+    from flowvae.cli.main import COMMANDS, build_parser
+
+    assert [m.NAME for m in COMMAND_MODULES] == HELP_ORDER == list(COMMANDS)
+    for m in COMMAND_MODULES:
+        assert m.__name__ == f"flowvae.cli.commands.{m.NAME.replace('-', '_')}"
+        assert COMMANDS[m.NAME] is m.execute and m.add_parser.__doc__ and m.execute.__doc__
+    text = build_parser().format_help()
+    listed = re.findall(r"^    (\S+)", text.split("COMMAND\n", 1)[1].split("\n\n", 1)[0], re.MULTILINE)
+    assert listed == HELP_ORDER
+
+
+def test_names_of_earlier_releases_are_deprecated_aliases():
+    import importlib
+    import sys
+
+    import flowvae.cli.main as cli_main
+    import flowvae.cli.parser as cli_parser
+    from flowvae.cli import common
+    from flowvae.cli.commands import eval as eval_command
+    from flowvae.cli.commands import import_wolf
+
+    with pytest.warns(DeprecationWarning, match="flowvae.cli.commands.eval.execute"):
+        assert cli_main.cmd_eval is eval_command.execute
+    with pytest.warns(DeprecationWarning):
+        assert cli_main.cmd_import_wolf is import_wolf.execute
+    with pytest.warns(DeprecationWarning, match="flowvae.cli.common.emit"):
+        assert cli_main.emit is common.emit
+    with pytest.warns(DeprecationWarning, match="flowvae.cli.main.build_parser"):
+        assert cli_parser.build_parser is cli_main.build_parser
+    for name, command in (("cmd_encode", "encode"), ("cmd_hub", "export"), ("cmd_import_wolf", "import-wolf")):
+        sys.modules.pop(f"flowvae.cli.{name}", None)
+        with pytest.warns(DeprecationWarning, match=f"flowvae.cli.{name} is"):
+            module = importlib.import_module(f"flowvae.cli.{name}")
+        assert module.COMMANDS[command] is cli_main.COMMANDS[command]
+    with pytest.raises(AttributeError):
+        cli_main.cmd_nothing  # noqa: B018
+
+
+def test_result_files_read_back_as_their_records(run, tmp_path, capsys):
+    from flowvae.evaluation.metrics import get_metric
+
+    run = shutil.copytree(run, tmp_path / "run")
+    assert main(["eval", str(run), "-k", "1", "--limit", "16", *CPU]) == 0
+    capsys.readouterr()
+    assert main(["check", str(run), "--limit", "8", "--json", *CPU]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    check = get_metric("check").read(run)["check.json"]
+    assert check.ok and check.to_dict() == printed == json.loads((run / "check.json").read_text())
+    ev = get_metric("eval").read(run)["eval.json"]
+    assert ev.n == 16 and ev.exact is True and ev.dataset == "digits/test"
+
+
+# ---------------------------------------------------------------------------------------------- typed flags
+
+
+class _Trained(Exception):
+    """Raised by the stand-in for training with the config it was given."""
+
+
+def _train_config(monkeypatch, argv: list[str]):
+    """The config ``flowvae train ARGV`` would train, without training."""
+    def fake_train(cfg, run, **kw):
+        raise _Trained(cfg)
+
+    monkeypatch.setattr("flowvae.training.train", fake_train)
+    with pytest.raises(_Trained) as e:
+        main(argv)
+    return e.value.args[0]
+
+
+def test_train_flags_set_typed_fields_after_the_overrides(tmp_path, monkeypatch):
+    """--data, --steps, --seed and --device set their fields as values, not as text parsed again as YAML:
+    a data folder named "on" or "123" stays that name (YAML would read True and 123), and each flag wins
+    over a --set of its field."""
+    for name in ("on", "123", "null"):
+        cfg = _train_config(monkeypatch, ["train", "digits", "--run", str(tmp_path / "r"), "--data", name,
+                                          "--steps", "7", "--seed", "3", "--device", "cpu", "-q",
+                                          "--set", "train.steps=5", "train.seed=9", "data.root=elsewhere"])
+        assert (cfg.data.root, cfg.train.steps, cfg.train.seed, cfg.train.device) == (name, 7, 3, "cpu")
+    cfg = _train_config(monkeypatch, ["train", "digits", "--run", str(tmp_path / "r"), "-q", "--set", "train.seed=9"])
+    assert (cfg.train.seed, cfg.train.device, cfg.data.root) == (9, "auto", None)  # --device's default is auto
+    assert main(["train", "digits", "--run", str(tmp_path / "r"), "--device", "tpu", "-q"]) == 1
+
+
+def test_train_folder_reads_the_parsed_overrides(tmp_path, monkeypatch, caplog):
+    """The preset chosen for --data FOLDER reads data.n_bits, data.train_limit and train.device from the
+    overrides parsed once (config.parse_overrides), the flags last."""
+    import logging
+
+    from flowvae.config import parse_overrides
+
+    assert parse_overrides(["data.n_bits=5", "train.device=cuda:1", "data.root="]) == [
+        ("data.n_bits", 5), ("train.device", "cuda:1"), ("data.root", None)]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    with caplog.at_level(logging.INFO, logger="flowvae"):
+        cfg = _train_config(monkeypatch, ["train", "--data", str(folder), "--run", str(tmp_path / "r"), "--device",
+                                          "cpu", "--set", "data.n_bits=5", "data.train_limit=10",
+                                          "train.device=cuda"])
+    assert (cfg.data.n_bits, cfg.data.train_limit, cfg.train.device, cfg.data.root) == (5, 10, "cpu", str(folder))
+    # 5 bits; chosen for the CPU of --device, which wins over the --set of its field here too
+    assert "5 bits" in caplog.text and "on a CPU" in caplog.text
+    assert main(["train", "--data", str(folder), "--run", str(tmp_path / "r"), "-q", "--set", "data.n_bits"]) == 1

@@ -746,7 +746,7 @@ def test_celebahq_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_trainer_load_data_passes_limit_and_size(tmp_path: Path) -> None:
     from flowvae.presets import get_preset
-    from flowvae.training.trainer import load_data
+    from flowvae.runs.data import load_data
 
     x, y = _write_imagenet64_batch(tmp_path / "imagenet" / "train_data_batch_1.npz", 5, seed=4)
     cfg = get_preset("imagenet64")

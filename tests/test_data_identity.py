@@ -132,7 +132,8 @@ def test_cifar10_jpeg_zip_is_verified_by_its_sha256(tmp_path):
 def test_train_data_folder_without_preset_names_the_idx_source(fashion):
     from flowvae.cli.folders import preset_for_folder
 
-    cfg = preset_for_folder(fashion, ["train.device=cpu", f"data.root={fashion}"])  # as cmd_train passes it
+    # as flowvae train passes it: the flags as typed fields, after the --set overrides
+    cfg = preset_for_folder(fashion, [], [("train.device", "cpu"), ("data.root", str(fashion))])
     assert cfg.data.dataset == "idx" and cfg.data.root == str(fashion)
 
 
@@ -289,7 +290,7 @@ def test_the_card_tags_a_hub_data_set_only_for_verified_files(tiny_runs, tmp_pat
 
 
 def test_the_card_shows_the_grid_with_the_fewest_saturated_samples(tiny_runs, tmp_path):
-    from flowvae.hub import _sample_grid
+    from flowvae.reporting.card import sample_grid as _sample_grid
 
     run = Path(shutil.copytree(tiny_runs["flowvae"], tmp_path / "run"))
     samples = run / "samples"

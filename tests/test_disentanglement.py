@@ -210,6 +210,20 @@ def test_metric_input_errors(synthetic) -> None:
         sample_codes(lambda x: x[:, 0], ToyGrid(), 16)
 
 
+def test_the_command_and_the_record_know_every_metric() -> None:
+    """flowvae disentangle spells the metric names out (its parser does not import the evaluation
+    package); its default, the evaluation's list and the fields of disentanglement.json's record agree."""
+    import dataclasses
+
+    from flowvae.cli.main import build_parser
+    from flowvae.evaluation.representations import DISENTANGLEMENT_METRICS
+    from flowvae.runs.records import DisentanglementResult
+
+    assert build_parser().parse_args(["disentangle", "RUN"]).metrics == list(DISENTANGLEMENT_METRICS)
+    fields = [f.name for f in dataclasses.fields(DisentanglementResult)]
+    assert fields[-len(DISENTANGLEMENT_METRICS):] == list(DISENTANGLEMENT_METRICS)
+
+
 # --------------------------------------------------------------------------------------
 # dSprites
 # --------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def model(unstable_run):
 @pytest.fixture(scope="module")
 def test_images(model):
     from flowvae.data.streaming import head_images
-    from flowvae.training.trainer import load_data
+    from flowvae.runs.data import load_data
 
     return head_images(load_data(model.config, "test"), 64)
 
@@ -184,7 +184,7 @@ def test_check_warns_on_an_unstable_model_instead_of_failing(model, test_images)
     assert "clamped" in rec["detail"] and "undertrained or unstable" in rec["detail"]
     assert rec["stats"]["nonfinite_pixels"] == 0 and rec["stats"]["samples"] == 16
     assert all(c["ok"] and not c.get("warning") for n, c in by_name.items() if n != "samples")
-    json.dumps(res, allow_nan=False)
+    json.dumps(res.to_dict(), allow_nan=False)
 
 
 def test_check_still_fails_a_broken_model(model, test_images):

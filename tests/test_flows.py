@@ -8,6 +8,9 @@ Every layer is checked against the contract of :mod:`flowvae.flows.base`:
 4. logdet == ``slogdet`` of the autograd Jacobian, per sample, in float64;
 5. for conditional layers, the conditioning changes the output.
 
+Every concrete :class:`~flowvae.flows.base.Flow` subclass of the package (the models' decoders
+included) has a case here; :func:`test_every_flow_of_the_package_has_a_case` keeps it so.
+
 Coupling networks start as the identity (zero-initialised last layer), so every layer's
 parameters are randomised before checking; otherwise most checks would be vacuous.
 """
@@ -24,7 +27,6 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from flowvae.config import ModelConfig
 from flowvae.flows import (
     ActNorm,
     AffineCoupling,
@@ -42,8 +44,12 @@ from flowvae.flows import (
     glow_step,
     refined_step,
 )
+from flowvae.flows.base import Flow
+from flowvae.flows.dequant import _ElementwiseAffine
 from flowvae.flows.glow import _TailActNorm
-from flowvae.models import FlowVAE
+from flowvae.models import BTCVAE, BTCVAEConfig, FlowVAEConfig, create_model
+from flowvae.models.flowvae import _PriorConditionedDecoder
+from flowvae.models.multistage import _StageTwoDecoder
 from flowvae.networks.coupling_nets import ConvCouplingNet, MLPCouplingNet
 from flowvae.networks.layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
 
@@ -98,12 +104,22 @@ class Case:
     shape: tuple[int, ...]          # input shape without batch
     cond_dim: int = 0               # > 0: the layer is conditioned on a [B, cond_dim] code
     flat_output: bool = False       # ConditionalGlow: [B, C, H, W] -> [B, C*H*W]
-    uses_cond: bool | None = None   # default: cond_dim > 0
+    uses_cond: bool | None = None   # default: has_cond
     out_shape: tuple[int, ...] | None = None  # output shape without batch, if not the input's
+    cond_shape: tuple[int, ...] | None = None  # the conditioning without batch, if not [cond_dim] (feature maps)
+
+    @property
+    def has_cond(self) -> bool:
+        """Whether the layer is given a conditioning tensor (of :attr:`cond_size`)."""
+        return self.cond_dim > 0 or self.cond_shape is not None
+
+    @property
+    def cond_size(self) -> tuple[int, ...]:
+        return self.cond_shape if self.cond_shape is not None else (self.cond_dim,)
 
     @property
     def conditional(self) -> bool:
-        return self.cond_dim > 0 if self.uses_cond is None else self.uses_cond
+        return self.has_cond if self.uses_cond is None else self.uses_cond
 
 
 def _randomised(factory: Callable[[], nn.Module], seed: int = 0, **kw) -> Callable[[], nn.Module]:
@@ -136,6 +152,17 @@ def _coupling(pattern: str, swap: bool, additive: bool, alpha: float, net: str) 
 
 
 GENTLE = dict(scale=0.1, gain=0.1)  # whole multi-level flows: still far from the identity
+
+
+def _tiny_glow(cond_dim: int = 0, cond_image: tuple[int, int] | None = None) -> ConditionalGlow:
+    return ConditionalGlow(1, 4, [0, [1, 1], 1], [4, 8, 8], cond_dim=cond_dim, cond_image=cond_image)
+
+
+def _stage_two_decoder() -> nn.Module:
+    """The multi-stage model's flow: the factors c as the condition (without ``recon_input``: stage
+    1 is not a submodule, so it would keep its dtype when the case is moved to float64)."""
+    stage1 = BTCVAE(BTCVAEConfig(in_channels=1, image_size=28, n_factors=3, conv_channels=[4], hidden=8))
+    return _StageTwoDecoder(_tiny_glow(3), stage1, recon_input=False)
 
 
 def _cases() -> list:
@@ -193,6 +220,15 @@ def _cases() -> list:
         "glow_step": Case(_randomised(lambda: glow_step(4, conv_net(3))), (4, 3, 3), cond_dim=3),
         "learned_gaussian": Case(_randomised(lambda: LearnedGaussian((3, 2, 2))), (3, 2, 2)),
         "conditional_gaussian": Case(_randomised(lambda: ConditionalGaussian(6, 3)), (6,), cond_dim=3),
+        # q(u|x)'s layers: conditioned on feature maps of the image
+        "dequant-elementwise-affine": Case(_randomised(lambda: _ElementwiseAffine(2, 3)), (2, 3, 3),
+                                           cond_shape=(3, 3, 3)),
+        # the models' decoders: z in v's Gaussian (z_prior), the factors c of the multi-stage model
+        "prior-conditioned-decoder": Case(
+            _randomised(lambda: _PriorConditionedDecoder(_tiny_glow(), 3), **GENTLE), (1, 4, 4), cond_dim=3,
+            flat_output=True),
+        "stage-two-decoder": Case(_randomised(_stage_two_decoder, **GENTLE), (1, 4, 4), cond_dim=3,
+                                  flat_output=True),
     }
     for pattern in ("continuous", "alternate"):
         for swap in (False, True):
@@ -213,7 +249,7 @@ CASES = _cases()
 def _inputs(case: Case, batch: int, dtype: torch.dtype, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *case.shape, generator=g, dtype=torch.float64).to(dtype)
-    cond = torch.randn(batch, case.cond_dim, generator=g, dtype=torch.float64).to(dtype) if case.cond_dim else None
+    cond = torch.randn(batch, *case.cond_size, generator=g, dtype=torch.float64).to(dtype) if case.has_cond else None
     return x, cond
 
 
@@ -288,7 +324,7 @@ def test_logdet_matches_autograd_jacobian(case: Case):
     layer = case.build().double()
     x, cond = _inputs(case, 2, torch.float64)
     # conditioned layers need their code; the others accept (and ignore) any cond, or none
-    conds = [cond] if case.cond_dim else [None, torch.randn(2, 3, dtype=torch.float64)]
+    conds = [cond] if case.has_cond else [None, torch.randn(2, 3, dtype=torch.float64)]
     for c in conds:
         def fwd(xi, i, c=c):
             return layer(xi, None if c is None else c[i:i + 1])[0]
@@ -325,6 +361,38 @@ def test_conditioning_changes_output(case: Case):
         # and it still round-trips under the other code
         tol = 5e-5 if case.flat_output else 1e-5
         assert torch.allclose(layer.inverse(y2, other)[0], x, atol=tol, rtol=tol)
+
+
+def _package_flows() -> set[type]:
+    """Every concrete :class:`Flow` subclass defined in flowvae (one whose ``forward`` is its own),
+    after importing every module of the package."""
+    import importlib
+    import pkgutil
+    import warnings
+
+    import flowvae
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # modules kept as deprecated aliases
+        for info in pkgutil.walk_packages(flowvae.__path__, "flowvae."):
+            if not info.name.endswith("__main__"):
+                importlib.import_module(info.name)
+    found: set[type] = set()
+    todo: list[type] = [Flow]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return {c for c in found if c.__module__.startswith("flowvae.") and c.forward is not Flow.forward}
+
+
+def test_every_flow_of_the_package_has_a_case():
+    """A new invertible layer (or a model's decoder) is checked against the contract as soon as it
+    exists: it needs a case in ``_cases`` whose layer is of exactly its class."""
+    covered = {type(p.values[0].build()) for p in CASES}
+    missing = sorted(f"{c.__module__}.{c.__qualname__}" for c in _package_flows() - covered)
+    assert not missing, f"Flow subclasses without a case in tests/test_flows.py _cases(): {missing}"
 
 
 @pytest.mark.parametrize("build", [
@@ -774,7 +842,7 @@ def published_glow_counts():
 
 @pytest.fixture(scope="module")
 def published_model_counts():
-    return {kind: _count(_build_meta(lambda k=kind: FlowVAE(replace(ModelConfig(), kind=k))))
+    return {kind: _count(_build_meta(lambda k=kind: create_model(replace(FlowVAEConfig(), kind=k))))
             for kind in ("flowvae", "refined_glow")}
 
 
@@ -799,9 +867,9 @@ def test_published_presets_have_the_authors_parameter_counts(preset, model_count
     from flowvae.presets import get_preset
 
     cfg = get_preset(preset)
-    assert _count(_build_meta(lambda: FlowVAE(cfg.model, cfg.data.n_bits))) == model_count
+    assert _count(_build_meta(lambda: create_model(cfg))) == model_count
     cfg.model.kind = "refined_glow"
-    assert _count(_build_meta(lambda: FlowVAE(cfg.model, cfg.data.n_bits))) == glow_count
+    assert _count(_build_meta(lambda: create_model(cfg))) == glow_count
 
 
 # ----------------------------------------------------------------------------------------------

@@ -92,14 +92,17 @@ def runs(golden, tmp_path_factory) -> dict[str, Path]:
 def _bpd_with_their_noise(model, io: dict) -> dict:
     """Bits/dim of the golden images with their noise u (dequantisation) and eps (posterior) fed
     through flowvae's own bound (FlowVAE.bits_per_dim -> log_weights)."""
+    import flowvae.models.flow_decoder as fd
     import flowvae.models.flowvae as fm
 
-    noise = fm._noise
-    fm._noise = lambda draw, like, gen, shard: (io["u"] if draw is torch.rand else io["eps"]).to(like)
+    # u is drawn in flow_decoder (dequantisation), eps in flowvae (posterior): each module's own name
+    saved = fd.noise_like, fm.noise_like
+    fd.noise_like = fm.noise_like = lambda draw, like, gen, shard: (io["u"] if draw is torch.rand
+                                                                    else io["eps"]).to(like)
     try:
         return model.bits_per_dim(io["images_uint8"])
     finally:
-        fm._noise = noise
+        fd.noise_like, fm.noise_like = saved
 
 
 # ---------------------------------------------------------------------------------------------- mapping
@@ -362,7 +365,7 @@ def test_numpy_scalars_of_either_numpy_load_and_the_allow_list_is_restored(tmp_p
     """Their checkpoints keep numpy scalars; numpy 1 and numpy 2 name ``scalar`` differently in the
     pickle, and every supported torch (2.4 has no ``safe_globals`` context) must read both, leaving
     torch's process-wide allow list as it found it."""
-    from flowvae.interop.wolf import _torch_load
+    from flowvae.interop.wolf.files import load_torch_file
 
     path = tmp_path / "checkpoint.tar"
     # the legacy (non-zip) format is one plain pickle stream, so the module name can be rewritten
@@ -373,6 +376,6 @@ def test_numpy_scalars_of_either_numpy_load_and_the_allow_list_is_restored(tmp_p
     path.write_bytes(raw.replace(spelled[0], module.encode()))
     assert module.encode() in path.read_bytes()
     before = set(torch.serialization.get_safe_globals())  # a set in torch >= 2.5: order is arbitrary
-    obj, digest = _torch_load(path)
+    obj, digest = load_torch_file(path)
     assert float(obj["best_bpd"]) == 3.25 and int(obj["step"]) == 7 and len(digest) == 64
     assert set(torch.serialization.get_safe_globals()) == before

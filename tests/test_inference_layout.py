@@ -10,7 +10,7 @@ from flowvae.api import load_run
 from flowvae.evaluation._layout import inference_layout, to_layout
 from flowvae.evaluation.bpd import evaluate_bpd
 from flowvae.models import MODEL_KINDS
-from flowvae.training.trainer import load_data
+from flowvae.runs.data import load_data
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -82,11 +82,11 @@ def test_a_signal_finishes_the_step_checkpoints_it_and_the_resume_is_bitwise(tmp
 
 
 def test_the_signal_handlers_are_restored_and_a_second_signal_stops_at_once():
-    from flowvae.training.trainer import _Signals
+    from flowvae.training.signals import StopSignals
 
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as e:
-        with _Signals() as s:
+        with StopSignals() as s:
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.01)
             assert s.signum == signal.SIGTERM  # the first only asks the loop to stop
@@ -335,7 +335,7 @@ def test_resume_accepts_more_steps_and_bookkeeping_changes(ten_steps, tmp_path):
 def test_allow_changes_resumes_with_a_new_learning_rate_and_clip(ten_steps, tmp_path, caplog):
     import shutil
 
-    from flowvae.training.trainer import lr_lambda
+    from flowvae.training.schedules import lr_lambda
 
     run = Path(shutil.copytree(ten_steps, tmp_path / "changed"))
     cfg = _cfg("train.steps=14", "train.eval_every=5", "train.checkpoint_every=5", "train.lr=5e-4",
@@ -400,11 +400,11 @@ def test_resume_refuses_to_start_over_when_every_checkpoint_is_damaged(ten_steps
 
 
 def test_a_bad_first_update_is_rolled_back_too():
-    from flowvae.training.trainer import _UpdateGuard
+    from flowvae.training.guard import UpdateGuard
 
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.AdamW([w], lr=0.1)
-    guard = _UpdateGuard([w], opt)
+    guard = UpdateGuard([w], opt)
     w.grad = torch.ones(3)
     guard.save()  # before the first update: no Adam state yet
     opt.step()

@@ -318,7 +318,7 @@ def test_the_run_is_labelled_and_evaluation_is_that_of_the_paper(warm_run, tmp_p
 def test_the_local_decoder_is_a_labelled_architecture_departure():
     """``model.coupling_kernel`` (3 in eq. 7) changes the architecture, not the objective: the run
     and its report say so, and an even kernel (which would shift the output) is refused."""
-    from flowvae.report import _config  # noqa: PLC0415  (the report's own renderer)
+    from flowvae.reporting.html import config_section as _config  # noqa: PLC0415  (the report's own renderer)
     from flowvae.training.trainer import _departures  # noqa: PLC0415
 
     cfg = apply_overrides(get_preset("digits"), ["model.coupling_kernel=1"])
@@ -383,7 +383,7 @@ def test_the_auxiliary_decoder_changes_no_reported_bits_per_dim_and_is_saved_wit
 
 
 def test_the_auxiliary_decoder_is_a_labelled_departure_refused_without_z():
-    from flowvae.report import _config  # noqa: PLC0415
+    from flowvae.reporting.html import config_section as _config  # noqa: PLC0415
     from flowvae.training.trainer import _departures  # noqa: PLC0415
 
     cfg = apply_overrides(get_preset("digits"), ["model.aux_decoder_weight=1"])

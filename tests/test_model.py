@@ -1,5 +1,6 @@
-"""FlowVAE end to end: exact encode/decode on real images, bits/dim known answers, the bounds,
-sampling, and the errors users can cause."""
+"""The flow kinds end to end (the paper's FlowVAE and the Glow baselines, through the shared
+FlowDecoderModel): exact encode/decode on real images, bits/dim known answers, the bounds, sampling,
+and the errors users can cause; the class each kind gets and the deprecated names."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from flowvae.config import ModelConfig
 from flowvae.data import bins_to_uint8, load_dataset, load_digits, quantize, shared_data_dir
 from flowvae.errors import ConfigError, DataError
 from flowvae.flows import ActNorm, InvertibleConv1x1, data_init
-from flowvae.models import FlowVAE
+from flowvae.models import FlowDecoderModel, FlowVAE, FlowVAEConfig, Glow, create_model
 from flowvae.networks.layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
 from flowvae.presets import get_preset
 
@@ -31,7 +31,7 @@ def digits() -> torch.Tensor:
     return images
 
 
-def digits_cfg(**kw) -> ModelConfig:
+def digits_cfg(**kw) -> FlowVAEConfig:
     return replace(get_preset("digits").model, **kw)
 
 
@@ -47,11 +47,11 @@ def perturb(model: torch.nn.Module, seed: int = 0, gain: float = 0.3, scale: flo
             p.add_(torch.randn(p.shape, generator=g) * scale)
 
 
-def trained_model(cfg: ModelConfig, images: torch.Tensor, n_bits: int = 8, steps: int = 3,
-                  seed: int = 0) -> FlowVAE:
+def trained_model(cfg: FlowVAEConfig, images: torch.Tensor, n_bits: int = 8, steps: int = 3,
+                  seed: int = 0) -> FlowDecoderModel:
     """Data-initialised, perturbed and briefly trained: far from the identity."""
     torch.manual_seed(seed)
-    model = FlowVAE(cfg, n_bits)
+    model = create_model(cfg, n_bits)
     with torch.no_grad(), data_init(model):
         model.loss(images)
     assert all(bool(m.initialized) for m in model.modules() if isinstance(m, ActNorm))
@@ -69,11 +69,11 @@ def trained_model(cfg: ModelConfig, images: torch.Tensor, n_bits: int = 8, steps
 
 
 @pytest.fixture(scope="module")
-def digits_model(digits) -> FlowVAE:
+def digits_model(digits) -> FlowDecoderModel:
     return trained_model(get_preset("digits").model, digits)
 
 
-def assert_exact_round_trip(model: FlowVAE, x: torch.Tensor, expected: torch.Tensor) -> None:
+def assert_exact_round_trip(model: FlowDecoderModel, x: torch.Tensor, expected: torch.Tensor) -> None:
     z, v = model.encode(x)
     assert v.shape == (x.shape[0], model.dim) and v.dtype == torch.float32
     if model.uses_z:
@@ -115,7 +115,7 @@ def test_digits_round_trip_and_training_of_the_baselines(digits, kind, steps):
     if kind == "glow":
         cfg = replace(cfg, image_size=8)
         with pytest.raises(ConfigError, match="divisible by 2\\^levels"):
-            FlowVAE(replace(cfg, steps=[1, 1, 1, 1], hidden=[8] * 4))
+            create_model(replace(cfg, steps=[1, 1, 1, 1], hidden=[8] * 4))
     model = trained_model(cfg, digits, steps=3)
     z, _ = model.encode(digits)
     assert (z is None) == (kind == "glow")
@@ -123,7 +123,7 @@ def test_digits_round_trip_and_training_of_the_baselines(digits, kind, steps):
     if kind == "z_prior":  # z reaches only the Gaussian of v, not the couplings
         assert not any(n.startswith("decoder.glow") and ".cond." in n for n, _ in model.named_parameters())
     torch.manual_seed(0)
-    fresh = FlowVAE(cfg)
+    fresh = create_model(cfg)
     with torch.no_grad(), data_init(fresh):
         fresh.loss(digits)
     opt = torch.optim.Adam(fresh.parameters(), lr=2e-3)
@@ -145,7 +145,7 @@ def test_digits_round_trip_5_bits(digits):
     assert_exact_round_trip(model, digits, expected)
 
 
-MNIST_CFG = ModelConfig(in_channels=1, image_size=28, steps=[0, [1, 1], 1], hidden=[4, 16, 16],
+MNIST_CFG = FlowVAEConfig(in_channels=1, image_size=28, steps=[0, [1, 1], 1], hidden=[4, 16, 16],
                         encoder_widths=[8, 8], d_z=4, prior_hidden=16)
 
 
@@ -186,7 +186,7 @@ def test_bpd_known_answer_volume_preserving_flow(digits, kind, n_bits):
     volume-preserving permutation of coordinates: log p(x) = sum log N(x). For the flowvae kind,
     q(z|x) = N(0, I) = p(z) at initialisation, so the KL term is zero too."""
     torch.manual_seed(0)
-    model = FlowVAE(digits_cfg(kind=kind), n_bits).eval()
+    model = create_model(digits_cfg(kind=kind), n_bits).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, InvertibleConv1x1):
@@ -205,8 +205,8 @@ def test_bpd_known_answer_scaled_actnorm():
     """Single-level refined Glow: ActNorm with a known scale and bias, then a random rotation and
     identity couplings: log p(x) = sum log N(exp(a) x + b) + H W sum(a)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(kind="refined_glow", in_channels=3, image_size=4, steps=[1], hidden=[4])
-    model = FlowVAE(cfg).eval()
+    cfg = FlowVAEConfig(kind="refined_glow", in_channels=3, image_size=4, steps=[1], hidden=[4])
+    model = create_model(cfg).eval()
     actnorms = [m for m in model.modules() if isinstance(m, ActNorm)]
     a, b = torch.tensor([0.3, -0.5, 1.1]), torch.tensor([0.2, -0.1, 0.4])
     with torch.no_grad():
@@ -256,7 +256,7 @@ def test_loss_equals_bits_per_dim(digits, digits_model):
 
 def test_training_reduces_loss(digits):
     torch.manual_seed(0)
-    model = FlowVAE(get_preset("digits").model)
+    model = create_model(get_preset("digits").model)
     with torch.no_grad(), data_init(model):
         model.loss(digits)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -325,29 +325,29 @@ def test_bad_images_raise_data_error(digits, digits_model, bad):
 
 
 @pytest.mark.parametrize("cfg", [
-    pytest.param(ModelConfig(in_channels=1, image_size=6, steps=[0, [1, 1], 1], hidden=[4, 8, 8]), id="decoder"),
-    pytest.param(ModelConfig(in_channels=1, image_size=12, steps=[0, [1, 1], 1], hidden=[4, 8, 8],
+    pytest.param(FlowVAEConfig(in_channels=1, image_size=6, steps=[0, [1, 1], 1], hidden=[4, 8, 8]), id="decoder"),
+    pytest.param(FlowVAEConfig(in_channels=1, image_size=12, steps=[0, [1, 1], 1], hidden=[4, 8, 8],
                              encoder_widths=[4, 4, 4], d_z=4, prior_hidden=8), id="encoder"),
 ])
 def test_image_size_not_divisible_raises_config_error(cfg):
     with pytest.raises(ConfigError, match="divisible"):
-        FlowVAE(cfg)
+        create_model(cfg)
 
 
 @pytest.mark.parametrize("n_bits", [0, 9, -1, 5.0, "8"])
 def test_bad_n_bits_raises_config_error(n_bits):
     with pytest.raises(ConfigError, match="n_bits"):
-        FlowVAE(digits_cfg(), n_bits)
+        create_model(digits_cfg(), n_bits)
 
 
 @pytest.mark.parametrize("n_bits", [1, 8])
 def test_extreme_valid_n_bits(n_bits):
-    assert FlowVAE(digits_cfg(), n_bits).n_bins == 2 ** n_bits
+    assert create_model(digits_cfg(), n_bits).n_bins == 2 ** n_bits
 
 
 def test_grey_images_need_zero_steps_at_full_resolution():
     with pytest.raises(ConfigError, match="channel"):
-        FlowVAE(digits_cfg(steps=[1, [1, 1], 1]))
+        create_model(digits_cfg(steps=[1, [1, 1], 1]))
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -358,7 +358,7 @@ def test_grey_images_need_zero_steps_at_full_resolution():
 ])
 def test_other_bad_configs_raise_config_error(field, value, match):
     with pytest.raises(ConfigError, match=match):
-        FlowVAE(digits_cfg(**{field: value}))
+        create_model(digits_cfg(**{field: value}))
 
 
 def test_recompute_gives_the_same_model_gradients(digits, digits_model):
@@ -398,7 +398,7 @@ def test_variational_dequantization_bound_trains_and_keeps_round_trip(digits):
     grads = [p.grad for n, p in model.named_parameters() if n.startswith("dequantizer")]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
     with pytest.raises(ConfigError, match="dequantization"):
-        FlowVAE(digits_cfg(dequantization="gaussian"))
+        create_model(digits_cfg(dequantization="gaussian"))
 
 
 def test_non_finite_decodes_become_black_pixels_with_a_warning(digits_model, caplog):
@@ -410,3 +410,63 @@ def test_non_finite_decodes_become_black_pixels_with_a_warning(digits_model, cap
     assert out.dtype == torch.uint8 and out[1, 0, 2, 3] == 0 and out[2, 0, 0, 0] == 0
     assert out[0, 0, 0, 0] == 128  # 0.0 is the middle bin
     assert "2 non-finite pixel values in 2 image(s)" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------
+# one base class for the flow kinds, one sampler, the names of earlier releases
+
+
+@pytest.mark.parametrize("kind,cls", [("flowvae", FlowVAE), ("z_prior", FlowVAE), ("refined_glow", Glow),
+                                      ("glow", Glow)])
+def test_each_flow_kind_gets_its_class(kind, cls):
+    model = create_model(digits_cfg(kind=kind, steps=[2, 2, 2] if kind == "glow" else [0, [2, 2], 2]))
+    assert type(model) is cls and isinstance(model, FlowDecoderModel) and model.kind == kind
+    assert (model.prior is None) == (kind in ("refined_glow", "glow"))
+
+
+def test_flowvae_of_a_glow_config_is_the_same_model_with_a_warning():
+    cfg = digits_cfg(kind="refined_glow")
+    torch.manual_seed(0)
+    glow = Glow(cfg)
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="Glow"):
+        old = FlowVAE(cfg)
+    assert list(old.state_dict()) == list(glow.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), glow.state_dict().values()))
+    assert old.capabilities == glow.capabilities and old.parameter_count() == glow.parameter_count()
+    with pytest.raises(ConfigError, match="not 'flowvae'"):
+        Glow(digits_cfg())
+
+
+def test_the_names_of_earlier_releases_warn_and_still_work():
+    import flowvae.models
+    import flowvae.models.flowvae
+
+    for module in (flowvae.models, flowvae.models.flowvae):
+        with pytest.warns(DeprecationWarning, match="FlowVAEConfig"):
+            assert module.ModelConfig is FlowVAEConfig
+
+
+@pytest.mark.parametrize("kind", ["flowvae", "z_prior", "refined_glow", "glow"])
+def test_draw_is_sample_with_the_continuous_values_behind_it(kind, digits):
+    model = trained_model(digits_cfg(kind=kind, steps=[2, 2, 2] if kind == "glow" else [0, [2, 2], 2]), digits,
+                          steps=1).eval()
+    for t in (0.0, 0.7):
+        drawn = model.draw(6, t, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(drawn.images, model.sample(6, t, generator=torch.Generator().manual_seed(3)))
+        assert drawn.continuous is not None and drawn.saturated is not None
+        assert drawn.continuous.shape == (6, 1, 8, 8) and drawn.saturated.shape == (6,)
+        assert torch.equal(model.continuous_to_uint8(drawn.continuous), drawn.images)
+    z, v = model.encode(digits[:4])
+    decoded = model.decode_samples(z, v)
+    assert torch.equal(decoded.images, model.decode(z, v)) and torch.equal(decoded.images, digits[:4])
+    assert not decoded.saturated.any()
+    assert model.inverse_error(digits[:16]) < 0.25
+    if model.capabilities.global_local:
+        pairs = model.switch_samples(digits[:3], digits[3:6])
+        assert torch.equal(pairs.images, model.switch(digits[:3], digits[3:6]))
+        assert pairs.saturated is not None and pairs.saturated.shape == (3, 4)
+        assert pairs.continuous is not None and pairs.continuous.shape == (3, 4, 1, 8, 8)
+    else:
+        with pytest.raises(ConfigError, match="no global code"):
+            model.draw(2, global_temperature=0.5)

@@ -305,18 +305,18 @@ def test_report_renders_in_headless_chromium(tmp_path, monkeypatch):
 
 
 def test_a_departing_run_plots_its_training_elbo_not_its_loss():
-    from flowvae.report import _curves  # noqa: PLC0415
+    from flowvae.reporting.html import curves_section  # noqa: PLC0415
 
     # the auxiliary decoder: a loss of about 10.7 "bits/dim" beside a bound of 3.5
     departing = [{**m, "train_elbo_bpd": None if m["train_bpd"] is None else m["train_bpd"] - 0.5,
                   "train_bpd": None if m["train_bpd"] is None else m["train_bpd"] + 7.0} for m in METRICS]
     plain = [{**m, "train_bpd": m["train_elbo_bpd"]} for m in departing]
-    html = _curves(departing)
+    html = curves_section(departing)
     assert "the plain negative ELBO; the training loss, which departs from it here, is train_bpd" in html
     assert html.replace("the plain negative ELBO; the training loss, which departs from it here, is train_bpd in "
-                        "metrics.jsonl", "the training loss") == _curves([{k: v for k, v in m.items()
+                        "metrics.jsonl", "the training loss") == curves_section([{k: v for k, v in m.items()
                                                                           if k != "train_elbo_bpd"} for m in plain])
-    assert "departs" not in _curves(METRICS)
+    assert "departs" not in curves_section(METRICS)
 
 
 def test_a_departing_run_summarises_its_training_elbo(tmp_path):
@@ -326,3 +326,39 @@ def test_a_departing_run_summarises_its_training_elbo(tmp_path):
     assert '<span id="final-train-bpd">4.8123</span>' in text  # 5.31234 - 0.5, not the loss
     plain = write_report(make_run(tmp_path / "paper")).read_text()
     assert '<span id="final-train-bpd">5.3123</span>' in plain and "departs" not in plain
+
+
+def test_the_public_modules_keep_their_names():
+    """flowvae.report and flowvae.hub stay the public homes of what moved into flowvae.reporting."""
+    import flowvae.hub
+    import flowvae.report
+    from flowvae.reporting import card, compare, html
+
+    assert flowvae.report.write_report is html.write_report and flowvae.report.compare_runs is compare.compare_runs
+    assert flowvae.hub.model_card is card.model_card and flowvae.hub.HUB_DATASETS is card.HUB_DATASETS
+    assert (flowvae.hub.CARD_FILE, flowvae.hub.SAMPLE_FILE, flowvae.hub.CONFIG_FILE, flowvae.hub.WEIGHTS_FILE) == (
+        "README.md", "samples.png", "config.yaml", "model.safetensors")
+
+
+def test_result_files_are_read_as_records_and_hand_made_ones_still_show(tmp_path):
+    from flowvae.reporting.read import read_run, switch_result  # noqa: PLC0415
+    from flowvae.runs.records import CheckResult, EvalResult, SwitchResult  # noqa: PLC0415
+
+    run = make_run(tmp_path / "records")
+    fractions = {"follow_z": 0.5, "follow_v": 0.3, "neither": 0.2, "saturated": 0.0}
+    (run / "switch.json").write_text(json.dumps({
+        "dataset": "digits/test", "pairs": 100, "classes": 10, "seed": 0, **fractions,
+        "swapped": dict(fractions, follow_z=0.4), "test_accuracy": 0.9,
+        "classifier": {"features": "pixels", "C": 1.0, "cv_accuracy": 0.8, "n_train": 500, "n_test": 100, "dim": 64}}))
+    files = read_run(run)
+    assert isinstance(files.eval, EvalResult) and isinstance(files.check, CheckResult)
+    assert isinstance(switch_result(files), SwitchResult)
+    text = write_report(run).read_text()
+    assert 'data-decode="(v1, z2)"' in text and 'data-decode="(v2, z1)"' in text
+    assert "5.1151" in text and "checks FAILED" in text
+
+    # a file no writer of flowvae wrote (an ill-typed field) is shown as it is, escaped, not left out
+    (run / "eval.json").write_text(json.dumps(dict(EVAL, iw_bpd="<b>5</b>")))
+    assert not isinstance(read_run(run).eval, EvalResult)
+    text = write_report(run).read_text()
+    assert "5.1657" in text and "&lt;b&gt;5&lt;/b&gt;" in text and "<b>5</b>" not in text

@@ -14,8 +14,9 @@ from flowvae.data import load_digits, shared_data_dir
 from flowvae.errors import DataError
 from flowvae.evaluation.probe import linear_probe
 from flowvae.flows import data_init
-from flowvae.models import FlowVAE
+from flowvae.models import FlowVAE, create_model
 from flowvae.presets import get_preset
+from flowvae.runs.records import ProbeResult
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +131,8 @@ def test_cli_switch_interpolate_probe(tmp_path, capsys):
     assert set(res["results"]) == {"z", "v", "pixels"}
     assert res["results"]["pixels"]["accuracy"] > 0.8  # digits are easy from pixels
     assert (run / "probe.json").is_file() and (run / "probe.md").is_file()
+    probe = ProbeResult.from_dict(json.loads((run / "probe.json").read_text()), "probe.json")
+    assert probe.to_dict() == res and probe.results["pixels"].n_train == 500
 
 
 def test_code_kl_matches_the_closed_form_and_flags_a_collapsed_code(model_and_images):
@@ -151,7 +154,7 @@ def test_code_kl_matches_the_closed_form_and_flags_a_collapsed_code(model_and_im
     # the flow model a few steps from its initialisation: KL near 0, below the collapse threshold
     model, xs = model_and_images
     assert 0 <= code_kl(model, xs) < COLLAPSED_KL_NATS
-    glow = FlowVAE(apply_overrides(get_preset("digits"), ["model.kind=refined_glow"]).model)
+    glow = create_model(apply_overrides(get_preset("digits"), ["model.kind=refined_glow"]).model)
     assert code_kl(glow, xs) is None  # no z
 
 
@@ -216,7 +219,7 @@ def test_probes_during_training_are_skipped_with_a_warning_on_unlabelled_data(tm
 
 
 def test_the_report_plots_only_probe_keys_that_are_short_identifiers():
-    from flowvae.report import _curves  # noqa: PLC0415
+    from flowvae.reporting.html import curves_section as _curves  # noqa: PLC0415
 
     metrics = [{"step": s, "train_bpd": 5.0, "test_elbo_bpd": 5.0, "test_kl": 1.0, "probe_z": 0.5 + s / 100,
                 "probe_<script>": 0.1, "probe_v": "not a number"} for s in (0, 10)]

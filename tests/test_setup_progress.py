@@ -236,7 +236,7 @@ def test_the_wall_time_is_summed_over_resumed_sessions(tmp_path):
 
 def test_a_collapsed_code_is_marked_in_the_report():
     from flowvae.evaluation.representations import collapse_note
-    from flowvae.report import _curves
+    from flowvae.reporting.html import curves_section as _curves
 
     assert collapse_note(0.07).startswith("KL 0.07 nats: collapsed (below 1 nat)")
     assert collapse_note(7.4) == "KL 7.40 nats"

@@ -19,8 +19,8 @@ from flowvae.cli.main import main
 from flowvae.data import ImageData, load_digits
 from flowvae.errors import ConfigError, DataError
 from flowvae.evaluation.switching import different_class_pair_count, pick_different_class_pairs, switch_metric
-from flowvae.models import MODEL_KINDS
-from flowvae.training.trainer import load_data
+from flowvae.models import MODEL_KINDS, Samples
+from flowvae.runs.data import load_data
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -44,17 +44,17 @@ def _separable(n_per_class: int, classes: int = 4, seed: int = 0, name: str = "t
 
 
 def _fake_switch(decode_v1z2: str):
-    """A stand-in for ``model.switch`` with a known (v1, z2) cell: image 2 (``"z"``: the class goes
-    with z), image 1 (``"v"``), or alternately image 2 and image 1 (``"half"``). The (v2, z1) cell
-    is the mirror image (image 1 for ``"z"``)."""
-    def switch(x1, x2):
+    """A stand-in for ``model.switch_samples`` with a known (v1, z2) cell: image 2 (``"z"``: the class
+    goes with z), image 1 (``"v"``), or alternately image 2 and image 1 (``"half"``). The (v2, z1)
+    cell is the mirror image (image 1 for ``"z"``). Nothing saturates."""
+    def switch_samples(x1, x2):
         if decode_v1z2 == "half":
             even = (torch.arange(len(x1)) % 2 == 0).view(-1, 1, 1, 1)
             a, b = torch.where(even, x2, x1), torch.where(even, x1, x2)
         else:
             a, b = (x2, x1) if decode_v1z2 == "z" else (x1, x2)
-        return torch.stack([x1, a, x2, b], 1)
-    return switch
+        return Samples(torch.stack([x1, a, x2, b], 1), None, torch.zeros(len(x1), 4, dtype=torch.bool))
+    return switch_samples
 
 
 # ---------------------------------------------------------------------------------------------- pairs
@@ -106,7 +106,7 @@ def test_fractions_sum_to_one_on_a_trained_model(model, tiny_runs):
 
 @pytest.mark.parametrize("decode, follow_z, follow_v", [("z", 1.0, 0.0), ("v", 0.0, 1.0), ("half", 0.5, 0.5)])
 def test_known_decodes_give_known_fractions(model, monkeypatch, decode, follow_z, follow_v):
-    monkeypatch.setattr(model, "switch", _fake_switch(decode))
+    monkeypatch.setattr(model, "switch_samples", _fake_switch(decode))
     train, test = _separable(30, seed=0, name="train"), _separable(10, seed=1, name="test")
     res = switch_metric(model, train, test, pairs=40, seed=0, batch_size=8)  # C cross-validated, as by default
     assert res["test_accuracy"] == 1.0
@@ -116,26 +116,21 @@ def test_known_decodes_give_known_fractions(model, monkeypatch, decode, follow_z
 
 
 def test_saturated_inverses_are_counted_per_cell_and_pair(model, monkeypatch):
-    """The (v1, z2) decodes of every third pair and the (v2, z1) decode of every pair record a
-    saturated inverse, as :func:`affine_inverse` does inside :func:`track_saturation`; masks of
-    other batch sizes (the prior's, say) are ignored."""
-    from flowvae.flows import coupling
+    """The (v1, z2) decodes of every third pair and the (v2, z1) decode of every pair saturated their
+    inverse (``switch_samples``' mask ``[P, 4]``, one column per cell): counted per cell."""
     plain = _fake_switch("z")
     seen = {"pairs": 0}
 
-    def switch(x1, x2):
-        record = coupling._saturation.get()
-        assert record is not None, "the metric must track saturation around model.switch"
+    def switch_samples(x1, x2):
         n = len(x1)
         idx = seen["pairs"] + torch.arange(n)
         seen["pairs"] += n
-        one_layer, other_layer = torch.zeros(2, 4, n, dtype=torch.bool)  # rows: the four cells
-        one_layer[1] = idx % 3 == 0
-        other_layer[3] = True
-        record += [one_layer.flatten(), other_layer.flatten(), torch.ones(n + 1, dtype=torch.bool)]
-        return plain(x1, x2)
+        saturated = torch.zeros(n, 4, dtype=torch.bool)
+        saturated[:, 1] = idx % 3 == 0
+        saturated[:, 3] = True
+        return Samples(plain(x1, x2).images, None, saturated)
 
-    monkeypatch.setattr(model, "switch", switch)
+    monkeypatch.setattr(model, "switch_samples", switch_samples)
     train, test = _separable(30, seed=0, name="train"), _separable(10, seed=1, name="test")
     res = switch_metric(model, train, test, pairs=40, seed=0, batch_size=8)
     assert res["saturated"] == pytest.approx(len(range(0, 40, 3)) / 40)
@@ -147,13 +142,13 @@ def test_decodes_of_a_third_class_count_as_neither(model, monkeypatch):
     train, test = _separable(30, seed=0, name="train"), _separable(10, seed=1, name="test")
     third = _separable(1, seed=2).images  # image c is of class c
 
-    def switch(x1, x2):
+    def switch_samples(x1, x2):
         def label(x):  # the bright row (noise never reaches 255)
             return ((x[:, 0] == 255).all(-1).float().argmax(-1) // 2).tolist()
         c = [min({0, 1, 2, 3} - {a, b}) for a, b in zip(label(x1), label(x2))]
-        return torch.stack([x1, third[c], x2, third[c]], 1)
+        return Samples(torch.stack([x1, third[c], x2, third[c]], 1))
 
-    monkeypatch.setattr(model, "switch", switch)
+    monkeypatch.setattr(model, "switch_samples", switch_samples)
     res = switch_metric(model, train, test, pairs=40, seed=0)
     assert (res["follow_z"], res["follow_v"], res["neither"]) == (0.0, 0.0, 1.0)
     assert res["swapped"]["neither"] == 1.0

@@ -20,7 +20,7 @@ from flowvae.errors import CheckpointError, ConfigError, DataError
 from flowvae.presets import get_preset
 from flowvae.runs.checkpoints import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from flowvae.training import train
-from flowvae.training.trainer import lr_lambda
+from flowvae.training.schedules import lr_lambda
 
 
 def _digits(*overrides: str):
@@ -104,7 +104,7 @@ def test_corrupted_checkpoint_falls_back_to_previous(tmp_path, caplog):
 
 
 def test_newer_checkpoint_format_is_refused(tmp_path):
-    from flowvae.training import checkpoint as ck
+    from flowvae.runs import checkpoints as ck
 
     save_checkpoint(tmp_path, 1, {"step": 1})
     # rewrite with a future version and a matching checksum
@@ -213,3 +213,82 @@ def test_compiled_training_matches_eager(tmp_path):
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], rtol=1e-3, atol=1e-4, msg=k)
     assert compiled_model.config.train.compile is True
+
+
+# ----------------------------------------------------------------------------------------------
+# the run's own config, metrics rows, moved names
+
+
+def test_train_never_changes_the_callers_config(tmp_path):
+    """Training completes its own copy of the config (the beta-TCVAE's dataset size, filled in by a
+    fresh run); a resume adopts the filled field from config.yaml, again into its own copy."""
+    import copy
+
+    from conftest import one_thread, shared_data_dir
+    from flowvae.presets import resolve
+
+    mnist = shared_data_dir() / "mnist"
+    if not (mnist / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST not found at {mnist} (the shared data folder is absent)")
+
+    def btcvae(steps: int):
+        return resolve("dsprites-btcvae", [
+            "data.dataset=mnist", f"data.root={mnist.resolve()}", "data.train_limit=128", "data.test_limit=32",
+            "model.image_size=28", "model.n_factors=3", "model.conv_channels=[4,4]", "model.hidden=16",
+            f"train.steps={steps}", "train.eval_every=2", "train.checkpoint_every=2", "train.batch_size=16",
+            "train.init_batch_size=32", "train.eval_images=32", "train.probe_images=0",
+            "train.sample_temperatures=[1.0]"])
+
+    run = tmp_path / "btcvae"
+    fresh = btcvae(2)
+    before = copy.deepcopy(fresh)
+    with one_thread():
+        train(fresh, run, progress=False)
+    assert fresh == before and fresh.model.dataset_size is None
+    assert load_config(run / "config.yaml").model.dataset_size == 128  # the run's copy was completed
+    resumed = btcvae(4)
+    before = copy.deepcopy(resumed)
+    with one_thread():  # without the adopted size, the resume would refuse a changed model.dataset_size
+        last = train(resumed, run, resume=True, progress=False)
+    assert last["step"] == 4
+    assert resumed == before and resumed.model.dataset_size is None
+    assert load_config(run / "config.yaml").model.dataset_size == 128
+
+
+def test_metrics_lines_are_metrics_rows(digits_run):
+    """Each line of metrics.jsonl reads as a MetricsRow and writes back to the same text."""
+    from flowvae.runs.metrics import MetricsRow
+
+    run, last = digits_run
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    rows = [MetricsRow.from_dict(json.loads(line)) for line in lines]
+    assert [json.dumps(r.to_dict()) for r in rows] == lines
+    assert list(rows[0]) == ["step", "train_bpd", "test_elbo_bpd", "test_iw_bpd", "test_kl", "test_k", "test_n", "lr",
+                             "skipped_steps", "grad_norm_max", "time_s"]
+    assert rows[0].train_bpd is None and rows[0].grad_norm_max is None  # written as null, not left out
+    assert rows[-1].to_dict() == last
+
+
+def test_a_metrics_row_spells_out_its_probes_in_place():
+    """The layout of a line with every optional field (a run with KL warm-up and probes of z and v)."""
+    from flowvae.runs.metrics import MetricsRow
+    from flowvae.runs.records import RecordError
+
+    line = ('{"step": 10, "train_bpd": 8.36, "train_elbo_bpd": 8.37, "test_elbo_bpd": 8.33, "test_iw_bpd": 8.33, '
+            '"test_kl": 0.048, "test_k": 1, "test_n": 32, "lr": 0.00044, "skipped_steps": 0, "grad_norm_max": 1.25, '
+            '"time_s": 2.5, "kl_weight": 0.91, "probe_z": 0.375, "probe_v": 0.875, "z_collapsed": true}')
+    row = MetricsRow.from_dict(json.loads(line))
+    assert row.probes == {"z": 0.375, "v": 0.875} and row.z_collapsed is True and row["probe_v"] == 0.875
+    assert json.dumps(row.to_dict()) == line
+    with pytest.raises(RecordError, match="probes"):
+        MetricsRow.from_dict({**json.loads(line), "probe_z": "high"})
+
+
+def test_load_data_moved_to_the_run_layer_with_a_deprecated_alias():
+    import flowvae.training.trainer as trainer
+    from flowvae.runs.data import load_data
+
+    with pytest.warns(DeprecationWarning, match="flowvae.runs.data.load_data"):
+        alias = trainer.load_data
+    assert alias is load_data
+    assert load_data(get_preset("digits"), "test").name == "digits/test"

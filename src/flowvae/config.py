@@ -26,12 +26,12 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from .errors import ConfigError
-from .models.base import ModelSettings, config_class
+from .models.base import ModelSettings, config_class, config_classes
 from .models.flowvae import FlowVAEConfig
 from .settings import Settings, setting, suggest
 
 __all__ = ["Config", "DataConfig", "TrainConfig", "ModelConfig", "load_config", "save_config", "apply_overrides",
-           "migrate", "suggest", "config_from_dict", "parse_yaml", "set_field"]
+           "migrate", "suggest", "config_from_dict", "parse_yaml", "set_field", "parse_overrides"]
 
 ModelConfig = FlowVAEConfig  # the name of earlier releases: the flow kinds' model config
 
@@ -151,46 +151,50 @@ class Config:
 
 _SECTIONS: dict[str, type[Settings]] = {"data": DataConfig, "train": TrainConfig}
 
+class _Renamed(Mapping[str, Mapping[str, str]]):
+    """``{kind: {old field: new field}}`` for the kinds whose fields earlier releases spelled
+    differently, asked of the kinds' config classes (:attr:`ModelSettings.renamed`) when read, so
+    that a kind registered later is included. A legacy section of that name (``ugvae.K=5``) is the
+    kind's fields of earlier releases."""
+
+    def _table(self) -> dict[str, Mapping[str, str]]:
+        return {kind: cls.renamed for kind, cls in config_classes().items() if cls.renamed}
+
+    def __getitem__(self, kind: str) -> Mapping[str, str]:
+        return self._table()[kind]
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
 # Fields that earlier releases spelled differently, so that a message can name the new spelling.
-_MOVED: dict[str, dict[str, str]] = {"ugvae": {"d_z": "d_local", "d_beta": "d_global", "K": "n_components"},
-          "btcvae": {"d_z": "n_factors"},
-          "multistage": {"d_z": "stage1.n_factors", "stage1": "stage1_run"}}
+_MOVED = _Renamed()
 
 
 # ----------------------------------------------------------------------------------------------
 # reading and writing
 
 def migrate(d: Mapping[str, Any]) -> dict[str, Any]:
-    """A config mapping of an earlier release (sections ``ugvae``, ``btcvae``, ``multistage``, and
-    ``model.d_z`` meaning the local latent or the factors) in the current layout; current mappings
-    are returned unchanged."""
-    old = [s for s in ("ugvae", "btcvae", "multistage") if s in d]
+    """A config mapping of an earlier release (the kinds' fields in top-level sections such as
+    ``ugvae``, ``btcvae``, ``multistage``, and ``model.d_z`` meaning the local latent or the factors)
+    in the current layout; current mappings are returned unchanged. Each kind converts its own
+    section (:meth:`ModelSettings.migrate <flowvae.models.base.ModelSettings.migrate>`, with the
+    sections its config class names in ``legacy_sections``)."""
+    classes = config_classes()
+    legacy = list(dict.fromkeys(s for cls in classes.values() for s in cls.legacy_sections))
+    old = [s for s in legacy if s in d]
     if not old:
         return dict(d)
     out = {k: v for k, v in d.items() if k not in old}
     model = dict(d.get("model") or {})
     kind = model.get("kind", "flowvae")
-    sec = {s: dict(d.get(s) or {}) for s in ("ugvae", "btcvae", "multistage")}
-    shape = {k: model[k] for k in ("in_channels", "image_size") if k in model}
-    renames: dict[str, str] = _MOVED.get(kind, {})
-    if kind == "ugvae":
-        new = {"kind": kind, **shape, **({"d_local": model["d_z"]} if "d_z" in model else {})}
-        new.update({str(renames.get(str(k), k)): v for k, v in sec["ugvae"].items()})
-    elif kind == "btcvae":
-        new = {"kind": kind, **shape, **({"n_factors": model["d_z"]} if "d_z" in model else {})}
-        new.update(sec["btcvae"])
-    elif kind == "multistage":
-        from .models.flowvae import GlowSettings
-
-        glow = {f.name for f in dataclasses.fields(GlowSettings)}
-        stage1 = {"kind": "btcvae", **shape, **({"n_factors": model["d_z"]} if "d_z" in model else {}),
-                  **sec["btcvae"]}
-        new = {k: v for k, v in model.items() if k in glow}
-        new.update(stage1=stage1, stage1_run=sec["multistage"].get("stage1"),
-                   recon_input=sec["multistage"].get("recon_input", False))
-    else:
-        new = model
-    out["model"] = new
+    sections = {s: dict(d.get(s) or {}) for s in legacy}
+    # An unknown or malformed kind is left for config_from_dict to refuse, with its own message.
+    cls = classes.get(kind) if isinstance(kind, str) else None
+    out["model"] = cls.migrate(model, sections) if cls is not None else model
     return out
 
 
@@ -230,7 +234,7 @@ def _model_from_dict(kind: str, model: Mapping[str, Any]) -> ModelSettings:
 
 
 def _unknown_model_field(kind: str, key: str, names: Iterable[str]) -> str:
-    moved = _MOVED.get(kind, {}).get(key)
+    moved = config_class(kind).renamed.get(key)
     hint = f"; it is model.{moved} now" if moved else suggest(f"model.{key}", [f"model.{n}" for n in names])
     return f"unknown config field model.{key} for a {kind!r} model{hint}"
 
@@ -396,6 +400,17 @@ def _parse_override(item: str) -> tuple[str, Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse the value of {key}: {_yaml_error(e)}") from None
     return key.strip(), value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``section.field=value`` strings as ``(dotted key, value)`` pairs, the values parsed as
+    :func:`apply_overrides` parses them (YAML scalars or lists; an empty value is ``None``); not yet
+    checked against the fields.
+
+    Raises:
+        ConfigError: an item without ``=``, or a value that does not parse.
+    """
+    return [_parse_override(item) for item in items]
 
 
 def set_field(cfg: Config, dotted: str, value: Any) -> None:

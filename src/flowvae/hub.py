@@ -9,12 +9,14 @@ A shared model is a folder of three files (four with a sample grid):
   DIR`` and ``load_run(DIR)`` work on it unchanged, and it diffs line by line against the run's own.
 * ``model.safetensors``: the state dict, with flowvae's metadata ``format=flowvae``, ``kind=KIND``
   (and ``flowvae_version``), as the trainer writes it.
-* ``README.md``: a model card. YAML front matter (``library_name: flowvae``, ``license``, ``tags``,
-  ``pipeline_tag`` and ``datasets`` where the data set has a Hub id), then the model kind, its
-  config, parameter count, test bits/dim, probe accuracies, the sample grid, hardware and wall
-  time, how to load it, and the paper's citation. Every value taken from the run's files is escaped
-  for Markdown and HTML, so a hostile run folder cannot inject links, images or markup.
-* ``samples.png``: a copy of the run's sample grid at temperature 1 (else its hottest), if any.
+* ``README.md``: a model card (:mod:`flowvae.reporting.card`). YAML front matter (``library_name:
+  flowvae``, ``license``, ``tags``, ``pipeline_tag`` and ``datasets`` where the data set has a Hub
+  id), then the model kind, its config, parameter count, test bits/dim, probe accuracies, the sample
+  grid, hardware and wall time, how to load it, and the paper's citation. Every value taken from the
+  run's files is escaped for Markdown and HTML, so a hostile run folder cannot inject links, images
+  or markup.
+* ``samples.png``: a copy of the run's cleanest sample grid, if any: the fewest saturated samples
+  (see :func:`flowvae.reporting.card.sample_grid`).
 
 :func:`save_pretrained` writes such a folder, :func:`push_to_hub` uploads one, and
 :func:`from_pretrained` loads one from a folder or from the Hub. Loading goes through the checks of
@@ -30,9 +32,6 @@ config describes.
 
 from __future__ import annotations
 
-import hashlib
-import html
-import json
 import logging
 import os
 import re
@@ -47,10 +46,23 @@ import torch
 from . import safe_io
 from .config import Config, DataConfig
 from .errors import CheckpointError, ConfigError, FlowVAEError
-from .evaluation.sampling import SAMPLE_STATS_FILE
 from .models.base import GenerativeModel
-from .reporting.format import finite, fmt_duration, fmt_pct, one_line  # the same cells as the HTML report
-from .runs.data import DATA_RECORD_FILE, DataRecord, read_data_record, write_data_record
+from .reporting.card import (
+    CARD_FILE,
+    MAX_CARD_BYTES,
+    REPO_ID,
+    SAMPLE_FILE,
+    check_license,
+    check_repo_id,
+    data_record,
+    model_card,
+    sample_grid,
+)
+from .reporting.card import HUB_DATASETS as HUB_DATASETS  # where it was before the card moved
+from .reporting.format import one_line
+from .runs import RunFolder
+from .runs.data import DATA_RECORD_FILE
+from .runs.folder import fit_state, read_config_and_model, read_weights, refuse_link
 from .version import __version__
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "HubError", "SAMPLE_FILE", "WEIGHTS_FILE", "from_pretrained",
@@ -58,52 +70,15 @@ __all__ = ["CARD_FILE", "CONFIG_FILE", "HubError", "SAMPLE_FILE", "WEIGHTS_FILE"
 
 log = logging.getLogger("flowvae")
 
-CONFIG_FILE = "config.yaml"
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "README.md"
-SAMPLE_FILE = "samples.png"
+CONFIG_FILE = RunFolder.CONFIG
+WEIGHTS_FILE = RunFolder.WEIGHTS
 #: the files :func:`from_pretrained` reads (and downloads); nothing else of a repository is fetched
 LOAD_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 _OURS = frozenset({CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, SAMPLE_FILE, DATA_RECORD_FILE})
 # A git clone of a Hub repository holds these besides the files above.
 _GIT = frozenset({".git", ".gitattributes"})
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9_.-]{1,96}$")
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
-_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
-_SAMPLES = re.compile(r"^samples_t(\d+(?:\.\d+)?)\.png$")
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_MAX_PNG_BYTES = 64 * 1024**2
-_MAX_CARD_BYTES = 1024**2
-
-#: known data sets (:attr:`flowvae.data.ImageData.verified`) with a data set repository on the Hub, for the
-#: card's ``datasets:``; a run's data is tagged only when its files were verified to be one of these
-HUB_DATASETS = {"mnist": "ylecun/mnist", "cifar10": "uoft-cs/cifar10", "cifar10-jpeg": "uoft-cs/cifar10"}
-
-_FLOWS = {"flowvae", "z_prior", "refined_glow", "glow", "multistage"}
-_VAES = {"flowvae", "z_prior", "ugvae", "vae", "btcvae"}
-_KIND_TEXT = {
-    "flowvae": "the model of Ma et al. (ICLR 2021): a VAE whose decoder is a refined-Glow flow conditioned "
-               "on the global code z in every coupling, so that an image splits into a global code z and a "
-               "local code v",
-    "z_prior": "the paper's baseline with z in the prior of v only (Table 3): a refined Glow whose local code v "
-               "has a Gaussian set by the global code z",
-    "refined_glow": "the paper's refined Glow alone (§3.1), without a global code",
-    "glow": "the original Glow (Kingma & Dhariwal, 2018)",
-    "ugvae": "the UG-VAE (Peis et al., 2020): a local code per image and a global code per group of images",
-    "vae": "a Gaussian VAE with a discretised logistic decoder",
-    "btcvae": "a β-TCVAE (Chen et al., 2018), whose objective penalises the total correlation of its factors",
-    "multistage": "a multi-stage model: a frozen β-TCVAE (stage 1) and a Glow conditioned on its factors",
-}
-
-_CITATION = """@inproceedings{ma2021decoupling,
-  title     = {Decoupling Global and Local Representations via Invertible Generative Flows},
-  author    = {Ma, Xuezhe and Kong, Xiang and Zhang, Shanghang and Hovy, Eduard},
-  booktitle = {International Conference on Learning Representations (ICLR)},
-  year      = {2021},
-  url       = {https://openreview.net/forum?id=iWLByfvUhN}
-}"""
 
 
 class HubError(CheckpointError):
@@ -125,24 +100,12 @@ def _hub() -> Any:
     return huggingface_hub
 
 
-def _repo_id(repo_id: Any) -> str:
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or repo_id.endswith(".git"):
-        raise ConfigError(f"{repo_id!r} is not a Hub repository id; give USER/NAME (letters, digits, '-', '_', '.')")
-    return repo_id
-
-
 def _revision(revision: Any) -> str | None:
     if revision is None:
         return None
     if not isinstance(revision, str) or not _REVISION.match(revision) or ".." in revision:
         raise ConfigError(f"revision {revision!r} is not a branch, tag or commit name; give e.g. main or a commit hash")
     return revision
-
-
-def _license(license: Any) -> str:
-    if not isinstance(license, str) or not _LICENSE.match(license):
-        raise ConfigError(f"license {license!r} is not a Hub license id; give e.g. mit, apache-2.0, cc-by-4.0 or other")
-    return license
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,86 +150,12 @@ def _prepare_out(out: Path) -> None:
     card = out / CARD_FILE
     if os.path.lexists(card):
         try:
-            head = safe_io.read_text(card, _MAX_CARD_BYTES)[:4096]
+            head = safe_io.read_text(card, MAX_CARD_BYTES)[:4096]
         except (OSError, UnicodeDecodeError, CheckpointError):
             head = ""
         if "library_name: flowvae" not in head:
             raise CheckpointError(f"refusing to overwrite {card}: it is not a flowvae model card; give a new or "
                                   f"empty folder")
-
-
-def _grid_stats(run: Path) -> dict[str, tuple[str, int, int]]:
-    """``{file name: (sha256, bad samples, samples)}`` from ``samples/sample_stats.json`` (written by
-    training and ``flowvae sample``), bad = saturated or non-finite; only well-formed records."""
-    path = run / "samples" / SAMPLE_STATS_FILE
-    if not os.path.lexists(path):
-        return {}
-    try:
-        records = json.loads(safe_io.read_text(path, _MAX_CARD_BYTES, root=run)).get("grids", [])
-    except (OSError, ValueError, AttributeError, RecursionError, CheckpointError) as e:
-        log.warning("sample statistics %s not used on the model card: %s", path, one_line(e))
-        return {}
-    def count(v: Any) -> int | None:
-        return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None
-
-    out = {}
-    for r in records if isinstance(records, list) else []:
-        if not isinstance(r, dict) or not isinstance(r.get("file"), str) or not isinstance(r.get("sha256"), str):
-            continue
-        sat, nonfinite, n = count(r.get("saturated_samples") or 0), count(r.get("nonfinite_samples") or 0), count(r.get("samples"))
-        if sat is not None and nonfinite is not None and n:
-            out[r["file"]] = (r["sha256"], sat + nonfinite, n)
-    return out
-
-
-def _sample_grid(run: Path | None) -> tuple[bytes, str] | None:
-    """The PNG bytes of the run's sample grid with the fewest saturated samples, and its caption.
-
-    The statistics of ``samples/sample_stats.json`` count only for the very file they describe (its
-    SHA-256). Among equally clean grids (or without statistics) temperature 1 comes first, then the
-    hottest: the model's own distribution, unless it is mostly noise (an undertrained flow's inverse
-    saturates at T = 1), when a colder grid shows what it learnt and the caption says so.
-    """
-    if run is None or (run / "samples").is_symlink() or not (run / "samples").is_dir():
-        return None
-    stats = _grid_stats(run)
-    found: list[tuple[float, bytes, tuple[int, int] | None]] = []
-    for p in (run / "samples").iterdir():
-        if not (m := _SAMPLES.match(p.name)):
-            continue
-        try:
-            data = safe_io.read_bytes(p, _MAX_PNG_BYTES, root=run)
-        except (OSError, CheckpointError) as e:
-            log.warning("sample grid %s left off the model card: %s", p, one_line(e))
-            continue
-        if not data.startswith(_PNG_MAGIC):
-            log.warning("sample grid %s left off the model card: it is not a PNG file", p)
-            continue
-        st = stats.get(p.name)
-        bad = (st[1], st[2]) if st is not None and st[0] == hashlib.sha256(data).hexdigest() else None
-        found.append((float(m.group(1)), data, bad))
-    if not found:
-        return None
-    counted = {t: b for t, _, b in found if b is not None}
-    low = min((b[0] / b[1] for b in counted.values()), default=None)
-    pool = [f for f in found if low is None or (f[2] is not None and f[2][0] / f[2][1] == low)]
-    temperature, data, bad = max(pool, key=lambda f: (f[0] == 1.0, f[0]))
-    caption = f"samples at temperature {temperature:.2f}"
-    if bad is not None:
-        caption += f" ({bad[0]} of {bad[1]} saturated the inverse flow)"
-        at_one = counted.get(1.0)
-        if temperature != 1.0 and at_one is not None:
-            caption += f", the grid with the fewest; at temperature 1, {at_one[0]} of {at_one[1]} did"
-    return data, caption
-
-
-def _data_record(run: Path | None) -> DataRecord | None:
-    """The run's data record, or ``None`` (no run, no record, or an unreadable one: logged)."""
-    try:
-        return read_data_record(run)
-    except (OSError, CheckpointError) as e:
-        log.warning("data record of %s left off the model card: %s", run, one_line(e))
-        return None
 
 
 def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path | None = None,
@@ -304,14 +193,10 @@ def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path 
         >>> model.save_pretrained("export/demo")                 # doctest: +SKIP
         [PosixPath('export/demo/model.safetensors'), ..., PosixPath('export/demo/README.md')]
     """
-    from safetensors.torch import save as save_safetensors
-
-    from .config import save_config
-
     if not isinstance(model, GenerativeModel):
         raise ConfigError(f"save_pretrained needs a flowvae model, got {type(model).__name__}")
-    repo_id = None if repo_id is None else _repo_id(repo_id)
-    license = _license(license)
+    repo_id = None if repo_id is None else check_repo_id(repo_id)
+    license = check_license(license)
     cfg, known = _stored_config(model, config)
     run_dir = Path(run) if run is not None else getattr(model, "run_dir", None)
     out = Path(out)
@@ -320,15 +205,13 @@ def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"cannot create {out}: {e.strerror or e}") from None
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"format": "flowvae", "kind": model.kind, "flowvae_version": __version__}
-    safe_io.atomic_write(out / WEIGHTS_FILE, save_safetensors(state, metadata=meta), root=out)
-    save_config(cfg, out / CONFIG_FILE)
-    written = [out / WEIGHTS_FILE, out / CONFIG_FILE]
-    record = _data_record(Path(run_dir) if run_dir is not None else None)
+    # The export is itself a minimal run folder, written as training writes one.
+    folder = RunFolder(out)
+    written = [folder.write_weights(model), folder.write_config(cfg)]
+    record = data_record(Path(run_dir) if run_dir is not None else None)
     if record is not None:  # commands on the export check it, as on the run (flowvae.runs.data)
-        written.append(write_data_record(out, record))
-    grid = _sample_grid(Path(run_dir) if run_dir is not None else None)
+        written.append(folder.write_data_record(record))
+    grid = sample_grid(Path(run_dir) if run_dir is not None else None)
     if grid is not None:
         safe_io.atomic_write(out / SAMPLE_FILE, grid[0], root=out)
         written.append(out / SAMPLE_FILE)
@@ -336,191 +219,6 @@ def save_pretrained(model: GenerativeModel, out: str | Path, *, run: str | Path 
                       sample=grid[1] if grid else None)
     safe_io.atomic_write(out / CARD_FILE, card.encode("utf-8"), root=out)
     return [*written, out / CARD_FILE]
-
-
-# ----------------------------------------------------------------------------------------------
-# the model card
-
-
-# The characters that start Markdown syntax in the middle of a line (values from run files are never
-# put at the start of one, where "-", "+", "1." and "=" would matter too).
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~$])")
-
-
-def _md(value: Any) -> str:
-    """``value`` as one line of inert Markdown text: HTML's ``& < >`` as entities (no tags) and
-    Markdown's inline punctuation backslash-escaped (no links, images, emphasis, code, table cells
-    or maths)."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
-
-
-def _num(v: Any, digits: int = 4) -> str:
-    """A number from a run file formatted, or ``–`` for anything else (text where a number belongs)."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return f"{v:.{digits}f}" if finite(v) else "–"
-
-
-def _value(v: Any) -> str:
-    """A config value for a table cell: numbers and lists as code, text escaped."""
-    if isinstance(v, str):
-        return _md(v)
-    text = json.dumps(v)
-    if "`" in text or "\n" in text:
-        return _md(text)
-    return "`" + text.replace("|", "\\|") + "`"  # GFM splits table cells at every unescaped pipe, in code too
-
-
-def _rows(rows: list[tuple[str, str]], head: tuple[str, str] = ("", "")) -> list[str]:
-    """A two-column Markdown table; the cells must already be escaped."""
-    return [f"| {head[0]} | {head[1]} |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
-
-
-def _run_files(run: Path | None) -> dict[str, Any]:
-    """What the card shows from the run folder; unreadable files are logged and left out."""
-    if run is None:
-        return {}
-    from .runs import RunFolder  # the run folder's bounded, link-refusing readers
-
-    notes: list[str] = []
-    folder = RunFolder(run)
-    files = {"metrics": folder.read_metrics(notes),
-             **{key: folder.read_json(f"{key}.json", notes) for key in ("eval", "probe", "environment")}}
-    for note in notes:
-        log.warning("model card: %s", note)
-    return files
-
-
-def _results(files: dict[str, Any]) -> list[tuple[str, str]]:
-    ev, metrics = files.get("eval"), files.get("metrics") or []
-    if isinstance(ev, dict) and finite(ev.get("elbo_bpd")):
-        where = f"{_md(ev.get('dataset', 'test set'))}, {_num(ev.get('n'))} images, `flowvae eval`"
-        rows = [(f"test bits/dim, negative ELBO ({where})", _num(ev["elbo_bpd"]))]
-        if finite(ev.get("iw_bpd")):
-            rows.append((f"test bits/dim, importance-weighted bound (K = {_num(ev.get('k'))})", _num(ev["iw_bpd"])))
-        if finite(ev.get("kl")):
-            rows.append(("KL(q(z\\|x) \\|\\| p(z)), nats", _num(ev["kl"], 3)))
-        return rows
-    last = next((r for r in reversed(metrics) if finite(r.get("test_elbo_bpd"))), None)
-    if last is None:
-        return []
-    rows = [(f"test bits/dim, negative ELBO (K = {_num(last.get('test_k'))}, {_num(last.get('test_n'))} images, "
-             f"step {_num(last.get('step'))} of training)", _num(last["test_elbo_bpd"]))]
-    if finite(last.get("test_kl")):
-        rows.append(("KL(q(z\\|x) \\|\\| p(z)), nats", _num(last["test_kl"], 3)))
-    return rows
-
-
-def _probe(probe: Any) -> list[str]:
-    if not isinstance(probe, dict) or not isinstance(probe.get("results"), dict):
-        return []
-    lines = ["", f"Linear probe (`flowvae probe`, {_md(probe.get('protocol', '?'))} protocol) on "
-                 f"{_md(probe.get('dataset', '?'))}:", "",
-             "| features | dim | test accuracy |", "| --- | --- | --- |"]
-    lines += [f"| {_md(name)} | {_num(r.get('dim'))} | {fmt_pct(r.get('accuracy'))} |"
-              for name, r in probe["results"].items() if isinstance(r, dict)]
-    return lines
-
-
-def _training(files: dict[str, Any], cfg: Config) -> list[tuple[str, str]]:
-    metrics, env = files.get("metrics") or [], files.get("environment")
-    rows = []
-    if metrics:
-        rows.append(("steps", f"{_num(metrics[-1].get('step'))} of batch {cfg.train.batch_size:,}"))
-        time_s = next((r["time_s"] for r in reversed(metrics) if r.get("time_s") is not None), None)
-        rows.append(("wall time (since training started, set-up included)", fmt_duration(time_s)))
-    if isinstance(env, dict):
-        hw = [str(env.get("gpu") or env.get("cpu_model") or env.get("processor") or "?")]
-        if finite(env.get("cpu_count")):
-            hw.append(f"{env['cpu_count']} CPUs")
-        if env.get("device"):
-            hw.append(f"device {env['device']}")
-        if finite(env.get("processes")) and env["processes"] > 1:
-            hw.append(f"{env['processes']} processes")
-        rows.append(("hardware", _md(", ".join(hw))))
-        soft = [f"{name} {env[name]}" for name in ("flowvae", "torch", "python") if env.get(name)]
-        if soft:
-            rows.append(("software", _md(", ".join(soft))))
-    return rows
-
-
-def _data_text(record: DataRecord | None, dataset: str | None) -> tuple[str, list[tuple[str, str]]]:
-    """``("trained on ...", table rows)`` of the card: from the run's data record where there is one
-    (names, sizes, where the data came from, whether its files were verified), else the config's
-    data set as a name only."""
-    if record is None:
-        if dataset is None:
-            return "saved from Python (no run folder, so no metrics)", [("data set", "–")]
-        return (f"trained on {_md(dataset)} (as its config names it)",
-                [("data set", f"{_md(dataset)} (named by the config; no data record, so its files were not verified)")])
-    origin = "data passed from Python, " if record.origin == "python" else ""
-    check = (f"files verified as {_md(record.verified)} by their checksums" if record.verified else
-             "its files are not a known data set's, so it is named after them")
-    return (f"trained on {origin}{_md(record.train.describe())}",
-            [("training data", f"{origin}{_md(record.train.describe())}; {check}"),
-             ("test data", _md(record.test.describe()))])
-
-
-def model_card(model: GenerativeModel, config: Config, *, run: str | Path | None = None, repo_id: str | None = None,
-               license: str = "mit", dataset_known: bool = True, sample: str | None = None) -> str:
-    """The ``README.md`` model card of ``model`` (module docstring), as Markdown with YAML front matter.
-
-    Args:
-        model: the model.
-        config: its whole config (as stored in ``config.yaml``).
-        run: the run folder to read ``metrics.jsonl``, ``eval.json``, ``probe.json`` and
-            ``environment.json`` from; ``None``: no metrics (a model built in Python).
-        repo_id: the repository id of the loading example [default: ``USER/NAME``].
-        license: the license id of the front matter.
-        dataset_known: whether ``config.data`` names the data the model was trained on (used
-            only without the run's data record, ``data.json``, which says what the data was).
-        sample: the caption of ``samples.png`` beside the card, or ``None`` without one.
-
-    Raises:
-        ConfigError: a bad ``repo_id`` or ``license``.
-    """
-    import yaml
-
-    kind, license = model.kind, _license(license)
-    repo = _repo_id(repo_id) if repo_id is not None else "USER/NAME"
-    record = _data_record(Path(run)) if run is not None else None
-    trained_on, data_rows = _data_text(record, config.data.dataset if dataset_known else None)
-    tags = ["flowvae", "pytorch", "image-generation"] + ([kind.replace("_", "-")] if kind != "flowvae" else [])
-    tags += [t for t, kinds in (("normalizing-flows", _FLOWS), ("vae", _VAES)) if kind in kinds]
-    front: dict[str, Any] = {"library_name": "flowvae", "license": license, "tags": tags}
-    if record is not None and record.verified in HUB_DATASETS:  # only data whose files were checked
-        front["datasets"] = [HUB_DATASETS[record.verified]]
-    front["pipeline_tag"] = "unconditional-image-generation"
-    files = _run_files(Path(run) if run is not None else None)
-    m = config.model
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {_md(config.name)}", "",
-             f"A `{kind}` model, {_KIND_TEXT.get(kind, 'one of the model kinds of flowvae')}, {trained_on}, "
-             f"with [flowvae](https://github.com/flowvae/flowvae)."]
-    if sample:
-        lines += ["", f"![{sample}]({SAMPLE_FILE})"]
-    lines += ["", "## Use", "", "```python", "import flowvae",
-              f'model = flowvae.from_pretrained("{repo}")  # or the path of a folder holding these files', "```", "",
-              "`model.sample(16)` draws 16 uint8 images `[16, C, H, W]`; `model.bits_per_dim(x)` scores uint8 "
-              "images. Loading reads `config.yaml` and `model.safetensors` only and never runs code from the "
-              "repository (no pickle).", "", "## Model", ""]
-    params = model.parameter_count()  # without the training-only auxiliary decoder
-    lines += _rows([("kind", f"`{kind}`"), ("parameters", f"{params:,}"),
-                    ("images", f"{m.in_channels} × {m.image_size} × {m.image_size}, {model.n_bits} bits"),
-                    *data_rows,
-                    ("capabilities", ", ".join(model.capabilities.names()) or "–")])
-    lines += ["", "Configuration (`model` section of `config.yaml`):", ""]
-    lines += _rows([(f"`{k}`", _value(v)) for k, v in m.to_dict().items()], ("field", "value"))
-    results, probe = _results(files), _probe(files.get("probe"))
-    if results or probe:
-        lines += ["", "## Results", ""]
-        if results:
-            lines += _rows(results, ("metric", "value"))
-        lines += probe
-    training = _training(files, config)
-    if training:
-        lines += ["", "## Training", ""] + _rows(training)
-    lines += ["", "## Citation", "", "```bibtex", _CITATION, "```", ""]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -538,8 +236,6 @@ def _weight_bound(model: GenerativeModel) -> int:
 def _load(config: Path, weights: Callable[[int], Path], device: torch.device, where: str) -> GenerativeModel:
     """The model of the ``config`` file and the weight file ``weights(bound)`` returns, validated by
     :func:`~flowvae.runs.load_run`'s checks, in eval mode on ``device``."""
-    from .runs.folder import fit_state, read_config_and_model, read_weights, refuse_link
-
     cfg, model = read_config_and_model(config)
     bound = _weight_bound(model)
     path = weights(bound)
@@ -720,10 +416,10 @@ def from_pretrained(repo_id_or_dir: str | Path, revision: str | None = None, dev
         if revision is not None:
             raise ConfigError(f"revision={revision!r} applies to Hub repositories, not to the folder {repo_id_or_dir}")
         return _load_folder(Path(repo_id_or_dir), device)
-    if isinstance(repo_id_or_dir, Path) or (isinstance(repo_id_or_dir, str) and not _REPO_ID.match(repo_id_or_dir)):
+    if isinstance(repo_id_or_dir, Path) or (isinstance(repo_id_or_dir, str) and not REPO_ID.match(repo_id_or_dir)):
         raise CheckpointError(f"{repo_id_or_dir} is neither a folder nor a Hub repository id USER/NAME; give the "
                               f"folder written by save_pretrained or flowvae export, or a repository id")
-    return _load_hub(_repo_id(repo_id_or_dir), _revision(revision), device, cache_dir, token)
+    return _load_hub(check_repo_id(repo_id_or_dir), _revision(revision), device, cache_dir, token)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -765,7 +461,7 @@ def push_to_hub(model_or_run: GenerativeModel | str | Path, repo_id: str, *, pri
     """
     from .runs import load_run
 
-    repo_id, revision, license = _repo_id(repo_id), _revision(revision), _license(license)
+    repo_id, revision, license = check_repo_id(repo_id), _revision(revision), check_license(license)
     hub = _hub()  # a missing package fails before any work
     if getattr(hub.constants, "HF_HUB_OFFLINE", False):
         raise HubError(f"cannot push to {repo_id} while HF_HUB_OFFLINE is set; unset it (flowvae export writes the "

@@ -129,7 +129,7 @@ def _dsprites_multistage() -> Config:
     (``--set model.stage1_run=RUN``) with the stage-1 reconstruction as extra coupling input, 1-bit
     pixels so its bits/dim compare with stage 1's Bernoulli ones,
     with variational dequantisation: under uniform noise a flow on binary pixels pays a large
-    dequantisation gap (0.077 against 0.021 bits/dim after 25 CPU minutes; README)."""
+    dequantisation gap (0.077 against 0.021 bits/dim after 25 CPU minutes; docs/results.md)."""
     return Config(
         name="dsprites-multistage",
         model=MultiStageConfig(in_channels=1, image_size=64, steps=[0, [2, 2], [2, 2], 2], hidden=[8, 64, 64, 64],
@@ -160,7 +160,7 @@ def _digits_global() -> Config:
     CIFAR-10) and free bits of 8 nats (``model.free_bits``, Kingma et al. 2016), **a departure from
     the paper's objective**. Under the paper's objective the 8x8 digits' code collapses (KL about
     0.02 nats, every switched decode keeps v's class); with these two changes the KL holds at about
-    8 nats and z carries the class (README, *Results*). The demo trains this preset."""
+    8 nats and z carries the class (docs/results.md). The demo trains this preset."""
     cfg = _digits()
     cfg.name = "digits-global"
     assert isinstance(cfg.model, FlowVAEConfig)  # narrowing only: _digits builds one

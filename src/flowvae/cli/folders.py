@@ -4,6 +4,7 @@ and from the machine it trains on."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,25 +62,16 @@ def describe_format(info: Any) -> str:
     return f"{kind} ({info.n_files} file{'s' if info.n_files != 1 else ''}{count})"
 
 
-def _override(overrides: list[str], key: str) -> str | None:
-    """The value of the last ``key=value`` among ``overrides`` (stripped), else ``None``."""
-    for o in reversed(overrides):
-        k, _, value = o.partition("=")
-        if k.strip() == key:
-            return value.strip()
-    return None
+def _n_bits(values: Mapping[str, Any]) -> int:
+    """``data.n_bits`` of the parsed overrides, else 8; a value that is not an integer in 1..8 is left
+    for :func:`~flowvae.config.apply_overrides` to refuse with its own message."""
+    value = values.get("data.n_bits")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 8 else 8
 
 
-def _n_bits(overrides: list[str]) -> int:
-    """``data.n_bits`` of the overrides (the last one wins), else 8; a value that is not an integer
-    in 1..8 is left for :func:`~flowvae.config.apply_overrides` to refuse with its own message."""
-    value = _override(overrides, "data.n_bits")
-    return int(value) if value is not None and value.isdigit() and 1 <= int(value) <= 8 else 8
-
-
-def _device(overrides: list[str]) -> str:
+def _device(values: Mapping[str, Any]) -> str:
     """``"cuda"`` or ``"cpu"``: where the run will train (``train.device``, ``auto`` = CUDA when present)."""
-    value = _override(overrides, "train.device") or "auto"
+    value = str(values.get("train.device") or "auto")
     if value == "auto":
         import torch
 
@@ -87,7 +79,7 @@ def _device(overrides: list[str]) -> str:
     return "cuda" if value.startswith("cuda") else "cpu"
 
 
-def _train_images(info: Any, overrides: list[str]) -> int | None:
+def _train_images(info: Any, values: Mapping[str, Any]) -> int | None:
     """Training images the run will see, as far as the description tells: a held-out tenth less
     for data without a test split, at most ``data.train_limit``."""
     from ..data.base import HOLDOUT_FRACTION
@@ -95,21 +87,23 @@ def _train_images(info: Any, overrides: list[str]) -> int | None:
     n = info.n_images
     if n is not None and not info.has_split and info.source in ("folder", "mnist", "idx") and n >= 2:
         n -= max(1, int(HOLDOUT_FRACTION * n + 0.5), info.n_classes or 0)
-    limit = _override(overrides, "data.train_limit")
-    if limit is not None and limit.isdigit() and int(limit) >= 1:
-        n = int(limit) if n is None else min(n, int(limit))
+    limit = values.get("data.train_limit")
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+        n = limit if n is None else min(n, limit)
     return n
 
 
-def preset_for_folder(root: Path, overrides: list[str]) -> Any:
-    """The config for ``flowvae train --data FOLDER`` with no preset, then ``overrides``.
+def preset_for_folder(root: Path, overrides: list[str], fields: Sequence[tuple[str, Any]] = ()) -> Any:
+    """The config for ``flowvae train --data FOLDER`` with no preset, then ``overrides``
+    (``section.field=value`` strings, ``--set``), then ``fields`` (``(section.field, value)`` pairs
+    of typed values, set last: the command's own flags, ``--device`` as ``("train.device", "cpu")``).
 
     The folder is described by the loaders (:func:`inspect_folder`) and the format recognised is
     logged (a folder or zip of images, MNIST-style IDX files, CIFAR-10 batches, npz/npy arrays, an
     LSUN lmdb, ...); data that is not a folder of images is read by its dataset's loader
     (``data.dataset`` set to that source). The architecture is :func:`flowvae.presets.choose_preset`'s
     for the first image's channels (as the loader reads them) and size, the number of training
-    images and the machine (``train.device`` of ``overrides``; ``auto``: CUDA when present): on a
+    images and the machine (``train.device`` of ``fields`` or ``overrides``; ``auto``: CUDA when present): on a
     CPU a CPU-sized one, logged with the paper's architecture for that size as the GPU option (the
     ``--set`` overrides that give it).
 
@@ -120,27 +114,33 @@ def preset_for_folder(root: Path, overrides: list[str]) -> Any:
 
     Raises:
         DataError: not a folder, or no readable data in it.
-        ConfigError: a bad override.
+        ConfigError: a bad override or field.
     """
-    from ..config import apply_overrides
+    from ..config import apply_overrides, parse_overrides, set_field
     from ..data import get_source
     from ..presets import choose_preset
 
     info = inspect_folder(root)
     log.info("%s: recognised %s; read by the %r data source", root, describe_format(info), info.source)
-    n_bits = _n_bits(overrides)
-    n_train = _train_images(info, overrides)
+    values = dict(parse_overrides(overrides))  # the last of a key wins, as when they are applied
+    values.update(fields)
+    n_bits = _n_bits(values)
+    n_train = _train_images(info, values)
 
     def chosen(n_images: int | None) -> tuple[Any, Any]:
-        choice = choose_preset(info.channels, info.height, info.width, n_images, n_bits, _device(overrides))
+        choice = choose_preset(info.channels, info.height, info.width, n_images, n_bits, _device(values))
         cfg = choice.config
         if info.source != "folder":
             takes_size = "size" in get_source(info.source).options
-            cfg.data = cfg.data.replace(dataset=info.source, image_size=choice.size if takes_size else None)
-        return choice, apply_overrides(cfg, overrides)
+            set_field(cfg, "data.dataset", info.source)
+            set_field(cfg, "data.image_size", choice.size if takes_size else None)
+        apply_overrides(cfg, overrides)
+        for key, value in fields:
+            set_field(cfg, key, value)
+        return choice, cfg
 
     choice, cfg = chosen(n_train)
-    readable = _readable_train_images(cfg, n_train, overrides)
+    readable = _readable_train_images(cfg, n_train, values)
     if readable is not None and n_train is not None and readable < n_train:
         log.info("data.on_bad=skip: %d of the %d training images can be read (%d skipped); the batch sizes are "
                  "chosen for %d", readable, n_train, n_train - readable, readable)
@@ -160,12 +160,12 @@ def preset_for_folder(root: Path, overrides: list[str]) -> Any:
     return cfg
 
 
-def _readable_train_images(cfg: Any, n_train: int | None, overrides: list[str]) -> int | None:
+def _readable_train_images(cfg: Any, n_train: int | None, values: Mapping[str, Any]) -> int | None:
     """The training images the loader reads, counted by loading the training split with ``cfg``'s
     data options, when that matters and is cheap: with ``data.on_bad=skip`` and a batch size chosen
     here (not given) of at least a quarter of the ``n_train`` files (a small folder), where skipped
     files could leave fewer images than one batch. ``None`` when not counted."""
-    if cfg.data.on_bad != "skip" or n_train is None or _override(overrides, "train.batch_size") is not None:
+    if cfg.data.on_bad != "skip" or n_train is None or "train.batch_size" in values:
         return None
     if cfg.train.batch_size * 4 < n_train:
         return None

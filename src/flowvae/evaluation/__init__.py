@@ -1,6 +1,9 @@
 """Evaluation of a model of any kind: what each ``flowvae`` command computes, as functions that take a
-model (and data) and return plain results (dicts, uint8 image tensors); the command line only loads,
-calls, writes files and prints.
+model (and data) and return results: the typed records of the run folder's result files
+(:mod:`flowvae.runs.records`: ``EvalResult``, ``ProbeResult``, ...; read-only mappings too), uint8
+image tensors and plain dicts for the rest; the command line only loads, calls, writes files and prints.
+The metrics that write a result file are registered in :mod:`flowvae.evaluation.metrics` (name,
+capability, function, record).
 
 =========================  ==============================================  ======================
 command                    function                                        needs capability
@@ -27,6 +30,7 @@ metric modules live beside them: ``disentanglement``, ``probe``, ``fid``.
 from .bpd import evaluate_bpd
 from .evaluate import evaluate_run, round_trip
 from .interpolation import interpolation_grid
+from .metrics import Metric, get_metric, register_metric, registered_metrics, run_metric, unregister_metric
 from .reconstruction import reconstruction_quality
 from .representations import disentangle_codes, latent_codes, probe_run
 from .sampling import fid_run, generate, inception_network, sample_grids
@@ -35,4 +39,5 @@ from .traversal import traversal_grids, traversal_values
 
 __all__ = ["evaluate_bpd", "reconstruction_quality", "evaluate_run", "round_trip", "sample_grids", "generate",
            "fid_run", "inception_network", "switch_pairs", "pick_pairs", "interpolation_grid", "traversal_grids",
-           "traversal_values", "probe_run", "latent_codes", "disentangle_codes"]
+           "traversal_values", "probe_run", "latent_codes", "disentangle_codes", "Metric", "register_metric",
+           "unregister_metric", "get_metric", "registered_metrics", "run_metric"]

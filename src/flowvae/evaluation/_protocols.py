@@ -5,6 +5,9 @@ with a capability also has that capability's methods (module docstring of
 :mod:`flowvae.models.base`). The evaluation functions check the capability with
 ``model.require(...)`` and then view the model through the matching protocol (``typing.cast``),
 so that the type checker knows the methods exist; nothing is checked at run time by these.
+What evaluation may ask of a model with an invertible decoder (the flow kinds: bins, decoder,
+prior, the inverse's accuracy) is :class:`~flowvae.models.flow_decoder.InvertibleDecoder`,
+re-exported here.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-__all__ = ["ExactCodes", "GlobalLocal", "VectorLatent", "Reconstructing"]
+from ..models.base import Samples
+from ..models.flow_decoder import InvertibleDecoder
+
+__all__ = ["ExactCodes", "GlobalLocal", "InvertibleDecoder", "VectorLatent", "Reconstructing"]
 
 
 class ExactCodes(Protocol):
@@ -25,9 +31,13 @@ class ExactCodes(Protocol):
 
 
 class GlobalLocal(Protocol):
-    """``global_local``: the switch operation and the 2-D interpolation of real images (uint8 in and out)."""
+    """``global_local``: the switch operation and the 2-D interpolation of real images (uint8 in and
+    out); ``switch_samples`` is ``switch`` as :class:`~flowvae.models.base.Samples` (``saturated``
+    ``[P, 4]`` for a flow's inverse, else ``None``)."""
 
     def switch(self, x1: Tensor, x2: Tensor) -> Tensor: ...
+
+    def switch_samples(self, x1: Tensor, x2: Tensor) -> Samples: ...
 
     def interpolate(self, x1: Tensor, x2: Tensor, alphas: list[float] | None = None,
                     betas: list[float] | None = None, spherical: bool = False) -> Tensor: ...

@@ -1,9 +1,10 @@
 """Health checks of a trained model (``flowvae check RUN``).
 
-Each check returns a record ``{"name", "ok", "detail", ...}``; :func:`check_model` runs them all
-and never raises for a failed check, so a user sees every problem at once.
+Each check returns a record (:class:`~flowvae.runs.records.CheckItem`: ``name``, ``ok``, ``detail``
+and the figure it measured); :func:`check_model` runs them all and never raises for a failed check,
+so a user sees every problem at once.
 
-A record may also carry ``"warning": True``: the check passed (``ok`` stays true, and so does the
+A record may also carry ``warning=True``: the check passed (``ok`` stays true, and so does the
 overall result), but what it found deserves a look. The samples check is the one that warns: a
 model whose samples at temperature 1 are finite but saturate the inverse flow or are clamped to
 the pixel range in large part is undertrained or unstable, not broken (its likelihoods, round
@@ -21,22 +22,23 @@ from torch import Tensor
 from ..flows.actnorm import ActNorm
 from ..flows.conv1x1 import InvertibleConv1x1
 from ..models.base import GenerativeModel
+from ..runs.records import CheckItem, CheckResult
 from .sampling import draw_samples, sample_health
 
 __all__ = ["check_model"]
 
 
-def _record(name: str, ok: bool, detail: str, **extra) -> dict:
-    return {"name": name, "ok": bool(ok), "detail": detail, **extra}
+def _record(name: str, ok: bool, detail: str, **figures: Any) -> CheckItem:
+    return CheckItem(name=name, ok=bool(ok), detail=detail, **figures)
 
 
-def _finite_state(model: GenerativeModel) -> dict:
+def _finite_state(model: GenerativeModel) -> CheckItem:
     bad = [n for n, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
     return _record("finite weights", not bad, "all parameters and buffers finite" if not bad
                    else f"{len(bad)} tensors hold NaN/Inf, e.g. {bad[0]}", tensors=bad[:10])
 
 
-def _actnorms(model: GenerativeModel) -> dict:
+def _actnorms(model: GenerativeModel) -> CheckItem:
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, ActNorm)]
     missing = [n for n, m in layers if not bool(m.initialized)]
     return _record("ActNorm initialised", not missing,
@@ -45,7 +47,7 @@ def _actnorms(model: GenerativeModel) -> dict:
 
 
 @torch.no_grad()
-def _inverses(model: GenerativeModel, tol: float) -> dict:
+def _inverses(model: GenerativeModel, tol: float) -> CheckItem:
     """``W @ W^-1 == I`` and ``log|det W|`` against a float64 ``slogdet`` for every 1x1 convolution."""
     worst_inv, worst_det, n = 0.0, 0.0, 0
     for m in model.modules():
@@ -62,7 +64,7 @@ def _inverses(model: GenerativeModel, tol: float) -> dict:
 
 
 @torch.no_grad()
-def _round_trip(model: GenerativeModel, images: Tensor) -> list[dict]:
+def _round_trip(model: GenerativeModel, images: Tensor) -> list[CheckItem]:
     # Kinds with exact codes are flows: this check reads their bins and decoder, which the base
     # contract does not declare (hence Any).
     flow: Any = model
@@ -84,7 +86,7 @@ def _round_trip(model: GenerativeModel, images: Tensor) -> list[dict]:
 
 
 @torch.no_grad()
-def _likelihood(model: GenerativeModel, images: Tensor, seed: int) -> dict:
+def _likelihood(model: GenerativeModel, images: Tensor, seed: int) -> CheckItem:
     gen = torch.Generator(device=images.device).manual_seed(seed)
     bpd = model.bits_per_dim(images, 1, gen)["elbo_bpd"]
     bad = int((~torch.isfinite(bpd)).sum())
@@ -94,17 +96,17 @@ def _likelihood(model: GenerativeModel, images: Tensor, seed: int) -> dict:
 
 
 @torch.no_grad()
-def _samples(model: GenerativeModel, n: int, seed: int) -> dict:
+def _samples(model: GenerativeModel, n: int, seed: int) -> CheckItem:
     """Samples at temperature 1, judged by :func:`~flowvae.evaluation.sampling.sample_health`: NaN/Inf
     pixels fail; saturated or heavily clamped samples (an undertrained or unstable model) warn."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
     x, stats = draw_samples(model, n, 1.0, generator=gen)
     level, detail = sample_health(stats)
     ok = level != "fail" and x.shape[0] == n
-    return _record("samples", ok, detail, **({"warning": True} if level == "warn" else {}), stats=stats)
+    return _record("samples", ok, detail, warning=True if level == "warn" else None, stats=stats)
 
 
-def check_model(model: GenerativeModel, images: Tensor, seed: int = 0, tol: float = 1e-4) -> dict:
+def check_model(model: GenerativeModel, images: Tensor, seed: int = 0, tol: float = 1e-4) -> CheckResult:
     """Verify a trained model on real test images.
 
     Checks: every parameter and buffer finite; every ActNorm initialised; for every invertible
@@ -120,7 +122,8 @@ def check_model(model: GenerativeModel, images: Tensor, seed: int = 0, tol: floa
         images: uint8 test images ``[N, C, H, W]`` on the model's device.
 
     Returns:
-        ``{"ok": bool, "warnings": [name, ...], "checks": [record, ...]}``; each record has
+        the record of ``check.json`` (:class:`~flowvae.runs.records.CheckResult`, a read-only mapping
+        too): ``{"ok": bool, "warnings": [name, ...], "checks": [record, ...]}``; each check's record has
         ``name``, ``ok``, ``detail``, and ``warning: True`` when it passed with a warning; the
         samples record also holds ``stats`` (:func:`~flowvae.evaluation.sampling.draw_samples`).
     """
@@ -137,5 +140,4 @@ def check_model(model: GenerativeModel, images: Tensor, seed: int = 0, tol: floa
             checks.extend(fn())
         except (RuntimeError, ValueError) as e:  # a broken model may fail inside torch
             checks.append(_record("model runs", False, f"{type(e).__name__}: {str(e).splitlines()[0]}"))
-    return {"ok": all(c["ok"] for c in checks), "warnings": [c["name"] for c in checks if c.get("warning")],
-            "checks": checks}
+    return CheckResult(ok=all(c.ok for c in checks), warnings=[c.name for c in checks if c.warning], checks=checks)

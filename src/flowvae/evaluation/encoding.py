@@ -84,27 +84,17 @@ def posterior_moments(model: GenerativeModel, x: Tensor) -> dict[str, tuple[Tens
     return model.posterior_moments(x)
 
 
-_MEANINGS = {
-    "flowvae": {"z": "global code z: q(z|x) of the compression encoder (eq. 5)"},
-    "z_prior": {"z": "global code z: q(z|x) of the compression encoder"},
-    "multistage": {"z": "factors c: stage 1's (beta-TCVAE) q(c|x), the flow's condition"},
-    "vae": {"z": "latent z: q(z|x)"},
-    "btcvae": {"z": "factors z: q(z|x)"},
-    "ugvae": {"z": "local code z_i: q(z_i|x_i)",
-              "beta": "global code beta: q(beta|{x_i}), each image a group of its own"},
-}
-
-
 def exported_latents(model: GenerativeModel) -> list[Latent]:
     """The posterior latents :func:`encode_images` exports for ``model`` (none for the kinds without a
-    posterior), read from one blank image so the list always matches what is computed.
+    posterior), read from one blank image so the list always matches what is computed; each
+    described by the kind (:attr:`~flowvae.models.base.GenerativeModel.latent_meanings`).
 
     Raises:
         ConfigError: a kind whose posterior this module cannot read.
     """
     c, s = model.cfg.in_channels, model.cfg.image_size
     blank = torch.zeros(1, c, s, s, dtype=torch.uint8, device=model.device)
-    meanings = _MEANINGS.get(model.kind, {})
+    meanings = model.latent_meanings
     with torch.inference_mode():
         moments = posterior_moments(model, blank)
     return [Latent(name, int(mu.shape[1]), meanings.get(name, name)) for name, (mu, _) in moments.items()]

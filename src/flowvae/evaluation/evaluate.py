@@ -1,8 +1,9 @@
 """What ``flowvae eval`` computes, for any model kind: bits/dim, and where the kind's capabilities
 allow it, the exact round trip and the reconstruction quality.
 
-Everything here takes a model and uint8 images and returns plain dicts; nothing is printed or
-written (the command line does that).
+Everything here takes a model and uint8 images and returns results (:func:`evaluate_run` the typed
+record of ``eval.json``, :class:`~flowvae.runs.records.EvalResult`); nothing is printed or written
+(the command line does that).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..models.base import GenerativeModel
+from ..runs.records import EvalResult, ReconstructionResult
 from ._protocols import ExactCodes
 from .bpd import evaluate_bpd
 from .reconstruction import reconstruction_quality
@@ -55,7 +57,7 @@ def round_trip(model: GenerativeModel, images: Tensor) -> dict[str, int]:
 
 def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size: int = 256, seed: int = 0,
                  device: torch.device | str = "cpu", dataset: str | None = None,
-                 roundtrip_images: int = ROUND_TRIP_IMAGES, recon_features: Any = None) -> dict[str, Any]:
+                 roundtrip_images: int = ROUND_TRIP_IMAGES, recon_features: Any = None) -> EvalResult:
     """Test-set figures of a model of any kind on uint8 ``images [N, C, H, W]``.
 
     Args:
@@ -72,10 +74,10 @@ def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size:
             factors against ``images``.
 
     Returns:
-        :func:`~flowvae.evaluation.evaluate_bpd`'s ``elbo_bpd``, ``iw_bpd`` (bits/dim), ``kl`` (nats),
-        ``k``, ``n``; ``dataset``; with the ``exact_codes`` capability :func:`round_trip`'s two keys;
-        with ``reconstruction``, ``reconstruction``:
-        :func:`~flowvae.evaluation.reconstruction_quality`'s dict.
+        the record of ``eval.json`` (a read-only mapping too): :func:`~flowvae.evaluation.evaluate_bpd`'s
+        ``elbo_bpd``, ``iw_bpd`` (bits/dim), ``kl`` (nats), ``k``, ``n``; ``dataset``; with the
+        ``exact_codes`` capability :func:`round_trip`'s two figures; with ``reconstruction``,
+        ``reconstruction``: :func:`~flowvae.evaluation.reconstruction_quality`'s record.
 
     Raises:
         ConfigError: ``k`` or ``batch_size`` not a positive integer, ``k`` above
@@ -88,13 +90,12 @@ def evaluate_run(model: GenerativeModel, images: Tensor, k: int = 5, batch_size:
     check_count("batch_size", batch_size)
     if recon_features is not None:  # refuse before the long bound, not after
         model.require("reconstruction", "FID of reconstructions from the factors (use `flowvae fid` for samples)")
-    res: dict[str, Any] = dict(evaluate_bpd(model, images, k, batch_size, seed=seed, device=device))
-    if dataset is not None:
-        res["dataset"] = dataset
+    bpd = evaluate_bpd(model, images, k, batch_size, seed=seed, device=device)
     caps = model.capabilities
-    if caps.exact_codes:
-        res.update(round_trip(model, images[:roundtrip_images]))
+    trip = round_trip(model, images[:roundtrip_images]) if caps.exact_codes else {}
+    recon: ReconstructionResult | None = None
     if caps.reconstruction:
-        res["reconstruction"] = reconstruction_quality(model, images, seed=seed, device=device,
-                                                       features=recon_features)
-    return res
+        recon = reconstruction_quality(model, images, seed=seed, device=device, features=recon_features)
+    return EvalResult(elbo_bpd=bpd["elbo_bpd"], iw_bpd=bpd["iw_bpd"], kl=bpd["kl"], k=int(bpd["k"]), n=int(bpd["n"]),
+                      dataset=dataset, roundtrip_images=trip.get("roundtrip_images"),
+                      roundtrip_mismatched_pixels=trip.get("roundtrip_mismatched_pixels"), reconstruction=recon)

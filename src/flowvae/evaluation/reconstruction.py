@@ -29,6 +29,7 @@ import torch
 
 from ..models.base import GenerativeModel
 from ..progress import progress
+from ..runs.records import ReconstructionResult
 from ._protocols import Reconstructing
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ __all__ = ["reconstruction_quality"]
 @torch.no_grad()
 def reconstruction_quality(model: GenerativeModel, images: torch.Tensor, temperatures: tuple[float, ...] = (0.0, 0.5, 1.0),
                            batch_size: int = 128, seed: int = 0, device: torch.device | str = "cpu",
-                           features: InceptionFeatures | None = None) -> dict:
+                           features: InceptionFeatures | None = None) -> ReconstructionResult:
     """``recon_bpd``, ``mse`` and optionally ``fid`` (module docstring) of a model with the
     ``reconstruction`` capability (the beta-TCVAE, the multi-stage model) on uint8 ``images [N, C, H, W]``.
 
@@ -50,8 +51,9 @@ def reconstruction_quality(model: GenerativeModel, images: torch.Tensor, tempera
             reconstructions against ``images``; ``None`` (default) skips it.
 
     Returns:
-        ``{"kind", "n", "recon_bpd", "mse"}`` for the beta-TCVAE; for the multi-stage model ``mse`` is
-        ``{"T=0.0": ..., ...}``, one entry per temperature. With ``features``, ``fid``:
+        the record ``{"kind", "n", "recon_bpd", "mse"}`` (:class:`~flowvae.runs.records.ReconstructionResult`)
+        for the beta-TCVAE; for the multi-stage model ``mse`` is ``{"T=0.0": ..., ...}``, one entry per
+        temperature. With ``features``, ``fid``:
         :func:`~flowvae.evaluation.fid.fid_kid`'s dict (beta-TCVAE), or one such dict per temperature
         (multi-stage).
 
@@ -92,16 +94,14 @@ def reconstruction_quality(model: GenerativeModel, images: torch.Tensor, tempera
     finally:
         model.train(was)
     per_pixel = n * images[0].numel()
-    out: dict[str, Any] = {"kind": model.kind, "n": n, "recon_bpd": bits / n}
-    if not flow:
-        out["mse"] = sq[None] / per_pixel
-    else:
-        out["mse"] = {f"T={t}": v / per_pixel for t, v in sq.items()}
+    mse: float | dict[str, float] = (sq[None] / per_pixel if not flow
+                                     else {f"T={t}": v / per_pixel for t, v in sq.items()})
+    fid: dict[str, Any] | None = None
     if features is not None:
         from .fid import fid_kid, inception_features
 
         real = model.quantised(images.to(model.device)).cpu()
         real_f = inception_features(real, features, desc="test images")  # once for every temperature
         scores = {t: fid_kid(real, torch.cat(r), features, real_features=real_f) for t, r in recs.items()}
-        out["fid"] = scores[None] if not flow else {f"T={t}": v for t, v in scores.items()}
-    return out
+        fid = scores[None] if not flow else {f"T={t}": v for t, v in scores.items()}
+    return ReconstructionResult(kind=model.kind, n=n, recon_bpd=bits / n, mse=mse, fid=fid)

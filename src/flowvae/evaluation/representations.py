@@ -21,6 +21,7 @@ from ..data import DSpritesData, ImageData
 from ..errors import DataError
 from ..models.base import GenerativeModel
 from ..progress import progress
+from ..runs.records import DisentanglementResult, ProbeResult, ProbeRow
 from ._protocols import VectorLatent
 
 __all__ = ["COLLAPSED_KL_NATS", "TREND_C", "accuracy_step_note", "check_probe_data", "code_kl", "is_collapsed",
@@ -103,7 +104,7 @@ def check_probe_data(train_data: ImageData, test_data: ImageData) -> None:
 
 
 def probe_run(model: GenerativeModel, train_data: ImageData, test_data: ImageData, C: float | None = None,
-              protocol: str = "standard", seed: int = 0, cache: bool = True) -> dict[str, Any]:
+              protocol: str = "standard", seed: int = 0, cache: bool = True) -> ProbeResult:
     """Linear-probe test accuracy of each of the model's representations and of the raw pixels.
 
     Features are :meth:`~flowvae.models.base.GenerativeModel.features` of the training and test
@@ -122,7 +123,8 @@ def probe_run(model: GenerativeModel, train_data: ImageData, test_data: ImageDat
         cache: read and write the pixel probe's cache entry.
 
     Returns:
-        ``{"dataset": test name, "protocol", "results": {feature name: linear_probe's dict}}``;
+        the record of ``probe.json`` (:class:`~flowvae.runs.records.ProbeResult`, a read-only mapping
+        too): ``{"dataset": test name, "protocol", "results": {feature name: linear_probe's row}}``;
         the feature names are the model's representation names, then ``"pixels"``. Kinds with a
         prior of z add ``"z_kl_nats"`` (:func:`code_kl` on the test images) and ``"z_collapsed"``
         (that KL below :data:`COLLAPSED_KL_NATS`): a standardised probe of a collapsed code reads
@@ -167,13 +169,14 @@ def probe_run(model: GenerativeModel, train_data: ImageData, test_data: ImageDat
         log.info("probe %s: %.2f%% test accuracy (%.1f s)", name, 100 * rows[name]["accuracy"], time.monotonic() - t)
         if name == "pixels" and path is not None:
             _write_pixel_probe(path, rows[name])
-    out: dict[str, Any] = {"dataset": test_data.name, "protocol": protocol, "results": rows}
-    if "z" in rows and (kl := code_kl(model, test_data.images, seed=seed)) is not None:
-        out["z_kl_nats"], out["z_collapsed"] = kl, is_collapsed(kl)
-        if out["z_collapsed"]:
-            log.warning("z carries %.3f nats (KL(q(z|x) || p(z)) on the test images): a collapsed code; its probe "
-                        "reads the encoder's features of x, not what z gives the decoder. `flowvae switch` "
-                        "and --protocol authors tell the two apart", kl)
+    kl = code_kl(model, test_data.images, seed=seed) if "z" in rows else None
+    results = {name: ProbeRow.from_dict(row, f"the probe of {name}") for name, row in rows.items()}
+    out = ProbeResult(dataset=test_data.name, protocol=protocol, results=results, z_kl_nats=kl,
+                      z_collapsed=None if kl is None else is_collapsed(kl))
+    if out.z_collapsed:
+        log.warning("z carries %.3f nats (KL(q(z|x) || p(z)) on the test images): a collapsed code; its probe "
+                    "reads the encoder's features of x, not what z gives the decoder. `flowvae switch` "
+                    "and --protocol authors tell the two apart", kl)
     return out
 
 
@@ -312,7 +315,7 @@ def latent_codes(model: GenerativeModel, images: Tensor, batch_size: int = 512) 
 
 
 def disentangle_codes(model: GenerativeModel, data: DSpritesData, metrics: Sequence[str] = DISENTANGLEMENT_METRICS,
-                      num_train: int = 10000, num_test: int = 5000, seed: int = 0) -> dict[str, Any]:
+                      num_train: int = 10000, num_test: int = 5000, seed: int = 0) -> DisentanglementResult:
     """Disentanglement metrics (:mod:`flowvae.evaluation.disentanglement`) of the model's latent codes
     of every image of ``data`` (the dSprites grid) against its ground-truth factors.
 
@@ -324,7 +327,9 @@ def disentangle_codes(model: GenerativeModel, data: DSpritesData, metrics: Seque
         seed: seed of every metric.
 
     Returns:
-        JSON-ready ``{"dataset", "n", "d_z", "seed", "factor_names", <metric>: {...}, ...}``.
+        the record of ``disentanglement.json`` (:class:`~flowvae.runs.records.DisentanglementResult`,
+        a read-only mapping too): ``{"dataset", "n", "d_z", "seed", "factor_names", <metric>: {...},
+        ...}``, JSON-ready.
 
     Raises:
         ConfigError: a model without ``vector_latent``; an unknown metric.
@@ -363,4 +368,5 @@ def disentangle_codes(model: GenerativeModel, data: DSpritesData, metrics: Seque
         except ValueError as e:  # a degenerate input that makes the metric undefined (module docstring there)
             raise DataError(f"{name}: {str(e).splitlines()[0]}") from None
     # numpy scalars and arrays as plain JSON values
-    return json.loads(json.dumps(res, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    plain = json.loads(json.dumps(res, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+    return DisentanglementResult.from_dict(plain, "the disentanglement metrics")

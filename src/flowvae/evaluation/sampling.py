@@ -2,14 +2,16 @@
 of samples against test images; for the flow kinds, statistics of the continuous samples.
 
 Sample statistics. A flow's sample is its inverse ``x = f^-1(v; z)`` in the continuous pixel
-range ``[-0.5, 0.5)``, then quantised to the bin each value falls in. An undertrained or unstable
-model puts part of its mass outside that range, and with the unbounded inverse of the ``alpha = 1``
-coupling (:mod:`flowvae.flows.coupling`) some samples beyond any float range. :func:`draw_samples`
-returns, beside the uint8 images, how many pixels were clamped to the end bins (finite values
-outside the range), how many were non-finite (NaN/Inf: only a model whose weights or network
-outputs are themselves non-finite still yields them; they become black pixels), and how many
-samples saturated the inverse (:data:`~flowvae.flows.coupling.INVERSE_LIMIT`). The rule that
-``flowvae check`` applies to them is :func:`sample_health`.
+range ``[-0.5, 0.5)``, then quantised to the bin each value falls in; the model's own
+:meth:`~flowvae.models.base.GenerativeModel.draw` returns both, so the statistics describe the very
+images ``sample`` gives. An undertrained or unstable model puts part of its mass outside that
+range, and with the unbounded inverse of the ``alpha = 1`` coupling (:mod:`flowvae.flows.coupling`)
+some samples beyond any float range. :func:`draw_samples` returns, beside the uint8 images, how
+many pixels were clamped to the end bins (finite values outside the range), how many were
+non-finite (NaN/Inf: only a model whose weights or network outputs are themselves non-finite still
+yields them; they become black pixels), and how many samples saturated the inverse
+(:data:`~flowvae.flows.coupling.INVERSE_LIMIT`). The rule that ``flowvae check`` applies to them
+is :func:`sample_health`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..flows.coupling import INVERSE_LIMIT, saturated_samples, track_saturation
+from ..flows.coupling import INVERSE_LIMIT
 from ..models.base import GenerativeModel, check_count, check_memory, check_temperature
 from ..progress import progress
 from ._layout import inference_layout
@@ -49,7 +51,7 @@ def pixel_stats(x: Tensor, n_bins: int, saturated: Tensor | None = None) -> dict
 
     A pixel is *clamped* when it is finite and its bin ``floor((x + 0.5) * n_bins)`` lies outside
     ``0..n_bins-1`` (the quantiser clips it to the end bin; exactly the pixels
-    :meth:`~flowvae.models.flowvae.FlowVAE.continuous_to_uint8` clips), *far* when it is finite and
+    :meth:`~flowvae.models.flow_decoder.FlowDecoderModel.continuous_to_uint8` clips), *far* when it is finite and
     ``|x| > FAR`` (half the range past the edge), *non-finite* when NaN/Inf.
 
     Args:
@@ -90,12 +92,10 @@ def draw_samples(model: GenerativeModel, n: int, temperature: float = 1.0, *, gl
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
     """``model.sample(n, temperature, ...)`` and the statistics of its continuous samples.
 
-    For the flow kinds (``capabilities.exact_codes``) this runs the steps of their ``sample`` (the
-    same draws from ``generator`` in the same order: z from the prior, then ``v``; then
-    ``decode``'s inverse and quantiser), keeping the continuous inverse to count clamped and
-    non-finite pixels and, through :func:`~flowvae.flows.coupling.track_saturation`, the samples
-    whose inverse saturated; the images are those ``model.sample`` returns, bit for bit. Other
-    kinds get ``model.sample`` and statistics of ``None`` (their pixels are drawn as uint8).
+    The model's :meth:`~flowvae.models.base.GenerativeModel.draw` gives the images ``model.sample``
+    returns, bit for bit, and for the flow kinds the continuous inverse behind them and which
+    samples saturated it: their clamped, far and non-finite pixels are counted here. Other kinds
+    get statistics of ``None`` (their pixels are drawn as uint8).
 
     Args:
         model: any model, in eval mode.
@@ -114,30 +114,14 @@ def draw_samples(model: GenerativeModel, n: int, temperature: float = 1.0, *, gl
     check_count("n", n)
     check_temperature(temperature)
     check_temperature(global_temperature, "global temperature")
-    # _draw runs the flow's own steps, not model.sample, so it bounds the count itself.
+    # Before the model's own bound on draw(), with the command's advice.
     check_memory(f"sample(n={n:,})", n, (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size),
                  model.device, "draw fewer samples (flowvae sample -n)")
     with inference_layout(model):  # channels-last on the CPU: faster convolutions, the same pixels
-        return _draw(model, n, temperature, global_temperature, generator)
-
-
-def _draw(model: GenerativeModel, n: int, temperature: float, global_temperature: float,
-          generator: torch.Generator | None) -> tuple[Tensor, dict[str, Any]]:
-    flow: Any = model
-    if not model.capabilities.exact_codes or (not flow.uses_z and global_temperature != 1.0):
-        # The kind's own sample(): its pixels, or its one-line error for the temperature.
-        x = model.sample(n, temperature, global_temperature=global_temperature, generator=generator)
-        stats = _no_stats(n)
-    else:
-        with track_saturation() as masks:
-            z = flow.prior.sample(n, global_temperature, generator) if flow.uses_z else None
-            v = torch.randn(n, flow.dim, generator=generator, device=flow.device) * temperature
-            cont, _ = flow.decoder.inverse(v.to(flow.device, flow.dtype), z)
-        # Every inverse of the batch ORed: a saturated z from the prior counts for its sample too.
-        saturated = saturated_samples(masks, n)
-        x = flow.continuous_to_uint8(cont)
-        stats = pixel_stats(cont, flow.n_bins, saturated)
-    return x, {"temperature": float(temperature), "global_temperature": float(global_temperature), **stats}
+        drawn = model.draw(n, temperature, global_temperature=global_temperature, generator=generator)
+    stats = (_no_stats(n) if drawn.continuous is None
+             else pixel_stats(drawn.continuous, 2 ** model.n_bits, drawn.saturated))
+    return drawn.images, {"temperature": float(temperature), "global_temperature": float(global_temperature), **stats}
 
 
 def sample_health(stats: dict[str, Any]) -> tuple[str, str]:

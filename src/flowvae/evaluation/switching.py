@@ -14,7 +14,6 @@ from torch.nn import functional as F
 
 from ..data import ImageData
 from ..errors import ConfigError, DataError
-from ..flows.coupling import saturated_samples, track_saturation
 from ..models.base import GenerativeModel, check_count
 from ._protocols import GlobalLocal
 from .probe import fit_linear
@@ -196,7 +195,7 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
     code), ``neither`` the rest. ``swapped`` is the same for the decode of (v2, z1) (z from image
     1). The classifier's accuracy on the real test images (quantised likewise) is the ceiling of
     ``follow_z`` for a decoder that switched the class perfectly. ``saturated`` is the fraction of
-    those decodes whose inverse flow saturated (:func:`~flowvae.flows.coupling.track_saturation`):
+    those decodes whose inverse flow saturated (``model.switch_samples``, :class:`~flowvae.models.base.Samples`):
     a global code the flow was never trained with beside that v can drive some coupling's scale
     towards 0, and the decode becomes clamped noise, which the classifier mostly counts as
     ``neither``. The pairs are not those of :func:`switch_pairs`' grid.
@@ -261,20 +260,18 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
     v1z2, v2z1, sat12, sat21 = [], [], [], []
     for i in range(0, pairs, batch_size):
         a, b = first[i: i + batch_size], second[i: i + batch_size]
-        with track_saturation() as masks:
-            grid = m.switch(test_data.images[a].to(model.device), test_data.images[b].to(model.device)).cpu()
+        out = m.switch_samples(test_data.images[a].to(model.device), test_data.images[b].to(model.device))
+        grid = out.images.cpu()
         v1z2.append(grid[:, 1])
         v2z1.append(grid[:, 3])
-        # switch() decodes its four cells of every pair in one inverse: masks of 4 * len(a) samples.
-        sat = saturated_samples(masks, 4 * len(a))
-        sat12.append(sat.view(4, -1)[1])
-        sat21.append(sat.view(4, -1)[3])
+        if out.saturated is not None:  # only a flow's inverse can saturate
+            sat12.append(out.saturated[:, 1])
+            sat21.append(out.saturated[:, 3])
     y1, y2 = test_y[first].numpy(), test_y[second].numpy()
     # The decodes are already on the model's bins, so no further quantisation.
     p12 = clf.predict(features(torch.cat(v1z2)))
     p21 = clf.predict(features(torch.cat(v2z1)))
-    flow = model.capabilities.exact_codes  # only a flow's inverse can saturate
-    s12, s21 = (int(torch.cat(s).sum()) / pairs if flow else None for s in (sat12, sat21))
+    s12, s21 = (int(torch.cat(s).sum()) / pairs if s else None for s in (sat12, sat21))
     return {"dataset": test_data.name, "pairs": pairs, "classes": int(len(torch.unique(test_y))), "seed": seed,
             **_fractions(p12, y2, y1), "saturated": s12, "swapped": {**_fractions(p21, y1, y2), "saturated": s21},
             "test_accuracy": test_acc,

@@ -14,8 +14,17 @@ Conventions shared by every kind:
   bits/dim), ``iw_bpd`` (negative importance-weighted bound with ``k`` samples) and ``kl`` (nats).
 * ``sample(n, temperature, *, global_temperature, generator)`` returns ``n`` uint8 images; the
   temperature scales the standard deviation of the local (or only) latent, ``global_temperature``
-  that of the global code where the kind has one.
+  that of the global code where the kind has one. ``draw`` (same arguments) returns them as
+  :class:`Samples`, with the continuous samples behind them where the kind has any (the flows):
+  one implementation and one order of random draws for every grid and statistic.
 * ``representations(x)`` returns named per-image features ``{name: [B, d]}`` for linear probes.
+
+What a kind knows about itself lives on its classes: the model class declares its kinds with a
+description each (:attr:`GenerativeModel.kinds`), the meanings of its posterior latents
+(:attr:`GenerativeModel.latent_meanings`) and what it can do (:attr:`GenerativeModel.capabilities`,
+from which :attr:`GenerativeModel.card_tags` follow); the config class its departures from the
+paper (:meth:`ModelSettings.departures`) and how config files of earlier releases spelled it
+(:attr:`ModelSettings.renamed`, :meth:`ModelSettings.migrate`).
 
 Adding a kind: one module with its config and model class, decorated with :func:`register`, and
 one import line in :mod:`flowvae.models` (``docs/adding-a-model.md``).
@@ -28,7 +37,7 @@ import functools
 import math
 import os
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,9 +47,10 @@ from torch import Tensor, nn
 from ..errors import ConfigError, DataError
 from ..settings import Settings, setting, suggest
 
-__all__ = ["Capabilities", "GenerativeModel", "ModelSettings", "OtherRuns", "register", "MODEL_KINDS", "config_class",
-           "model_class", "create_model", "check_images", "check_codes", "check_count", "check_temperature",
-           "check_memory", "check_posterior_samples", "free_memory", "MAX_MODEL_ELEMENTS", "MAX_POSTERIOR_SAMPLES"]
+__all__ = ["Capabilities", "GenerativeModel", "ModelSettings", "OtherRuns", "Samples", "register", "MODEL_KINDS",
+           "config_class", "config_classes", "model_class", "create_model", "legacy_shape", "check_images",
+           "check_codes", "check_count", "check_temperature", "check_memory", "check_posterior_samples",
+           "free_memory", "MAX_MODEL_ELEMENTS", "MAX_POSTERIOR_SAMPLES"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,53 @@ class ModelSettings(Settings):
         from the run folder it names); the default changes nothing."""
         return self
 
+    #: fields that config files of earlier releases spelled differently, ``{old name: new name}``
+    #: (the new one dotted below ``model.``, e.g. ``"stage1.n_factors"``): a config naming the old
+    #: field is refused with the new spelling (:func:`flowvae.config.config_from_dict`, ``--set``)
+    renamed: ClassVar[Mapping[str, str]] = {}
+
+    #: top-level sections in which config files of earlier releases kept this kind's fields (since
+    #: merged into ``model:``); :func:`flowvae.config.migrate` hands them to :meth:`migrate`
+    legacy_sections: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def migrate(cls, model: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The ``model:`` mapping of this kind in the current layout, from a config file of an earlier
+        release: its ``model`` section (which then held the flow's fields, ``d_z`` among them) and
+        ``sections``, each legacy section of every kind (:attr:`legacy_sections`; empty where the
+        file lacks it). The default: ``model`` unchanged.
+
+        Example: the UG-VAE's is ``{"kind": "ugvae", "in_channels": ..., "image_size": ...,
+        "d_local": model["d_z"], **sections["ugvae"] with renamed keys}``.
+        """
+        return dict(model)
+
+
+def legacy_shape(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The image shape fields (``in_channels``, ``image_size``) of a legacy ``model`` section, where
+    present: the fields every kind's :meth:`ModelSettings.migrate` carries over."""
+    return {k: model[k] for k in ("in_channels", "image_size") if k in model}
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Images a model drew or decoded, and the continuous values behind them where it has any.
+
+    Attributes:
+        images: uint8 ``[n, C, H, W]`` (``[P, 4, C, H, W]`` for a switch), what ``sample`` returns.
+        continuous: the flow kinds: the inverse ``x = f^-1(v; z)`` before quantisation, float of
+            the images' shape in the pixel range ``[-0.5, 0.5)`` (values outside it were clipped to
+            the end bins, non-finite ones became bin 0); ``None`` for kinds that draw uint8 pixels
+            directly (nothing to clip).
+        saturated: the flow kinds: bool of the images' leading shape (``[n]``, ``[P, 4]``) on the
+            CPU, ``True`` where some affine inverse of that sample, the code's prior included,
+            reached :data:`~flowvae.flows.coupling.INVERSE_LIMIT`; ``None`` otherwise.
+    """
+
+    images: Tensor
+    continuous: Tensor | None = None
+    saturated: Tensor | None = None
+
 
 class OtherRuns(typing.Protocol):
     """How a kind reads another run folder while a fresh run is prepared (stage 1 of the multi-stage
@@ -120,18 +177,22 @@ MODEL_KINDS: dict[str, type[GenerativeModel]] = {}
 
 
 def register(cls: type[GenerativeModel]) -> type[GenerativeModel]:
-    """Class decorator: make ``cls`` the model of every kind its ``config_class.kind`` admits."""
+    """Class decorator: make ``cls`` the model of every kind it declares (:attr:`GenerativeModel.kinds`),
+    or, when it declares none, of every kind its ``config_class.kind`` admits.
+
+    Raises:
+        RuntimeError: a kind that the config class does not admit, or one registered to another class.
+    """
     hints = typing.get_type_hints(cls.config_class)
-    kinds = typing.get_args(hints["kind"]) or (cls.config_class.kind,)
-    for kind in kinds:
+    admitted = typing.get_args(hints["kind"]) or (cls.config_class.kind,)
+    for kind in tuple(cls.kinds) or admitted:
+        if kind not in admitted:
+            raise RuntimeError(f"{cls.__name__} declares the kind {kind!r}, which its config class "
+                               f"{cls.config_class.__name__} does not admit (its kind field: {', '.join(admitted)})")
         if kind in MODEL_KINDS and MODEL_KINDS[kind] is not cls:
             raise RuntimeError(f"model kind {kind!r} registered twice")
         MODEL_KINDS[kind] = cls
     return cls
-
-
-def _ensure_registered() -> None:
-    from .. import models  # noqa: F401  (imports every kind's module, which registers it)
 
 
 def model_class(kind: str) -> type[GenerativeModel]:
@@ -140,7 +201,7 @@ def model_class(kind: str) -> type[GenerativeModel]:
     Raises:
         ConfigError: an unknown kind (with the list of kinds).
     """
-    _ensure_registered()
+    # Importing this module ran flowvae/models/__init__.py first, which imports (registers) every kind.
     if kind not in MODEL_KINDS:
         raise ConfigError(f"unknown model.kind {kind!r}{suggest(str(kind), MODEL_KINDS)}")
     return MODEL_KINDS[kind]
@@ -149,6 +210,11 @@ def model_class(kind: str) -> type[GenerativeModel]:
 def config_class(kind: str) -> type[ModelSettings]:
     """The config class of ``kind`` (see :func:`model_class`)."""
     return model_class(kind).config_class
+
+
+def config_classes() -> dict[str, type[ModelSettings]]:
+    """The config class of every registered kind, ``{kind: class}`` (several kinds may share one)."""
+    return {kind: cls.config_class for kind, cls in MODEL_KINDS.items()}
 
 
 def create_model(cfg: Any, n_bits: int | None = None) -> GenerativeModel:
@@ -427,16 +493,17 @@ def check_posterior_samples(k: Any) -> int:
 # The methods of every kind that take a count from the caller: wrapped once, here, so that no
 # kind can leave its count unbounded.
 _BOUNDED_METHODS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-    "sample": _bounded_sampling, "sample_group": _bounded_sampling, "bits_per_dim": _bounded_scoring}
+    "sample": _bounded_sampling, "draw": _bounded_sampling, "sample_group": _bounded_sampling,
+    "bits_per_dim": _bounded_scoring}
 
 
 class GenerativeModel(nn.Module):
     """Base class of every model kind (the contract in the module docstring).
 
-    Subclasses set ``config_class`` and implement ``loss``, ``bits_per_dim``, ``sample``,
-    ``representations`` and :attr:`capabilities`; the optional methods (``encode``/``decode``,
-    ``switch``, ``interpolate``, ``latent_mean``, ``traverse``, ``reconstruct``) exist where the
-    matching capability is declared.
+    Subclasses set ``config_class`` and :attr:`kinds` and implement ``loss``, ``bits_per_dim``,
+    ``sample``, ``representations`` and :attr:`capabilities`; the optional methods
+    (``encode``/``decode``, ``switch``, ``interpolate``, ``latent_mean``, ``traverse``,
+    ``reconstruct``) exist where the matching capability is declared.
 
     Args:
         cfg: an instance of ``config_class``.
@@ -444,6 +511,12 @@ class GenerativeModel(nn.Module):
     """
 
     config_class: ClassVar[type[ModelSettings]] = ModelSettings
+
+    #: the kinds this class is the model of, each with one phrase saying what the model is (the
+    #: model card's first sentence: "A `glow` model, <phrase>, trained on ..."); :func:`register`
+    #: maps each name to this class. Empty: every name ``config_class.kind`` admits, undescribed.
+    kinds: ClassVar[Mapping[str, str]] = {}
+
     cfg: Any
     config: Any  # the run's Config, attached by flowvae.load_run
     run_dir: Any  # the run folder, attached by flowvae.load_run (its metrics go on the model card)
@@ -479,6 +552,26 @@ class GenerativeModel(nn.Module):
     def capabilities(self) -> Capabilities:
         """What this model can do (see :class:`Capabilities`)."""
         return Capabilities()
+
+    @property
+    def description(self) -> str:
+        """What this model is, in one phrase (:attr:`kinds`; the model card's first sentence)."""
+        owner = MODEL_KINDS.get(self.kind, type(self))
+        return owner.kinds.get(self.kind) or type(self).kinds.get(self.kind) or "one of the model kinds of flowvae"
+
+    @property
+    def latent_meanings(self) -> dict[str, str]:
+        """What each latent of :meth:`posterior_moments` is, ``{name: phrase}`` (the metadata of
+        ``flowvae encode``); a latent without an entry is described by its name. None by default."""
+        return {}
+
+    @property
+    def card_tags(self) -> list[str]:
+        """The Hugging Face tags of this model's kind: the kind (``_`` as ``-``), ``normalizing-flows``
+        for the kinds with exact codes (a flow's) and ``vae`` for those whose objective has a KL
+        term (:attr:`kl_term`), in that order."""
+        return [self.kind.replace("_", "-")] + (["normalizing-flows"] if self.capabilities.exact_codes else []) \
+            + (["vae"] if self.kl_term else [])
 
     @property
     def latent_dim(self) -> int:
@@ -623,6 +716,13 @@ class GenerativeModel(nn.Module):
         cannot fit in the free memory of the model's device (:func:`check_memory`) raises
         :class:`~flowvae.errors.ConfigError` before anything is drawn."""
         raise NotImplementedError
+
+    def draw(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
+             generator: torch.Generator | None = None) -> Samples:
+        """:meth:`sample` as :class:`Samples`: the images and, for kinds that decode continuous values
+        (the flows, which override this), those values and which samples saturated. Same images,
+        same draws from ``generator``, same errors as :meth:`sample`; bounded like it."""
+        return Samples(self.sample(n, temperature, global_temperature=global_temperature, generator=generator))
 
     def representations(self, x: Tensor) -> dict[str, Tensor]:
         """Named per-image features ``{name: [B, d]}`` of uint8 images (linear probes)."""

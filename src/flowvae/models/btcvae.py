@@ -65,6 +65,7 @@ bits/dim divide by ``D ln 2`` with ``D = C * H * W``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -76,7 +77,16 @@ from ..errors import ConfigError, DataError
 from ..maths import LOG_2PI, discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise
 from ..settings import setting
 from ._checks import traverse_mean_code
-from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
+from .base import (
+    Capabilities,
+    GenerativeModel,
+    ModelSettings,
+    check_codes,
+    check_count,
+    check_temperature,
+    legacy_shape,
+    register,
+)
 
 __all__ = ["BTCVAE", "BTCVAEConfig", "log_importance_weight_matrix", "log_qz_estimates",
            "ESTIMATORS", "LIKELIHOODS"]
@@ -136,6 +146,18 @@ class BTCVAEConfig(ModelSettings):
         if _conv_sizes(self.image_size, len(self.conv_channels))[-1] < 1:
             raise ConfigError(f"model.image_size {self.image_size} is too small for {len(self.conv_channels)} "
                               f"stride-2 levels; use fewer conv_channels")
+
+    renamed = {"d_z": "n_factors"}
+    legacy_sections = ("btcvae",)
+
+    @classmethod
+    def migrate(cls, model: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """From an earlier release's file: the image shape and ``model.d_z`` (the factors) of its
+        ``model`` section, and its ``btcvae`` section."""
+        new = {"kind": model.get("kind", "btcvae"), **legacy_shape(model),
+               **({"n_factors": model["d_z"]} if "d_z" in model else {})}
+        new.update(sections.get("btcvae", {}))
+        return new
 
     def for_training(self, n_train: int, runs: Any = None) -> BTCVAEConfig:
         """With ``dataset_size`` set to ``n_train`` when it is not set already."""
@@ -234,6 +256,8 @@ class BTCVAE(GenerativeModel):
     """
 
     config_class: ClassVar[type[ModelSettings]] = BTCVAEConfig
+    kinds: ClassVar[dict[str, str]] = {
+        "btcvae": "a β-TCVAE (Chen et al., 2018), whose objective penalises the total correlation of its factors"}
     cfg: BTCVAEConfig
 
     def __init__(self, cfg: BTCVAEConfig | None = None, n_bits: int = 8):
@@ -263,6 +287,11 @@ class BTCVAE(GenerativeModel):
             ups.append(nn.ConvTranspose2d(a, b_, 4, 2, 1, output_padding=t - 2 * n_in))
         self.ups = nn.ModuleList(ups)
         self._top = (c, s, s)
+
+    @property
+    def latent_meanings(self) -> dict[str, str]:
+        """``z``: the factors."""
+        return {"z": "factors z: q(z|x)"}
 
     @property
     def capabilities(self) -> Capabilities:

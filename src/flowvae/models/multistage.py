@@ -24,14 +24,16 @@ of the whole model, which would need an expectation over c.
 The disentanglement of the combined model is stage 1's by construction: its factors are stage 1's
 posterior means, unchanged.
 
-Images enter and leave as uint8 ``[B, C, H, W]`` (0..255), as in :class:`~flowvae.models.flowvae.FlowVAE`,
-whose preprocessing (bins, dequantisation), encode/decode, switch and interpolation this model inherits.
+Images enter and leave as uint8 ``[B, C, H, W]`` (0..255). The preprocessing (bins, dequantisation),
+the bound, encode/decode, sampling, switch, interpolation and traversal are those of every
+flow-decoder model (:class:`~flowvae.models.flow_decoder.FlowDecoderModel`); this model supplies its
+code (stage 1's factors) and their prior.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -39,21 +41,11 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from ..flows.dequant import VariationalDequantizer
 from ..flows.glow import ConditionalGlow
-from ..maths import standard_normal_logprob
 from ..settings import setting
-from .base import (
-    Capabilities,
-    GenerativeModel,
-    ModelSettings,
-    OtherRuns,
-    check_count,
-    check_temperature,
-    register,
-)
+from .base import Capabilities, ModelSettings, OtherRuns, register
 from .btcvae import BTCVAE, BTCVAEConfig
-from .flowvae import FlowVAE, GlowSettings, StandardNormalPrior, WrappedGlow
+from .flow_decoder import FlowDecoderModel, GlowSettings, StandardNormalPrior, WrappedGlow
 
 __all__ = ["MultiStage", "MultiStageConfig", "StandardNormalPrior"]
 
@@ -80,6 +72,21 @@ class MultiStageConfig(GlowSettings):
     def n_factors(self) -> int:
         """Dimension of the factors c (stage 1's latent)."""
         return self.stage1.n_factors
+
+    renamed = {"d_z": "stage1.n_factors", "stage1": "stage1_run"}
+    legacy_sections = ("multistage", "btcvae")
+
+    @classmethod
+    def migrate(cls, model: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """From an earlier release's file: the Glow's fields of its ``model`` section, stage 1's config
+        from the image shape, ``model.d_z`` and the ``btcvae`` section (:meth:`BTCVAEConfig.migrate`),
+        and ``stage1_run`` and ``recon_input`` from the ``multistage`` section."""
+        glow = {f.name for f in fields(GlowSettings)}
+        section = sections.get("multistage", {})
+        new = {k: v for k, v in model.items() if k in glow}
+        new.update(stage1=BTCVAEConfig.migrate({**model, "kind": "btcvae"}, sections),
+                   stage1_run=section.get("stage1"), recon_input=section.get("recon_input", False))
+        return new
 
     def for_training(self, n_train: int, runs: OtherRuns | None = None) -> MultiStageConfig:
         """With ``stage1`` and the image shape copied from the ``stage1_run`` folder's config, read
@@ -142,7 +149,7 @@ class _StageTwoDecoder(WrappedGlow):
 
 
 @register
-class MultiStage(FlowVAE):
+class MultiStage(FlowDecoderModel):
     """Multi-stage model: a frozen beta-TCVAE (``stage1``) and a conditional Glow on its factors.
 
     Args:
@@ -162,34 +169,31 @@ class MultiStage(FlowVAE):
     """
 
     config_class: ClassVar[type[ModelSettings]] = MultiStageConfig
-    cfg: MultiStageConfig  # type: ignore[assignment]
+    kinds: ClassVar[dict[str, str]] = {
+        "multistage": "a multi-stage model: a frozen β-TCVAE (stage 1) and a Glow conditioned on its factors"}
+    cfg: MultiStageConfig
 
     def __init__(self, cfg: MultiStageConfig, n_bits: int = 8):
-        GenerativeModel.__init__(self, cfg, n_bits)
+        super().__init__(cfg, n_bits)
         s1 = cfg.stage1
         if (s1.in_channels, s1.image_size) != (cfg.in_channels, cfg.image_size):
             raise ConfigError(
                 f"stage 1 models {s1.in_channels}x{s1.image_size}x{s1.image_size} images but the flow is configured "
                 f"for {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}; set model.in_channels/image_size to "
                 f"stage 1's (the trainer copies them from model.stage1_run)")
-        self.n_bins = 2 ** n_bits
         self.uses_z = True
         self.stage1 = BTCVAE(cfg.stage1, 8)
         self.stage1.requires_grad_(False)
         recon_input = cfg.recon_input
         try:
-            glow = ConditionalGlow(cfg.in_channels, cfg.image_size, cfg.steps, cfg.hidden, cond_dim=cfg.n_factors,
-                                   factor_out=cfg.factor_out, alpha=cfg.alpha, additive=cfg.coupling == "additive",
-                                   conv1x1=cfg.conv1x1, kernel_size=cfg.coupling_kernel,
+            glow = self.build_glow(cfg, cfg.n_factors,
                                    cond_image=(cfg.in_channels, cfg.image_size) if recon_input else None)
         except ValueError as e:
             raise ConfigError(f"cannot build the model: {e}") from None
         self.decoder = _StageTwoDecoder(glow, self.stage1, recon_input)
         self.prior = StandardNormalPrior(cfg.n_factors)
         self.dim = glow.dim
-        self.dequantizer = (VariationalDequantizer(cfg.in_channels, cfg.dequant_hidden, cfg.dequant_steps)
-                            if cfg.dequantization == "variational" else None)
-        self.aux_decoder = None  # FlowVAE.loss's auxiliary term: the factors are stage 1's, not learnt here
+        self.dequantizer = self.build_dequantizer(cfg)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -198,7 +202,13 @@ class MultiStage(FlowVAE):
 
     @property
     def latent_dim(self) -> int:
+        """Dimension of the factors c."""
         return self.cfg.n_factors
+
+    @property
+    def latent_meanings(self) -> dict[str, str]:
+        """``z``: the factors c."""
+        return {"z": "factors c: stage 1's (beta-TCVAE) q(c|x), the flow's condition"}
 
     def prepare_training(self, runs: OtherRuns | None = None) -> None:
         """Load stage 1's weights from ``cfg.stage1_run`` through ``runs`` (a fresh run; on resume
@@ -237,34 +247,15 @@ class MultiStage(FlowVAE):
         with torch.no_grad():  # stage 1 saw 8-bit images; from_bins maps the top bin to 255
             return self.stage1._q(self.from_bins(bins))
 
-    def log_weights(self, bins: Tensor, k: int = 1, generator: torch.Generator | None = None,
-                    shard: tuple[int, int] | None = None) -> dict[str, Tensor]:
-        """Per-sample ``log p(x + u | c) - D log n_bins - log q(u|x)`` in nats ``[B, k]`` with c the
-        stage-1 posterior mean (``kl`` is 0: c is a function of x); see :meth:`FlowVAE.log_weights`."""
-        b = bins.shape[0]
-        rep = bins.repeat_interleave(k, 0) if k > 1 else bins
-        x, log_q_u = self.dequantize(rep, generator, shard)
+    def draw_code(self, bins: Tensor, k: int, generator: torch.Generator | None,
+                  shard: tuple[int, int] | None) -> tuple[Tensor | None, Tensor | None]:
+        """The factors ``c``, stage 1's posterior mean, ``k`` times per image ``[B * k, n_factors]``; no KL
+        term (``None``: c is a function of x, so ``log p(x + u | c) - D log n_bins - log q(u|x)`` is
+        the whole weight; see :meth:`FlowDecoderModel.log_weights`)."""
         c = self.posterior(bins)[0]
-        if k > 1:
-            c = c.repeat_interleave(k, 0)
-        v, logdet = self.decoder(x, c)
-        log_px_c = standard_normal_logprob(v) + logdet
-        log_w = log_px_c - self.dim * math.log(self.n_bins) - log_q_u
-        kl = torch.zeros_like(log_w)
-        return {k_: t.view(b, k) for k_, t in (("log_w", log_w), ("kl", kl), ("log_px_z", log_px_c))}
+        return (c.repeat_interleave(k, 0) if k > 1 else c), None
 
     # ------------------------------------------------------------------ tools
-    @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, *, global_temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> Tensor:
-        """``n`` uint8 samples ``[n, C, H, W]``: ``c ~ N(0, global_temperature^2 I)``, ``v ~ N(0, temperature^2 I)``."""
-        check_count("n", n)
-        check_temperature(temperature)
-        check_temperature(global_temperature, "global_temperature")
-        c = self.prior.sample(n, global_temperature, generator)
-        v = torch.randn(n, self.dim, generator=generator, device=self.device) * temperature
-        return self.decode(c, v)
-
     @torch.no_grad()
     def reconstruct(self, x: Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
         """Reconstruction from the factors alone: ``c = encode(x)``, a fresh local code

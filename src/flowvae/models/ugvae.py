@@ -60,6 +60,7 @@ Bits/dim divide nats per image by ``D ln 2`` with ``D = C * H * W``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -75,17 +76,28 @@ from ..maths import (
     gaussian_kl,
     gaussian_logprob,
     sharded_noise,
+    soft_clamp,
     to_unit_range,
 )
+from ..networks.feedforward import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from ..networks.pixel_decoder import MIN_LOG_SCALE
 from ..settings import setting
-from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
+from .base import (
+    Capabilities,
+    GenerativeModel,
+    ModelSettings,
+    check_codes,
+    check_count,
+    check_temperature,
+    legacy_shape,
+    register,
+)
 
 __all__ = ["UGVAE", "UGVAEConfig", "product_of_gaussians", "gaussian_kl",
            "discretized_logistic_logprob", "discretized_gaussian_logprob", "LIKELIHOODS"]
 
 LIKELIHOODS = ("discretized_logistic", "gaussian", "bernoulli")
 _LOGVAR_BOUND = 10.0
-_MIN_LOG_SCALE = -7.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,7 +153,20 @@ class UGVAEConfig(ModelSettings):
 
     @property
     def dim(self) -> int:
+        """Values per image, ``C * H * W``."""
         return self.in_channels * self.image_size * self.image_size
+
+    renamed = {"d_z": "d_local", "d_beta": "d_global", "K": "n_components"}
+    legacy_sections = ("ugvae",)
+
+    @classmethod
+    def migrate(cls, model: Mapping[str, Any], sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """From an earlier release's file: the image shape and ``model.d_z`` (the local code) of its
+        ``model`` section, and its ``ugvae`` section with the fields :attr:`renamed`."""
+        new = {"kind": model.get("kind", "ugvae"), **legacy_shape(model),
+               **({"d_local": model["d_z"]} if "d_z" in model else {})}
+        new.update({str(cls.renamed.get(str(k), k)): v for k, v in sections.get("ugvae", {}).items()})
+        return new
 
     def validate(self) -> None:
         if not self.hidden:
@@ -153,10 +178,6 @@ class UGVAEConfig(ModelSettings):
                 raise ConfigError(f"model.image_size {self.image_size} is too small for {len(self.conv_channels)} "
                                   f"stride-2 levels (needs >= {2 ** len(self.conv_channels)}); shorten "
                                   f"model.conv_channels or use 'mlp'")
-
-
-def _is_pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -214,93 +235,10 @@ def product_of_gaussians(mu: Tensor, logvar: Tensor, prior: bool = True) -> tupl
     return m[0], lv[0]
 
 
-def _soft_clamp(v: Tensor, bound: float = _LOGVAR_BOUND) -> Tensor:
-    return bound * torch.tanh(v / bound)
-
-
-def _scaled(k: Tensor) -> Tensor:
-    return to_unit_range(k)
-
-
 def _noise(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None,
            shard: tuple[int, int] | None, uniform: bool = False) -> Tensor:
     return sharded_noise(torch.rand if uniform else torch.randn, shape, like, generator, shard)
 
-
-
-# ------------------------------------------------------------------------------------------------
-# networks
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers)
-
-
-def _level_sizes(image_size: int, levels: int) -> list[int]:
-    sizes = [image_size]
-    for _ in range(levels):
-        sizes.append(-(-sizes[-1] // 2))                         # 3x3, stride 2, padding 1: ceil(n / 2)
-    return sizes
-
-
-class _ConvEncoder(nn.Module):
-    """``[B, C, H, W]`` in ``[-1, 1]`` -> features ``[B, hidden]``: stride-2 3x3 convolutions + ReLU, then linear."""
-
-    def __init__(self, cfg: UGVAEConfig):
-        super().__init__()
-        layers: list[nn.Module] = []
-        c = cfg.in_channels
-        for w in cfg.conv_channels:
-            layers += [nn.Conv2d(c, w, 3, 2, 1), nn.ReLU()]
-            c = w
-        final = _level_sizes(cfg.image_size, len(cfg.conv_channels))[-1]
-        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * final * final, cfg.hidden[-1]), nn.ReLU())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class _MLPEncoder(nn.Module):
-    def __init__(self, cfg: UGVAEConfig):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), _mlp([cfg.dim, *cfg.hidden]))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class _ConvDecoder(nn.Module):
-    """``[B, d_in]`` -> ``[B, out, H, W]``: linear layers to the smallest map, then per level an
-    upsampling (nearest) to the encoder's size at that level and a 3x3 convolution + ReLU."""
-
-    def __init__(self, cfg: UGVAEConfig, d_in: int, out_channels: int):
-        super().__init__()
-        ch = list(cfg.conv_channels)
-        self.sizes = _level_sizes(cfg.image_size, len(ch))
-        self.shape = (ch[-1], self.sizes[-1], self.sizes[-1])
-        self.fc = _mlp([d_in, cfg.hidden[-1], ch[-1] * self.sizes[-1] ** 2])
-        self.convs = nn.ModuleList(nn.Conv2d(ch[lvl], ch[max(lvl - 1, 0)], 3, 1, 1) for lvl in reversed(range(len(ch))))
-        self.out = nn.Conv2d(ch[0], out_channels, 3, 1, 1)
-
-    def forward(self, v: Tensor) -> Tensor:
-        h = self.fc(v).view(-1, *self.shape)
-        for conv, size in zip(self.convs, reversed(self.sizes[:-1])):
-            h = F.relu(conv(F.interpolate(h, size=(size, size), mode="nearest")))
-        return self.out(h)
-
-
-class _MLPDecoder(nn.Module):
-    def __init__(self, cfg: UGVAEConfig, d_in: int, out_channels: int):
-        super().__init__()
-        self.shape = (out_channels, cfg.image_size, cfg.image_size)
-        self.net = nn.Sequential(_mlp([d_in, *reversed(cfg.hidden)]),
-                                 nn.Linear(cfg.hidden[0], out_channels * cfg.image_size ** 2))
-
-    def forward(self, v: Tensor) -> Tensor:
-        return self.net(v).view(-1, *self.shape)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -323,6 +261,8 @@ class UGVAE(GenerativeModel):
     """
 
     config_class: ClassVar[type[ModelSettings]] = UGVAEConfig
+    kinds: ClassVar[dict[str, str]] = {
+        "ugvae": "the UG-VAE (Peis et al., 2020): a local code per image and a global code per group of images"}
     cfg: UGVAEConfig
 
     def __init__(self, cfg: UGVAEConfig | None = None, n_bits: int = 8):
@@ -331,7 +271,8 @@ class UGVAE(GenerativeModel):
         if n_bits != 8:
             raise ConfigError(f"the UG-VAE models 8-bit images; got data.n_bits={n_bits}")
         width = cfg.hidden[-1]
-        self.encoder = _ConvEncoder(cfg) if cfg.encoder == "conv" else _MLPEncoder(cfg)
+        self.encoder = (ConvEncoder(cfg.in_channels, cfg.image_size, cfg.conv_channels, width) if cfg.encoder == "conv"
+                        else MLPEncoder(cfg.dim, cfg.hidden))
         self.q_z = nn.Linear(width, 2 * cfg.d_local)                               # q(z | x)
         self.q_d: nn.Module
         if cfg.d_posterior == "x":
@@ -343,7 +284,8 @@ class UGVAE(GenerativeModel):
                                  nn.Linear(width, 2 * cfg.n_components * cfg.d_local))  # p(z | d, beta)
         d_in = cfg.d_local + (cfg.d_global if cfg.decoder_beta else 0)
         out = cfg.in_channels * (1 if cfg.likelihood == "bernoulli" else 2)
-        self.decoder = (_ConvDecoder(cfg, d_in, out) if cfg.decoder == "conv" else _MLPDecoder(cfg, d_in, out))
+        self.decoder = (ConvDecoder(d_in, out, cfg.image_size, cfg.conv_channels, width) if cfg.decoder == "conv"
+                        else MLPDecoder(d_in, out, cfg.image_size, cfg.hidden))
 
     @property
     def capabilities(self) -> Capabilities:
@@ -354,12 +296,10 @@ class UGVAE(GenerativeModel):
         return self.cfg.groups_per_batch if self.cfg.group_by == "label" else None
 
     @property
-    def _device(self) -> torch.device:
-        return self.device
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return self.dtype
+    def latent_meanings(self) -> dict[str, str]:
+        """``z``: each image's local code; ``beta``: the global code of a group of that image alone."""
+        return {"z": "local code z_i: q(z_i|x_i)",
+                "beta": "global code beta: q(beta|{x_i}), each image a group of its own"}
 
     def _group_index(self, groups: Tensor | None, b: int, device: torch.device) -> tuple[Tensor, int]:
         """``groups [B]`` (any integer labels) -> (index ``[B]`` in ``0..G-1`` by sorted label, ``G``)."""
@@ -376,11 +316,11 @@ class UGVAE(GenerativeModel):
 
     # -------------------------------------------------------------------- building blocks
     def _features(self, x: Tensor) -> Tensor:
-        return self.encoder(_scaled(x.to(self._dtype)))
+        return self.encoder(to_unit_range(x.to(self.dtype)))
 
     def _q_z(self, h: Tensor) -> tuple[Tensor, Tensor]:
         mu, raw = self.q_z(h).chunk(2, -1)
-        return mu, _soft_clamp(raw)
+        return mu, soft_clamp(raw, _LOGVAR_BOUND)
 
     def _log_pi(self, h: Tensor, z: Tensor) -> Tensor:
         """log q(d | .) ``[B, K]``: from features ``h`` (d_posterior="x") or from ``z`` ("z")."""
@@ -388,7 +328,7 @@ class UGVAE(GenerativeModel):
 
     def _messages(self, h: Tensor, log_pi: Tensor) -> tuple[Tensor, Tensor]:
         mu, raw = self.q_beta(torch.cat([h, log_pi.exp()], -1)).chunk(2, -1)
-        return mu, _soft_clamp(raw)
+        return mu, soft_clamp(raw, _LOGVAR_BOUND)
 
     def prior_z(self, beta: Tensor) -> tuple[Tensor, Tensor]:
         """Means and log-variances of p(z | d = k, beta), each ``[..., K, d_z]`` for ``beta [..., d_beta]``."""
@@ -405,7 +345,7 @@ class UGVAE(GenerativeModel):
         if self.cfg.likelihood == "bernoulli":
             return -F.binary_cross_entropy_with_logits(params, k / 255.0, reduction="none").flatten(1).sum(1)
         mean, log_scale = params.chunk(2, 1)
-        log_scale = log_scale.clamp(min=_MIN_LOG_SCALE)
+        log_scale = log_scale.clamp(min=MIN_LOG_SCALE)
         f = (discretized_logistic_logprob if self.cfg.likelihood == "discretized_logistic"
              else discretized_gaussian_logprob)
         return f(k, mean, log_scale).flatten(1).sum(1)
@@ -419,7 +359,7 @@ class UGVAE(GenerativeModel):
         mean, log_scale = params.chunk(2, 1)
         c = mean
         if u is not None:
-            s = torch.exp(log_scale.clamp(min=_MIN_LOG_SCALE))
+            s = torch.exp(log_scale.clamp(min=MIN_LOG_SCALE))
             u = u.clamp(1e-6, 1 - 1e-6)
             std = (torch.log(u) - torch.log1p(-u)) if self.cfg.likelihood == "discretized_logistic" \
                 else torch.special.ndtri(u)
@@ -578,19 +518,11 @@ class UGVAE(GenerativeModel):
         if not isinstance(beta, Tensor) or beta.shape != (self.cfg.d_global,) or not beta.is_floating_point():
             got = list(beta.shape) if isinstance(beta, Tensor) else type(beta).__name__
             raise DataError(f"{name} must be a float tensor [{self.cfg.d_global}] (d_beta), got {got}")
-        return beta.to(self._device, self._dtype)
-
-    @staticmethod
-    def _check_count(name: str, n: Any) -> None:
-        check_count(name, n)
-
-    @staticmethod
-    def _check_temperature(t: Any) -> None:
-        check_temperature(t)
+        return beta.to(self.device, self.dtype)
 
     def _local_noise(self, n: int, generator: torch.Generator | None,
                      pixel_noise: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        device, dtype = self._device, self._dtype
+        device, dtype = self.device, self.dtype
         d = torch.randint(self.cfg.n_components, (n,), generator=generator, device=device)
         eps = torch.randn(n, self.cfg.d_local, generator=generator, device=device, dtype=dtype)
         u = (torch.rand(n, self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size, generator=generator,
@@ -617,10 +549,10 @@ class UGVAE(GenerativeModel):
         Returns:
             uint8 ``[n, C, H, W]``.
         """
-        self._check_count("n", n)
-        self._check_temperature(temperature)
-        device = self._device
-        beta = (torch.randn(self.cfg.d_global, generator=generator, device=device, dtype=self._dtype) if beta is None
+        check_count("n", n)
+        check_temperature(temperature)
+        device = self.device
+        beta = (torch.randn(self.cfg.d_global, generator=generator, device=device, dtype=self.dtype) if beta is None
                 else self._check_beta(beta))
         d, eps, u = self._local_noise(n, generator, pixel_noise)
         return self._generate(beta, d, eps, u, temperature)
@@ -630,9 +562,9 @@ class UGVAE(GenerativeModel):
                generator: torch.Generator | None = None) -> Tensor:
         """``n`` uint8 samples ``[n, C, H, W]`` of one group: ``beta ~ N(0, global_temperature^2 I)``,
         then :meth:`sample_group` at ``temperature``."""
-        self._check_count("n", n)
+        check_count("n", n)
         check_temperature(global_temperature, "global_temperature")
-        beta = torch.randn(self.cfg.d_global, generator=generator, device=self._device, dtype=self._dtype)
+        beta = torch.randn(self.cfg.d_global, generator=generator, device=self.device, dtype=self.dtype)
         return self.sample_group(n, beta * global_temperature, temperature, generator)
 
     @torch.no_grad()
@@ -668,9 +600,9 @@ class UGVAE(GenerativeModel):
         Returns:
             uint8 ``[steps, n_per_step, C, H, W]``.
         """
-        self._check_count("steps", steps)
-        self._check_count("n_per_step", n_per_step)
-        self._check_temperature(temperature)
+        check_count("steps", steps)
+        check_count("n_per_step", n_per_step)
+        check_temperature(temperature)
         b1, b2 = self._check_beta(beta1, "beta1"), self._check_beta(beta2, "beta2")
         d, eps, u = self._local_noise(n_per_step, generator, pixel_noise)
         ts = [0.0] if steps == 1 else [i / (steps - 1) for i in range(steps)]
@@ -690,5 +622,5 @@ class UGVAE(GenerativeModel):
         check_codes(z, self.cfg.d_local, "local codes z")
         beta = self._check_beta(beta)
         u = (torch.rand(z.shape[0], self.cfg.in_channels, self.cfg.image_size, self.cfg.image_size,
-                        generator=generator, device=self._device, dtype=self._dtype) if pixel_noise else None)
-        return self._to_pixels(self._decode_params(z.to(self._device, self._dtype), beta.expand(z.shape[0], -1)), u)
+                        generator=generator, device=self.device, dtype=self.dtype) if pixel_noise else None)
+        return self._to_pixels(self._decode_params(z.to(self.device, self.dtype), beta.expand(z.shape[0], -1)), u)

@@ -111,6 +111,7 @@ class VAE(GenerativeModel):
     """
 
     config_class: ClassVar[type[ModelSettings]] = VAEConfig
+    kinds: ClassVar[dict[str, str]] = {"vae": "a Gaussian VAE with a discretised logistic decoder"}
     cfg: VAEConfig
 
     def __init__(self, cfg: VAEConfig | None = None, n_bits: int = 8):
@@ -133,6 +134,11 @@ class VAE(GenerativeModel):
                                                                                      cfg.hidden, s)
 
     # ---------------------------------------------------------------- declared
+    @property
+    def latent_meanings(self) -> dict[str, str]:
+        """``z``: the latent."""
+        return {"z": "latent z: q(z|x)"}
+
     @property
     def capabilities(self) -> Capabilities:
         """A vector latent with a posterior mean (traverse, disentangle) and reconstructions from it."""

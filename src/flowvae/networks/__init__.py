@@ -1,1 +1,1 @@
-"""Networks inside the flows and the encoder."""
+"""Networks inside the flows, the encoders and the decoders that end in a pixel distribution."""

@@ -30,15 +30,16 @@ def level_sizes(image_size: int, levels: int) -> list[int]:
     return sizes
 
 
-def build_pixel_decoder(d_z: int, channels: int, widths: list[int], hidden: int,
-                        side: int) -> tuple[nn.Sequential, nn.ModuleList, nn.Conv2d]:
+def build_pixel_decoder(d_z: int, channels: int, widths: list[int], hidden: int, side: int, *,
+                        out_channels: int | None = None) -> tuple[nn.Sequential, nn.ModuleList, nn.Conv2d]:
     """The three parts ``(fc, convs, out)`` of the decoder (module docstring): ``fc`` maps ``[B, d_z]``
     to ``[B, widths[-1] * side * side]`` (``side``: the smallest map), ``convs`` run from the deepest
-    level to the first, ``out`` gives ``2 * channels`` maps (mean, log-scale)."""
+    level to the first, ``out`` gives ``2 * channels`` maps (mean, log-scale), or ``out_channels``
+    maps when given (:class:`~flowvae.networks.feedforward.ConvDecoder`)."""
     fc = nn.Sequential(nn.Linear(d_z, hidden), nn.ReLU(), nn.Linear(hidden, widths[-1] * side * side), nn.ReLU())
     convs = nn.ModuleList(nn.Conv2d(widths[lvl], widths[max(lvl - 1, 0)], 3, 1, 1)
                           for lvl in reversed(range(len(widths))))
-    return fc, convs, nn.Conv2d(widths[0], 2 * channels, 3, 1, 1)
+    return fc, convs, nn.Conv2d(widths[0], 2 * channels if out_channels is None else out_channels, 3, 1, 1)
 
 
 def pixel_decoder_params(fc: nn.Module, convs: nn.ModuleList, out: nn.Module, sizes: list[int],

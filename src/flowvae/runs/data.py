@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flowvae import safe_io
+from flowvae.data.base import ImageData
 from flowvae.data.registry import ARCHIVES, describe_image_folder, load_split, open_split, source_for_path
 from flowvae.data.streaming import dataset_image_shape, dataset_labels
 from flowvae.errors import CheckpointError, DataError
 
-__all__ = ["DATA_RECORD_FILE", "DataRecord", "SplitRecord", "check_fits", "load_run_split", "read_data_record",
-           "write_data_record"]
+__all__ = ["DATA_RECORD_FILE", "DataRecord", "SplitRecord", "check_data_fits", "check_fits", "load_data",
+           "load_run_split", "read_data_record", "write_data_record"]
 
 log = logging.getLogger("flowvae")
 
@@ -180,6 +181,28 @@ def check_fits(name: str, shape: tuple[int, int, int], channels: int, size: int,
     if (c, h) != (channels, size):
         raise DataError(f"{name}: images are {c}x{h}x{w} but the model expects {channels}x{size}x{size}; "
                         f"{hint or 'give images of that shape, or train a model for these'}")
+
+
+def check_data_fits(name: str, data: Any, config: Any) -> None:
+    """Raise a one-line :class:`DataError` unless the images of ``data`` (named ``name`` in the message)
+    fit the model of ``config`` (a :class:`~flowvae.config.Config`); the message names the
+    ``--set`` that would build a model for them."""
+    c, h, _ = shape = dataset_image_shape(data)
+    check_fits(name, shape, config.model.in_channels, config.model.image_size,
+               f"use --set model.in_channels={c} model.image_size={h} or another preset")
+
+
+def load_data(config: Any, split: str) -> ImageData:
+    """The ``"train"`` or ``"test"`` split named by ``config.data`` (:func:`flowvae.data.load_split`:
+    the data source's own options, limits as seeded class-stratified subsets), checked against the
+    model's input shape.
+
+    Raises:
+        DataError: missing or unreadable data, or images that do not fit ``config.model``.
+    """
+    data = load_split(config.data, split)
+    check_data_fits(data.name, data, config)
+    return data
 
 
 def _source_of(path: Path) -> str:

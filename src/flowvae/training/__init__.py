@@ -1,4 +1,4 @@
-"""Training: the loop, checkpoints, the run folder, callbacks and experiment loggers."""
+"""Training: the pipeline and the loop (:func:`train`), callbacks and experiment loggers."""
 
 from .callbacks import Callback, CallbackError, TrainState
 from .loggers import TensorBoardLogger, WandbLogger
