@@ -44,7 +44,7 @@ test: lint
 
 # Everything but the tests that do not touch torch's behaviour: the documentation build, the wheel
 # build, the HTML report in Chromium and the slow end-to-end FID against the reference package.
-RANGE_PYTEST ?= --ignore=tests/test_docs.py --ignore=tests/test_packaging.py --ignore=tests/test_report.py -m "not slow"
+RANGE_PYTEST ?= --ignore=tests/project/test_docs.py --ignore=tests/project/test_packaging.py --ignore=tests/unit/reporting/test_report.py -m "not slow"
 
 test-torch-range:
 	.ci/torch_env "$(TORCH_OLDEST)" .venv-oldest $(RANGE_PYTEST)

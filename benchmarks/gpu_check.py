@@ -14,7 +14,7 @@ killed half way still leaves the parts it finished. Each part's record has ``sta
 * ``matmul``: TFLOP/s (10^12 floating-point operations per second) of an 8192 x 8192 x 8192
   matrix product on random values, the mean of 20 timed products after half a second of warm-up,
   in bfloat16, float32 (``fp32``, TF32 off) and TF32: the rates the training figures are set against.
-* ``tests``: ``pytest -m cuda tests/test_cuda.py``: exit code, passed/failed/skipped/error counts,
+* ``tests``: ``pytest -m cuda tests/integration/test_cuda.py``: exit code, passed/failed/skipped/error counts,
   the tail of its output.
 * ``flops``: floating-point operations of one training step (forward + backward) of the
   ``cifar10`` preset at the benchmark batch, counted on the CPU (``bench.py --worker flops``).
@@ -245,7 +245,7 @@ PYTEST_COUNTS = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpasse
 
 def part_tests(timeout: float, _: dict) -> dict:
     r = run_child([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider",
-                   "tests/test_cuda.py"], timeout)
+                   "tests/integration/test_cuda.py"], timeout)
     text = r["stdout"] + r["stderr"]
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     summary = [line for line in text.splitlines() if PYTEST_COUNTS.search(line) and re.search(r" in [\d.]+s", line)]

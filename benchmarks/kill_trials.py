@@ -13,7 +13,7 @@ checksum file not yet written ("sidecar"). Aimed kills use a child that pauses a
 
 Run: ``python benchmarks/kill_trials.py --kinds flowvae ugvae --kills 20`` prints a table of trials
 by kind; ``--json FILE`` saves it. ``PYTHONPATH=OTHER/src`` runs it against another checkout.
-tests/test_interruptions.py runs :func:`kill_chain` on the paper's model with 20 kills.
+tests/integration/test_interruptions.py runs :func:`kill_chain` on the paper's model with 20 kills.
 """
 
 from __future__ import annotations

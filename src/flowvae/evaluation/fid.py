@@ -28,7 +28,7 @@ preprocessing (``resize``, ``preprocessing``), the number of images and the SHA-
 file.
 
 The statistics come from torchmetrics (``FrechetInceptionDistance``, ``KernelInceptionDistance``,
-float64) on these features; ``tests/test_fid_standard.py`` checks that the FID equals the package's
+float64) on these features; ``tests/unit/evaluation/test_fid_standard.py`` checks that the FID equals the package's
 own (``FidHelper.compute_fid_score_from_dir``) on the same images.
 """
 

@@ -8,7 +8,7 @@ by at most 2 per layer, but the inverse divides by ``s`` with no bound. For ``u 
 ``log s ~ u``, and ``u`` is itself about linear in the conditioning half, so once one inverse
 coupling has enlarged its output, the next coupling's network sees large inputs and returns a
 much more negative ``u``: the inverse grows doubly exponentially with depth. In the tiny digits
-model of ``tests/test_finite_samples.py`` one inverse coupling (``log s = -13``) takes values from
+model of ``tests/unit/models/test_finite_samples.py`` one inverse coupling (``log s = -13``) takes values from
 15 to 4e5, and the next, fed those, has ``log s = -556``: ``exp(556)`` is beyond float32. Such a
 value is the model's true inverse, not a rounding artefact: of the samples the float32 inverse
 loses, nearly all overflow float64 as well and the rest lie beyond float32's range there (1e41 and

@@ -14,7 +14,7 @@ __all__ = ["NAME", "add_parser", "execute"]
 NAME = "disentangle"
 
 # flowvae.evaluation.representations.DISENTANGLEMENT_METRICS, spelt out so that building the parser
-# does not import the evaluation package (tests/test_disentanglement.py checks they agree)
+# does not import the evaluation package (tests/unit/evaluation/test_disentanglement.py checks they agree)
 _METRICS = ["mig", "dci", "sap", "factorvae", "betavae"]
 
 
