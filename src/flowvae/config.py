@@ -88,6 +88,11 @@ class TrainConfig(Settings):
     probe_images: int = setting(0, ge=0, le=1_000_000, help="at every evaluation, linear probes of the model's "
                                 "representations trained on this many training images and tested on the "
                                 "evaluation's test images, logged as probe_<name> (0: off; needs labels)")
+    switch_pairs: int | None = setting(None, ge=0, le=100_000, help="at every evaluation, the label-free switch "
+                                       "score of flowvae switch on this many pairs of the evaluation's test images, "
+                                       "logged as switch_low_follows_z, switch_colour_follows_z and "
+                                       "switch_high_follows_v (None: 64 for kinds with a global and a local code, "
+                                       "else off; 0: off)")
     checkpoint_every: int = setting(500, ge=1)
     checkpoint_every_s: float | None = setting(None, gt=0, help="also checkpoint when this much wall time "
                                                "has passed since the last checkpoint (None: off)")
@@ -118,7 +123,7 @@ class TrainConfig(Settings):
     # not which numbers it computes. Any other change would silently break bitwise continuation
     # (the KL warm-up too: it changes the objective of the steps still to come).
     resumable: ClassVar[frozenset[str]] = frozenset({
-        "steps", "eval_every", "eval_every_s", "eval_images", "eval_k", "probe_images", "checkpoint_every",
+        "steps", "eval_every", "eval_every_s", "eval_images", "eval_k", "probe_images", "switch_pairs", "checkpoint_every",
         "checkpoint_every_s",
         "keep_checkpoints", "max_bad_steps", "device", "num_threads", "compile", "sample_temperatures",
         "time_limit_s", "loggers"})

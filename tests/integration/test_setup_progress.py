@@ -200,21 +200,28 @@ def test_training_logs_its_set_up_plan_and_one_wall_time(tmp_path, caplog):
                  "on 64 training images", "plan: 4 steps of batch 16, 0.0428 epochs of the 1,497 training images; "
                  "evaluation on 32 test images every 2 steps"):
         assert part in text, part
-    assert "step 0: linear probes z " in text and " nats" in text.split("step 0: linear probes z ")[1].split("\n")[0]
+    # step 0 of a run that trains: bits/dim only, the probes and the switch score from the next point on
+    assert "step 0: linear probes" not in text and "step 0: switch score" not in text
+    assert "step 2: linear probes z " in text and " nats" in text.split("step 2: linear probes z ")[1].split("\n")[0]
+    assert "step 2: switch score, 16 pairs: low frequencies follow z " in text
     setup = re.search(r"set-up took ([\d.]+) s \(data [\d.]+ s, model [\d.]+ s, initialisation [\d.]+ s, "
-                      r"step-0 evaluation [\d.]+ s, step-0 probes [\d.]+ s\)", text)
+                      r"step-0 evaluation [\d.]+ s\)", text)
     assert setup, text
     recs = _records(run)
     assert [r["step"] for r in recs] == [0, 2, 4]
     # time_s: since train() started, so step 0's figure includes the set-up before it
     times = [r["time_s"] for r in recs]
     assert times == sorted(times) and times[0] > 0
-    assert all(isinstance(r["z_collapsed"], bool) and r["z_collapsed"] == (r["test_kl"] < 1.0) for r in recs)
+    assert "probe_z" not in recs[0] and "switch_high_follows_v" not in recs[0]
+    assert all(isinstance(r["z_collapsed"], bool) and r["z_collapsed"] == (r["test_kl"] < 1.0) for r in recs[1:])
+    assert all(0 <= r[f"switch_{k}"] <= 1 for r in recs[1:] for k in ("low_follows_z", "colour_follows_z",
+                                                                      "high_follows_v"))
     done = re.search(r"done: 4 steps in ([\d.]+) s of wall time", text)
     assert done and float(done.group(1)) == pytest.approx(times[-1], abs=0.05)  # the report's and the card's
     assert float(setup.group(1)) <= times[-1]
     html = (run / "report.html").read_text()
-    assert 'id="probe-trend-table"' in html and html.count("<tr><td class=\"num\">") >= 3
+    assert 'id="probe-trend-table"' in html and html.count("<tr><td class=\"num\">") >= 2  # steps 2 and 4
+    assert 'id="switch-trend"' in html and 'id="switch-plot"' in html  # the switch score over time
 
 
 def test_the_wall_time_is_summed_over_resumed_sessions(tmp_path):

@@ -16,6 +16,8 @@ The metrics registered here, in the order of their commands in ``flowvae --help`
 * ``eval``: :func:`~flowvae.evaluation.evaluate_run`, :class:`~flowvae.runs.records.EvalResult` (``eval.json``);
 * ``switch``: :func:`~flowvae.evaluation.switching.switch_metric`, :class:`~flowvae.runs.records.SwitchResult`
   (``switch.json``), capability ``global_local``;
+* ``switch-frequencies``: :func:`~flowvae.evaluation.frequencies.switch_frequencies`,
+  :class:`~flowvae.runs.records.SwitchFrequencies` (``switch_frequencies.json``), capability ``global_local``;
 * ``probe``: :func:`~flowvae.evaluation.probe_run`, :class:`~flowvae.runs.records.ProbeResult` (``probe.json``);
 * ``fid``: :func:`~flowvae.evaluation.fid_run`, :class:`~flowvae.runs.records.FidResult` (``fid_tT.TT.json``,
   one per temperature);
@@ -43,11 +45,13 @@ from ..runs.records import (
     FidResult,
     ProbeResult,
     Record,
+    SwitchFrequencies,
     SwitchResult,
 )
 from ..settings import suggest
 from .check import check_model
 from .evaluate import evaluate_run
+from .frequencies import switch_frequencies
 from .representations import disentangle_codes, probe_run
 from .sampling import fid_run
 from .switching import switch_metric
@@ -198,6 +202,8 @@ def run_metric(name: str, model: GenerativeModel, *args: Any, **kwargs: Any) -> 
 register_metric(Metric("eval", evaluate_run, EvalResult, title="test-set bits/dim, KL, round trip, reconstruction"))
 register_metric(Metric("switch", switch_metric, SwitchResult, "global_local",
                        title="whose class the decodes of switched codes take"))
+register_metric(Metric("switch-frequencies", switch_frequencies, SwitchFrequencies, "global_local",
+                       title="whether switched decodes take low frequencies from z and high ones from v"))
 register_metric(Metric("probe", probe_run, ProbeResult,
                        title="linear-probe accuracy of each representation and of the pixels"))
 register_metric(Metric("fid", fid_run, FidResult, title="FID and KID of samples against test images"))

@@ -20,7 +20,17 @@ from .. import safe_io
 from ..version import __version__
 from .format import esc, finite, fmt_cell, fmt_duration, fmt_pct
 from .plot import curve, svg_plot
-from .read import SAMPLE_GRID, RunFiles, config_value, last_value, read_png, read_run, sample_stats, switch_result
+from .read import (
+    SAMPLE_GRID,
+    RunFiles,
+    config_value,
+    last_value,
+    read_png,
+    read_run,
+    sample_stats,
+    switch_frequencies_result,
+    switch_result,
+)
 
 __all__ = ["CSS", "config_section", "curves_section", "notes_section", "page", "write_page", "write_report"]
 
@@ -141,7 +151,19 @@ def curves_section(metrics: list[dict]) -> str:
                  f'above v. Read z\'s probe with its KL (table): below {_COLLAPSED_KL:g} nat the code is '
                  f'collapsed and the probe reads the encoder\'s features of x, not what the decoder takes from z'
                  f'</figcaption>{probe}</figure>') + _probe_trend_table(metrics, names)
+    switch = [(label, [(x, 100 * y) for x, y in curve(metrics, f"switch_{key}") if finite(y)])
+              for key, label in _SWITCH_SERIES]
+    if any(points for _, points in switch):
+        body += ('<figure id="switch-trend"><figcaption>Switch score during training (train.switch_pairs, no labels): '
+                 'of the switched decodes of pairs of test images, the share whose low frequencies (4x4 average) and '
+                 'mean colour are closer to the image that gave z, and whose high frequencies are closer to the image '
+                 'that gave v; a global style code z with local content in v has all three near 100%</figcaption>'
+                 f'{svg_plot(switch, "switch-plot", "step", "decodes (%)")}</figure>')
     return _section("curves", "Training curves", body)
+
+
+_SWITCH_SERIES = (("low_follows_z", "low frequencies follow z"), ("colour_follows_z", "mean colour follows z"),
+                  ("high_follows_v", "high frequencies follow v"))
 
 
 _MAX_TREND_ROWS = 40
@@ -213,11 +235,31 @@ _FIGURE_TEXT = {
 }
 
 
+def _switch_frequencies(files: RunFiles) -> str:
+    """The label-free score of ``switch_frequencies.json`` (``#switch-frequencies``), or ``""``."""
+    f = switch_frequencies_result(files)
+    if not isinstance(f, Mapping):
+        return ""
+    side = fmt_cell(f.get("low_pass"))
+    return (f'<p id="switch-frequencies">Frequency score (switch_frequencies.json), no labels needed: of the '
+            f'{fmt_cell(2 * f["pairs"] if isinstance(f.get("pairs"), int) else None)} switched decodes of '
+            f'{fmt_cell(f.get("pairs"))} pairs of test images of {esc(f.get("dataset", "?"))}, '
+            f'<span class="num">{fmt_pct(f.get("low_follows_z"))}</span> have low frequencies (the image averaged '
+            f'to {side}x{side}) closer to the image that gave z, <span class="num">{fmt_pct(f.get("colour_follows_z"))}'
+            f'</span> a mean colour closer to it, and <span class="num">{fmt_pct(f.get("high_follows_v"))}</span> '
+            "high frequencies (the image minus that average) closer to the image that gave v; inverse saturated in "
+            f'<span class="num">{fmt_pct(f.get("saturated"))}</span>. The paper\'s switch moves global style '
+            "(colour, brightness, background) with z and keeps local content (edges, shape) with v: both near "
+            "100%.</p>")
+
+
 def _switch_metric(files: RunFiles) -> str:
-    """The ``switch.json`` written by ``flowvae switch`` (``#switch-metric-table``), or ``""``."""
+    """What ``flowvae switch`` measured: the frequency score (``#switch-frequencies``) and the class
+    metric of ``switch.json`` (``#switch-metric-table``); ``""`` without either."""
+    frequencies = _switch_frequencies(files)
     m = switch_result(files)
     if not isinstance(m, Mapping):
-        return ""
+        return frequencies
     rows = []
     for cell, r, z_from, v_from in (("(v1, z2)", m, "image 2", "image 1"),
                                     ("(v2, z1)", m.get("swapped"), "image 1", "image 2")):
@@ -234,8 +276,8 @@ def _switch_metric(files: RunFiles) -> str:
             f"on the real test images, {fmt_pct(m.get('test_accuracy'))}, is the ceiling of the class-of-z column. "
             "A decode whose inverse flow saturated is clamped noise (mostly counted as neither).")
     head = "".join(f"<th>{h}</th>" for h in ("decode", "class of z", "class of v", "neither", "inverse saturated"))
-    return (f'<p id="switch-metric">{text}</p><table id="switch-metric-table"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
+    return (f'{frequencies}<p id="switch-metric">{text}</p><table id="switch-metric-table"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def _switch_classifier(clf: dict) -> str:

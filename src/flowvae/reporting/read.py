@@ -23,12 +23,21 @@ from .. import safe_io
 from ..errors import CheckpointError
 from ..evaluation.sampling import SAMPLE_STATS_FILE
 from ..runs import RunFolder
-from ..runs.records import CheckResult, EvalResult, FidResult, ProbeResult, Record, RecordError, SwitchResult
+from ..runs.records import (
+    CheckResult,
+    EvalResult,
+    FidResult,
+    ProbeResult,
+    Record,
+    RecordError,
+    SwitchFrequencies,
+    SwitchResult,
+)
 from .format import one_line
 
 __all__ = ["FID_FILE", "MAX_CONFIG_BYTES", "MAX_PNG_BYTES", "PNG_MAGIC", "SAMPLE_GRID", "RunFiles", "as_record",
            "config_value", "last_value", "param_count", "read_config", "read_png", "read_result", "read_run",
-           "sample_stats", "switch_result"]
+           "sample_stats", "switch_result", "switch_frequencies_result"]
 
 #: ``samples/samples_tT.TT.png``: a sample grid at temperature ``T.TT``
 SAMPLE_GRID = re.compile(r"^samples_t(\d+(?:\.\d+)?)\.png$")
@@ -265,4 +274,11 @@ def switch_result(files: RunFiles) -> SwitchResult | Mapping[str, Any] | None:
     """``switch.json`` (written by ``flowvae switch``; :func:`as_record`) when it holds a mapping, else
     ``None`` (a note when it is unreadable)."""
     m = read_result(files.folder, "switch", SwitchResult, files.notes)
+    return m if isinstance(m, Mapping) else None
+
+
+def switch_frequencies_result(files: RunFiles) -> SwitchFrequencies | Mapping[str, Any] | None:
+    """``switch_frequencies.json`` (the label-free switch score of ``flowvae switch``; :func:`as_record`)
+    when it holds a mapping, else ``None`` (a note when it is unreadable)."""
+    m = read_result(files.folder, "switch-frequencies", SwitchFrequencies, files.notes)
     return m if isinstance(m, Mapping) else None

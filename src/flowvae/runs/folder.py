@@ -146,7 +146,7 @@ class RunFolder:
     LOCK = ".lock"
     #: the result file of each command that writes one
     RESULTS = {"eval": "eval.json", "probe": "probe.json", "check": "check.json", "switch": "switch.json",
-               "disentanglement": "disentanglement.json"}
+               "switch-frequencies": "switch_frequencies.json", "disentanglement": "disentanglement.json"}
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

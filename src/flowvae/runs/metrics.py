@@ -41,6 +41,9 @@ class MetricsRow(Record):
         probes: linear-probe test accuracy in [0, 1] by representation name (``train.probe_images``),
             written as ``probe_<name>`` keys.
         z_collapsed: with a probe of the code z, whether its KL is below the collapse threshold.
+        switch_low_follows_z, switch_colour_follows_z, switch_high_follows_v: the label-free switch
+            score (:func:`flowvae.evaluation.frequencies.switch_frequencies`) on ``train.switch_pairs``
+            pairs of the evaluation's test images, fractions in [0, 1]; ``None`` when off.
     """
 
     step: int
@@ -58,6 +61,9 @@ class MetricsRow(Record):
     kl_weight: float | None = None
     probes: dict[str, float] = dataclasses.field(default_factory=dict)
     z_collapsed: bool | None = None
+    switch_low_follows_z: float | None = None
+    switch_colour_follows_z: float | None = None
+    switch_high_follows_v: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The line's mapping: :meth:`Record.to_dict` with ``probes`` spelled out as ``probe_<name>`` keys

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar, Union
 from ..errors import CheckpointError
 
 __all__ = ["Record", "RecordError", "nullable", "EvalResult", "ReconstructionResult", "ProbeResult", "ProbeRow",
-           "FidResult", "SwitchResult", "SwitchFractions", "SwitchClassifier", "CheckResult", "CheckItem",
+           "FidResult", "SwitchResult", "SwitchFractions", "SwitchClassifier", "SwitchFrequencies", "CheckResult", "CheckItem",
            "DisentanglementResult"]
 
 R = TypeVar("R", bound="Record")
@@ -429,6 +429,36 @@ class SwitchResult(Record):
     swapped: SwitchFractions
     test_accuracy: float
     classifier: SwitchClassifier
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SwitchFrequencies(Record):
+    """``switch_frequencies.json``: the label-free switch score of ``flowvae switch``
+    (:func:`flowvae.evaluation.frequencies.switch_frequencies`): fractions in [0, 1] of the switched
+    decodes of (v1, z2) and (v2, z1) of ``pairs`` pairs of test images.
+
+    Attributes:
+        dataset: the test images' name.
+        pairs: pairs of distinct test images (``2 * pairs`` decodes).
+        seed: seed of the pairs.
+        low_pass: side of the low-pass image (average pooling to ``low_pass x low_pass``).
+        low_follows_z: decodes whose low-pass image is closer to the z image's than to the v image's.
+        colour_follows_z: the same for the mean colour (one value per channel).
+        high_follows_v: decodes whose high frequencies (the image minus its low-pass) are closer to
+            the v image's than to the z image's.
+        saturated: decodes whose inverse flow saturated (``None``: not a flow's inverse).
+    """
+
+    FILE: ClassVar[str | None] = "switch_frequencies.json"
+
+    dataset: str
+    pairs: int
+    seed: int
+    low_pass: int
+    low_follows_z: float
+    colour_follows_z: float
+    high_follows_v: float
+    saturated: float | None = nullable()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

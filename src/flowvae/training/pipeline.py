@@ -296,13 +296,17 @@ def build_model(cfg: Config, device: torch.device, ctx: DistContext, fresh: bool
     (``prepare_training``).
 
     Raises:
-        ConfigError: an architecture that cannot be built, or KL warm-up for a model without a KL term.
+        ConfigError: an architecture that cannot be built, KL warm-up for a model without a KL term,
+            or a switch score for a model without a global and a local code.
     """
     tc = cfg.train
     model = create_model(cfg)
     if tc.kl_warmup_steps and not model.kl_term:
         raise ConfigError(f"train.kl_warmup_steps applies to models with a KL term; a {model.kind!r} model "
                           f"has none: leave it at 0")
+    if tc.switch_pairs and not model.capabilities.global_local:
+        raise ConfigError(f"train.switch_pairs applies to the kinds with a global and a local code; a "
+                          f"{model.kind!r} model has none: leave it unset or 0")
     if fresh:
         model.prepare_training(RunReader())
     model = model.to(device).set_precision(tc.precision).set_recompute(tc.recompute)

@@ -29,10 +29,12 @@ from typing import Any
 import torch
 
 from ..config import Config
+from ..data import ImageData
 from ..data.augment import augment_batch
 from ..data.streaming import GroupedOrder, ShuffledOrder, dataset_labels, head_images, training_source
 from ..errors import CheckpointError, FlowVAEError, TrainingInterrupted
 from ..evaluation.bpd import evaluate_bpd
+from ..evaluation.frequencies import switch_frequencies
 from ..evaluation.representations import (
     COLLAPSED_KL_NATS,
     accuracy_step_note,
@@ -124,17 +126,22 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
         return Trainer(prepared, progress=progress, allow_changes=allow_changes).fit()
 
 
+STEP0_IMAGES = 256
+"""Test images of the step-0 evaluation of a run that trains (:meth:`Trainer.evaluate`)."""
+
+
 @dataclass
 class EvalClock:
     """When the last evaluation started and ended (the run's wall time, s) and what it cost (s, also
     of an earlier session): the schedule of time-based evaluations, and the final evaluation that
-    the time limit keeps time for. ``bpd`` and ``probes``: seconds of its two parts."""
+    the time limit keeps time for. ``bpd``, ``probes`` and ``switch``: seconds of its parts."""
 
     start: float
     end: float
     cost: float
     bpd: float = 0.0
     probes: float = 0.0
+    switch: float = 0.0
 
 
 class Trainer:
@@ -201,12 +208,22 @@ class Trainer:
                                       tc.probe_images) if self.main and tc.probe_images else None)
         if self.probe_sets is not None and (note := accuracy_step_note(len(self.probe_sets[2]))) is not None:
             log.info("train.probe_images: %s", note)
+        self.switch_set = self._switch_set(prepared.test_data) if self.main else None
         # With a time limit the curves get points in time too, not only every eval_every steps, which
         # a CPU run may never reach (train.eval_every_s).
         self.eval_every_s = tc.eval_every_s if tc.eval_every_s is not None else (
             tc.time_limit_s / 10 if tc.time_limit_s is not None else None)
         if self.main:
             _log_plan(self.cfg, len(prepared.train_data), len(self.eval_images), self.eval_every_s)
+
+    def _switch_set(self, test_data: Any) -> ImageData | None:
+        """The evaluation's test images for the label-free switch score (``train.switch_pairs``; two per
+        pair), or ``None`` when it is off (the pipeline refused it for kinds it does not apply to)."""
+        wanted, capable = self.tc.switch_pairs, self.model.capabilities.global_local
+        pairs = min(64 if wanted is None else wanted, len(self.eval_images) // 2) if capable else 0
+        if not pairs:
+            return None
+        return ImageData(self.eval_images[: 2 * pairs], None, getattr(test_data, "name", "test"))
 
     # ---------------------------------------------------------------------------------------- the loop
 
@@ -383,20 +400,28 @@ class Trainer:
         with torch.no_grad(), data_init(self.model):
             self.model.loss(init.to(self.device), self.noise)
         parts["initialisation"] = time.time() - t_part
+        # A run that trains gets a cheap first point: an untrained model's bits/dim on a few images; its
+        # probes and switch score say nothing yet. On a CPU the full step-0 evaluation and probes were
+        # 10-15% of a 20-minute run (issue 33). A run of 0 steps evaluates in full: it is its result.
+        light = tc.steps > 0
+        n_eval = min(len(self.eval_images), STEP0_IMAGES) if light else len(self.eval_images)
         log.info("set-up: data-dependent initialisation (ActNorm) on %d training images in %.1f s; step-0 evaluation "
-                 "on %d test images%s", len(init), parts["initialisation"], len(self.eval_images),
-                 f", then linear probes on {len(self.probe_sets[0])} training images" if self.probe_sets is not None
-                 else "")
-        self.last = self.evaluate()
+                 "on %d test images%s", len(init), parts["initialisation"], n_eval,
+                 f", then linear probes on {len(self.probe_sets[0])} training images"
+                 if self.probe_sets is not None and not light else "")
+        self.last = self.evaluate(first=light)
         parts["step-0 evaluation"] = self.clock.bpd
-        if self.probe_sets is not None:
+        if self.probe_sets is not None and not light:
             parts["step-0 probes"] = self.clock.probes
+        if self.switch_set is not None and not light:
+            parts["step-0 switch score"] = self.clock.switch
         every = self.eval_every_s
         if self.main and every is not None and self.clock.cost > 0.25 * every:
             cost = self.clock.cost
-            log.warning("an evaluation takes %.0f s (step 0), %s the %.0f s between two time-based ones "
+            log.warning("an evaluation takes %s%.0f s (step 0%s), %s the %.0f s between two time-based ones "
                         "(train.eval_every_s%s)%s: lower train.eval_images (%d) or train.probe_images (%d) for more "
-                        "points and more training in the time", cost,
+                        "points and more training in the time", "at least " if light else "", cost,
+                        f", its bits/dim on {n_eval} images scaled to {len(self.eval_images)}" if light else "",
                         f"{100 * cost / every:.0f}% of" if cost <= every else "longer than", every,
                         "" if tc.eval_every_s is not None else " unset: train.time_limit_s / 10",
                         "" if cost <= every else f", so two are at least {2 * cost:.0f} s apart (as long training "
@@ -502,12 +527,16 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- evaluation
 
-    def evaluate(self) -> dict:
-        """Test bits/dim now, then the linear probes of ``train.probe_images``, appended to
-        ``metrics.jsonl`` as a :class:`~flowvae.runs.metrics.MetricsRow` (fixed noise seed, so points
-        are comparable; ``time_s`` is the run's wall time when the record is complete) and given to
-        the callbacks' ``on_eval``. Under DDP each rank evaluates every world-th image and the sums
-        are gathered. Neither draws from the training's random streams.
+    def evaluate(self, first: bool = False) -> dict:
+        """Test bits/dim now, then the linear probes of ``train.probe_images`` and the switch score of
+        ``train.switch_pairs``, appended to ``metrics.jsonl`` as a :class:`~flowvae.runs.metrics.MetricsRow`
+        (fixed noise seed, so points are comparable; ``time_s`` is the run's wall time when the record
+        is complete) and given to the callbacks' ``on_eval``. Under DDP each rank evaluates every
+        world-th image and the sums are gathered. None of it draws from the training's random streams.
+
+        Args:
+            first: the step-0 point of a run that trains: bits/dim on the first :data:`STEP0_IMAGES`
+                evaluation images only, no probes and no switch score.
 
         Returns:
             The record, as a dict.
@@ -515,16 +544,17 @@ class Trainer:
         tc, ctx, device, model, step = self.tc, self.ctx, self.device, self.model, self.step
         t_eval = time.time()
         self.clock.start = self.wall()
-        mine = self.eval_images[ctx.rank::ctx.world]
+        images = self.eval_images[:STEP0_IMAGES] if first else self.eval_images
+        mine = images[ctx.rank::ctx.world]
         part = evaluate_bpd(model, mine, tc.eval_k, device=device, seed=tc.seed + ctx.rank)
-        n = len(self.eval_images)
+        n = len(images)
         elbo, iw, kl = (t / n for t in ctx.sum([part[k] * len(mine) for k in ("elbo_bpd", "iw_bpd", "kl")], device))
         self.clock.bpd = time.time() - t_eval
         log.info("step %d: test %.4f bits/dim (ELBO, k=%d), KL %.3f nats, %d images in %.1f s", step, elbo, tc.eval_k,
                  kl, n, self.clock.bpd)
         probes: dict[str, float] = {}
         z_collapsed = None
-        if self.probe_sets is not None:  # rank 0 only; the other ranks wait at the next collective
+        if self.probe_sets is not None and not first:  # rank 0 only; the others wait at the next collective
             t_probe = time.time()
             trend = probe_trend(model, *self.probe_sets, seed=tc.seed)
             probes = {k[len(PROBE_PREFIX):]: v for k, v in trend.items()}
@@ -537,6 +567,7 @@ class Trainer:
                      ", ".join(f"{name} {100 * v:.2f}%" + (f" ({collapse_note(z_kl)})" if name == "z" and
                                                            z_kl is not None else "") for name, v in probes.items()),
                      len(self.probe_sets[0]), len(self.probe_sets[2]), self.clock.probes)
+        switch: dict[str, Any] = self._switch_score() if self.switch_set is not None and not first else {}
         row = MetricsRow(
             step=step, train_bpd=self.run_bpd, train_elbo_bpd=self.run_elbo, test_elbo_bpd=elbo, test_iw_bpd=iw,
             test_kl=kl, test_k=tc.eval_k, test_n=n, lr=self.opt.param_groups[0]["lr"], skipped_steps=self.skipped,
@@ -544,8 +575,11 @@ class Trainer:
             # the weight of the update that led here (at step 0: of the first one)
             kl_weight=kl_warmup_weight(max(step - 1, 0), tc.kl_warmup_steps, tc.kl_warmup_start)
             if tc.kl_warmup_steps else None,
-            probes=probes, z_collapsed=z_collapsed)
+            probes=probes, z_collapsed=z_collapsed, **switch)
         self.clock.end, self.clock.cost = self.wall(), time.time() - t_eval
+        if first:  # what a full evaluation will cost, for the time limit and the spacing of timed ones, as
+            # far as it is known: the bits/dim part grows with the images; the probes are not known yet
+            self.clock.cost *= len(self.eval_images) / max(n, 1)
         self.grad_norm_max = 0.0
         rec = row.to_dict()
         if self.main:
@@ -558,6 +592,23 @@ class Trainer:
             self.hooks("on_eval", self.state(), dict(rec), samples)
             model.train(was_training)
         return rec
+
+    def _switch_score(self) -> dict[str, float]:
+        """The label-free switch score on :attr:`switch_set` (rank 0), as :class:`MetricsRow` fields. In
+        eval mode and under a forked CPU random state, like the probes: it moves no training stream."""
+        assert self.switch_set is not None
+        t_switch, model, was_training = time.time(), self.model, self.model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                f = switch_frequencies(model, self.switch_set, len(self.switch_set) // 2, seed=self.tc.seed)
+        finally:
+            model.train(was_training)
+        self.clock.switch = time.time() - t_switch
+        log.info("step %d: switch score, %d pairs: low frequencies follow z %.1f%%, mean colour %.1f%%, high "
+                 "frequencies follow v %.1f%% (flowvae switch) in %.1f s", self.step, f["pairs"],
+                 100 * f["low_follows_z"], 100 * f["colour_follows_z"], 100 * f["high_follows_v"], self.clock.switch)
+        return {f"switch_{k}": f[k] for k in ("low_follows_z", "colour_follows_z", "high_follows_v")}
 
     # ---------------------------------------------------------------------------------------- checkpoints
 

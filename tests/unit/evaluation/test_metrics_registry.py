@@ -37,6 +37,7 @@ from flowvae.runs.records import (
     RecordError,
     SwitchClassifier,
     SwitchFractions,
+    SwitchFrequencies,
     SwitchResult,
 )
 from helpers.tiny import FLOW
@@ -130,6 +131,7 @@ def test_the_built_in_metrics():
     assert got == {
         "eval": (EvalResult, None, "eval.json"),
         "switch": (SwitchResult, "global_local", "switch.json"),
+        "switch-frequencies": (SwitchFrequencies, "global_local", "switch_frequencies.json"),
         "probe": (ProbeResult, None, "probe.json"),
         "fid": (FidResult, None, "fid_t*.json"),
         "check": (CheckResult, None, "check.json"),

@@ -183,17 +183,21 @@ def test_probes_during_training_are_logged_plotted_and_change_no_weight(tmp_path
     from helpers.small import small_config as _cfg  # noqa: PLC0415
 
     runs = {}
-    for probe in (0, 300):
+    for probe in (0, 300):  # without probes or the switch score, and with both (switch_pairs: 64 by default)
         runs[probe] = tmp_path / f"p{probe}"
-        train(_cfg("train.steps=20", "train.eval_every=10", f"train.probe_images={probe}"), runs[probe], progress=False)
+        train(_cfg("train.steps=20", "train.eval_every=10", f"train.probe_images={probe}",
+                   *(["train.switch_pairs=0"] if probe == 0 else [])), runs[probe], progress=False)
     recs = [json.loads(line) for line in (runs[300] / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [0, 10, 20]
-    assert all(0.0 <= r["probe_z"] <= 1.0 and 0.0 <= r["probe_v"] <= 1.0 for r in recs)
+    assert "probe_z" not in recs[0]  # step 0 of a run that trains: bits/dim only
+    assert all(0.0 <= r["probe_z"] <= 1.0 and 0.0 <= r["probe_v"] <= 1.0 for r in recs[1:])
+    assert all(0.0 <= r["switch_high_follows_v"] <= 1.0 for r in recs[1:])
+    assert "switch_" not in (runs[0] / "metrics.jsonl").read_text()
     assert "probe_z" not in (runs[0] / "metrics.jsonl").read_text()
     html = (runs[300] / "report.html").read_text()
     assert 'id="probe-plot"' in html and 'data-name="z"' in html and 'data-name="v"' in html
     assert 'id="probe-plot"' not in (runs[0] / "report.html").read_text()
-    # the probes draw no training noise: both runs end with the same weights, bit for bit
+    # the probes and the switch score draw no training noise: both runs end with the same weights, bit for bit
     from safetensors.torch import load_file  # noqa: PLC0415
 
     a, b = load_file(runs[0] / "model.safetensors"), load_file(runs[300] / "model.safetensors")

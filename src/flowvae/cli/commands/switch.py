@@ -1,5 +1,6 @@
 """``flowvae switch RUN``: swap the global codes of pairs of real test images (the paper's Figure 1),
-and the switch metric in ``RUN/switch.json`` (docs/commands/switch.md)."""
+the label-free frequency score in ``RUN/switch_frequencies.json`` and, on labelled data, the switch
+metric in ``RUN/switch.json`` (docs/commands/switch.md)."""
 
 from __future__ import annotations
 
@@ -29,22 +30,25 @@ def add_parser(sub: Subparsers) -> argparse.ArgumentParser:
     p.add_argument("--same-class", action="store_true", help="pair images of the same class")
     p.add_argument("--out", default=None, help="PNG file [default: RUN/switch.png]")
     number(p, "--metric-pairs", ge=1, default=None,
-           help="pairs of test images of different classes for the switch metric [default: 500, or all if fewer]")
+           help="pairs of test images for the frequency score, and of different classes for the switch metric "
+                "[default: 500, or all if fewer]")
     p.add_argument("--no-metric", action="store_true",
-                   help="skip the switch metric (a linear classifier of pixels applied to the (v1,z2) decodes)")
+                   help="skip both scores: the frequency score (do low frequencies follow z and high ones v?) and "
+                        "the switch metric (a linear classifier of pixels applied to the (v1,z2) decodes)")
     data_options(p, split=False)
     common_options(p)
     return p
 
 
 def execute(args: argparse.Namespace) -> int:
-    """Run ``flowvae switch``: the grid (:func:`flowvae.evaluation.switching.switch_pairs`) and, on
-    labelled data, the ``switch`` metric (written to ``switch.json``). Returns 0, or 1 when the
-    diagonal cells did not reproduce the real images exactly."""
+    """Run ``flowvae switch``: the grid (:func:`flowvae.evaluation.switching.switch_pairs`), the
+    ``switch-frequencies`` score (``switch_frequencies.json``) and, on labelled data, the ``switch``
+    metric (``switch.json``). Returns 0, or 1 when the diagonal cells did not reproduce the real
+    images exactly."""
     from ...evaluation.metrics import get_metric
     from ...evaluation.switching import switch_pairs
     from ...imaging import save_grid
-    from ...runs.records import SwitchResult
+    from ...runs.records import SwitchFrequencies, SwitchResult
 
     metric_spec = get_metric("switch")
     model, _, seed = load_for_eval(args, metric_spec.capability)  # the grid needs it as much as the metric
@@ -55,7 +59,16 @@ def execute(args: argparse.Namespace) -> int:
               root=output_root(args))
     exact = info["diagonal_exact"]
     metric: SwitchResult | None = None
+    frequencies: SwitchFrequencies | None = None
     lines = [f"wrote {out}: {args.pairs} pairs, each (v1,z1) (v1,z2) (v2,z2) (v2,z1); real images reproduced exactly: {exact}"]
+    if not args.no_metric:  # needs no labels
+        frequencies = get_metric("switch-frequencies").run(model, test, args.metric_pairs, seed)
+        path = write_result(args.run, frequencies)
+        lines.append(f"frequency score, {2 * frequencies.pairs} switched decodes of {frequencies.pairs} pairs: low "
+                     f"frequencies ({frequencies.low_pass}x{frequencies.low_pass} average) closer to z's image "
+                     f"{100 * frequencies.low_follows_z:.1f}%, mean colour {100 * frequencies.colour_follows_z:.1f}%; "
+                     f"high frequencies closer to v's image {100 * frequencies.high_follows_v:.1f}%"
+                     f"{_saturated_text(frequencies.saturated)}; wrote {path}")
     if not args.no_metric and test.labels is None:  # the grid needs no labels; only the metric is left out
         log.warning("%s has no labels, so there is no switch metric (--no-metric skips it quietly)", test.name)
     elif not args.no_metric:
@@ -67,7 +80,7 @@ def execute(args: argparse.Namespace) -> int:
                      f"{100 * metric.follow_v:.1f}%, neither {100 * metric.neither:.1f}%"
                      f"{_saturated_text(metric.saturated)}; linear classifier of "
                      f"pixels {100 * metric.test_accuracy:.1f}% on real test images; wrote {path}")
-    emit(args, {"file": str(out), **info, "metric": metric}, lines)
+    emit(args, {"file": str(out), **info, "frequencies": frequencies, "metric": metric}, lines)
     return 0 if exact else 1
 
 
