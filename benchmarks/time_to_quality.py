@@ -11,7 +11,7 @@ exact likelihood for the flows; uniform dequantisation with a fixed seed; bits/d
 
 Jobs:
 
-* ``KIND:PRESET[:key=value,...]`` trains one of ours through ``flowvae.train`` (``flowvae:mnist``,
+* ``KIND:PRESET[:section.field=value]...`` trains one of ours through ``flowvae.train`` (``flowvae:mnist``,
   ``glow:mnist``, ``vae:mnist-vae``): the preset, ``model.kind=KIND``, the overrides after it, and no
   periodic evaluation, probes, switch score or sample grids (they would take training time);
 * ``normflows[:width=W]`` trains normflows' ``MultiscaleFlow`` of ``GlowBlock`` s (two levels of 16
@@ -80,14 +80,13 @@ class _Marks:
 
 
 def _ours(job: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """Train one of our kinds (``KIND:PRESET[:k=v,...]``) and score its copies."""
+    """Train one of our kinds (``KIND:PRESET[:section.field=value]...``) and score its copies."""
     from flowvae.evaluation.bpd import evaluate_bpd
     from flowvae.models import create_model
     from flowvae.presets import resolve
     from flowvae.training import Callback, train
 
-    kind, preset, *rest = job.split(":")
-    extra = [kv for part in rest for kv in part.split(",") if kv]
+    kind, preset, *extra = job.split(":")
     marks = _Marks(args.budgets, out)
 
     class Snap(Callback):
@@ -213,6 +212,19 @@ def _plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     path.write_text(f'<!-- {title} -->\n{svg}\n')
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the machine type."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default="mnist", choices=["mnist", "cifar10-jpeg"])
@@ -243,9 +255,10 @@ def main() -> None:
             if proc.wait() != 0:
                 sys.exit(f"{job} failed; its log: {work / 'log.txt'}")
             results.append(json.loads((work / "result.json").read_text()))
-    import platform
-
-    hardware = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.threads} thread(s) per job"
+    hardware = f"{_cpu_name()}, {os.cpu_count()} cores; {args.threads} thread(s) per job"
+    for r in results:
+        for q in r["points"]:
+            q.pop("file", None)  # the copies were in a temporary folder
     head = " | ".join(f"{b / 60:.3g} min" for b in sorted(args.budgets))
     print(f"test bits/dim on {args.test_images} {args.data} test images after wall-clock budgets ({hardware}; "
           f"{min(args.cores, len(args.jobs))} jobs side by side)")

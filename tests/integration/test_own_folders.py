@@ -15,7 +15,6 @@ import gzip
 import io
 import json
 import logging
-import os
 import pickle
 import tarfile
 import zipfile
@@ -32,18 +31,15 @@ from flowvae.data import describe_image_folder, load_image_folder, load_split, s
 from flowvae.data.base import HOLDOUT_SEED, holdout_indices
 from flowvae.errors import DataError
 from flowvae.presets import CPU_PARAMETER_WARNING, choose_preset, cpu_size_warning, parameter_count
-from helpers import REPO
+from helpers import SHARED_DATA
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _shared() -> Path:
-    env = os.environ.get("FLOWVAE_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
-MNIST_DIR = _shared() / "mnist"
-CIFAR_ZIP = _shared() / "cifar10-jpeg" / "cifar10-jpeg-images.zip"
+MNIST_DIR = SHARED_DATA / "mnist"
+CIFAR_ZIP = SHARED_DATA / "cifar10-jpeg" / "cifar10-jpeg-images.zip"
 needs_mnist = pytest.mark.skipif(not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
                                  reason=f"real MNIST files not found in {MNIST_DIR} (set FLOWVAE_SHARED_DATA)")
 needs_cifar = pytest.mark.skipif(not CIFAR_ZIP.is_file(),

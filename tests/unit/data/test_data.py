@@ -41,15 +41,9 @@ from flowvae.data import (
 from flowvae.data.sources import cifar10 as cifar10_source
 from flowvae.data.sources import imagenet64 as imagenet64_source
 from flowvae.errors import DataError
-from helpers import REPO
+from helpers import SHARED_DATA
 
-
-def _shared_data() -> Path:
-    env = os.environ.get("FLOWVAE_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-SHARED = _shared_data()
+SHARED = SHARED_DATA
 MNIST_DIR = SHARED / "mnist"
 CIFAR_JPEG_ZIP = SHARED / "cifar10-jpeg" / "cifar10-jpeg-images.zip"
 needs_mnist = pytest.mark.skipif(

@@ -4,7 +4,6 @@ describe_image_folder, option checks and the bounds on what loaders read."""
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -38,15 +37,9 @@ from flowvae.data.base import CONFIG_OPTIONS
 from flowvae.data.sources import cifar10 as cifar10_source
 from flowvae.data.sources import cifar10_jpeg as cifar10_jpeg_source
 from flowvae.errors import DataError
-from helpers import REPO
+from helpers import SHARED_DATA
 
-
-def _shared_data() -> Path:
-    env = os.environ.get("FLOWVAE_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-SHARED = _shared_data()
+SHARED = SHARED_DATA
 MNIST_DIR = SHARED / "mnist"
 CIFAR_JPEG_DIR = SHARED / "cifar10-jpeg"
 DSPRITES_DIR = SHARED / "dsprites"
