@@ -212,19 +212,6 @@ def _plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     path.write_text(f'<!-- {title} -->\n{svg}\n')
 
 
-def _cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else the machine type."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", default="mnist", choices=["mnist", "cifar10-jpeg"])
@@ -255,7 +242,9 @@ def main() -> None:
             if proc.wait() != 0:
                 sys.exit(f"{job} failed; its log: {work / 'log.txt'}")
             results.append(json.loads((work / "result.json").read_text()))
-    hardware = f"{_cpu_name()}, {os.cpu_count()} cores; {args.threads} thread(s) per job"
+    from flowvae.training.environment import cpu_model
+
+    hardware = f"{cpu_model() or 'CPU'}, {os.cpu_count()} cores; {args.threads} thread(s) per job"
     for r in results:
         for q in r["points"]:
             q.pop("file", None)  # the copies were in a temporary folder
