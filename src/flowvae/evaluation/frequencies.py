@@ -97,10 +97,11 @@ def switch_frequencies(model: GenerativeModel, test_data: ImageData, pairs: int 
         x2 = test_data.images[second[i: i + batch_size]].to(model.device)
         out = m.switch_samples(x1, x2)
         grid = out.images.cpu()  # per pair: (v1,z1) (v1,z2) (v2,z2) (v2,z1)
-        real1, real2 = model.quantised(x1).cpu(), model.quantised(x2).cpu()  # the decodes' bins
+        # the real images on the decodes' bins, split once for both switched cells
+        parts1, parts2 = (frequency_parts(model.quantised(x).cpu()) for x in (x1, x2))
         # (decode, image that gave z, image that gave v), for both switched cells
-        for cell, z_image, v_image in ((1, real2, real1), (3, real1, real2)):
-            (dl, dc, dh), (zl, zc, zh), (vl, vc, vh) = (frequency_parts(t) for t in (grid[:, cell], z_image, v_image))
+        for cell, (zl, zc, zh), (vl, vc, vh) in ((1, parts2, parts1), (3, parts1, parts2)):
+            dl, dc, dh = frequency_parts(grid[:, cell])
             low_z.append(_closer(dl, zl, vl))
             colour_z.append(_closer(dc, zc, vc))
             high_v.append(_closer(dh, vh, zh))
