@@ -102,9 +102,13 @@ class TrainConfig(Settings):
     seed: int = setting(0, ge=0)
     device: str = "auto"              # auto | cpu | cuda | cuda:N
     num_threads: int | None = setting(None, ge=1, le=4096, help="torch CPU threads (None: torch's default)")
-    precision: Literal["fp32", "bf16"] = "fp32"   # bf16: coupling networks under bfloat16 autocast
+    precision: Literal["auto", "fp32", "bf16"] = setting(
+        "fp32", help="bf16: the coupling networks train under bfloat16 autocast (evaluation stays float32); "
+        "auto: bf16 where the device has bfloat16 in hardware and the kind supports it, else fp32, decided "
+        "when a run starts and written to its config.yaml")
     recompute: bool = False           # decoder activations recomputed by inversion in backward (memory)
-    channels_last: bool = False       # channels-last memory format (faster bf16 convolutions on CPUs)
+    channels_last: bool | None = setting(None, help="channels-last memory format (faster bf16 convolutions "
+                                         "on CPUs; None: on when the run trains in bf16)")
     compile: bool = False             # torch.compile the training forward (a C++ compiler on CPUs)
     sample_temperatures: list[float] = setting(factory=lambda: [0.7, 1.0], ge=0, le=100)
     time_limit_s: float | None = setting(None, gt=0, help="stop when the run's wall time (since `train` started, "

@@ -10,7 +10,7 @@ import torch
 
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "tune_cpu_allocator"]
+__all__ = ["native_bf16", "resolve_device", "tune_cpu_allocator"]
 
 
 _ALLOCATOR_TUNED = False
@@ -64,3 +64,41 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"--device {name} was requested but this machine has {torch.cuda.device_count()} CUDA "
                           f"GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device
+
+
+def native_bf16(device: torch.device) -> str | None:
+    """What gives ``device`` bfloat16 arithmetic in hardware, in a few words, or ``None`` without it.
+
+    CUDA GPUs of compute capability 8.0 or more (Ampere and later); x86 CPUs with the AVX512-BF16
+    or AMX-BF16 instructions, read from torch where it says (2.5 and later) and from
+    ``/proc/cpuinfo`` otherwise; Arm CPUs with the BF16 extension (``/proc/cpuinfo``). On other
+    CPUs oneDNN emulates bfloat16 and a convolution is not faster than in float32, so the answer is
+    ``None`` there. Never raises.
+    """
+    if device.type == "cuda":
+        try:
+            major, _ = torch.cuda.get_device_capability(device)
+        except (RuntimeError, AssertionError):
+            return None
+        return f"a CUDA GPU of compute capability {major}.x" if major >= 8 else None
+    if device.type != "cpu":
+        return None
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    try:
+        if probe is not None and probe():
+            return "a CPU with AVX512-BF16"
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        if amx is not None and amx():
+            return "a CPU with AMX"
+    except RuntimeError:
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = set(f.read(1 << 20).split())
+    except OSError:
+        return None
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return "a CPU with AVX512-BF16" if "avx512_bf16" in flags else "a CPU with AMX"
+    if "bf16" in flags:  # the Features line of an Arm CPU with the BF16 extension (Graviton 3, Neoverse V1)
+        return "an Arm CPU with BF16"
+    return None

@@ -32,6 +32,9 @@ __all__ = ["CPU_PARAMETER_WARNING", "PRESETS", "PresetChoice", "choose_preset", 
 
 
 def _digits() -> Config:
+    """The 8x8 digits shipped with scikit-learn: a model that trains in about a minute on a CPU. In
+    float32: at 8x8 pixels bf16 + channels-last gains nothing (1.05 times float32's training speed on
+    the project's CPU, ``benchmarks/bench.py --presets digits-global --modes fp32 bf16+cl --batch 64``)."""
     return Config(
         name="digits",
         model=FlowVAEConfig(in_channels=1, image_size=8, steps=[0, [2, 2], 2], hidden=[8, 64, 64],
@@ -44,18 +47,27 @@ def _digits() -> Config:
 
 
 def _mnist() -> Config:
+    """The paper's model sized for a CPU on 28x28 grey images, chosen by time to quality (issue 33;
+    ``benchmarks/time_to_quality.py``, docs/speed.md): two levels of 4 refined-Glow steps with z in
+    every coupling and no fine-grained (pre-squeeze) level, which cost a third of each step for no
+    gain within 20 minutes (2.209 against 2.688 test bits/dim, float32, one seed), trained in bf16 +
+    channels-last where the CPU has bfloat16 in hardware (``train.precision=auto``: a step 2.1 times
+    faster on the project's CPU, ``benchmarks/bench.py``)."""
     return Config(
         name="mnist",
-        model=FlowVAEConfig(in_channels=1, image_size=28, steps=[0, [4, 4], 4], hidden=[8, 128, 128],
+        model=FlowVAEConfig(in_channels=1, image_size=28, steps=[0, 4, 4], hidden=[8, 128, 128],
                           d_z=32, encoder_widths=[32, 64], prior_steps=2, prior_hidden=128),
         data=DataConfig(dataset="mnist", n_bits=8),
         train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
                           init_batch_size=512, eval_every=1000, eval_images=2000, probe_images=2000,
-                          checkpoint_every=1000),
+                          checkpoint_every=1000, precision="auto"),
     )
 
 
 def _cifar10_small() -> Config:
+    """The paper's CIFAR-10 family sized for a CPU, trained in bf16 + channels-last where the CPU has
+    bfloat16 in hardware (``train.precision=auto``: a step 1.47 times faster on the project's CPU,
+    ``benchmarks/bench.py --presets cifar10-small --modes fp32 bf16+cl``)."""
     return Config(
         name="cifar10-small",
         model=FlowVAEConfig(in_channels=3, image_size=32, steps=[2, [4, 4], 4], hidden=[16, 128, 128],
@@ -63,7 +75,7 @@ def _cifar10_small() -> Config:
         data=DataConfig(dataset="cifar10-jpeg", n_bits=8, flip=True, crop_pad=0),
         train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
                           init_batch_size=512, eval_every=1000, eval_images=2000, probe_images=2000,
-                          checkpoint_every=1000),
+                          checkpoint_every=1000, precision="auto"),
     )
 
 

@@ -247,6 +247,7 @@ def test_a_collapsed_code_is_marked_in_the_report():
 
     assert collapse_note(0.07).startswith("KL 0.07 nats: collapsed (below 1 nat)")
     assert collapse_note(7.4) == "KL 7.40 nats"
+    assert collapse_note(0.997).startswith("KL 0.99 nats: collapsed (below 1 nat)")
     metrics = [{"step": s, "test_kl": kl, "probe_z": 0.61, "probe_v": 0.8, "z_collapsed": kl < 1}
                for s, kl in ((0, 0.1), (16, 0.07))]
     html = _curves(metrics)

@@ -49,7 +49,9 @@ def collapse_note(kl_nats: float) -> str:
     encoder's features of x, not what the decoder takes from z"``."""
     if not is_collapsed(kl_nats):
         return f"KL {kl_nats:.2f} nats"
-    return (f"KL {kl_nats:.2f} nats: collapsed (below {COLLAPSED_KL_NATS:g} nat), so the probe reads the "
+    # rounded down: 0.997 shown as "1.00 nats: collapsed (below 1 nat)" reads as a contradiction
+    shown = f"{math.floor(max(kl_nats, 0.0) * 100) / 100:.2f}"
+    return (f"KL {shown} nats: collapsed (below {COLLAPSED_KL_NATS:g} nat), so the probe reads the "
             f"encoder's features of x, not what the decoder takes from z")
 
 

@@ -32,12 +32,13 @@ one import line in :mod:`flowvae.models` (``docs/adding-a-model.md``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import os
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -624,6 +625,21 @@ class GenerativeModel(nn.Module):
             self.require("bf16", "train.precision=bf16")
         self.precision = precision
         return self
+
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[GenerativeModel]:
+        """The model in float32 for the duration of the ``with`` block, its precision put back after:
+        what evaluations, probes, switch scores and sample grids of a bf16 training run use, so that
+        the numbers a report shows do not depend on the training's precision."""
+        before = self.precision
+        if before == "fp32":
+            yield self
+            return
+        self.set_precision("fp32")
+        try:
+            yield self
+        finally:
+            self.set_precision(before)
 
     def set_recompute(self, enabled: bool) -> GenerativeModel:
         """Recompute activations by inversion in the backward pass (less memory).

@@ -31,10 +31,10 @@ from typing import Any, Literal
 import torch
 
 from .. import safe_io
-from ..config import Config, config_from_dict
+from ..config import Config, TrainConfig, config_from_dict
 from ..data import ImageData
 from ..data.registry import open_split
-from ..devices import resolve_device, tune_cpu_allocator
+from ..devices import native_bf16, resolve_device, tune_cpu_allocator
 from ..errors import CheckpointError, ConfigError
 from ..models.base import GenerativeModel, create_model
 from ..presets import cpu_size_warning
@@ -47,7 +47,7 @@ from .signals import StopSignals
 
 __all__ = ["PreparedRun", "adopt_filled_fields", "build_model", "check_run_folder", "complete_config",
            "configure_torch", "find_checkpoint", "join_processes", "locked", "open_data", "own_config", "prepare",
-           "train_log"]
+           "speed_modes", "train_log"]
 
 log = logging.getLogger("flowvae.train")
 
@@ -116,7 +116,8 @@ def prepare(cfg: Config, run: str | Path, *, resume: bool = False, train_data: A
         with _timed(parts, "model"):
             if found is None:
                 cfg = complete_config(cfg, len(train_data))
-            model = build_model(cfg, device, ctx, fresh=found is None)
+            cfg, model = build_model(cfg, device, ctx, fresh=found is None,
+                                     saved=found[1].get("config") if found is not None else None)
         log.info("set-up: %s model of %s parameters built in %.1f s, on %s%s", model.kind,
                  f"{sum(p.numel() for p in model.parameters()):,}", parts["model"], device,
                  f" with {torch.get_num_threads()} threads" if device.type == "cpu" else "")
@@ -290,10 +291,13 @@ def complete_config(cfg: Config, n_train: int) -> Config:
     return dataclasses.replace(cfg, model=cfg.model.for_training(n_train, RunReader()))
 
 
-def build_model(cfg: Config, device: torch.device, ctx: DistContext, fresh: bool) -> GenerativeModel:
+def build_model(cfg: Config, device: torch.device, ctx: DistContext, fresh: bool,
+                saved: Any = None) -> tuple[Config, GenerativeModel]:
     """The model of ``cfg`` on ``device``, with the training's precision, recomputation and memory
     format (and SyncBatchNorm for data-parallel GPU runs); on a ``fresh`` run its frozen parts loaded
-    (``prepare_training``).
+    (``prepare_training``). Returned with ``cfg``, whose ``train.precision=auto`` and
+    ``train.channels_last=None`` are decided (:func:`speed_modes`; ``saved``, the config mapping of
+    the checkpoint a resume continues from, keeps the earlier session's choice).
 
     Raises:
         ConfigError: an architecture that cannot be built, KL warm-up for a model without a KL term,
@@ -309,14 +313,53 @@ def build_model(cfg: Config, device: torch.device, ctx: DistContext, fresh: bool
                           f"{model.kind!r} model has none: leave it unset or 0")
     if fresh:
         model.prepare_training(RunReader())
-    model = model.to(device).set_precision(tc.precision).set_recompute(tc.recompute)
+    tc = speed_modes(tc, model, device, saved, announce=ctx.is_main)
+    cfg = dataclasses.replace(cfg, train=tc)
+    model = model.to(device).set_precision(str(tc.precision)).set_recompute(tc.recompute)
     if ctx.is_main and (warning := cpu_size_warning(model, device)):
         log.warning("%s", warning)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
     if ctx.enabled and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model
+    return cfg, model
+
+
+def speed_modes(tc: TrainConfig, model: GenerativeModel, device: torch.device, saved: Any = None,
+                announce: bool = True) -> TrainConfig:
+    """``tc`` with ``precision="auto"`` and ``channels_last=None`` decided for ``model`` on ``device``.
+
+    ``auto`` is ``bf16`` where the device has bfloat16 in hardware (:func:`~flowvae.devices.native_bf16`)
+    and the kind has the ``bf16`` capability, else ``fp32``; on a resume (``saved``: the checkpoint's
+    config mapping) it is what the run chose when it started, so that it continues bit for bit on
+    another machine. ``channels_last=None`` follows the precision: bf16 convolutions are fast in
+    channels-last on CPUs (``docs/speed.md``: 1.5-1.7 times float32 NCHW on the project's CPU, same
+    bits/dim), and float32 ones are left as they are. Evaluation runs in float32 whatever is chosen
+    (:meth:`~flowvae.models.base.GenerativeModel.full_precision`). Logs the choice and how to change it.
+    """
+    precision, channels_last = tc.precision, tc.channels_last
+    before = saved.get("train", {}) if isinstance(saved, dict) else {}
+    before = before if isinstance(before, dict) else {}
+    if precision == "auto":
+        advice = "train.precision=fp32 trains in float32"
+        if before.get("precision") in ("fp32", "bf16"):
+            precision, why = before["precision"], "as when the run started"
+        elif not model.capabilities.bf16:
+            precision, why, advice = "fp32", f"a {model.kind!r} model has no bfloat16 mode", ""
+        elif (hardware := native_bf16(device)) is not None:
+            precision, why = "bf16", hardware
+        else:
+            precision, why = "fp32", f"this {device.type} has no bfloat16 in hardware"
+            advice = "train.precision=bf16 forces bfloat16, emulated and slower here"
+        if announce:
+            log.info("train.precision=auto: %s (%s)%s; evaluation stays float32%s",
+                     "bfloat16" if precision == "bf16" else "float32", why,
+                     " with channels-last" if channels_last is None and precision == "bf16" else "",
+                     f". {advice}" if advice else "")
+    if channels_last is None:
+        before_cl = before.get("channels_last")
+        channels_last = before_cl if isinstance(before_cl, bool) else precision == "bf16"
+    return tc.replace(precision=precision, channels_last=channels_last)
 
 
 def check_run_folder(folder: RunFolder, resume: bool) -> None:

@@ -532,7 +532,8 @@ class Trainer:
         ``train.switch_pairs``, appended to ``metrics.jsonl`` as a :class:`~flowvae.runs.metrics.MetricsRow`
         (fixed noise seed, so points are comparable; ``time_s`` is the run's wall time when the record
         is complete) and given to the callbacks' ``on_eval``. Under DDP each rank evaluates every
-        world-th image and the sums are gathered. None of it draws from the training's random streams.
+        world-th image and the sums are gathered. None of it draws from the training's random streams,
+        and all of it runs in float32 whatever ``train.precision`` is.
 
         Args:
             first: the step-0 point of a run that trains: bits/dim on the first :data:`STEP0_IMAGES`
@@ -541,6 +542,10 @@ class Trainer:
         Returns:
             The record, as a dict.
         """
+        with self.model.full_precision():
+            return self._evaluate(first)
+
+    def _evaluate(self, first: bool) -> dict:
         tc, ctx, device, model, step = self.tc, self.ctx, self.device, self.model, self.step
         t_eval = time.time()
         self.clock.start = self.wall()
@@ -680,7 +685,8 @@ class Trainer:
         saturated, for the report and the model card's choice of grid) and ``report.html``."""
         model, run, tc = self.model, self.folder.path, self.tc
         _save_final(model, run)
-        grids = _draw_grids(model, tc.sample_temperatures, tc.seed, self.device)
+        with model.full_precision():  # as `flowvae sample RUN` draws them
+            grids = _draw_grids(model, tc.sample_temperatures, tc.seed, self.device)
         samples = self.folder.file(RunFolder.SAMPLES)
         paths = [save_grid(images, samples / f"samples_t{t:.2f}.png", nrow=8,
                            scale=max(1, 64 // self.cfg.model.image_size), root=run) for t, images, _ in grids]

@@ -41,7 +41,7 @@ from flowvae.presets import PRESETS, get_preset
     ("train.init_batch_size=0", "train.init_batch_size must be at least 1"),
     ("train.sample_temperatures=[.nan]", "train.sample_temperatures must be a finite number"),
     ("train.device=tpu", "train.device must be auto, cpu, cuda or cuda:N"),
-    ("train.precision=fp16", "train.precision must be 'fp32' | 'bf16'"),
+    ("train.precision=fp16", "train.precision must be 'auto' | 'fp32' | 'bf16'"),
     ("data.on_bad=maybe", "data.on_bad must be 'error' | 'skip'"),
     ("data.crop_pad=-1", "data.crop_pad must be at least 0"),
     ("data.n_bits=9", "data.n_bits must be at most 8"),

@@ -37,8 +37,10 @@ def execute(args: argparse.Namespace) -> int:
     """Run ``flowvae eval`` (the ``eval`` metric, :func:`flowvae.evaluation.evaluate_run`); writes
     ``eval.json`` and prints the figures. Returns 0, or 1 when the round trip was not exact."""
     from ...evaluation.metrics import get_metric
+    from ...models.base import check_posterior_samples
     from ...runs.records import EvalResult
 
+    check_posterior_samples(args.k)  # before the model and the data cost time and memory
     metric = get_metric("eval")
     model, device, seed = load_for_eval(args, metric.capability)
     features = None
