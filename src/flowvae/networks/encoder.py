@@ -16,11 +16,12 @@ class SubsampledPointwiseConv(nn.Conv2d):
     convolution of stride 1: the same function and the same parameters (``weight`` ``[C_out, C_in,
     1, 1]``) as ``nn.Conv2d(C_in, C_out, 1, stride=stride, bias=False)``.
 
-    Why not ``nn.Conv2d`` itself: on CPUs the backward pass of a strided 1x1 convolution of
-    channels-last tensors with few channels corrupts the heap in torch 2.4 to 2.13 (e.g. 8 channels
-    at 64x64, stride 2: ``double free or corruption``, the process aborts), which
-    ``train.channels_last`` and ``train.precision=auto`` would reach for grey 64x64 images. Slicing
-    first never runs that kernel. ``[B, C_in, H, W] -> [B, C_out, ceil(H / stride), ceil(W / stride)]``.
+    Why not ``nn.Conv2d`` itself: on CPUs oneDNN's weight gradient of a strided 1x1 convolution of
+    channels-last tensors with fewer input channels than its block writes past its workspace
+    (uxlfoundation/oneDNN issue 6035): in torch 2.4 to 2.13 on the project's CPU, 8 channels at
+    64x64 and stride 2 abort the process (``double free or corruption``), and elsewhere the gradient
+    can be wrong without a crash. ``train.channels_last`` and ``train.precision=auto`` reach it for
+    grey 64x64 images. With stride 1 that code path is not taken. ``[B, C_in, H, W] -> [B, C_out, ceil(H / stride), ceil(W / stride)]``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):

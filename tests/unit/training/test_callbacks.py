@@ -8,6 +8,7 @@ every 2 steps, samples at two temperatures).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -172,7 +173,10 @@ def recorded(tmp_path_factory):
         cfg = _cfg("train.loggers=[tensorboard,wandb]")
         last = train(cfg, run, progress=False, callbacks=[rec])
         writers = list(FakeWriter.made)
-    return types.SimpleNamespace(run=run, rec=rec, last=last, cfg=cfg, wandb=wandb, writers=writers)
+    # the run's config: the caller's with the speed modes decided (train.channels_last unset -> off in fp32)
+    assert cfg.train.channels_last is None and cfg.train.precision == "fp32"
+    run_cfg = dataclasses.replace(cfg, train=cfg.train.replace(channels_last=False))
+    return types.SimpleNamespace(run=run, rec=rec, last=last, cfg=cfg, run_cfg=run_cfg, wandb=wandb, writers=writers)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,8 +192,9 @@ def test_hooks_are_called_in_order_once_each(recorded):
 
 def test_state_describes_the_run(recorded):
     for name, state, _ in recorded.rec.calls[:-1]:
-        # the run's own validated copy: equal to the caller's config, never the caller's object
-        assert state.run == recorded.run and state.config == recorded.cfg, name
+        # the run's own validated copy: the caller's config with what it left to the run decided,
+        # never the caller's object
+        assert state.run == recorded.run and state.config == recorded.run_cfg, name
         assert state.config is not recorded.cfg, name
         assert (state.rank, state.world_size, state.resumed, state.epoch) == (0, 1, False, 0), name
         with pytest.raises(AttributeError):  # read-only
@@ -250,7 +255,7 @@ def test_tensorboard_logger_writes_eval_scalars_and_sample_images(recorded):
 def test_wandb_logger_inits_in_the_run_folder_and_logs_evals(recorded):
     r, = recorded.wandb.runs
     assert r.kwargs == {"dir": str(recorded.run), "project": None, "name": "run"}
-    assert r.config_updates == [(recorded.cfg.to_dict(), True)]
+    assert r.config_updates == [(recorded.run_cfg.to_dict(), True)]
     assert (recorded.run / "wandb" / "flowvae-run-id").read_text() == "fake-id-1"
     written = _records(recorded.run)
     assert [step for _, step in r.logged] == [0, 2, 4]  # every=100: no step metrics in 4 steps
