@@ -97,8 +97,10 @@ def native_bf16(device: torch.device) -> str | None:
             flags = set(f.read(1 << 20).split())
     except OSError:
         return None
-    if "avx512_bf16" in flags or "amx_bf16" in flags:
-        return "a CPU with AVX512-BF16" if "avx512_bf16" in flags else "a CPU with AMX"
+    if "avx512_bf16" in flags:
+        return "a CPU with AVX512-BF16"
+    if "amx_bf16" in flags:
+        return "a CPU with AMX"
     if "bf16" in flags:  # the Features line of an Arm CPU with the BF16 extension (Graviton 3, Neoverse V1)
         return "an Arm CPU with BF16"
     return None

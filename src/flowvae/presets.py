@@ -49,8 +49,9 @@ def _digits() -> Config:
 def _mnist() -> Config:
     """The paper's model sized for a CPU on 28x28 grey images, chosen by time to quality (issue 33;
     ``benchmarks/time_to_quality.py``, docs/speed.md): two levels of 4 refined-Glow steps with z in
-    every coupling and no fine-grained (pre-squeeze) level, which cost a third of each step for no
-    gain within 20 minutes (2.209 against 2.688 test bits/dim, float32, one seed), trained in bf16 +
+    every coupling and no fine-grained (pre-squeeze) level, which cost a third of each step (without
+    it 2.209 against 2.688 test bits/dim after 20 minutes; float32, one seed, runs of the same day,
+    not side by side), trained in bf16 +
     channels-last where the CPU has bfloat16 in hardware (``train.precision=auto``: a step 2.1 times
     faster on the project's CPU, ``benchmarks/bench.py``)."""
     return Config(

@@ -21,7 +21,8 @@ class SubsampledPointwiseConv(nn.Conv2d):
     (uxlfoundation/oneDNN issue 6035): in torch 2.4 to 2.13 on the project's CPU, 8 channels at
     64x64 and stride 2 abort the process (``double free or corruption``), and elsewhere the gradient
     can be wrong without a crash. ``train.channels_last`` and ``train.precision=auto`` reach it for
-    grey 64x64 images. With stride 1 that code path is not taken. ``[B, C_in, H, W] -> [B, C_out, ceil(H / stride), ceil(W / stride)]``.
+    grey 64x64 images. With stride 1 that code path is not taken.
+    ``[B, C_in, H, W] -> [B, C_out, ceil(H / stride), ceil(W / stride)]``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
