@@ -34,6 +34,7 @@ demo: $(STAMP)
 	$(BIN)/flowvae sample $(DEMO) --device cpu --temperature 0.7 0.8 0.9 1.0
 	$(BIN)/flowvae switch $(DEMO) --device cpu --pairs 8
 	$(BIN)/flowvae interpolate $(DEMO) --device cpu
+	$(BIN)/flowvae manipulate $(DEMO) --device cpu --attribute 3 --curves
 	$(BIN)/flowvae probe $(DEMO) --device cpu
 	$(BIN)/flowvae check $(DEMO) --device cpu
 	$(BIN)/flowvae report $(DEMO)

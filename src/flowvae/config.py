@@ -83,6 +83,9 @@ class TrainConfig(Settings):
     eval_every_s: float | None = setting(None, gt=0, help="also evaluate (and checkpoint) when this much wall time "
                                          "has passed since the last evaluation began (None: train.time_limit_s / 10 "
                                          "with a time limit, else off)")
+    eval_share: float = setting(0.1, gt=0, le=1, help="time-based evaluations (train.eval_every_s) take at most this "
+                                "share of the wall time: the next waits until the training since the last one "
+                                "ended took (1 - share) / share times as long as it did (0.5: as long)")
     eval_images: int | None = setting(2000, ge=1, help="test images of the periodic evaluation (None: all)")
     eval_k: int = setting(1, ge=1, le=10000, help="posterior samples in the periodic evaluation")
     probe_images: int = setting(0, ge=0, le=1_000_000, help="at every evaluation, linear probes of the model's "
@@ -127,7 +130,7 @@ class TrainConfig(Settings):
     # not which numbers it computes. Any other change would silently break bitwise continuation
     # (the KL warm-up too: it changes the objective of the steps still to come).
     resumable: ClassVar[frozenset[str]] = frozenset({
-        "steps", "eval_every", "eval_every_s", "eval_images", "eval_k", "probe_images", "switch_pairs", "checkpoint_every",
+        "steps", "eval_every", "eval_every_s", "eval_share", "eval_images", "eval_k", "probe_images", "switch_pairs", "checkpoint_every",
         "checkpoint_every_s",
         "keep_checkpoints", "max_bad_steps", "device", "num_threads", "compile", "sample_temperatures",
         "time_limit_s", "loggers"})

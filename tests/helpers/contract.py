@@ -15,6 +15,7 @@ from flowvae.config import load_config, save_config
 
 # The capability each command needs; commands not listed apply to every kind.
 NEEDS = {"switch": "global_local", "interpolate": "global_local", "traverse": "vector_latent",
+         "manipulate": "vector_latent",
          "disentangle": "vector_latent", "eval-recon-fid": "reconstruction", "sample-bf16": "bf16"}
 
 
@@ -33,6 +34,8 @@ def command_argv(command: str, run: Path, out: Path) -> list[str]:
         "switch": ["switch", r, "--pairs", "2", "--no-metric", "--out", str(out / "switch.png"), *cpu],
         "interpolate": ["interpolate", r, "--rows", "2", "--cols", "3", "--out", str(out / "interp.png"), *cpu],
         "traverse": ["traverse", r, "--steps", "3", "--dims", "0", "1", "--out", str(out / "traverse.png"), *cpu],
+        "manipulate": ["manipulate", r, "--attribute", "1", "--alpha", "0", "1", "--images", "0", "1",
+                       "--direction-images", "60", "--out", str(out / "manipulate.png"), *cpu],
         "probe": ["probe", r, "--train-limit", "40", "--test-limit", "20", "--C", "0.01", *cpu],
         "fid": ["fid", r, "-n", "3", *cpu],
         "disentangle": ["disentangle", r, "--metrics", "mig", "sap", "--num-train", "300", "--num-test", "100", *cpu],
@@ -45,7 +48,7 @@ def no_traceback(err: str) -> None:
 
 
 COMMANDS = ["eval", "eval-recon-fid", "sample", "sample-bf16", "check", "report", "switch", "interpolate", "traverse",
-            "probe", "fid", "disentangle", "encode"]
+            "manipulate", "probe", "fid", "disentangle", "encode"]
 
 
 def check_command(kind: str, command: str, run: Path, capabilities, dataset: str, out_dir: Path, capsys) -> None:

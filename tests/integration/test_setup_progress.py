@@ -263,7 +263,8 @@ def test_the_plan_warns_about_very_many_epochs(caplog):
     with caplog.at_level(logging.INFO, logger="flowvae"):
         _log_plan(cfg, 360, 40, 120.0)
     assert "20,000 steps of batch 32, 1.78e+03 epochs of the 360 training images" in caplog.text
-    assert "every 120 s of wall time (train.eval_every_s: train.time_limit_s / 10)" in caplog.text
+    assert ("every 120 s of wall time (train.eval_every_s: train.time_limit_s / 10; at most 10% of the time, "
+            "train.eval_share)") in caplog.text
     warn = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warn) == 1 and "pass over the 360 training images 1,778 times" in warn[0]
 
@@ -275,7 +276,8 @@ def test_under_a_time_limit_evaluations_and_checkpoints_come_in_time(tmp_path):
     run = tmp_path / "t"
     start = time.time()
     train(_cfg("train.steps=1000000", "train.eval_every=1000000", "train.checkpoint_every=1000000",
-               "train.time_limit_s=4", "train.eval_every_s=0.5", "train.keep_checkpoints=100"), run, progress=False)
+               "train.time_limit_s=4", "train.eval_every_s=0.5", "train.eval_share=0.5", "train.keep_checkpoints=100"),
+          run, progress=False)
     took = time.time() - start
     recs = _records(run)
     assert len(recs) >= 4, recs  # step 0, then every 0.5 s (at most half the time evaluating), and the last

@@ -17,6 +17,8 @@ command                    function                                        needs
 ``flowvae switch``         :func:`switch_pairs`                            ``global_local``
 ``flowvae interpolate``    :func:`interpolation_grid`                      ``global_local``
 ``flowvae traverse``       :func:`traversal_grids`                         ``vector_latent``
+``flowvae manipulate``     :func:`label_directions`,                       ``vector_latent``
+                           :func:`manipulation_grid`, :func:`class_curves`
 ``flowvae probe``          :func:`probe_run`                               --
 ``flowvae disentangle``    :func:`disentangle_codes`                       ``vector_latent``
 ``flowvae check``          :func:`check_model` (``evaluation.check``)      --
@@ -30,6 +32,7 @@ metric modules live beside them: ``disentanglement``, ``probe``, ``fid``.
 from .bpd import evaluate_bpd
 from .evaluate import evaluate_run, round_trip
 from .interpolation import interpolation_grid
+from .manipulation import class_curves, label_directions, manipulation_grid
 from .metrics import Metric, get_metric, register_metric, registered_metrics, run_metric, unregister_metric
 from .reconstruction import reconstruction_quality
 from .representations import disentangle_codes, latent_codes, probe_run
@@ -39,5 +42,6 @@ from .traversal import traversal_grids, traversal_values
 
 __all__ = ["evaluate_bpd", "reconstruction_quality", "evaluate_run", "round_trip", "sample_grids", "generate",
            "fid_run", "inception_network", "switch_pairs", "pick_pairs", "interpolation_grid", "traversal_grids",
-           "traversal_values", "probe_run", "latent_codes", "disentangle_codes", "Metric", "register_metric",
+           "traversal_values", "label_directions", "manipulation_grid", "class_curves", "probe_run", "latent_codes",
+           "disentangle_codes", "Metric", "register_metric",
            "unregister_metric", "get_metric", "registered_metrics", "run_metric"]

@@ -33,20 +33,26 @@ class ExactCodes(Protocol):
 class GlobalLocal(Protocol):
     """``global_local``: the switch operation and the 2-D interpolation of real images (uint8 in and
     out); ``switch_samples`` is ``switch`` as :class:`~flowvae.models.base.Samples` (``saturated``
-    ``[P, 4]`` for a flow's inverse, else ``None``)."""
+    ``[P, 4]`` for a flow's inverse, else ``None``); ``manipulate_samples`` is ``manipulate`` (edits
+    that keep the local code) as :class:`~flowvae.models.base.Samples`."""
 
     def switch(self, x1: Tensor, x2: Tensor) -> Tensor: ...
 
     def switch_samples(self, x1: Tensor, x2: Tensor) -> Samples: ...
+
+    def manipulate_samples(self, x: Tensor, direction: Tensor, alphas: list[float]) -> Samples: ...
 
     def interpolate(self, x1: Tensor, x2: Tensor, alphas: list[float] | None = None,
                     betas: list[float] | None = None, spherical: bool = False) -> Tensor: ...
 
 
 class VectorLatent(Protocol):
-    """``vector_latent``: posterior means ``[B, latent_dim]`` and latent traversals (uint8 out)."""
+    """``vector_latent``: posterior means ``[B, latent_dim]``, latent traversals and edits along a
+    direction of the latent (uint8 out)."""
 
     def latent_mean(self, x: Tensor) -> Tensor: ...
+
+    def manipulate(self, x: Tensor, direction: Tensor, alphas: list[float]) -> Tensor: ...
 
     def traverse(self, x_single: Tensor, dim_values: list[float], dims: list[int] | None = None,
                  **options: Any) -> Tensor: ...

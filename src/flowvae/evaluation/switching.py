@@ -5,6 +5,7 @@ class the decode of (v1, z2) has, image 2's, which gave z, or image 1's, which g
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -19,7 +20,8 @@ from ._protocols import GlobalLocal
 from .probe import fit_linear
 
 __all__ = ["MAX_CLASSIFIER_FEATURES", "classifier_pool", "pick_pairs", "pick_different_class_pairs",
-           "different_class_pair_count", "switch_pairs", "switch_metric", "METRIC_PAIRS"]
+           "different_class_pair_count", "switch_pairs", "switch_metric", "METRIC_PAIRS",
+           "pixel_classifier"]
 
 METRIC_PAIRS = 500
 """Default number of pairs of :func:`switch_metric`: a fraction from 500 pairs has a standard
@@ -175,6 +177,49 @@ def classifier_pool(shape: tuple[int, ...]) -> int:
     return s
 
 
+
+def pixel_classifier(model: GenerativeModel, train_data: ImageData, train_images: int = 5000,
+                     C: float | None = None, seed: int = 0,
+                     desc: str = "pixel classifier") -> tuple[Any, dict[str, Any], Callable[[Tensor], np.ndarray]]:
+    """A linear classifier of the pixels of labelled images as ``model`` reproduces them, to judge the
+    class of decoded images (the switch metric, :func:`flowvae.evaluation.manipulation.class_curves`).
+
+    Multinomial logistic regression on standardised pixels (:func:`~flowvae.evaluation.probe.fit_linear`,
+    ``protocol="logistic"``, ``C`` cross-validated unless given), trained on at most ``train_images``
+    training images (a seeded subset) quantised to the model's bits; images of more than
+    :data:`MAX_CLASSIFIER_FEATURES` values are average-pooled first (:func:`classifier_pool`).
+
+    Returns:
+        ``(classifier, info, features)``: ``classifier.predict`` takes ``features(images)``, where
+        ``images`` are uint8 ``[N, C, H, W]`` already on the model's bins (decodes; pass real images
+        through ``model.quantised`` first); ``info`` is :func:`fit_linear`'s plus ``"pool"``.
+
+    Raises:
+        DataError: data without labels, or a class too small for the cross-validation.
+    """
+    if train_data.labels is None:
+        raise DataError(f"{train_data.name} has no labels: a pixel classifier needs class labels")
+    g = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(len(train_data), generator=g)[:train_images]
+    train_x, train_y = train_data.images[keep], train_data.labels[keep]
+    pool = classifier_pool(tuple(train_data.images.shape[1:]))
+
+    def features(decoded: Tensor) -> np.ndarray:
+        f = decoded.double()
+        if pool > 1:
+            f = F.avg_pool2d(f, pool, ceil_mode=True)
+        return f.flatten(1).numpy()
+
+    try:
+        clf, info = fit_linear(features(model.quantised(train_x)), train_y.numpy(), C=C, protocol="logistic",
+                               seed=seed, desc=desc)
+    except ValueError as e:
+        if isinstance(e, (ConfigError, DataError)):
+            raise
+        raise DataError(f"{desc}: {str(e).splitlines()[0]}") from None
+    return clf, {**info, "pool": pool}, features
+
+
 @torch.no_grad()
 def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: ImageData, pairs: int | None = None,
                   seed: int = 0, train_images: int = 5000, C: float | None = None,
@@ -232,29 +277,13 @@ def switch_metric(model: GenerativeModel, train_data: ImageData, test_data: Imag
     if pairs is None:
         pairs = min(METRIC_PAIRS, different_class_pair_count(test_data))
     first, second = pick_different_class_pairs(test_data, pairs, seed)
-    g = torch.Generator().manual_seed(seed)
-    keep = torch.randperm(len(train_data), generator=g)[:train_images]
-    train_x, train_y = train_data.images[keep], cast(Tensor, train_data.labels)[keep]
     test_y = cast(Tensor, test_data.labels)
-
-    pool = classifier_pool(tuple(test_data.images.shape[1:]))
-
-    def features(decoded: Tensor) -> np.ndarray:
-        """Classifier features of uint8 images already on the model's bins."""
-        f = decoded.double()
-        if pool > 1:
-            f = F.avg_pool2d(f, pool, ceil_mode=True)
-        return f.flatten(1).numpy()
+    clf, info, features = pixel_classifier(model, train_data, train_images, C, seed, "switch metric classifier")
+    pool = info["pool"]
 
     def pixels(x: Tensor) -> np.ndarray:
         return features(model.quantised(x))
 
-    try:
-        clf, info = fit_linear(pixels(train_x), train_y.numpy(), C=C, protocol="logistic", seed=seed)
-    except ValueError as e:
-        if isinstance(e, (ConfigError, DataError)):
-            raise
-        raise DataError(f"switch metric classifier: {str(e).splitlines()[0]}") from None
     test_acc = float((clf.predict(pixels(test_data.images)) == test_y.numpy()).mean())
     m = cast(GlobalLocal, model)
     v1z2, v2z1, sat12, sat21 = [], [], [], []

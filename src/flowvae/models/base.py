@@ -63,7 +63,7 @@ class Capabilities:
             ``decode(z, v)`` exact (switch, 2-D interpolation; paper §3.2-3.3).
         exact_codes: ``encode``/``decode`` are exact inverses on uint8 images (round-trip checks).
         vector_latent: a per-image vector latent with a posterior mean (``latent_mean``;
-            traversals and disentanglement metrics).
+            traversals, disentanglement metrics, and edits along a direction of it, ``manipulate``).
         reconstruction: reconstructs an image from its code alone (``reconstruction_quality``).
         code_prior: the code ``"z"`` of :meth:`GenerativeModel.posterior_moments` has a prior of its
             own, ``code_log_prior(z)`` (the KL of z that ``flowvae probe`` reports; collapse checks).
@@ -480,6 +480,24 @@ def _bounded_scoring(fn: Callable[..., Any]) -> Callable[..., Any]:
     return bounded
 
 
+def _bounded_editing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a kind's ``manipulate(x, direction, alphas)``) refusing images times strengths whose
+    decodes cannot fit in memory (:func:`check_memory`) before it encodes anything."""
+    @functools.wraps(fn)
+    def bounded(self: GenerativeModel, *args: Any, **kwargs: Any) -> Any:
+        x = args[0] if args else kwargs.get("x")
+        alphas = args[2] if len(args) > 2 else kwargs.get("alphas")
+        if isinstance(x, Tensor) and x.dim() == 4 and isinstance(alphas, (list, tuple)) and alphas:
+            cfg = self.cfg
+            check_memory(f"manipulate of {len(x):,} images at {len(alphas)} strengths", len(x) * len(alphas),
+                         (cfg.in_channels, cfg.image_size, cfg.image_size), self.device,
+                         "pass fewer images at a time")
+        return fn(self, *args, **kwargs)
+
+    bounded._flowvae_bounded = True  # type: ignore[attr-defined]
+    return bounded
+
+
 def check_posterior_samples(k: Any) -> int:
     """``k`` if it is a positive integer of at most :data:`MAX_POSTERIOR_SAMPLES`; else
     :class:`~flowvae.errors.ConfigError`."""
@@ -495,7 +513,7 @@ def check_posterior_samples(k: Any) -> int:
 # kind can leave its count unbounded.
 _BOUNDED_METHODS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
     "sample": _bounded_sampling, "draw": _bounded_sampling, "sample_group": _bounded_sampling,
-    "bits_per_dim": _bounded_scoring}
+    "bits_per_dim": _bounded_scoring, "manipulate": _bounded_editing, "manipulate_samples": _bounded_editing}
 
 
 class GenerativeModel(nn.Module):
@@ -528,7 +546,8 @@ class GenerativeModel(nn.Module):
         # class (:func:`check_memory`, :data:`MAX_POSTERIOR_SAMPLES`) without calling for them.
         super().__init_subclass__(**kwargs)
         for name, bound in _BOUNDED_METHODS.items():
-            own = cls.__dict__.get(name)
+            # Also a method a kind takes from a mixin that is not a GenerativeModel (MeanCodeEdits).
+            own = getattr(cls, name, None)
             if callable(own) and not getattr(own, "_flowvae_bounded", False):
                 setattr(cls, name, bound(own))
 

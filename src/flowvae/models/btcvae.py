@@ -76,7 +76,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError, DataError
 from ..maths import LOG_2PI, discretized_logistic_logprob, gaussian_kl, gaussian_logprob, sharded_noise
 from ..settings import setting
-from ._checks import traverse_mean_code
+from ._checks import MeanCodeEdits, traverse_mean_code
 from .base import (
     Capabilities,
     GenerativeModel,
@@ -244,7 +244,7 @@ def log_qz_estimates(z: Tensor, mu: Tensor, logvar: Tensor, dataset_size: int,
 
 
 @register
-class BTCVAE(GenerativeModel):
+class BTCVAE(MeanCodeEdits, GenerativeModel):
     """beta-TCVAE with a Gaussian encoder and a convolutional decoder (module docstring).
 
     Args:

@@ -51,7 +51,7 @@ from ..flows.dequant import VariationalDequantizer
 from ..flows.glow import ConditionalGlow
 from ..maths import sharded_noise, standard_normal_logprob
 from ..settings import setting
-from ._checks import check_traverse_args
+from ._checks import check_manipulation_args, check_traverse_args, edited_codes
 from .base import (
     Capabilities,
     GenerativeModel,
@@ -694,6 +694,42 @@ class FlowDecoderModel(GenerativeModel):
         z = za.repeat_interleave(len(betas), 0)
         v = vb.repeat(len(alphas), 1)
         return self.decode(z, v).view(len(alphas), len(betas), *x1.shape[1:])
+
+    @torch.no_grad()
+    def manipulate_samples(self, x: Tensor, direction: Tensor, alphas: list[float]) -> Samples:
+        """:meth:`manipulate` as :class:`~flowvae.models.base.Samples`: images ``[B, len(alphas), C, H, W]``,
+        their continuous inverse and which decodes saturated it (bool ``[B, len(alphas)]``). Same
+        arguments and errors as :meth:`manipulate`."""
+        self.require("vector_latent", "manipulate")
+        x, direction, vals = check_manipulation_args(x, direction, alphas, self.latent_dim, self.check_input)
+        z, v = self._codes(x)
+        out = self.decode_samples(edited_codes(z, direction, vals), v.repeat_interleave(len(vals), 0))
+        shape = (x.shape[0], len(vals))
+        continuous = None if out.continuous is None else out.continuous.view(*shape, *out.continuous.shape[1:])
+        saturated = None if out.saturated is None else out.saturated.view(*shape)
+        return Samples(out.images.view(*shape, *out.images.shape[1:]), continuous, saturated)
+
+    @torch.no_grad()
+    def manipulate(self, x: Tensor, direction: Tensor, alphas: list[float]) -> Tensor:
+        """Edits of the global code that keep the local code (issue 31): ``x' = f^-1(v; z + alpha d)``
+        with ``z`` the posterior mean and ``v = f(x; z)`` the exact local code of each image, so only
+        what the global code carries changes (the 2-D interpolation of eq. 8 moved along a direction
+        instead of towards a second image).
+
+        Args:
+            x: uint8 images ``[B, C, H, W]`` (or one ``[C, H, W]``).
+            direction: float ``[latent_dim]`` in the units of z (e.g.
+                :func:`flowvae.evaluation.manipulation.label_directions`).
+            alphas: edit strengths (multiples of ``direction``).
+
+        Returns:
+            uint8 ``[B, len(alphas), C, H, W]``; at strength 0 exactly ``x`` (as quantised to the model's bits).
+
+        Raises:
+            ConfigError: a kind without a global code, bad strengths, or more decodes than fit in memory.
+            DataError: bad images, or a direction that is not a finite float vector ``[latent_dim]``.
+        """
+        return self.manipulate_samples(x, direction, alphas).images
 
     @torch.no_grad()
     def traverse(self, x_single: Tensor, dim_values: list[float], dims: list[int] | None = None,

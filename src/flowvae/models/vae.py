@@ -53,7 +53,7 @@ from ..errors import ConfigError, DataError
 from ..maths import gaussian_kl, gaussian_logprob, sharded_noise, soft_clamp
 from ..networks.pixel_decoder import build_pixel_decoder, image_log_prob, level_sizes, pixel_decoder_params
 from ..settings import setting
-from ._checks import traverse_mean_code
+from ._checks import MeanCodeEdits, traverse_mean_code
 from .base import Capabilities, GenerativeModel, ModelSettings, check_codes, check_count, check_temperature, register
 
 __all__ = ["VAE", "VAEConfig"]
@@ -98,7 +98,7 @@ class VAEConfig(ModelSettings):
 
 
 @register
-class VAE(GenerativeModel):
+class VAE(MeanCodeEdits, GenerativeModel):
     """Gaussian VAE with a discretised logistic decoder (module docstring).
 
     Args:

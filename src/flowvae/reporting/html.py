@@ -25,6 +25,7 @@ from .read import (
     RunFiles,
     config_value,
     last_value,
+    manipulation_result,
     read_png,
     read_run,
     sample_stats,
@@ -232,7 +233,49 @@ _FIGURE_TEXT = {
                    "decoded with the global code z of another"),
     "interpolation.png": ("interpolation", "Interpolation",
                           "rows move the global code z, columns the local code v, between two real test images"),
+    "manipulate.png": ("manipulation", "Manipulation along a class direction",
+                       "rows are test images, columns edit strengths alpha: the global code moved along a class's "
+                       "direction, z + alpha d, decoded with each image's own local code"),
 }
+
+
+def _manipulation(files: RunFiles) -> str:
+    """What ``flowvae manipulate`` did (``manipulation.json``: ``#manipulation-text``, and the class
+    curves ``#manipulation-curve``), or ``""``."""
+    m = manipulation_result(files)
+    if not isinstance(m, Mapping):
+        return ""
+    alphas = _list(m.get("alphas"))
+    exact = m.get("exact_at_zero")
+    text = (f'<p id="manipulation-text">Manipulation (manipulation.json): test images of {esc(m.get("dataset", "?"))} '
+            f'edited towards class {esc(m.get("attribute", "?"))} along its {esc(m.get("method", "?"))} direction '
+            f'(length {fmt_cell(m.get("direction_norm"))}), alpha {", ".join(fmt_cell(a) for a in alphas)}'
+            + ("; each image's local code v kept" if m.get("keeps_local") is True else "")
+            + ("" if exact is None else f"; alpha 0 reproduced the images exactly: {esc(exact)}") + ".</p>")
+    curve = m.get("curve")
+    if not isinstance(curve, Mapping):
+        return text
+    head = "".join(f"<th>{fmt_cell(a)}</th>" for a in _list(curve.get("alphas")))
+
+    def row(label: str, values: list) -> str:
+        cells = "".join(f'<td class="num">{fmt_pct(v)}</td>' for v in values)
+        return f"<tr><td>{esc(label)}</td>{cells}</tr>"
+
+    rows = "".join(row(label, _list(curve.get(key))) for label, key in (
+        ("classified as the target class", "to_target"), ("classified as the image's own class", "keeps_source"),
+        ("local code v still read as the image's", "v_keeps_class"),
+        ("inverse saturated", "saturated")) if isinstance(curve.get(key), list))
+    found = curve.get("classifier")
+    clf: dict = dict(found) if isinstance(found, Mapping) else {}
+    return (f'{text}<p>Class curves: {fmt_cell(curve.get("edits"))} edits per alpha (test images of other classes, '
+            f'edited towards each class), classified by {_switch_classifier(clf)} '
+            f'({fmt_pct(clf.get("test_accuracy"))} on the real test images).</p>'
+            f'<table id="manipulation-curve"><thead><tr><th>alpha</th>{head}</tr></thead><tbody>{rows}</tbody></table>')
+
+
+def _list(value: Any) -> list:
+    """``value`` if it is a list (a file's field that should be one), else ``[]``."""
+    return value if isinstance(value, list) else []
 
 
 def _switch_frequencies(files: RunFiles) -> str:
@@ -293,19 +336,22 @@ def _switch_classifier(clf: dict) -> str:
 
 def _figures(files: RunFiles) -> str:
     parts = []
-    metric = _switch_metric(files)
+    # The results shown under their grid, or on their own when the grid is absent (written elsewhere with --out).
+    results = {"switch": _switch_metric(files), "manipulation": _manipulation(files)}
     known = [p for p in files.figures if p.name in _FIGURE_TEXT]
     for p in sorted(known, key=lambda q: list(_FIGURE_TEXT).index(q.name)):
         got = read_png(p, files.notes)
         if got is None:
             continue
         sec_id, title, caption = _FIGURE_TEXT[p.name]
-        extra_html, metric = (metric, "") if sec_id == "switch" else ("", metric)
+        extra_html = results.pop(sec_id, "")
         parts.append(_section(sec_id, title, f'<figure id="{sec_id}-grid" class="figure-grid">'
                                              f'{_img(p, *got, alt=title)}<figcaption>{esc(caption)}</figcaption></figure>'
                                              + extra_html))
-    if metric:  # switch.json without a readable switch.png (the grid written elsewhere with --out)
-        parts.insert(0, _section("switch", _FIGURE_TEXT["switch.png"][1], metric))
+    titles = {sec_id: title for sec_id, title, _ in _FIGURE_TEXT.values()}
+    for sec_id, html in reversed(list(results.items())):
+        if html:
+            parts.insert(0, _section(sec_id, titles[sec_id], html))
     extra = []
     for p in files.figures:
         if p.name in _FIGURE_TEXT:

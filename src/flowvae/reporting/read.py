@@ -27,6 +27,7 @@ from ..runs.records import (
     CheckResult,
     EvalResult,
     FidResult,
+    ManipulationResult,
     ProbeResult,
     Record,
     RecordError,
@@ -37,7 +38,8 @@ from .format import one_line
 
 __all__ = ["FID_FILE", "MAX_CONFIG_BYTES", "MAX_PNG_BYTES", "PNG_MAGIC", "SAMPLE_GRID", "RunFiles", "as_record",
            "config_value", "last_value", "param_count", "read_config", "read_png", "read_result", "read_run",
-           "sample_stats", "switch_result", "switch_frequencies_result"]
+           "sample_stats", "switch_result", "switch_frequencies_result",
+           "manipulation_result"]
 
 #: ``samples/samples_tT.TT.png``: a sample grid at temperature ``T.TT``
 SAMPLE_GRID = re.compile(r"^samples_t(\d+(?:\.\d+)?)\.png$")
@@ -281,4 +283,11 @@ def switch_frequencies_result(files: RunFiles) -> SwitchFrequencies | Mapping[st
     """``switch_frequencies.json`` (the label-free switch score of ``flowvae switch``; :func:`as_record`)
     when it holds a mapping, else ``None`` (a note when it is unreadable)."""
     m = read_result(files.folder, "switch-frequencies", SwitchFrequencies, files.notes)
+    return m if isinstance(m, Mapping) else None
+
+
+def manipulation_result(files: RunFiles) -> ManipulationResult | Mapping[str, Any] | None:
+    """``manipulation.json`` (written by ``flowvae manipulate``; :func:`as_record`) when it holds a
+    mapping, else ``None`` (a note when it is unreadable)."""
+    m = read_result(files.folder, "manipulation", ManipulationResult, files.notes)
     return m if isinstance(m, Mapping) else None

@@ -146,7 +146,8 @@ class RunFolder:
     LOCK = ".lock"
     #: the result file of each command that writes one
     RESULTS = {"eval": "eval.json", "probe": "probe.json", "check": "check.json", "switch": "switch.json",
-               "switch-frequencies": "switch_frequencies.json", "disentanglement": "disentanglement.json"}
+               "switch-frequencies": "switch_frequencies.json", "disentanglement": "disentanglement.json",
+               "directions": "directions.json", "manipulation": "manipulation.json"}
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -12,7 +12,8 @@ written against the plain dicts of earlier releases (``res["elbo_bpd"]``) keeps 
 The result files of the commands: :class:`EvalResult` (``eval.json``, ``flowvae eval``),
 :class:`ProbeResult` (``probe.json``), :class:`FidResult` (``fid_tT.TT.json``, one per temperature),
 :class:`SwitchResult` (``switch.json``, the switch metric), :class:`CheckResult` (``check.json``) and
-:class:`DisentanglementResult` (``disentanglement.json``); the evaluation functions of
+:class:`DisentanglementResult` (``disentanglement.json``), :class:`DirectionSet` (``directions.json``) and
+:class:`ManipulationResult` (``manipulation.json``); the evaluation functions of
 :mod:`flowvae.evaluation` return them and :mod:`flowvae.evaluation.metrics` lists them.
 """
 
@@ -29,7 +30,7 @@ from ..errors import CheckpointError
 
 __all__ = ["Record", "RecordError", "nullable", "EvalResult", "ReconstructionResult", "ProbeResult", "ProbeRow",
            "FidResult", "SwitchResult", "SwitchFractions", "SwitchClassifier", "SwitchFrequencies", "CheckResult", "CheckItem",
-           "DisentanglementResult"]
+           "DisentanglementResult", "DirectionSet", "ClassCurve", "ManipulationResult"]
 
 R = TypeVar("R", bound="Record")
 
@@ -537,3 +538,105 @@ class DisentanglementResult(Record):
     sap: dict[str, Any] | None = None
     factorvae: dict[str, Any] | None = None
     betavae: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DirectionSet(Record):
+    """``directions.json``: one direction of the vector latent per class of a labelled data set
+    (``flowvae manipulate``, :func:`flowvae.evaluation.manipulation.label_directions`), with the
+    images and labels they came from, so an edit can be traced to its data.
+
+    Attributes:
+        dataset: the labelled images' name.
+        method: ``"mean-difference"`` (the class's mean posterior mean minus the other images', as
+            Glow's attribute manipulation) or ``"classifier"`` (the normal of a linear classifier of
+            the posterior means, as Diffusion Autoencoders', scaled to the mean difference's
+            component along it).
+        images: labelled images the directions were computed from (a seeded subset).
+        seed: seed of the subset.
+        latent_dim: dimension of the latent (each vector's length).
+        classes: name of each class (``"3"``, ``"cat"``), in label order.
+        labels: the label number of each class.
+        counts: images of each class among ``images``.
+        vectors: one direction per class ``[len(classes)][latent_dim]``, in the latent's units.
+        norms: Euclidean length of each vector.
+        classifier_accuracy: for ``"classifier"``, its accuracy on its own training codes.
+    """
+
+    FILE: ClassVar[str | None] = "directions.json"
+
+    dataset: str
+    method: str
+    images: int
+    seed: int
+    latent_dim: int
+    classes: list[str]
+    labels: list[int]
+    counts: list[int]
+    vectors: list[list[float]]
+    norms: list[float]
+    classifier_accuracy: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClassCurve(Record):
+    """Where edits along class directions take the class, as a pixel classifier sees it
+    (``curve`` of ``manipulation.json``; :func:`flowvae.evaluation.manipulation.class_curves`):
+    for test images not of the target class, edited towards it.
+
+    Attributes:
+        alphas: the edit strengths.
+        to_target: fraction of edits classified as the target class, per strength.
+        keeps_source: fraction still classified as the image's own class, per strength.
+        saturated: fraction of edits whose inverse flow saturated, per strength (``None``: not a
+            flow's inverse).
+        v_keeps_class: for kinds with a local code, the share of edits whose re-encoded local code a
+            classifier of local codes assigns the class it assigns the unedited image's, per strength.
+        per_class: ``to_target`` per target class name.
+        edits: edited images per strength (target classes times images per class).
+        classifier: the pixel classifier (as the switch metric's: ``features``, ``pool``, ``C``,
+            ``n_train``, ``dim``, ``protocol``) and ``test_accuracy`` on the real test images.
+    """
+
+    alphas: list[float]
+    to_target: list[float]
+    keeps_source: list[float]
+    saturated: list[float] | None = nullable()
+    v_keeps_class: list[float] | None = nullable()
+    per_class: dict[str, list[float]]
+    edits: int
+    classifier: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ManipulationResult(Record):
+    """``manipulation.json``: what ``flowvae manipulate`` did (issue 31): a grid of test images edited
+    along one class direction of the vector latent, and optionally the class curves of every
+    direction.
+
+    Attributes:
+        dataset: the test images' name.
+        attribute: the class whose direction the grid follows.
+        method: how the directions were found (:class:`DirectionSet`).
+        alphas: the grid's columns (edit strengths).
+        images: the grid's rows (test-image indices).
+        keeps_local: whether edits keep each image's exact local code v (kinds with one).
+        exact_at_zero: whether the strength-0 column reproduced the images exactly (kinds with exact
+            codes; ``None`` for the others, whose column 0 is a reconstruction).
+        direction_norm: length of the direction followed.
+        file: the grid's PNG.
+        curve: the class curves (:class:`ClassCurve`), when measured.
+    """
+
+    FILE: ClassVar[str | None] = "manipulation.json"
+
+    dataset: str
+    attribute: str
+    method: str
+    alphas: list[float]
+    images: list[int]
+    keeps_local: bool
+    exact_at_zero: bool | None = nullable()
+    direction_norm: float
+    file: str
+    curve: ClassCurve | None = None

@@ -116,3 +116,24 @@ def test_a_bf16_run_writes_its_choice_and_evaluates_in_float32(bf16_hardware, tm
     assert bf16 != pytest.approx(fp32, abs=1e-9), "the test cannot tell float32 from bf16"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["test_elbo_bpd"] == last["test_elbo_bpd"]
+
+
+# ---------------------------------------------------------------------------------------------- evaluation share
+
+
+@pytest.mark.parametrize("share, since_end, due", [
+    (0.1, 89.0, False), (0.1, 91.0, True),    # a 10 s evaluation: the next after 90 s of training
+    (0.5, 9.0, False), (0.5, 11.0, True),     # the old rule: as long training as evaluating
+    (1.0, 0.0, True),
+])
+def test_time_based_evaluations_take_at_most_their_share_of_the_run(share, since_end, due):
+    from types import SimpleNamespace
+
+    from flowvae.training.trainer import EvalClock, Trainer
+
+    end = 130.0
+    fake = SimpleNamespace(eval_every_s=5.0, tc=SimpleNamespace(eval_share=share),
+                           clock=EvalClock(start=end - 10.0, end=end, cost=10.0), wall=lambda: end + since_end)
+    assert Trainer._evaluation_due(fake) is due  # type: ignore[arg-type]
+    fake.eval_every_s = None
+    assert Trainer._evaluation_due(fake) is False  # type: ignore[arg-type]
