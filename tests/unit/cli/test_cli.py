@@ -272,7 +272,7 @@ def test_probe_on_a_one_class_training_subset_is_a_one_line_error(run, tmp_path,
 
 
 HELP_ORDER = ["train", "eval", "sample", "switch", "interpolate", "probe", "fid", "check", "report", "compare",
-              "traverse", "disentangle", "presets", "encode", "export", "push", "import-wolf"]
+              "traverse", "manipulate", "disentangle", "presets", "encode", "export", "push", "import-wolf"]
 
 
 def test_one_module_per_command_in_the_order_of_help():
