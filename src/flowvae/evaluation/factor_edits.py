@@ -34,7 +34,8 @@ from torch.nn import functional as F
 from ..data.dsprites import DSpritesData
 from ..errors import ConfigError
 from ..models.base import GenerativeModel, check_count
-from .manipulation import directions_from_codes, edit_batches, latent_means
+from .manipulation import directions_from_codes, edit_batches
+from .representations import latent_codes
 
 __all__ = ["factor_edits", "FactorReaders"]
 
@@ -147,7 +148,7 @@ def factor_edits(model: GenerativeModel | None, train: DSpritesData, test: DSpri
     test_idx = torch.randperm(len(test), generator=g)[:images]
     test_x = test.to_image_data().images[test_idx]
     pixel_codes = train_x.flatten(1).float()
-    model_codes = latent_means(model, train_x) if model is not None else None
+    model_codes = torch.from_numpy(latent_codes(model, train_x)) if model is not None else None
     tables: dict[str, dict[str, Any]] = {"pixels": {}, "model": {}}
     names = readers.names
     for j, name in enumerate(names):

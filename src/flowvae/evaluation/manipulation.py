@@ -38,9 +38,10 @@ from ..runs.records import ClassCurve, DirectionSet
 from ._protocols import ExactCodes, GlobalLocal, VectorLatent
 from .interpolation import check_index
 from .probe import fit_linear
+from .representations import latent_codes
 from .switching import pixel_classifier
 
-__all__ = ["METHODS", "DIRECTION_IMAGES", "latent_means", "label_directions", "directions_from_codes", "find_direction",
+__all__ = ["METHODS", "DIRECTION_IMAGES", "label_directions", "directions_from_codes", "find_direction",
            "manipulation_grid", "class_curves", "edit_batches"]
 
 METHODS = ("mean-difference", "classifier")
@@ -52,20 +53,6 @@ DIRECTION_IMAGES = 5000
 CLASSIFIER_C = 1.0
 """Regularisation of the direction classifier: fixed, since the posterior means have tens of
 standardised dimensions against thousands of images (no cross-validation needed to keep it linear)."""
-
-
-@torch.no_grad()
-def latent_means(model: GenerativeModel, images: Tensor, batch_size: int = 256) -> Tensor:
-    """Posterior means ``[N, latent_dim]`` (float32, CPU) of uint8 images ``[N, C, H, W]``.
-
-    Raises:
-        ConfigError: a model without the ``vector_latent`` capability.
-    """
-    model.require("vector_latent", "directions of the latent")
-    m = cast(VectorLatent, model)
-    out = [m.latent_mean(images[i:i + batch_size].to(model.device)).float().cpu()
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
 
 
 def _subset(data: ImageData, images: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -101,7 +88,7 @@ def label_directions(model: GenerativeModel, data: ImageData, method: str = "mea
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     check_count("images", images)
     x, y = _subset(data, images, seed)
-    return directions_from_codes(latent_means(model, x), y, method, data.name, data.classes, seed)
+    return directions_from_codes(torch.from_numpy(latent_codes(model, x)), y, method, data.name, data.classes, seed)
 
 
 def directions_from_codes(codes: Tensor, labels: Tensor, method: str = "mean-difference", dataset: str = "codes",
