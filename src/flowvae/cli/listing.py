@@ -27,7 +27,10 @@ def preset_rows() -> dict[str, dict[str, Any]]:
     rows = {}
     for name, make in PRESETS.items():
         cfg = make()
-        glow = _count(apply_overrides(make(), ["model.kind=refined_glow", "model.free_bits=0"])) if cfg.model.kind == "flowvae" else None
+        # The baseline drops every z-only field (free bits, the auxiliary decoder, the low-pass shift).
+        no_z = ["model.kind=refined_glow", "model.free_bits=0", "model.aux_decoder_weight=0", "model.aux_low_pass=0",
+                "model.low_pass_shift=0"]
+        glow = _count(apply_overrides(make(), no_z)) if cfg.model.kind == "flowvae" else None
         rows[name] = {"kind": cfg.model.kind, "parameters": _count(cfg), "refined_glow_parameters": glow,
                       "dataset": cfg.data.dataset, "image": [cfg.model.in_channels, cfg.model.image_size]}
     return rows

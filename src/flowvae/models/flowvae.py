@@ -40,7 +40,7 @@ from ..errors import ConfigError
 from ..flows.glow import ConditionalGaussian, ConditionalGlow, FlowPrior
 from ..maths import gaussian_logprob
 from ..networks.encoder import CompressionEncoder
-from ..networks.pixel_decoder import PixelDecoder
+from ..networks.pixel_decoder import LowPassDecoder, PixelDecoder
 from ..settings import setting
 from .base import GenerativeModel, ModelSettings, register
 from .flow_decoder import FlowDecoderModel, GlowSettings, WrappedGlow, noise_like
@@ -77,13 +77,28 @@ class FlowVAEConfig(GlowSettings):
         0.0, ge=0, le=1e6, help="weight of an auxiliary decoder's -log p_aux(x|z) in the training loss (Lucas & "
         "Verbeek 2018; 0: off, the paper's objective; a departure from the paper)")
     aux_decoder_hidden: int = setting(256, ge=1, le=65536, help="width of the auxiliary decoder's linear layer")
+    aux_low_pass: int = setting(
+        0, ge=0, le=64, help="side s of the image average-pooled to s x s that the auxiliary decoder models "
+        "(0: the whole image, Lucas & Verbeek; s > 0: a Gaussian over the s x s low-pass image, so z carries "
+        "the global layout and colour and v the detail)")
+
+    low_pass_shift: int = setting(
+        0, ge=0, le=64, help="side s of the low-pass image m(z) (s x s, upsampled bilinearly) that the decoder "
+        "subtracts from x before the flow, v = f(x - m(z); z): the mean of the low-pass auxiliary decoder, which "
+        "model.aux_decoder_weight trains to predict the image average-pooled to s x s; a shift with unit Jacobian, "
+        "so the bound stays exact (0: off, the paper's decoder; a departure from the paper, for the flowvae kind)")
 
     def departures(self) -> list[str]:
         out = []
+        if self.low_pass_shift:
+            out.append(f"a decoder that subtracts the {self.low_pass_shift}x{self.low_pass_shift} low-pass image "
+                       f"the auxiliary decoder predicts from z before the flow")
         if self.free_bits:
             out.append(f"free bits of {self.free_bits:g} nats")
         if self.aux_decoder_weight:
-            out.append(f"an auxiliary decoder's -log p(x|z) at weight {self.aux_decoder_weight:g} in the loss")
+            side = self.aux_low_pass or self.low_pass_shift
+            target = f"-log p(x_low|z) of the image average-pooled to {side}x{side}" if side else "-log p(x|z)"
+            out.append(f"an auxiliary decoder's {target} at weight {self.aux_decoder_weight:g} in the loss")
         return [*out, *super().departures()]
 
     def validate(self) -> None:
@@ -92,6 +107,22 @@ class FlowVAEConfig(GlowSettings):
             if getattr(self, name) > 0 and self.kind not in ("flowvae", "z_prior"):
                 raise ConfigError(f"model.{name} applies to the kinds with a global code z (flowvae, z_prior); "
                                   f"a {self.kind!r} model has no code z, leave it at 0")
+        if self.low_pass_shift and self.kind != "flowvae":
+            raise ConfigError(f"model.low_pass_shift applies to the flowvae kind (z in the decoder); a {self.kind!r} "
+                              f"model keeps z out of its flow, leave it at 0")
+        if self.low_pass_shift > self.image_size:
+            raise ConfigError(f"model.low_pass_shift={self.low_pass_shift} is above the image side {self.image_size}; "
+                              f"use a side from 1 to {self.image_size}")
+        if self.low_pass_shift and not self.aux_decoder_weight:
+            raise ConfigError("model.low_pass_shift subtracts the low-pass auxiliary decoder's prediction, which only "
+                              "its term trains: set model.aux_decoder_weight above 0 too (the -global presets use 30)")
+        if self.low_pass_shift and self.aux_low_pass not in (0, self.low_pass_shift):
+            raise ConfigError(f"model.aux_low_pass={self.aux_low_pass} differs from model.low_pass_shift="
+                              f"{self.low_pass_shift}: the shift is the auxiliary decoder's prediction, so they share "
+                              f"one side; leave model.aux_low_pass at 0 or set both alike")
+        if self.aux_low_pass > self.image_size:
+            raise ConfigError(f"model.aux_low_pass={self.aux_low_pass} is above the image side {self.image_size}; "
+                              f"use a side from 1 to {self.image_size} (4 is the switch score's low-pass)")
 
 
 class _PriorConditionedDecoder(WrappedGlow):
@@ -110,6 +141,41 @@ class _PriorConditionedDecoder(WrappedGlow):
         v, ld2 = self.gaussian.inverse(eps, cond)
         x, ld = self.glow.inverse(v)
         return x, ld + ld2
+
+
+class _LowPassShiftDecoder(WrappedGlow):
+    """``v = f(x - m(z); z)``: the conditional Glow of ``x`` minus the low-pass image that the low-pass
+    auxiliary decoder ``low`` predicts from z (``model.low_pass_shift``), upsampled bilinearly to the
+    image's size (:meth:`LowPassDecoder.image`: smooth, yet with the fitted block means; a repeated
+    ``s x s`` grid would print its blocks on every switched decode) and halved to the flow's pixel
+    scale (``[-0.5, 0.5]`` against the decoder's ``[-1, 1]``). A
+    shift has unit Jacobian: the log-determinant is the Glow's, and the bound is exact whatever m is.
+    The shift passes the likelihood no gradient: only the auxiliary term trains ``low``. ``low``'s
+    last layer starts at zero, so an untrained model is the paper's. Switching z replaces the
+    predicted layout; v keeps the image's residual, its detail."""
+
+    def __init__(self, glow: ConditionalGlow, low: LowPassDecoder):
+        super().__init__(glow)
+        self.low = low
+        low.zero_output()
+
+    def low_pass(self, cond: Tensor) -> Tensor:
+        """``m(z)`` on the flow's scale, upsampled to the image: ``[B, C, H, W]`` of codes ``[B, d_z]``."""
+        return 0.5 * self.low.image(cond)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        assert cond is not None  # the flowvae kind always conditions on z
+        # Only the auxiliary term trains m: the likelihood's pull on it (all C*H*W values against the
+        # s*s of the low-pass image) moves m off the layout, and the flow then keeps the layout in v.
+        shift = self.low_pass(cond).detach().to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            shift = shift.contiguous(memory_format=torch.channels_last)
+        return self.glow(x - shift, cond)
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        assert cond is not None
+        x, ld = self.glow.inverse(y, cond)
+        return x + self.low_pass(cond).to(x.dtype), ld
 
 
 @register
@@ -153,6 +219,10 @@ class FlowVAE(FlowDecoderModel):
                 cfg, cfg.d_z if cfg.kind == "flowvae" else 0, "glow" if cfg.kind == "glow" else "refined")
             if cfg.kind == "z_prior":
                 self.decoder = _PriorConditionedDecoder(self.decoder, cfg.d_z)
+            elif cfg.low_pass_shift:
+                self.decoder = _LowPassShiftDecoder(
+                    self.decoder, LowPassDecoder(cfg.d_z, cfg.in_channels, cfg.low_pass_shift, cfg.aux_decoder_hidden,
+                                                 cfg.image_size))
             if self.uses_z:
                 if cfg.image_size % 2 ** len(cfg.encoder_widths):
                     raise ValueError(f"image size {cfg.image_size} is not divisible by 2^{len(cfg.encoder_widths)} "
@@ -164,9 +234,12 @@ class FlowVAE(FlowDecoderModel):
             raise ConfigError(f"cannot build the model: {e}") from None
         self.dim = self.decoder.dim
         # Built only when used, so that runs of the paper's objective keep their exact set of weights.
-        self.aux_decoder = (PixelDecoder(cfg.d_z, cfg.in_channels, cfg.image_size, cfg.encoder_widths,
-                                         cfg.aux_decoder_hidden)
-                            if self.uses_z and cfg.aux_decoder_weight > 0 else None)
+        self.aux_decoder: PixelDecoder | LowPassDecoder | None = None
+        if self.uses_z and cfg.aux_decoder_weight > 0 and not cfg.low_pass_shift:
+            self.aux_decoder = (LowPassDecoder(cfg.d_z, cfg.in_channels, cfg.aux_low_pass, cfg.aux_decoder_hidden)
+                                if cfg.aux_low_pass else
+                                PixelDecoder(cfg.d_z, cfg.in_channels, cfg.image_size, cfg.encoder_widths,
+                                             cfg.aux_decoder_hidden))
         self.dequantizer = self.build_dequantizer(cfg)
 
     @property
@@ -233,8 +306,13 @@ class FlowVAE(FlowDecoderModel):
         auxiliary feed-forward decoder (:class:`~flowvae.networks.pixel_decoder.PixelDecoder`) on
         the same draw of z. The auxiliary term is the remedy of Lucas & Verbeek (2018,
         arXiv:1711.11479) for a decoder strong enough to ignore z: it rewards a z from which the
-        image can be drawn without the flow. It is a training term only: every reported bits/dim is
-        the flow's own bound, and the auxiliary decoder is not used at evaluation or sampling.
+        image can be drawn without the flow. With ``model.aux_low_pass`` s above 0 the auxiliary
+        decoder is a :class:`~flowvae.networks.pixel_decoder.LowPassDecoder` and ``aux_i =
+        -log p_aux(x_low_i | z_i)`` (nats, a Gaussian density) of the image average-pooled to
+        ``s x s``: it rewards a z that carries the global layout and colour and nothing finer. With
+        ``model.low_pass_shift`` the low-pass decoder is the decoder's own (its mean is the shift of
+        ``v = f(x - m(z); z)``); otherwise it is a training term only. Every reported bits/dim is
+        the flow's own bound.
 
         F applies to the batch mean of the whole KL, one group of latents (free bits, Kingma et al. 2016, arXiv:1606.04934, Appendix C.8):
         the KL to a flow prior does not split into per-dimension terms, so per-dimension free bits
@@ -259,7 +337,8 @@ class FlowVAE(FlowDecoderModel):
             ConfigError: ``kl_weight`` other than 1 for a kind without a KL term (:attr:`kl_term`).
         """
         free_bits = float(self.cfg.free_bits)
-        if isinstance(kl_weight, Tensor) or kl_weight != 1 or free_bits > 0 or self.aux_decoder is not None:
+        aux_decoder = self.decoder.low if isinstance(self.decoder, _LowPassShiftDecoder) else self.aux_decoder
+        if isinstance(kl_weight, Tensor) or kl_weight != 1 or free_bits > 0 or aux_decoder is not None:
             if not self.kl_term:
                 raise ConfigError(f"a {self.kind!r} model has no KL term to weight (kl_weight={float(kl_weight)!r}); "
                                   f"KL warm-up applies to the kinds with a global code z")
@@ -271,8 +350,8 @@ class FlowVAE(FlowDecoderModel):
             kl_part = kl_mean.clamp(min=free_bits) if free_bits > 0 else kl_mean
             total = recon + kl_weight * kl_part
             stats = {"kl": kl_mean.detach()}
-            if self.aux_decoder is not None:
-                aux = -self.aux_decoder.log_prob(x, terms["z"][:, 0]).mean()
+            if aux_decoder is not None:
+                aux = -aux_decoder.log_prob(x, terms["z"][:, 0]).mean()
                 total = total + self.cfg.aux_decoder_weight * aux
                 stats["aux"] = aux.detach()
             scale = self.dim * math.log(2)

@@ -7,19 +7,27 @@ z to the smallest map, then per level a nearest-neighbour upsampling to the next
 3x3 convolution (+ ReLU), and a last 3x3 convolution to the per-pixel mean and log-scale on the
 ``[-1, 1]`` scale (log-scale floored at -7). The sides are those of a stack of 3x3 stride-2
 convolutions, ``n -> ceil(n / 2)`` per level (28 -> 14 -> 7 -> 4).
+
+:class:`LowPassDecoder` is the auxiliary decoder's other form (``model.aux_low_pass``): a Gaussian
+over the image average-pooled to a few pixels a side, for a code that is to carry the global layout.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..maths import discretized_logistic_logprob
+from ..maths import discretized_logistic_logprob, gaussian_logprob
 
-__all__ = ["MIN_LOG_SCALE", "PixelDecoder", "build_pixel_decoder", "image_log_prob", "level_sizes",
-           "pixel_decoder_params"]
+__all__ = ["LOW_PASS_MIN_LOG_SCALE", "MIN_LOG_SCALE", "LowPassDecoder", "PixelDecoder", "build_pixel_decoder",
+           "image_log_prob", "level_sizes", "pixel_decoder_params"]
 
 MIN_LOG_SCALE = -7.0
+LOW_PASS_MIN_LOG_SCALE = math.log(2 / 255)
+"""Floor of :class:`LowPassDecoder`'s log standard deviation: one 8-bit bin on the ``[-1, 1]`` scale,
+so that no code is rewarded for describing the low-pass image more finely than the pixels are."""
 
 
 def level_sizes(image_size: int, levels: int) -> list[int]:
@@ -91,3 +99,61 @@ class PixelDecoder(nn.Module):
     def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x | z)`` in nats per image ``[B]`` (PixelCNN++'s discretised logistic, one component)."""
         return image_log_prob(x, *self.params(z))
+
+
+class LowPassDecoder(nn.Module):
+    """p(x_low | z): a diagonal Gaussian over the image average-pooled to ``side x side``.
+
+    The low-pass auxiliary decoder of the flow model (``model.aux_low_pass``, ``model.low_pass_shift``;
+    a departure from the paper): trained on the same draw of z as the flow, its ``-log p(x_low | z)``
+    rewards a z that describes the image's global layout and colour and nothing finer. Structure:
+    ``Linear(d_z, hidden)``, ReLU, ``Linear(hidden, hidden)``, ReLU, ``Linear(hidden, 2 * C * side *
+    side)`` to a ``side x side`` image and the log standard deviations on the ``[-1, 1]`` pixel
+    scale, the latter floored at :data:`LOW_PASS_MIN_LOG_SCALE`. With ``image_size`` the image is
+    upsampled bilinearly to that size (:meth:`image`) and the Gaussian's mean is that upsampled
+    image's ``side x side`` average, so an image built from it (the low-pass shift's) has exactly
+    the fitted block means without showing the blocks.
+
+    Args:
+        d_z: dimension of the code.
+        channels: image channels ``C``.
+        side: side of the pooled image (at most the image's side).
+        hidden: width of the hidden layers.
+        image_size: the image's side, for :meth:`image` (``None``: the mean is the ``side x side``
+            output itself).
+
+    Shapes: :meth:`log_prob` uint8 (or integer-valued float) ``x [B, C, H, W]`` with values
+    ``0..255`` and ``z [B, d_z]`` -> ``[B]``, in nats (a density of the continuous pooled values).
+    """
+
+    def __init__(self, d_z: int, channels: int, side: int, hidden: int, image_size: int | None = None):
+        super().__init__()
+        self.side, self.image_size, self.values = side, image_size, channels * side * side
+        self.net = nn.Sequential(nn.Linear(d_z, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2 * self.values))
+
+    def zero_output(self) -> None:
+        """Start the prediction at zero (mid-grey) and the standard deviations at 1."""
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)  # narrowing only: built above
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def image(self, z: Tensor) -> Tensor:
+        """The predicted low-pass image ``[B, C, S, S]`` on the ``[-1, 1]`` scale, upsampled bilinearly
+        to ``image_size`` (``side`` without one)."""
+        low = self.net(z)[:, : self.values].reshape(z.shape[0], -1, self.side, self.side)
+        if self.image_size is None:
+            return low
+        return F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+
+    def mean(self, z: Tensor) -> Tensor:
+        """The Gaussian's mean ``[B, C, side, side]``: :meth:`image` averaged back to ``side x side``."""
+        image = self.image(z)
+        return image if self.image_size is None else F.adaptive_avg_pool2d(image, self.side)
+
+    def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x_low | z)`` in nats per image ``[B]`` (class docstring)."""
+        low = F.adaptive_avg_pool2d(x.to(z.dtype) / 127.5 - 1.0, self.side).flatten(1)
+        log_scale = self.net(z)[:, self.values:]
+        return gaussian_logprob(low, self.mean(z).flatten(1), 2 * log_scale.clamp(min=LOW_PASS_MIN_LOG_SCALE))

@@ -441,15 +441,19 @@ class Trainer:
     def _stop_before_step(self, bar: Any) -> bool:
         """Whether the loop ends before the next step, decided alike on every rank: ``True`` at the time
         limit (``train.time_limit_s`` bounds the run's wall time, set-up included; the final
-        evaluation, as long as the last one, is to fit in it too, unless this step was just
-        evaluated). After a signal or a failed callback it writes the checkpoint of the last finished
-        step and raises.
+        evaluation, as long as the last one, is to fit in it too: a step right after an evaluation
+        is taken only if its own final evaluation would still fit, else the run ends on that
+        evaluation). After a signal or a failed callback it writes the checkpoint of the last
+        finished step and raises.
 
         Raises:
             CallbackError: a callback failed (rank 0's). TrainingInterrupted: a signal arrived.
         """
         tc, ctx, device, step = self.tc, self.ctx, self.device, self.step
-        reserve = self.clock.cost if self.last.get("step") != step else 0.0
+        evaluated = self.last.get("step") == step
+        # Another step would need its own final evaluation, so the reserve holds even right after an
+        # evaluation (stopping there ends the run on it); only the set-up's step 0 trains regardless.
+        reserve = 0.0 if evaluated and step == 0 else self.clock.cost
         in_time = tc.time_limit_s is None or self.wall() + reserve <= tc.time_limit_s
         signals = self.prepared.signals
         if ctx.all_true(in_time and signals.signum is None and self.hooks.ok, device):
@@ -472,7 +476,8 @@ class Trainer:
             progress_log.info("%s", msg)
             raise TrainingInterrupted(msg, int(signum or signal.SIGTERM), step)
         log.info("time limit of %.0f s reached at step %d: wall time %.1f s (set-up included)%s", tc.time_limit_s,
-                 step, self.wall(), f" and {reserve:.1f} s for the final evaluation" if reserve else "")
+                 step, self.wall(), f" and {reserve:.1f} s for the final evaluation" if reserve and not evaluated
+                 else " (this step's evaluation is the final one)" if evaluated else "")
         if step == 0:
             log.warning("train.time_limit_s=%g was spent before the first step (set-up took %.1f s): nothing "
                         "was trained; raise the limit", tc.time_limit_s, self.t_loop - self.prepared.t_start)

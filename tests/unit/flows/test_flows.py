@@ -48,10 +48,11 @@ from flowvae.flows.base import Flow
 from flowvae.flows.dequant import _ElementwiseAffine
 from flowvae.flows.glow import _TailActNorm
 from flowvae.models import BTCVAE, BTCVAEConfig, FlowVAEConfig, create_model
-from flowvae.models.flowvae import _PriorConditionedDecoder
+from flowvae.models.flowvae import _LowPassShiftDecoder, _PriorConditionedDecoder
 from flowvae.models.multistage import _StageTwoDecoder
 from flowvae.networks.coupling_nets import ConvCouplingNet, MLPCouplingNet
 from flowvae.networks.layers import ZeroWeightNormConv2d, ZeroWeightNormLinear
+from flowvae.networks.pixel_decoder import LowPassDecoder
 
 # ----------------------------------------------------------------------------------------------
 # helpers
@@ -229,6 +230,10 @@ def _cases() -> list:
             flat_output=True),
         "stage-two-decoder": Case(_randomised(_stage_two_decoder, **GENTLE), (1, 4, 4), cond_dim=3,
                                   flat_output=True),
+        # z's predicted low-pass image taken from x before the flow (model.low_pass_shift)
+        "low-pass-shift-decoder": Case(
+            _randomised(lambda: _LowPassShiftDecoder(_tiny_glow(3), LowPassDecoder(3, 1, 2, 8, 4)), **GENTLE), (1, 4, 4),
+            cond_dim=3, flat_output=True),
     }
     for pattern in ("continuous", "alternate"):
         for swap in (False, True):

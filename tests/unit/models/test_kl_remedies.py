@@ -393,3 +393,102 @@ def test_the_auxiliary_decoder_is_a_labelled_departure_refused_without_z():
     for kind in ("refined_glow", "glow"):
         with pytest.raises(ConfigError, match="model.aux_decoder_weight applies to the kinds with a global code z"):
             FlowVAEConfig(kind=kind, aux_decoder_weight=1.0)  # type: ignore[arg-type]
+
+
+def test_the_low_pass_auxiliary_decoder_models_only_the_pooled_image():
+    from flowvae.networks.pixel_decoder import LOW_PASS_MIN_LOG_SCALE, LowPassDecoder  # noqa: PLC0415
+
+    model = _flow(aux_decoder_weight=3.0, aux_low_pass=2)
+    assert isinstance(model.aux_decoder, LowPassDecoder)
+    assert model.cfg.departures()[0] == ("an auxiliary decoder's -log p(x_low|z) of the image average-pooled "
+                                         "to 2x2 at weight 3 in the loss")
+    dec, x, z = model.aux_decoder, _images(8, 8), torch.randn(8, 4)
+    # by hand: the 2x2 means of the 4x4 blocks on the [-1, 1] scale, under the decoder's Gaussian
+    low = (x.double() / 127.5 - 1).reshape(8, 1, 2, 4, 2, 4).mean(dim=(3, 5)).flatten(1)
+    mean, log_sd = dec.net(z).detach().double().chunk(2, 1)
+    log_sd = log_sd.clamp(min=LOW_PASS_MIN_LOG_SCALE)
+    want = (-0.5 * ((low - mean) / log_sd.exp()) ** 2 - log_sd - 0.5 * math.log(2 * math.pi)).sum(1)
+    torch.testing.assert_close(dec.log_prob(x, z).double(), want, rtol=1e-5, atol=1e-4)
+    # images with the same block means are alike to it, whatever their detail
+    detail = x.clone()
+    detail[:, :, 0, 0], detail[:, :, 0, 1] = x[:, :, 0, 1], x[:, :, 0, 0]
+    assert not torch.equal(detail, x)
+    torch.testing.assert_close(dec.log_prob(detail, z), dec.log_prob(x, z))
+    # the floor: a code cannot be rewarded for describing the pooled image beyond one 8-bit bin
+    with torch.no_grad():
+        dec.net[-1].bias[4:] = -50.0
+    assert float(dec.log_prob(x, z).detach().max()) <= 4 * (-LOW_PASS_MIN_LOG_SCALE - 0.5 * math.log(2 * math.pi)) + 1e-4
+    loss, stats = model.loss(x, _gen())
+    assert "aux" in stats and torch.isfinite(loss)
+    with pytest.raises(ConfigError, match=r"model.aux_low_pass=16 is above the image side 8"):
+        FlowVAEConfig(**{**FLOW, "aux_decoder_weight": 1.0, "aux_low_pass": 16})
+
+
+# ----------------------------------------------------------------------------------------------
+# the low-pass shift: v = f(x - m(z); z)
+
+
+def test_the_low_pass_shift_starts_as_the_paper_model_and_keeps_the_bound_exact():
+    plain = _flow()
+    _scramble_encoder(plain)
+    shifted = FlowVAE(plain.cfg.replace(low_pass_shift=2, aux_decoder_weight=5.0))
+    assert shifted.aux_decoder is None  # the low-pass decoder is the decoder's own
+    weights = {("decoder.glow." + k[len("decoder."):] if k.startswith("decoder.") else k): t
+               for k, t in plain.state_dict().items()}
+    missing = shifted.load_state_dict(weights, strict=False).missing_keys
+    assert missing and all(k.startswith("decoder.low.") for k in missing)
+    x = _images(8, 8)
+    # the low-pass decoder's last layer starts at zero: an untrained model computes the paper's bound
+    torch.testing.assert_close(shifted.log_weights(shifted.to_bins(x), 2, _gen())["log_w"],
+                               plain.log_weights(plain.to_bins(x), 2, _gen())["log_w"])
+    with torch.no_grad():
+        shifted.decoder.low.net[-1].weight.normal_(0, 0.2)  # type: ignore[union-attr,index]
+    z, v = shifted.encode(x)
+    assert torch.equal(shifted.decode(z, v), x)  # still exact
+    # the bound changed only through the flow's input: log p = log N(f(x - m(z); z)) + log|det| of the Glow
+    bins = shifted.to_bins(x)
+    centres = shifted.centres(bins)
+    shift = shifted.decoder.low_pass(z).detach()  # type: ignore[union-attr,operator]
+    assert shift.shape == x.shape
+    v_glow, ld_glow = shifted.decoder.glow(centres - shift, z)  # type: ignore[union-attr,operator]
+    v_all, ld_all = shifted.decoder(centres, z)
+    torch.testing.assert_close(v_all, v_glow)
+    torch.testing.assert_close(ld_all, ld_glow)
+    # switching z moves the added low-pass image and nothing else of the decode's input
+    x2 = shifted.decode(z.flip(0), v)
+    assert not torch.equal(x2, x)
+    # the shift is the low-pass decoder's mean, halved to the flow's [-0.5, 0.5] pixel scale and
+    # upsampled bilinearly, so that it has no steps at the 4x4 block edges, while its 4x4 block means
+    # are the mean that the auxiliary term fits
+    out = shifted.decoder.low.net(z)[:, :4].reshape(8, 1, 2, 2).detach()  # type: ignore[union-attr,operator]
+    torch.testing.assert_close(shift, 0.5 * torch.nn.functional.interpolate(out, size=(8, 8), mode="bilinear"))
+    torch.testing.assert_close(torch.nn.functional.avg_pool2d(shift, 4),
+                               0.5 * shifted.decoder.low.mean(z))  # type: ignore[union-attr,operator]
+    assert float((shift[..., 3] - shift[..., 4]).abs().max()) < float((out[..., 0] - out[..., 1]).abs().max()) / 2
+    # and the loss trains that decoder's -log p(x_low | z): what ties the shift to the image's layout
+    loss, stats = shifted.loss(x, _gen())
+    with torch.no_grad():
+        zl = shifted.log_weights(shifted.to_bins(x), 1, _gen())["z"][:, 0]
+        nll = -shifted.decoder.low.log_prob(x, zl).mean()  # type: ignore[union-attr,operator]
+    torch.testing.assert_close(stats["aux"], nll)
+    # only that term trains it: the likelihood passes it no gradient, the auxiliary term does
+    low_params = list(shifted.decoder.low.parameters())  # type: ignore[union-attr,operator]
+    bound = shifted.log_weights(shifted.to_bins(x), 1, _gen())["log_w"].sum()
+    assert all(g is None for g in torch.autograd.grad(bound, low_params, allow_unused=True))
+    assert all(g is not None and g.abs().sum() > 0 for g in torch.autograd.grad(loss, low_params[-2:]))
+    assert shifted.cfg.departures()[:2] == [
+        "a decoder that subtracts the 2x2 low-pass image the auxiliary decoder predicts from z before the flow",
+        "an auxiliary decoder's -log p(x_low|z) of the image average-pooled to 2x2 at weight 5 in the loss"]
+
+
+def test_the_low_pass_shift_is_refused_where_it_does_not_apply():
+    with pytest.raises(ConfigError, match="model.low_pass_shift applies to the flowvae kind"):
+        FlowVAEConfig(**{**FLOW, "kind": "z_prior", "low_pass_shift": 2, "aux_decoder_weight": 1.0})
+    with pytest.raises(ConfigError, match="model.aux_decoder_weight applies to the kinds with a global code z"):
+        FlowVAEConfig(**{**FLOW, "kind": "glow", "low_pass_shift": 2, "aux_decoder_weight": 1.0})
+    with pytest.raises(ConfigError, match=r"model.low_pass_shift=9 is above the image side 8"):
+        FlowVAEConfig(**{**FLOW, "low_pass_shift": 9, "aux_decoder_weight": 1.0})
+    with pytest.raises(ConfigError, match="set model.aux_decoder_weight above 0 too"):
+        FlowVAEConfig(**{**FLOW, "low_pass_shift": 2})
+    with pytest.raises(ConfigError, match="model.aux_low_pass=4 differs from model.low_pass_shift=2"):
+        FlowVAEConfig(**{**FLOW, "low_pass_shift": 2, "aux_low_pass": 4, "aux_decoder_weight": 1.0})

@@ -137,3 +137,22 @@ def test_time_based_evaluations_take_at_most_their_share_of_the_run(share, since
     assert Trainer._evaluation_due(fake) is due  # type: ignore[arg-type]
     fake.eval_every_s = None
     assert Trainer._evaluation_due(fake) is False  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("step, evaluated_at, wall, stops", [
+    (2000, 2000, 95.0, True),    # just evaluated, and a further step's final evaluation would not fit: end on it
+    (2000, 2000, 85.0, False),   # it still fits: train on
+    (2001, 2000, 95.0, True),    # not evaluated: stop, keeping the time of the final evaluation
+    (0, 0, 95.0, False),         # the set-up's step 0 trains one step regardless
+])
+def test_the_time_limit_does_not_repeat_an_evaluation_one_step_later(step, evaluated_at, wall, stops):
+    from types import SimpleNamespace
+
+    from flowvae.training.trainer import EvalClock, Trainer
+
+    fake = SimpleNamespace(tc=SimpleNamespace(time_limit_s=100.0), step=step, device="cpu",
+                           ctx=SimpleNamespace(all_true=lambda ok, device: ok), last={"step": evaluated_at},
+                           clock=EvalClock(start=0.0, end=0.0, cost=10.0), wall=lambda: wall,
+                           prepared=SimpleNamespace(signals=SimpleNamespace(signum=None), t_start=0.0),
+                           hooks=SimpleNamespace(ok=True), t_loop=0.0)
+    assert Trainer._stop_before_step(fake, None) is stops  # type: ignore[arg-type]
