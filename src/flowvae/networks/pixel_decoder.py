@@ -139,21 +139,28 @@ class LowPassDecoder(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
-    def image(self, z: Tensor) -> Tensor:
-        """The predicted low-pass image ``[B, C, S, S]`` on the ``[-1, 1]`` scale, upsampled bilinearly
-        to ``image_size`` (``side`` without one)."""
-        low = self.net(z)[:, : self.values].reshape(z.shape[0], -1, self.side, self.side)
+    def _upsampled(self, out: Tensor) -> Tensor:
+        low = out[:, : self.values].reshape(out.shape[0], -1, self.side, self.side)
         if self.image_size is None:
             return low
         return F.interpolate(low, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
 
+    def _mean(self, out: Tensor) -> Tensor:
+        image = self._upsampled(out)
+        return image if self.image_size is None else F.adaptive_avg_pool2d(image, self.side)
+
+    def image(self, z: Tensor) -> Tensor:
+        """The predicted low-pass image ``[B, C, S, S]`` on the ``[-1, 1]`` scale, upsampled bilinearly
+        to ``image_size`` (``side`` without one)."""
+        return self._upsampled(self.net(z))
+
     def mean(self, z: Tensor) -> Tensor:
         """The Gaussian's mean ``[B, C, side, side]``: :meth:`image` averaged back to ``side x side``."""
-        image = self.image(z)
-        return image if self.image_size is None else F.adaptive_avg_pool2d(image, self.side)
+        return self._mean(self.net(z))
 
     def log_prob(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x_low | z)`` in nats per image ``[B]`` (class docstring)."""
         low = F.adaptive_avg_pool2d(x.to(z.dtype) / 127.5 - 1.0, self.side).flatten(1)
-        log_scale = self.net(z)[:, self.values:]
-        return gaussian_logprob(low, self.mean(z).flatten(1), 2 * log_scale.clamp(min=LOW_PASS_MIN_LOG_SCALE))
+        out = self.net(z)  # once: the mean and the log standard deviations share it
+        log_scale = out[:, self.values:].clamp(min=LOW_PASS_MIN_LOG_SCALE)
+        return gaussian_logprob(low, self._mean(out).flatten(1), 2 * log_scale)
