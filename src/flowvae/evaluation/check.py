@@ -24,6 +24,10 @@ from ..flows.conv1x1 import InvertibleConv1x1
 from ..models.base import GenerativeModel
 from ..runs.records import CheckItem, CheckResult
 from .sampling import draw_samples, sample_health
+from .saturation import NARROW_STD, RANGE_FACTOR, saturation_origin
+
+NARROW_WARNING_FRACTION = 0.05
+"""Above this share of narrow latent dimensions the record blames the prior's spread."""
 
 __all__ = ["check_model"]
 
@@ -106,6 +110,30 @@ def _samples(model: GenerativeModel, n: int, seed: int) -> CheckItem:
     return _record("samples", ok, detail, warning=True if level == "warn" else None, stats=stats)
 
 
+def _saturation_origin(model: GenerativeModel, images: Tensor, n: int, seed: int) -> CheckItem:
+    """Where the samples check's saturated samples start to diverge (:func:`saturation_origin`)."""
+    found = saturation_origin(model, images, n, 1.0, seed)
+    starts = ", ".join(f"{place} ({count})" for place, count in found["first_departure"].items()) or "none"
+    detail = (f"{found['saturated']} of {n} samples at temperature 1 saturated; they first leave {RANGE_FACTOR:g} "
+              f"times the range the test images reach at: {starts}")
+    if found["unattributed"]:
+        detail += f", {found['unattributed']} without leaving it before saturating"
+    if found["narrow_fraction"] is not None:
+        lo, hi = found["latent_std_range"]
+        if found["narrow_fraction"] >= NARROW_WARNING_FRACTION:
+            detail += (f". The latent of the test images is narrower than the prior (standard deviation below "
+                       f"{NARROW_STD:g}) in {100 * found['narrow_fraction']:.0f}% of its dimensions (from {lo:.3g} to "
+                       f"{hi:.3g}), where samples at temperature 1 lie beyond the data")
+        else:
+            detail += (f". The latent of the test images has about the prior's spread (standard deviation "
+                       f"{lo:.3g} to {hi:.3g} per dimension): the samples leave the data where the coupling "
+                       f"networks extrapolate, not through the prior")
+    at = ", ".join(f"{count} at {t}" for t, count in found["saturated_at"].items())
+    detail += (f". Saturated samples at lower temperatures: {at}. Train longer, or sample at a "
+               f"temperature that does not saturate (flowvae sample --temperature)")
+    return _record("where samples saturate", True, detail, warning=True, origin=found)
+
+
 def check_model(model: GenerativeModel, images: Tensor, seed: int = 0, tol: float = 1e-4) -> CheckResult:
     """Verify a trained model on real test images.
 
@@ -114,7 +142,9 @@ def check_model(model: GenerativeModel, images: Tensor, seed: int = 0, tol: floa
     float64 ``slogdet``; for kinds with exact codes, the uint8 round trip ``decode(encode(x)) == x``
     and the continuous inverse error in units of one quantisation bin; finite bounds (bits/dim)
     for every image; samples at temperature 1 (:func:`~flowvae.evaluation.sampling.sample_health`:
-    NaN/Inf pixels fail, saturated or mostly clamped samples warn). Checks that concern layers or
+    NaN/Inf pixels fail, saturated or mostly clamped samples warn); where samples saturated, for
+    kinds with exact codes, where their inverse starts to diverge and how narrow the test images'
+    latent is against the prior (:func:`~flowvae.evaluation.saturation.saturation_origin`). Checks that concern layers or
     capabilities a model does not have are left out.
 
     Args:
@@ -134,8 +164,15 @@ def check_model(model: GenerativeModel, images: Tensor, seed: int = 0, tol: floa
     if any(isinstance(m, InvertibleConv1x1) for m in model.modules()):
         checks.append(_inverses(model, tol))
     round_trip = (lambda: _round_trip(model, images)) if model.capabilities.exact_codes else (lambda: [])
-    for fn in (round_trip, lambda: [_likelihood(model, images, seed)],
-               lambda: [_samples(model, min(len(images), 16), seed)]):
+    n = min(len(images), 16)
+
+    def origin() -> list[CheckItem]:
+        samples = checks[-1]
+        saturated = (samples.stats or {}).get("saturated_samples") if samples.name == "samples" else None
+        if not saturated or not model.capabilities.exact_codes or len(images) < 2:
+            return []
+        return [_saturation_origin(model, images, n, seed)]
+    for fn in (round_trip, lambda: [_likelihood(model, images, seed)], lambda: [_samples(model, n, seed)], origin):
         try:
             checks.extend(fn())
         except (RuntimeError, ValueError) as e:  # a broken model may fail inside torch

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from .base import Flow
 
 __all__ = ["ChannelSplit", "AffineCoupling", "bounded_log_scale", "affine_inverse", "track_saturation",
-           "saturated_samples", "INVERSE_LIMIT"]
+           "saturated_samples", "track_ranges", "INVERSE_LIMIT"]
 
 INVERSE_LIMIT = 2.0**40
 """Magnitude at which the inverse of an affine coupling saturates, ``2**40`` (about 1.1e12, exact
@@ -61,6 +61,37 @@ def track_saturation() -> Iterator[list[Tensor]]:
         yield masks
     finally:
         _saturation.reset(token)
+
+
+# (coupling, per-sample max |x_b|) of every coupling run while track_ranges() is active.
+_ranges: ContextVar[list[tuple[AffineCoupling, Tensor]] | None] = ContextVar("flowvae_coupling_ranges", default=None)
+
+
+@contextmanager
+def track_ranges() -> Iterator[list[tuple[AffineCoupling, Tensor]]]:
+    """Record how large every :class:`AffineCoupling`'s data-side half gets inside the ``with`` block.
+
+    Yields a list that each coupling's forward and inverse pass appends ``(layer, m)`` to, ``m``
+    the per-sample ``max |x_b|`` ``[B]`` (float32, detached) of the half it transforms, on the data
+    side: the forward pass's input, the inverse pass's output. Comparing the inverse of samples
+    with the forward pass of real images shows at which coupling a sample leaves the range the
+    data reach (:mod:`flowvae.evaluation.saturation`). Context-local, like :func:`track_saturation`.
+    """
+    records: list[tuple[AffineCoupling, Tensor]] = []
+    token = _ranges.set(records)
+    try:
+        yield records
+    finally:
+        _ranges.reset(token)
+
+
+def _record_range(layer: AffineCoupling, x_b: Tensor) -> None:
+    if torch.compiler.is_compiling():  # the compiled training forward never records; keeps dynamo off the ContextVar
+        return
+    records = _ranges.get()
+    if records is not None:
+        records.append((layer, x_b.detach().flatten(1).abs().amax(1).float()))
+
 
 def saturated_samples(masks: list[Tensor], n: int) -> Tensor:
     """OR the masks :func:`track_saturation` collected for one batch of ``n`` samples: bool ``[n]``
@@ -214,6 +245,7 @@ class AffineCoupling(Flow):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x_a, x_b = self.splitter.split(x)
+        _record_range(self, x_b)
         log_s, b = self._params(x_a, cond)
         if log_s is None:
             return self.splitter.merge(x_a, x_b + b), x.new_zeros(x.shape[0])
@@ -223,9 +255,10 @@ class AffineCoupling(Flow):
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         y_a, y_b = self.splitter.split(y)
         log_s, b = self._params(y_a, cond)
-        if log_s is None:
-            return self.splitter.merge(y_a, y_b - b), y.new_zeros(y.shape[0])
-        return self.splitter.merge(y_a, affine_inverse(y_b, b, log_s)), -log_s.flatten(1).sum(1)
+        x_b = y_b - b if log_s is None else affine_inverse(y_b, b, log_s)
+        _record_range(self, x_b)
+        logdet = y.new_zeros(y.shape[0]) if log_s is None else -log_s.flatten(1).sum(1)
+        return self.splitter.merge(y_a, x_b), logdet
 
     def extra_repr(self) -> str:
         s = self.splitter

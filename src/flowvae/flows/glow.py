@@ -206,6 +206,7 @@ class ConditionalGlow(Flow):
         if architecture not in ("refined", "glow"):
             raise ValueError(f"architecture must be 'refined' or 'glow', got {architecture!r}")
         self.cond_dim = cond_dim
+        self.architecture = architecture
         self.squeeze = Squeeze()
         self.in_shape = (in_channels, image_size, image_size)
         # Recompute activations from the layer outputs in the backward pass (flat memory in depth).

@@ -478,6 +478,8 @@ class CheckItem(Record):
         max_error_bins: (inverse accuracy) the largest continuous round-trip error, in bins.
         bpd: (finite log-likelihoods) the mean negative ELBO, bits/dim.
         stats: (samples) the samples' pixel statistics.
+        origin: (where samples saturate) :func:`~flowvae.evaluation.saturation.saturation_origin`'s
+            record.
     """
 
     name: str
@@ -491,6 +493,7 @@ class CheckItem(Record):
     max_error_bins: float | None = None
     bpd: float | None = None
     stats: dict[str, Any] | None = None
+    origin: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -178,13 +178,59 @@ def test_the_density_is_unchanged(model, monkeypatch, test_images):
 def test_check_warns_on_an_unstable_model_instead_of_failing(model, test_images):
     res = check_model(model, test_images[:16])
     by_name = {c["name"]: c for c in res["checks"]}
-    assert res["ok"] and res["warnings"] == ["samples"]
+    assert res["ok"] and res["warnings"] == ["samples", "where samples saturate"]
     rec = by_name["samples"]
     assert rec["ok"] and rec["warning"] is True
     assert "clamped" in rec["detail"] and "undertrained or unstable" in rec["detail"]
     assert rec["stats"]["nonfinite_pixels"] == 0 and rec["stats"]["samples"] == 16
-    assert all(c["ok"] and not c.get("warning") for n, c in by_name.items() if n != "samples")
+    # The same 16 draws, traced back to where each saturated one first left the data's range.
+    origin = by_name["where samples saturate"]["origin"]
+    assert origin["saturated"] == rec["stats"]["saturated_samples"] > 0
+    assert sum(origin["first_departure"].values()) + origin["unattributed"] == origin["saturated"]
+    assert all(place.startswith(("decoder level", "prior of z")) for place in origin["first_departure"])
+    assert 0 <= origin["narrow_fraction"] <= 1 and set(origin["saturated_at"]) == {"0.9", "0.8", "0.7"}
+    assert all(c["ok"] and not c.get("warning") for n, c in by_name.items() if not n.startswith(("samples", "where")))
     json.dumps(res.to_dict(), allow_nan=False)
+
+
+def _collapse_one_coupling(model, level_name: str) -> None:
+    """Give the last coupling at ``level_name`` a scale of about 1e-17 whatever its input: its
+    inverse multiplies by 1e17, past the saturation limit, while every other coupling of a fresh
+    model is the identity (zero-initialised last layers). The last of its level, so that no
+    coupling the inverse runs before it sees data the collapse has shrunk: a sample leaves the
+    data's range there first."""
+    from flowvae.evaluation.saturation import coupling_places
+
+    places = coupling_places(model)
+    layer = [m for m in model.decoder.modules() if isinstance(m, AffineCoupling) and places[id(m)] == level_name][-1]
+    with torch.no_grad():
+        layer.net.conv3.bias[: layer.splitter.size_b].fill_(-40.0)
+
+
+@pytest.mark.parametrize("level", ["decoder level 1 of 3", "decoder level 2 of 3"])
+def test_saturation_origin_names_the_level_where_samples_leave_the_data(test_images, level):
+    from flowvae.evaluation.saturation import saturation_origin
+    from flowvae.flows import data_init
+
+    fresh = create_model(resolve("digits", list(FLOW)))
+    with torch.no_grad(), data_init(fresh):  # unit-variance activations, as training starts
+        fresh.loss(test_images, torch.Generator().manual_seed(0))
+    fresh.eval()
+    found = saturation_origin(fresh, test_images, n=8)
+    assert found["saturated"] == 0 and found["first_departure"] == {}
+    _collapse_one_coupling(fresh, level)
+    found = saturation_origin(fresh, test_images, n=8)
+    assert found["saturated"] == 8 and found["first_departure"] == {level: 8} and found["unattributed"] == 0
+    assert found["saturated_at"] == {"0.9": 8, "0.8": 8, "0.7": 8}
+
+
+def test_coupling_places_count_levels_of_both_architectures():
+    from flowvae.evaluation.saturation import coupling_places
+
+    refined = create_model(resolve("digits", list(FLOW)))
+    assert set(coupling_places(refined).values()) == {"decoder level 1 of 3", "decoder level 2 of 3", "prior of z"}
+    glow = create_model(resolve("digits", ["model.kind=glow", "model.steps=[1,1]", "model.hidden=[8,8]"]))
+    assert set(coupling_places(glow).values()) == {"decoder level 0 of 2", "decoder level 1 of 2"}
 
 
 def test_check_still_fails_a_broken_model(model, test_images):
@@ -290,7 +336,7 @@ def test_pixel_stats_counts_what_the_quantiser_clips():
 
 
 def test_cli_check_and_sample_report_the_warning(unstable_run, tmp_path, capsys):
-    """Through the command line: `check` exits 0 with `samples` among its warnings, and `sample`
+    """Through the command line: `check` exits 0 with `samples` and where they saturate among its warnings, and `sample`
     prints the counts of each grid in --json and writes samples/sample_stats.json."""
     import json
 
@@ -298,7 +344,7 @@ def test_cli_check_and_sample_report_the_warning(unstable_run, tmp_path, capsys)
 
     assert main(["check", str(unstable_run), "--device", "cpu", "--limit", "8", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["warnings"] == ["samples"]
+    assert res["warnings"] == ["samples", "where samples saturate"]
     out = tmp_path / "grids"
     assert main(["sample", str(unstable_run), "--device", "cpu", "-t", "1.0", "-n", "64", "--out", str(out),
                  "--json"]) == 0
@@ -307,3 +353,15 @@ def test_cli_check_and_sample_report_the_warning(unstable_run, tmp_path, capsys)
     stats = next(iter(res["stats"].values())) if isinstance(res["stats"], dict) else res["stats"][0]
     assert stats["nonfinite_pixels"] == 0 and stats["saturated_samples"] >= 1
     assert (out / "sample_stats.json").is_file()
+
+
+@pytest.mark.parametrize("narrow, says", [(0.3, "narrower than the prior"), (0.0, "about the prior's spread")])
+def test_check_blames_the_prior_only_when_the_latent_is_narrow(model, test_images, monkeypatch, narrow, says):
+    import flowvae.evaluation.check as check
+
+    record = {"samples": 16, "saturated": 3, "temperature": 1.0, "first_departure": {"decoder level 2 of 3": 3},
+              "unattributed": 0, "narrow_fraction": narrow, "latent_std_range": [0.1, 1.2],
+              "saturated_at": {"0.9": 2, "0.8": 1, "0.7": 0}}
+    monkeypatch.setattr(check, "saturation_origin", lambda *a, **k: record)
+    detail = {c["name"]: c for c in check.check_model(model, test_images[:16])["checks"]}["where samples saturate"]["detail"]
+    assert says in detail and "decoder level 2 of 3 (3)" in detail and "2 at 0.9, 1 at 0.8, 0 at 0.7" in detail
