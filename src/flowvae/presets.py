@@ -71,13 +71,15 @@ def _mnist() -> Config:
 def _cifar10_small() -> Config:
     """The paper's CIFAR-10 family sized for a CPU, trained in bf16 + channels-last where the CPU has
     bfloat16 in hardware (``train.precision=auto``: a step 1.47 times faster on the project's CPU,
-    ``benchmarks/bench.py --presets cifar10-small --modes fp32 bf16+cl``)."""
+    ``benchmarks/bench.py --presets cifar10-small --modes fp32 bf16+cl``), in batches of 32: side by
+    side with 64 ahead by 0.45, 0.15 and 0.17 test bits/dim after 5, 10 and 20 minutes on one core
+    each (docs/speed.md, 2026-12-07)."""
     return Config(
         name="cifar10-small",
         model=FlowVAEConfig(in_channels=3, image_size=32, steps=[2, [4, 4], 4], hidden=[16, 128, 128],
                           d_z=64, encoder_widths=[32, 64, 64], prior_steps=2, prior_hidden=128),
         data=DataConfig(dataset="cifar10-jpeg", n_bits=8, flip=True, crop_pad=0),
-        train=TrainConfig(steps=20000, batch_size=64, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
+        train=TrainConfig(steps=20000, batch_size=32, lr=1e-3, warmup_steps=100, lr_decay=0.99995,
                           init_batch_size=512, eval_every=1000, eval_images=2000, probe_images=2000,
                           checkpoint_every=1000, precision="auto"),
     )
@@ -210,8 +212,10 @@ def _mnist_global() -> Config:
 
 def _cifar10_small_global() -> Config:
     """``cifar10-small`` with the recipe of :func:`_global`: the switch's low frequencies and colour
-    follow z, its high frequencies v."""
-    return _global(_cifar10_small, "cifar10-small-global")
+    follow z, its high frequencies v. In batches of 64, as measured (docs/speed.md)."""
+    cfg = _global(_cifar10_small, "cifar10-small-global")
+    cfg.train.batch_size = 64
+    return cfg
 
 
 def _digits_vae() -> Config:
