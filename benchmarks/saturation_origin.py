@@ -27,18 +27,10 @@ import torch
 
 from flowvae.config import load_config
 from flowvae.data.streaming import head_images
-from flowvae.evaluation.saturation import saturation_origin
+from flowvae.evaluation.saturation import dequantised_codes, saturation_origin
 from flowvae.models import create_model
 from flowvae.runs import load_run
 from flowvae.runs.data import load_data
-
-
-@torch.no_grad()
-def _local_codes(model, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """v of dequantised images (z: the posterior mean), as the bound scores it."""
-    bins = model.to_bins(images)
-    z = model.posterior(bins)[0] if model.uses_z else None
-    return model.decoder(model.dequantize(bins, gen)[0], z)[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     test = head_images(load_data(cfg, "test"), args.images)
     found = saturation_origin(model, test, n=args.samples)
     gen = torch.Generator().manual_seed(0)
-    v_train, v_test = _local_codes(model, train, gen), _local_codes(model, test, gen)
+    v_train, v_test = dequantised_codes(model, train, gen), dequantised_codes(model, test, gen)
     mean, std = v_train.mean(0), v_train.std(0)
     fitted = (0.5 * ((v_test - mean) / std) ** 2 + std.log()).sum(1).mean()
     standard = (0.5 * v_test ** 2).sum(1).mean()

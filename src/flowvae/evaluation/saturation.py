@@ -22,7 +22,7 @@ from ..flows.coupling import AffineCoupling, track_ranges
 from ..flows.glow import ConditionalGlow, FlowPrior
 from ..models.base import GenerativeModel
 
-__all__ = ["RANGE_FACTOR", "NARROW_STD", "coupling_places", "saturation_origin"]
+__all__ = ["RANGE_FACTOR", "NARROW_STD", "coupling_places", "dequantised_codes", "saturation_origin"]
 
 RANGE_FACTOR = 2.0
 """A sample has left the data's range at a coupling once its values there exceed this many times
@@ -55,6 +55,18 @@ def coupling_places(model: nn.Module) -> dict[int, str]:
                     places.update({id(m): f"decoder level {level} of {total}"
                                    for m in module.flows[arg].modules() if isinstance(m, AffineCoupling)})
     return places
+
+
+@torch.no_grad()
+def dequantised_codes(model: GenerativeModel, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """v ``[N, C*H*W]`` of uint8 ``images`` dequantised as the bound dequantises them (z: the
+    posterior mean), for a flow kind (``model.capabilities.exact_codes``): the distribution the
+    prior N(0, I) is fitted to. ``encode`` puts x at the bin centres instead, where a constant
+    background has a spread of exactly 0."""
+    flow: Any = model  # the exact-code kinds are flow decoders, whose parts the base contract does not declare
+    bins = flow.to_bins(images)
+    z = flow.posterior(bins)[0] if flow.uses_z else None
+    return flow.decoder(flow.dequantize(bins, generator)[0], z)[0]
 
 
 @torch.no_grad()
@@ -119,13 +131,7 @@ def saturation_origin(model: GenerativeModel, images: Tensor, n: int = 16, tempe
             first[place] += 1
     narrow, std_range = None, None
     if model.capabilities.exact_codes:
-        # v of dequantised images, the distribution the prior N(0, I) was fitted to: at the bin
-        # centres (what encode gives) a constant background has a spread of exactly 0.
-        flow: Any = model  # the exact-code kinds are flow decoders, whose parts the base contract does not declare
-        bins = flow.to_bins(images)
-        z = flow.posterior(bins)[0] if flow.uses_z else None
-        v, _ = flow.decoder(flow.dequantize(bins, gen)[0], z)
-        std = v.float().std(0)
+        std = dequantised_codes(model, images, gen).float().std(0)
         narrow = float((std < NARROW_STD).float().mean())
         std_range = [float(std.min()), float(std.max())]
     return {"samples": n, "saturated": int(saturated.sum()), "temperature": float(temperature),
