@@ -7,7 +7,10 @@ Each job is a process of its own, pinned to one core (``os.sched_setaffinity``) 
 largest budget; when its wall time (set-up included: data, model, initialisation) crosses a budget
 it copies its weights, and the copy's time is left out of the clock. After training, every copy is
 scored on the same ``--test-images`` test images (negative ELBO for the kinds with a global code,
-exact likelihood for the flows; uniform dequantisation with a fixed seed; bits/dim).
+exact likelihood for the flows; uniform dequantisation with a fixed seed; bits/dim). A job of ours
+with Polyak averaging (``train.ema_decay``) is scored on the averaged weights, which its runs report,
+and its copies of the last update's weights are scored beside them (``test_bpd_last_update``): the
+averaging's gain along one trajectory.
 
 Jobs:
 
@@ -69,12 +72,17 @@ class _Marks:
     def due(self) -> bool:
         return len(self.taken) < len(self.budgets) and self.wall() >= self.budgets[len(self.taken)]
 
-    def take(self, state_dict: dict[str, torch.Tensor], step: int) -> None:
+    def take(self, state_dict: dict[str, torch.Tensor], step: int,
+             last_update: dict[str, torch.Tensor] | None = None) -> None:
         t = time.time()
         budget = self.budgets[len(self.taken)]
         path = self.out / f"weights_{budget:g}.pt"
         torch.save({k: v.detach().clone() for k, v in state_dict.items()}, path)
-        self.taken.append({"budget_s": budget, "wall_s": round(self.wall(), 2), "step": step, "file": str(path)})
+        mark = {"budget_s": budget, "wall_s": round(self.wall(), 2), "step": step, "file": str(path)}
+        if last_update is not None:
+            mark["file_last_update"] = str(self.out / f"weights_last_update_{budget:g}.pt")
+            torch.save({k: v.detach().clone() for k, v in last_update.items()}, mark["file_last_update"])
+        self.taken.append(mark)
         self.paused += time.time() - t
 
     def done(self) -> bool:
@@ -93,7 +101,9 @@ def _ours(job: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     class Snap(Callback):
         def on_step(self, state: Any, metrics: dict[str, float]) -> None:
-            if marks.due():
+            if marks.due() and state.averaged is not None:  # the weights the run reports, and the last update's
+                marks.take(state.averaged, state.step, last_update=state.model.state_dict())
+            elif marks.due():
                 marks.take(state.model.state_dict(), state.step)
 
     sets = [f"model.kind={kind}", f"train.time_limit_s={max(args.budgets) + 5}", "train.eval_every=1000000000",
@@ -108,8 +118,12 @@ def _ours(job: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     points = []
     model.eval()
     for m in marks.taken:
+        extra = {}
+        if "file_last_update" in m:
+            model.load_state_dict(torch.load(m["file_last_update"], weights_only=True))
+            extra["test_bpd_last_update"] = evaluate_bpd(model, test, 1, seed=0)["elbo_bpd"]
         model.load_state_dict(torch.load(m["file"], weights_only=True))
-        points.append({**m, "test_bpd": evaluate_bpd(model, test, 1, seed=0)["elbo_bpd"], **_saturation(model)})
+        points.append({**m, "test_bpd": evaluate_bpd(model, test, 1, seed=0)["elbo_bpd"], **extra, **_saturation(model)})
     params = sum(p.numel() for p in model.parameters())
     return {"job": job, "params": params, "points": points}
 
@@ -264,6 +278,7 @@ def main() -> None:
     for r in results:
         for q in r["points"]:
             q.pop("file", None)  # the copies were in a temporary folder
+            q.pop("file_last_update", None)
     head = " | ".join(f"{b / 60:.3g} min" for b in sorted(args.budgets))
     print(f"test bits/dim on {args.test_images} {args.data} test images after wall-clock budgets ({hardware}; "
           f"{min(args.cores, len(args.jobs))} jobs side by side)")
@@ -274,6 +289,9 @@ def main() -> None:
         last = r["points"][-1]
         sat = f"{last['saturated_t1']} / {last['saturated_t0.7']}" if "saturated_t1" in last else "-"
         print(f"| {r['job']} | {r['params']:,} | {cells} | {last['step']:,} | {sat} |")
+        if "test_bpd_last_update" in last:
+            cells = " | ".join(f"{q['test_bpd_last_update']:.3f}" for q in r["points"])
+            print(f"| {r['job']}, the last update's weights (not averaged) | | {cells} | | |")
     if args.out:
         args.out.write_text(json.dumps({"data": args.data, "hardware": hardware, "budgets": args.budgets,
                                         "results": results}, indent=1))

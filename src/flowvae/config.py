@@ -125,6 +125,9 @@ class TrainConfig(Settings):
                                    "train.kl_warmup_start to 1 over this many steps (0: off, the paper's "
                                    "objective; a departure from the paper)")
     kl_warmup_start: float = setting(0.0, ge=0, le=1, help="the KL weight of the first step of the KL warm-up")
+    ema_decay: float | None = setting(None, gt=0, le=0.999999, help="Polyak averaging: evaluation, samples and "
+                                      "model.safetensors use an exponential moving average of the weights with "
+                                      "this decay (None: the last update's weights, the paper's)")
 
     # Fields a resumed run may change: they decide how long, where and how observably the run goes,
     # not which numbers it computes. Any other change would silently break bitwise continuation

@@ -48,6 +48,29 @@ def test_train_then_resume_one_more_step(kind, tiny_runs, tmp_path, capsys):
     check_resume(run, capsys)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_polyak_averaging_reaches_the_saved_weights_of_every_kind(kind, tiny_runs, tmp_path, capsys):
+    """train.ema_decay turned on at a resume (--allow-changes) for two more steps: the run saves,
+    and loads from its checkpoint, the averaged state of every kind (BatchNorm statistics, frozen
+    stage-1 weights and integer buffers included)."""
+    from flowvae.api import load_run
+    from flowvae.runs.checkpoints import load_latest_checkpoint
+
+    run = tmp_path / kind
+    shutil.copytree(tiny_runs[kind], run)
+    (run / "model.safetensors").unlink()
+    steps = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), "--resume", "--allow-changes", "--device", "cpu", "-q", "--set",
+                 f"train.steps={steps + 2}", "train.ema_decay=0.5"]) == 0
+    _, state = load_latest_checkpoint(run / "checkpoints")
+    assert state["ema"]["updates"] == 2
+    saved, latest = load_run(run).state_dict(), load_run(run, checkpoint="latest").state_dict()
+    for k, v in saved.items():
+        assert torch.equal(v, state["ema"]["weights"][k]) and torch.equal(latest[k], v), k
+    assert any(not torch.equal(v, state["model"][k]) for k, v in saved.items())
+
+
 # Kinds whose posterior has a code "z" with no prior of its own; a new one must be listed here on purpose.
 Z_WITHOUT_OWN_PRIOR = {"ugvae": "p(z) is a mixture chosen by the group's global code beta",
                        "multistage": "z is stage 1's factors; stage 2 conditions on their mean (its KL is 0)"}

@@ -29,7 +29,8 @@ def load_run(run: str | Path, device: str | torch.device = "cpu", checkpoint: st
     on the model card).
 
     Reads ``run/config.yaml`` and the weights from ``run/model.safetensors`` (or, when training
-    has not finished, the newest valid checkpoint). Loading never executes code from the files
+    has not finished, the newest valid checkpoint): the weights the run reports, which for a run
+    with ``train.ema_decay`` are the averaged ones. Loading never executes code from the files
     (safetensors, or ``torch.load(weights_only=True)``).
 
     Args:

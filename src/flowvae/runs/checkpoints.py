@@ -31,7 +31,7 @@ from .. import safe_io
 from ..errors import CheckpointError
 
 __all__ = ["FORMAT_VERSION", "save_checkpoint", "list_checkpoints", "load_latest_checkpoint",
-           "checkpoint_model_state", "validate_training_state", "state_dict_mismatch"]
+           "checkpoint_model_state", "checkpoint_reported_state", "validate_training_state", "state_dict_mismatch"]
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -132,6 +132,27 @@ def checkpoint_model_state(path: Path, state: Any) -> dict[str, torch.Tensor]:
                                                 for k, v in weights.items()):
         raise CheckpointError(f"{path}: its 'model' entry is not a mapping of parameter names to tensors")
     return weights
+
+
+def checkpoint_reported_state(path: Path, state: Any) -> dict[str, torch.Tensor]:
+    """The weights a loaded checkpoint's run reports: its averaged weights (``state["ema"]``, of
+    ``train.ema_decay``) when it has them, else its model weights (:func:`checkpoint_model_state`);
+    ``model.safetensors`` holds the same ones.
+
+    Raises:
+        CheckpointError: as :func:`checkpoint_model_state`, or an ``ema`` entry that does not hold a
+            mapping of parameter names to tensors.
+    """
+    weights = checkpoint_model_state(path, state)
+    ema = state.get("ema")
+    if ema is None:
+        return weights
+    averaged = ema.get("weights") if isinstance(ema, dict) else None
+    if not isinstance(averaged, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                 for k, v in averaged.items()):
+        raise CheckpointError(f"{path}: its 'ema' entry does not hold averaged weights (a mapping of parameter "
+                              f"names to tensors under 'weights')")
+    return averaged
 
 
 def _bad(path: Path, what: str) -> CheckpointError:

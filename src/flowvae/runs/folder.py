@@ -225,7 +225,7 @@ class RunFolder:
     def load_model(self, device: str | torch.device = "cpu", checkpoint: str | None = None) -> GenerativeModel:
         """The run's model in eval mode on ``device`` (see :func:`flowvae.runs.load_run`)."""
         from ..devices import resolve_device
-        from .checkpoints import checkpoint_model_state, load_latest_checkpoint
+        from .checkpoints import checkpoint_reported_state, load_latest_checkpoint
 
         device = resolve_device(str(device))  # "cuda" without a GPU: a one-line ConfigError, before any reading
         self.require_run()
@@ -241,7 +241,7 @@ class RunFolder:
             if found is None:
                 raise CheckpointError(f"{self.path} has neither model.safetensors nor a valid checkpoint; train it first")
             source, ckpt = found
-            state = checkpoint_model_state(source, ckpt)
+            state = checkpoint_reported_state(source, ckpt)
         fit_state(model, state, source, config_path)
         model.config = cfg
         model.run_dir = self.path  # where the run's metrics live, for the model card of save_pretrained

@@ -100,10 +100,14 @@ class TrainState:
         model: the model being trained, for evaluation only: in eval mode during ``on_eval``,
             train mode otherwise. Run it under ``torch.no_grad()`` and leave its weights, buffers
             and mode as they are (a forward pass in train mode moves BatchNorm statistics and so
-            changes the run).
+            changes the run). With ``train.ema_decay`` set it holds the averaged weights during
+            ``on_eval`` and ``on_train_end`` (those the run reports), the last update's otherwise.
         rank: this process's rank (always 0: callbacks run on rank 0 only).
         world_size: the number of processes of the run (1 without ``torchrun``).
         resumed: the run continues from a checkpoint.
+        averaged: with ``train.ema_decay`` set, the exponential moving average of the model's
+            state (``{name: tensor}``, the keys of ``model.state_dict()``), which the run evaluates,
+            samples from and saves; ``None`` without it. Read it, do not change it.
     """
 
     step: int
@@ -114,6 +118,7 @@ class TrainState:
     rank: int = 0
     world_size: int = 1
     resumed: bool = False
+    averaged: dict[str, torch.Tensor] | None = None
 
 
 class Callback:

@@ -5,7 +5,9 @@ Objective: the negative ELBO of eq. (2) in bits/dim with one posterior sample an
 dequantisation, the KL to the flow prior estimated by Monte Carlo. Optimiser: AdamW with linear
 warm-up then per-step exponential decay (Appendix C.2, :func:`lr_lambda`). Before the first step every
 ActNorm is initialised from a batch of training images (data-dependent initialisation, stored in the
-state dict so it is never redone after loading or resuming).
+state dict so it is never redone after loading or resuming). With ``train.ema_decay`` the run
+evaluates, samples from and saves an exponential moving average of the weights (Polyak averaging,
+:mod:`flowvae.training.averaging`); the training loss is that of the last update's weights.
 
 Remedies for posterior collapse, departures from the paper and off by default: KL warm-up
 (``train.kl_warmup_steps``: the KL term's weight rises linearly to 1, :func:`kl_warmup_weight`,
@@ -15,6 +17,7 @@ model's ``loss``). Evaluation always reports the true ELBO (``bits_per_dim``, we
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -51,6 +54,7 @@ from ..runs.checkpoints import checkpoint_model_state, state_dict_mismatch, vali
 from ..runs.data import DataRecord, SplitRecord
 from ..runs.folder import RunFolder
 from ..runs.metrics import PROBE_PREFIX, MetricsRow
+from .averaging import WeightAverage
 from .callbacks import Callback, TrainState
 from .distributed import DistContext
 from .environment import environment_record
@@ -179,6 +183,8 @@ class Trainer:
                                      weight_decay=tc.weight_decay, fused=device.type in ("cpu", "cuda"))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
         self.guard = UpdateGuard(self.params, self.opt) if tc.check_updates else None
+        # Polyak averaging: the weights the run evaluates, samples from and saves (train.ema_decay).
+        self.ema = WeightAverage(model, tc.ema_decay) if tc.ema_decay else None
         # Which images form each global batch (the order, checkpointed) and how this process reads its
         # rows of it (the source: indexed in memory, or streamed by DataLoader workers). Batches drawn
         # by class, each class one group, for the kinds that want them (UG-VAE).
@@ -295,6 +301,8 @@ class Trainer:
                     self.step += 1
                     continue
                 self.bad_in_row = 0
+                if self.ema is not None:
+                    self.ema.update(model)
                 self.sched.step()
                 self.step += 1
 
@@ -355,6 +363,13 @@ class Trainer:
                                   f"resume with the run's own config.yaml") from None
         validate_training_state(path, state, optimizer=self.opt, batches=self.batches,
                                 generators={"noise": self.noise, "aug": self.aug, "torch": None})
+        if self.ema is not None:
+            if "ema" in state:
+                self.ema.load_state_dict(state["ema"], path)
+            else:  # only with --allow-changes: train.ema_decay is not a resumable setting
+                self.ema.reset(self.model)
+                log.warning("%s holds no averaged weights (written without train.ema_decay): the average starts "
+                            "from its weights at step %s", path.name, state.get("step"))
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         if changed:
@@ -399,6 +414,8 @@ class Trainer:
         init = head_images(train_data, None, pick) if self.source.streaming else self.source.fetch(pick)
         with torch.no_grad(), data_init(self.model):
             self.model.loss(init.to(self.device), self.noise)
+        if self.ema is not None:
+            self.ema.reset(self.model)
         parts["initialisation"] = time.time() - t_part
         # A run that trains gets a cheap first point: an untrained model's bits/dim on a few images; its
         # probes and switch score say nothing yet. On a CPU the full step-0 evaluation and probes were
@@ -550,8 +567,14 @@ class Trainer:
         Returns:
             The record, as a dict.
         """
-        with self.model.full_precision():
+        with self.model.full_precision(), self.reported_weights():
             return self._evaluate(first)
+
+    def reported_weights(self) -> contextlib.AbstractContextManager[None]:
+        """A block in which the model holds the weights the run reports: the average of
+        ``train.ema_decay`` when it is set (:class:`~flowvae.training.averaging.WeightAverage`), else
+        its own."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
 
     def _evaluate(self, first: bool) -> dict:
         tc, ctx, device, model, step = self.tc, self.ctx, self.device, self.model, self.step
@@ -645,6 +668,7 @@ class Trainer:
         moved["progress"]["train_s"] = self.trained + (time.time() - self.t_loop if self.t_loop else 0.0)
         path = self.folder.save_checkpoint(label, {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "step": label, "config": self.cfg.to_dict(), **moved}, keep=self.tc.keep_checkpoints)
         self.saved_step = label
         self.hooks("on_checkpoint", self.state(label), path)
@@ -674,6 +698,8 @@ class Trainer:
         self.checkpoint(self.step, self.counters())
         if not self.hooks.ok:  # on_eval or on_checkpoint of the last step failed; its checkpoint is written
             raise self.hooks.error(self.folder.path, self.step)
+        if self.ema is not None:  # training is over: from here on the model is the one the run reports
+            self.ema.copy_to(self.model)
         self.model.eval()
         if not self.main:
             return last
@@ -715,7 +741,8 @@ class Trainer:
         """What callbacks see: the run as of step ``at`` (default: now)."""
         return TrainState(step=self.step if at is None else at, epoch=getattr(self.batches, "epoch", None),
                           run=self.folder.path, config=self.cfg, model=self.model, rank=self.ctx.rank,
-                          world_size=self.ctx.world, resumed=self.prepared.found is not None)
+                          world_size=self.ctx.world, resumed=self.prepared.found is not None,
+                          averaged=self.ema.avg if self.ema is not None else None)
 
 
 # -------------------------------------------------------------------------------------------------- helpers
@@ -746,9 +773,11 @@ def _log_plan(cfg: Config, n_train: int, n_eval: int, eval_every_s: float | None
              f"{'' if tc.eval_every_s is not None else ': train.time_limit_s / 10'}; at most "
              f"{100 * tc.eval_share:.0f}% of the time, train.eval_share), with a checkpoint"
              if eval_every_s is not None else "")
+    averaged = (f"; evaluation, samples and model.safetensors use the weights averaged with decay {tc.ema_decay:g} "
+                f"(train.ema_decay; null: the last update's)" if tc.ema_decay else "")
     log.info("plan: %s steps of batch %d, %s epochs of the %s training images%s; evaluation on %s test images "
-             "every %s steps%s", f"{tc.steps:,}", tc.batch_size, f"{epochs:,.3g}", f"{n_train:,}", limit,
-             f"{n_eval:,}", f"{tc.eval_every:,}", timed)
+             "every %s steps%s%s", f"{tc.steps:,}", tc.batch_size, f"{epochs:,.3g}", f"{n_train:,}", limit,
+             f"{n_eval:,}", f"{tc.eval_every:,}", timed, averaged)
     if epochs > MANY_EPOCHS:
         log.warning("%s steps of batch %d pass over the %s training images %s times: expect the model to overfit "
                     "them (test bits/dim rising while train bits/dim falls); lower --steps or train on more images",
