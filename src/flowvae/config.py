@@ -73,7 +73,12 @@ class TrainConfig(Settings):
     batch_size: int = setting(64, ge=1, help="global batch size")
     lr: float = setting(1e-3, gt=0, le=10)
     warmup_steps: int = setting(50, ge=0)
-    lr_decay: float = setting(0.999997, gt=0, le=1, help="per-step exponential decay after warm-up")
+    lr_decay: float = setting(0.999997, gt=0, le=1, help="per-step exponential decay after warm-up "
+                              "(train.lr_schedule=exponential)")
+    lr_schedule: Literal["exponential", "cosine"] = setting(
+        "exponential", help="after the warm-up: exponential (the paper's, train.lr_decay per step) or cosine "
+        "(half a cosine down to 0 at train.steps, or with train.time_limit_s at the step the limit is estimated to "
+        "allow, re-estimated at each evaluation; a departure from the paper)")
     weight_decay: float = setting(1e-6, ge=0, le=10)
     betas: list[float] = setting(factory=lambda: [0.9, 0.999], ge=0, le=0.999999)
     eps: float = setting(1e-8, gt=0, le=1)

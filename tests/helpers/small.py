@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,26 @@ def signal_at_step(monkeypatch: Any, signum: int, at: int) -> None:
         return real(self, x, generator, shard)
 
     monkeypatch.setattr(FlowVAE, "loss", loss)
+
+
+def full_and_resumed(cfg: Config, tmp_path: Path, monkeypatch: Any, at: int,
+                     patch: Callable[[], None] = lambda: None) -> tuple[Path, Path]:
+    """Train ``cfg`` into ``tmp_path/full``, and into ``tmp_path/resumed`` stopped by SIGINT after
+    step ``at`` and resumed; ``patch`` is applied to both (again after the signal's patch is undone)."""
+    from flowvae.errors import TrainingInterrupted
+    from flowvae.training import train
+
+    patch()
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    train(cfg, full, progress=False)
+    signal_at_step(monkeypatch, signal.SIGINT, at)
+    try:
+        train(cfg, resumed, progress=False)
+    except TrainingInterrupted:
+        pass
+    else:
+        raise AssertionError(f"the run was not stopped at step {at}")
+    monkeypatch.undo()
+    patch()
+    train(cfg, resumed, resume=True, progress=False)
+    return full, resumed

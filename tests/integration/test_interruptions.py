@@ -25,7 +25,7 @@ from helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from helpers.small import SMALL as _SMALL  # noqa: E402
-from helpers.small import assert_same_weights, metrics_rows, signal_at_step  # noqa: E402
+from helpers.small import assert_same_weights, full_and_resumed, metrics_rows, signal_at_step  # noqa: E402
 from helpers.small import resume_config as _cfg  # noqa: E402
 from kill_trials import kill_chain  # noqa: E402
 
@@ -388,3 +388,58 @@ def test_a_bad_first_update_is_rolled_back_too():
     assert not guard.weights_finite()
     guard.restore()
     assert torch.equal(w.detach(), torch.ones(3)) and w not in opt.state  # as if the update never ran
+
+
+# ----------------------------------------------------------------------------------------------
+# the cosine anneal of the learning rate (train.lr_schedule=cosine)
+
+COSINE = ("train.steps=40", "train.eval_every=20", "train.checkpoint_every=1000", "train.lr_schedule=cosine", "train.warmup_steps=2",
+          "train.time_limit_s=3600")
+
+
+def _horizon_at_step_5(self):
+    """A stand-in for the time limit's estimate, made deterministic: the anneal ends at step 30."""
+    if self.step == 5:
+        self.anneal.retarget(5, 30)
+
+
+def test_a_cosine_anneal_moved_by_the_time_limit_resumes_bitwise(tmp_path, monkeypatch):
+    import flowvae.training.trainer as trainer
+
+    def patch():  # the resumed session's anneal ends at step 30 only if the checkpoint said so
+        monkeypatch.setattr(trainer.Trainer, "_anneal_to_time_limit", _horizon_at_step_5)
+
+    full, stopped = full_and_resumed(_cfg(*COSINE), tmp_path, monkeypatch, 27, patch)
+    assert_same_weights(full, stopped)
+    rows = metrics_rows(full)
+    assert rows == metrics_rows(stopped)
+    assert rows[1]["step"] == 20 and 0 < rows[1]["lr"] < _cfg().train.lr and rows[-1]["lr"] == 0.0
+
+
+def test_a_checkpoint_whose_anneal_is_not_one_is_refused(tmp_path):
+    from flowvae.runs.checkpoints import save_checkpoint
+
+    run = tmp_path / "run"
+    train(_cfg("train.steps=6", "train.eval_every=3", "train.checkpoint_every=3", "train.lr_schedule=cosine"), run,
+          progress=False)
+    _, state = load_latest_checkpoint(run / "checkpoints")
+    state.pop("format_version", None)
+    state["scheduler"]["lr_lambdas"][0]["end"] = "soon"
+    save_checkpoint(run / "checkpoints", 7, state)
+    with pytest.raises(CheckpointError, match=r"ckpt-00000007.pt cannot be resumed: its cosine anneal's steps"):
+        train(_cfg("train.steps=9", "train.eval_every=3", "train.checkpoint_every=3", "train.lr_schedule=cosine"),
+              run, resume=True, progress=False)
+
+
+def test_under_a_time_limit_the_cosine_anneal_comes_down_by_the_end(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import flowvae.training.trainer as trainer
+
+    caplog.set_level(logging.INFO, logger="flowvae")
+    monkeypatch.setattr(trainer, "ANNEAL_CALIBRATION_S", 1.0)
+    cfg = _cfg("train.steps=100000", "train.eval_every=100000", "train.time_limit_s=8", "train.lr_schedule=cosine")
+    last = train(cfg, tmp_path / "run", progress=False)
+    assert "cosine learning-rate schedule: it ends at step" in caplog.text
+    # Without the estimate the rate would still be at its peak, 100,000 steps from the anneal's end.
+    assert last["step"] > 20 and last["lr"] < 0.25 * cfg.train.lr

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 
@@ -128,8 +128,7 @@ def checkpoint_model_state(path: Path, state: Any) -> dict[str, torch.Tensor]:
     weights = state.get("model")
     if weights is None:
         raise CheckpointError(f"{path} has no model weights (no 'model' entry); it is not a complete flowvae checkpoint")
-    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                for k, v in weights.items()):
+    if not _is_weights(weights):
         raise CheckpointError(f"{path}: its 'model' entry is not a mapping of parameter names to tensors")
     return weights
 
@@ -148,11 +147,15 @@ def checkpoint_reported_state(path: Path, state: Any) -> dict[str, torch.Tensor]
     if ema is None:
         return weights
     averaged = ema.get("weights") if isinstance(ema, dict) else None
-    if not isinstance(averaged, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                 for k, v in averaged.items()):
+    if not _is_weights(averaged):
         raise CheckpointError(f"{path}: its 'ema' entry does not hold averaged weights (a mapping of parameter "
                               f"names to tensors under 'weights')")
     return averaged
+
+
+def _is_weights(v: Any) -> TypeGuard[dict[str, torch.Tensor]]:
+    """Whether ``v`` is a mapping of parameter names to tensors (a state dict)."""
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
 
 
 def _bad(path: Path, what: str) -> CheckpointError:

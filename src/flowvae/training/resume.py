@@ -10,7 +10,7 @@ import torch
 
 from ..config import Config, DataConfig, TrainConfig, config_from_dict
 from ..errors import CheckpointError, ConfigError, FlowVAEError
-from .schedules import lr_lambda
+from .schedules import CosineAnneal, lr_multiplier
 
 __all__ = ["apply_optimiser_settings", "check_resumed_config"]
 
@@ -54,7 +54,12 @@ def apply_optimiser_settings(opt: torch.optim.Optimizer, sched: Any, tc: TrainCo
     schedule loaded from a checkpoint (which restores the old ones), after ``--allow-changes``:
     they take effect at the next step, on the same schedule position."""
     sched.base_lrs = [tc.lr for _ in opt.param_groups]
-    sched.lr_lambdas = [lr_lambda(tc.warmup_steps, tc.lr_decay) for _ in opt.param_groups]
+    # A cosine anneal keeps the progress it has made (its horizon may have been moved to a time limit);
+    # one that starts now takes the position it would have had from the first step on.
+    kept = sched.lr_lambdas[0]
+    if not (tc.lr_schedule == "cosine" and isinstance(kept, CosineAnneal)):
+        kept = lr_multiplier(tc.lr_schedule, tc.warmup_steps, tc.lr_decay, tc.steps)
+    sched.lr_lambdas = [kept for _ in opt.param_groups]
     for g in opt.param_groups:
         g.update(initial_lr=tc.lr, lr=tc.lr * sched.lr_lambdas[0](sched.last_epoch), betas=tuple(tc.betas),
                  eps=tc.eps, weight_decay=tc.weight_decay)

@@ -62,7 +62,7 @@ from .eval_sets import evaluation_images, probe_sets
 from .guard import BatchNormStatistics, UpdateGuard
 from .pipeline import PreparedRun, prepare
 from .resume import apply_optimiser_settings, check_resumed_config
-from .schedules import kl_warmup_weight, lr_lambda
+from .schedules import CosineAnneal, kl_warmup_weight, lr_lambda, lr_multiplier
 
 __all__ = ["Trainer", "kl_warmup_weight", "lr_lambda", "train"]
 
@@ -132,6 +132,9 @@ def train(cfg: Config, run: str | Path, resume: bool = False, progress: bool | N
 
 STEP0_IMAGES = 256
 """Test images of the step-0 evaluation of a run that trains (:meth:`Trainer.evaluate`)."""
+# Seconds of a session's training timed before a cosine anneal's horizon is first set from a time
+# limit: long enough for a steady speed (the first steps are slower), short against a CPU budget.
+ANNEAL_CALIBRATION_S = 30.0
 
 
 @dataclass
@@ -181,7 +184,8 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=tc.lr, betas=(tc.betas[0], tc.betas[1]), eps=tc.eps,
                                      weight_decay=tc.weight_decay, fused=device.type in ("cpu", "cuda"))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(tc.warmup_steps, tc.lr_decay))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lr_multiplier(tc.lr_schedule, tc.warmup_steps, tc.lr_decay, tc.steps))
         self.guard = UpdateGuard(self.params, self.opt) if tc.check_updates else None
         # Polyak averaging: the weights the run evaluates, samples from and saves (train.ema_decay).
         self.ema = WeightAverage(model, tc.ema_decay) if tc.ema_decay else None
@@ -206,6 +210,10 @@ class Trainer:
         self.trained, self.t_loop = 0.0, 0.0  # trained: time in the training loop of earlier sessions
         self.last: dict = {}  # the last evaluation record
         self.clock = EvalClock(0.0, 0.0, 0.0)
+        # This session's first step and seconds spent on evaluations and checkpoints in its loop: its
+        # training speed, from which a cosine anneal's horizon is set under a time limit.
+        self.step0, self.aside = 0, 0.0
+        self.anneal_timed = False  # whether the anneal's horizon has been set from this session's speed
         self.saved_step: int | None = None  # the step of the last checkpoint written, and when
         self.saved_time = time.time()
 
@@ -256,7 +264,7 @@ class Trainer:
         batch_norm = BatchNormStatistics(model)
         lo, hi = self.rows
         self.source.start(self.batches, lo, hi)  # streaming: DataLoader workers prefetch from here on
-        self.t_loop = time.time()
+        self.t_loop, self.step0 = time.time(), self.step
         log.info("set-up took %.1f s (%s); training from step %d", self.t_loop - self.prepared.t_start,
                  ", ".join(f"{k} {v:.1f} s" for k, v in self.prepared.parts.items()), self.step)
         try:
@@ -315,12 +323,17 @@ class Trainer:
 
                 # Every rank evaluates at the same steps (evaluate gathers sums): the time-based ones
                 # when any rank's clock says so. A checkpoint goes with each, so its point survives a kill.
+                t_aside = time.time()
                 timed = self.eval_every_s is not None and not ctx.all_true(not self._evaluation_due(), device)
-                if self.step % tc.eval_every == 0 or self.step == tc.steps or timed:
+                evaluated = self.step % tc.eval_every == 0 or self.step == tc.steps or timed
+                if evaluated:
                     self.last = self.evaluate()
                 if self.step % tc.checkpoint_every == 0 or timed or (
                         tc.checkpoint_every_s is not None and time.time() - self.saved_time >= tc.checkpoint_every_s):
                     self.checkpoint(self.step, self.counters())
+                self.aside += time.time() - t_aside
+                if evaluated or not self.anneal_timed:
+                    self._anneal_to_time_limit()
         finally:
             self.source.close()
         return self.finish(bar)
@@ -371,6 +384,11 @@ class Trainer:
                 log.warning("%s holds no averaged weights (written without train.ema_decay): the average starts "
                             "from its weights at step %s", path.name, state.get("step"))
         self.opt.load_state_dict(state["optimizer"])
+        saved = state["scheduler"].get("lr_lambdas")
+        saved = saved[0] if isinstance(saved, list) and len(saved) == 1 else saved
+        if isinstance(self.sched.lr_lambdas[0], CosineAnneal) and saved is not None \
+                and (why := CosineAnneal.invalid(saved)) is not None:
+            raise CheckpointError(f"{path} cannot be resumed: {why}")
         self.sched.load_state_dict(state["scheduler"])
         if changed:
             apply_optimiser_settings(self.opt, self.sched, self.tc)
@@ -380,6 +398,9 @@ class Trainer:
         self.aug.set_state(state["rng"]["aug"])
         torch.set_rng_state(state["rng"]["torch"])
         self.step = int(state["step"])
+        anneal = self.anneal
+        if anneal is not None and self.tc.time_limit_s is None and anneal.end != max(self.tc.steps, anneal.start + 1):
+            anneal.retarget(self.step, self.tc.steps)  # train.steps changed: the anneal ends there now
         prog = state.get("progress", {})
         self.bad_in_row, self.skipped = int(prog.get("bad_in_row", 0)), int(prog.get("skipped", 0))
         self.run_bpd, self.elapsed = prog.get("run_bpd"), float(prog.get("elapsed_s", 0.0))
@@ -499,6 +520,44 @@ class Trainer:
             log.warning("train.time_limit_s=%g was spent before the first step (set-up took %.1f s): nothing "
                         "was trained; raise the limit", tc.time_limit_s, self.t_loop - self.prepared.t_start)
         return True
+
+    @property
+    def anneal(self) -> CosineAnneal | None:
+        """The cosine anneal of the learning rate (``train.lr_schedule=cosine``), else ``None``."""
+        f = self.sched.lr_lambdas[0]
+        return f if isinstance(f, CosineAnneal) else None
+
+    def _anneal_to_time_limit(self) -> None:
+        """Under a time limit, end the cosine anneal at the step the limit is estimated to allow: the
+        time left, less the final evaluation's reserve and the periodic evaluations still to come
+        (time-based ones take ``min(cost / train.eval_every_s, train.eval_share)`` of it, step-based
+        ones their cost each), times this session's training speed (steps per second outside
+        evaluations and checkpoints). Done once :data:`ANNEAL_CALIBRATION_S` of training have been
+        timed, and again after every evaluation; every rank takes the mean estimate."""
+        anneal, tc, ctx, device = self.anneal, self.tc, self.ctx, self.device
+        if anneal is None or tc.time_limit_s is None:
+            self.anneal_timed = True
+            return
+        training = time.time() - self.t_loop - self.aside
+        if not self.anneal_timed and ctx.all_true(training < ANNEAL_CALIBRATION_S, device):
+            return
+        speed = (self.step - self.step0) / max(training, 1e-9)
+        cost = self.clock.cost
+        left_s = max(0.0, tc.time_limit_s - self.wall() - cost)
+        if self.eval_every_s is not None:
+            left_s *= 1.0 - min(cost / self.eval_every_s, tc.eval_share)
+        steps = speed * left_s
+        periodic = (self.step + steps) // tc.eval_every - self.step // tc.eval_every
+        steps = max(0.0, steps - periodic * cost * speed)
+        if ctx.enabled:
+            steps = ctx.sum([steps], device)[0] / ctx.world
+        end = min(tc.steps, self.step + int(steps))
+        if end != anneal.end:
+            log.info("cosine learning-rate schedule: it ends at step %d now, where train.time_limit_s=%g s is "
+                     "estimated to stop the run (%.2f steps/s of training, %.0f s left)", end, tc.time_limit_s, speed,
+                     tc.time_limit_s - self.wall())
+            anneal.retarget(self.step, end)
+        self.anneal_timed = True
 
     def _count_bad_step(self, what: str, pre: dict) -> None:
         """Count a skipped step (``what`` was not finite); the first of a series writes the checkpoint
@@ -759,6 +818,8 @@ def _departures(cfg: Config) -> list[str]:
     if tc.kl_warmup_steps:
         start = f" from a weight of {tc.kl_warmup_start:g}" if tc.kl_warmup_start else ""
         out.append(f"KL warm-up over {tc.kl_warmup_steps} steps{start}")
+    if tc.lr_schedule != "exponential":
+        out.append(f"{tc.lr_schedule} learning-rate schedule (the paper's decays exponentially)")
     return [*out, *cfg.model.departures()]  # the model's own: the kind knows them
 
 

@@ -3,8 +3,6 @@ weights as from memory, resumable bitwise; torchvision-style datasets as they ar
 
 from __future__ import annotations
 
-import signal
-
 import numpy as np
 import pytest
 import torch
@@ -14,9 +12,9 @@ from flowvae import load_run
 from flowvae.data import load_dataset
 from flowvae.data.augment import augment_batch
 from flowvae.data.streaming import GroupedOrder, ShuffledOrder, collate_images, to_uint8_chw
-from flowvae.errors import ConfigError, DataError, TrainingInterrupted
+from flowvae.errors import ConfigError, DataError
 from flowvae.training import train
-from helpers.small import assert_same_weights, metrics_rows, signal_at_step
+from helpers.small import assert_same_weights, full_and_resumed, metrics_rows
 from helpers.small import resume_config as _cfg
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -51,14 +49,7 @@ def test_a_streamed_torchvision_style_dataset_trains_like_the_in_memory_data(tmp
 
 def test_a_streamed_run_resumes_bitwise(tmp_path, monkeypatch):
     sets = (*SETS, "data.in_memory=false", "data.num_workers=1")
-    full = tmp_path / "full"
-    train(_cfg(*sets), full, progress=False)
-    cut = tmp_path / "cut"
-    signal_at_step(monkeypatch, signal.SIGINT, 7)
-    with pytest.raises(TrainingInterrupted):
-        train(_cfg(*sets), cut, progress=False)
-    monkeypatch.undo()
-    train(_cfg(*sets), cut, resume=True, progress=False)
+    full, cut = full_and_resumed(_cfg(*sets), tmp_path, monkeypatch, 7)
     assert_same_weights(full, cut)
     assert metrics_rows(full) == metrics_rows(cut)
 
