@@ -416,19 +416,27 @@ def test_a_cosine_anneal_moved_by_the_time_limit_resumes_bitwise(tmp_path, monke
     assert rows[1]["step"] == 20 and 0 < rows[1]["lr"] < _cfg().train.lr and rows[-1]["lr"] == 0.0
 
 
-def test_a_checkpoint_whose_anneal_is_not_one_is_refused(tmp_path):
+@pytest.mark.parametrize("schedule,entry,why", [
+    ("cosine", {"warmup": 50, "start": 50, "start_progress": 0.0, "end": "soon"}, "its cosine anneal's steps"),
+    ("cosine", "two", "its scheduler's 'lr_lambdas' is not a list of 1 entries"),
+    ("exponential", "two", "its scheduler's 'lr_lambdas' is not a list of 1 entries"),
+])
+def test_a_checkpoint_whose_schedule_does_not_fit_is_refused(tmp_path, schedule, entry, why):
+    import shutil
+
     from flowvae.runs.checkpoints import save_checkpoint
 
+    sets = ("train.steps=6", "train.eval_every=3", "train.checkpoint_every=3", f"train.lr_schedule={schedule}")
     run = tmp_path / "run"
-    train(_cfg("train.steps=6", "train.eval_every=3", "train.checkpoint_every=3", "train.lr_schedule=cosine"), run,
-          progress=False)
+    train(_cfg(*sets), run, progress=False)
     _, state = load_latest_checkpoint(run / "checkpoints")
     state.pop("format_version", None)
-    state["scheduler"]["lr_lambdas"][0]["end"] = "soon"
+    state["scheduler"]["lr_lambdas"] = [None, None] if entry == "two" else [entry]
     save_checkpoint(run / "checkpoints", 7, state)
-    with pytest.raises(CheckpointError, match=r"ckpt-00000007.pt cannot be resumed: its cosine anneal's steps"):
-        train(_cfg("train.steps=9", "train.eval_every=3", "train.checkpoint_every=3", "train.lr_schedule=cosine"),
-              run, resume=True, progress=False)
+    before = shutil.copytree(run, tmp_path / "before")
+    with pytest.raises(CheckpointError, match=rf"ckpt-00000007.pt cannot be resumed: {re.escape(why)}"):
+        train(_cfg(*sets[1:], "train.steps=9"), run, resume=True, progress=False)
+    assert (run / "config.yaml").read_bytes() == (before / "config.yaml").read_bytes()  # nothing changed
 
 
 def test_under_a_time_limit_the_cosine_anneal_comes_down_by_the_end(tmp_path, monkeypatch, caplog):

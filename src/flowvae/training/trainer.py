@@ -384,10 +384,14 @@ class Trainer:
                 log.warning("%s holds no averaged weights (written without train.ema_decay): the average starts "
                             "from its weights at step %s", path.name, state.get("step"))
         self.opt.load_state_dict(state["optimizer"])
+        # LambdaLR copies each saved entry onto its live multiplier, unchecked: a list of another
+        # length fails inside torch, a cosine anneal's fields must be numbers.
         saved = state["scheduler"].get("lr_lambdas")
-        saved = saved[0] if isinstance(saved, list) and len(saved) == 1 else saved
-        if isinstance(self.sched.lr_lambdas[0], CosineAnneal) and saved is not None \
-                and (why := CosineAnneal.invalid(saved)) is not None:
+        if not isinstance(saved, list) or len(saved) != len(self.sched.lr_lambdas):
+            raise CheckpointError(f"{path} cannot be resumed: its scheduler's 'lr_lambdas' is not a list of "
+                                  f"{len(self.sched.lr_lambdas)} entries")
+        if isinstance(self.sched.lr_lambdas[0], CosineAnneal) and saved[0] is not None \
+                and (why := CosineAnneal.invalid(saved[0])) is not None:
             raise CheckpointError(f"{path} cannot be resumed: {why}")
         self.sched.load_state_dict(state["scheduler"])
         if changed:
