@@ -95,6 +95,8 @@ class FlowVAEConfig(GlowSettings):
                        f"the auxiliary decoder predicts from z before the flow")
         if self.free_bits:
             out.append(f"free bits of {self.free_bits:g} nats")
+        if self.dequantization == "variational":
+            out.append("variational dequantisation (Flow++, Ho et al. 2019) instead of §5's uniform dequantisation")
         if self.aux_decoder_weight:
             side = self.aux_low_pass or self.low_pass_shift
             target = f"-log p(x_low|z) of the image average-pooled to {side}x{side}" if side else "-log p(x|z)"

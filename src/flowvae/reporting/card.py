@@ -323,6 +323,12 @@ def model_card(model: GenerativeModel, config: Config, *, run: str | Path | None
                     ("images", f"{m.in_channels} × {m.image_size} × {m.image_size}, {model.n_bits} bits"),
                     *data_rows,
                     ("capabilities", ", ".join(model.capabilities.names()) or "–")])
+    # The run's record names the training departures too (KL warm-up, schedules); without a run, the kind's own.
+    env = files.get("environment")
+    recorded = env.get("departures_from_paper") if isinstance(env, dict) else None
+    departures = [str(d) for d in recorded[:20]] if isinstance(recorded, list) else m.departures()
+    if departures:
+        lines += ["", "**Departures from the paper:** " + "; ".join(_md(d) for d in departures) + "."]
     lines += ["", "Configuration (`model` section of `config.yaml`):", ""]
     lines += _rows([(f"`{k}`", _value(v)) for k, v in m.to_dict().items()], ("field", "value"))
     results, probe = _results(files), _probe(files.get("probe"))

@@ -478,6 +478,8 @@ def config_section(cfg: dict, text: str) -> str:
     if isinstance(model, dict) and model.get("coupling_kernel", 3) != 3:
         k = cell(model["coupling_kernel"])
         departures.append(f"{k}x{k} coupling-network convolutions, not eq. (7)'s 3x3 (model.coupling_kernel)")
+    if isinstance(model, dict) and model.get("dequantization") == "variational" and model.get("kind") != "multistage":
+        departures.append("variational dequantisation (Flow++), not the paper's uniform one (model.dequantization)")
     note = (f'<p id="departures">Departures from the paper: {"; ".join(departures)}.'
             + (' The training objective is not the ELBO of eq. (2); the reported bits/dim are.' if objective else '')
             + '</p>' if departures else "")

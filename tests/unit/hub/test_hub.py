@@ -202,7 +202,7 @@ def test_card_escapes_what_the_run_files_say(tiny_runs, tmp_path):
     cfg["name"] = evil
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = json.loads((run / "environment.json").read_text())
-    env.update(cpu_model=evil, torch=evil, gpu=None)
+    env.update(cpu_model=evil, torch=evil, gpu=None, departures_from_paper=[evil] * 50)
     (run / "environment.json").write_text(json.dumps(env))
     (run / "eval.json").write_text(json.dumps({"elbo_bpd": 5.5, "iw_bpd": "<b>5</b>", "k": "<i>", "n": 3,
                                                "dataset": evil}))
@@ -221,6 +221,22 @@ def test_card_escapes_what_the_run_files_say(tiny_runs, tmp_path):
         elif line.startswith("| ") and "```" not in line:
             assert _cells(line) in (2, 3), line
     assert "| 5.5000 |" in card and "importance-weighted" not in card  # text where a number belongs: left out
+    assert card.count("&lt;script&gt;alert(1)&lt;/script&gt;") <= 25  # the recorded departures are bounded
+
+
+def test_card_names_the_departures_from_the_paper(tiny_runs, tmp_path):
+    """A model whose config departs from the paper (here variational dequantisation) says so in its
+    card, from the run's record or, built in Python, from its config; a paper config says nothing."""
+    from flowvae.config import apply_overrides  # noqa: PLC0415
+    from flowvae.models import create_model  # noqa: PLC0415
+    from flowvae.presets import get_preset  # noqa: PLC0415
+    from flowvae.reporting.card import model_card  # noqa: PLC0415
+
+    cfg = apply_overrides(get_preset("digits"), ["model.dequantization=variational"])
+    card = model_card(create_model(cfg), cfg)
+    assert "**Departures from the paper:** variational dequantisation (Flow++" in card
+    paper = get_preset("digits")
+    assert "Departures" not in model_card(create_model(paper), paper)
 
 
 # ------------------------------------------------------------------------------------ refusals

@@ -324,6 +324,8 @@ def test_the_local_decoder_is_a_labelled_architecture_departure():
     cfg = apply_overrides(get_preset("digits"), ["model.coupling_kernel=1"])
     assert _departures(cfg) == ["1x1 coupling-network convolutions instead of eq. (7)'s 3x3"]
     assert _departures(get_preset("digits")) == []
+    assert _departures(apply_overrides(get_preset("digits"), ["model.dequantization=variational"])) == [
+        "variational dequantisation (Flow++, Ho et al. 2019) instead of §5's uniform dequantisation"]
     model = FlowVAE(cfg.model)
     from flowvae.networks.coupling_nets import ConvCouplingNet  # noqa: PLC0415
 
@@ -331,6 +333,9 @@ def test_the_local_decoder_is_a_labelled_architecture_departure():
     assert nets and all(n.conv1.kernel_size == (1, 1) and n.conv3.weight_v.shape[-1] == 1 for n in nets)
     html = _config({"model": {"coupling_kernel": 1}, "train": {}}, "")
     assert "1x1 coupling-network convolutions" in html and "not the ELBO" not in html
+    html = _config({"model": {"kind": "flowvae", "dequantization": "variational"}, "train": {}}, "")
+    assert "variational dequantisation (Flow++)" in html and "not the ELBO" not in html
+    assert "Departures" not in _config({"model": {"kind": "multistage", "dequantization": "variational"}}, "")
     with pytest.raises(ConfigError, match="model.coupling_kernel must be odd"):
         apply_overrides(get_preset("digits"), ["model.coupling_kernel=2"]).validate()
 
