@@ -449,9 +449,11 @@ def _check(ch: Any) -> str:
     return _section("check", "Model checks (check.json)", body)
 
 
-def config_section(cfg: dict, text: str) -> str:
+def config_section(cfg: dict, text: str, recorded: Any = None) -> str:
     """``#config-section``: the config as a table (``#config-table``), the departures from the paper
-    it makes (``#departures``), and its text ``text`` as written."""
+    it makes (``#departures``), and its text ``text`` as written. ``recorded``: the run's
+    ``departures_from_paper`` (``environment.json``, in the kind's own words), named in place of
+    those read from ``cfg``, which only runs written before the record have to rely on."""
     def cell(v: Any) -> str:
         # Lists (flow steps, widths) read best in YAML flow style, as one would type them.
         return esc(v if isinstance(v, str) else json.dumps(v))
@@ -478,8 +480,8 @@ def config_section(cfg: dict, text: str) -> str:
     if isinstance(model, dict) and model.get("coupling_kernel", 3) != 3:
         k = cell(model["coupling_kernel"])
         departures.append(f"{k}x{k} coupling-network convolutions, not eq. (7)'s 3x3 (model.coupling_kernel)")
-    if isinstance(model, dict) and model.get("dequantization") == "variational" and model.get("kind") != "multistage":
-        departures.append("variational dequantisation (Flow++), not the paper's uniform one (model.dequantization)")
+    if isinstance(recorded, list) and recorded:
+        departures = [esc(d) for d in recorded[:20]]
     note = (f'<p id="departures">Departures from the paper: {"; ".join(departures)}.'
             + (' The training objective is not the ELBO of eq. (2); the reported bits/dim are.' if objective else '')
             + '</p>' if departures else "")
@@ -560,6 +562,9 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     body = (f"<h1>flowvae run <span id=\"run-name\">{esc(files.name)}</span></h1>"
             + _summary(files) + curves_section(files.metrics) + _samples(files) + _figures(files) + _probe(files.probe)
             + _fid(files.fid) + _eval(files.eval) + _check(files.check)
-            + config_section(files.config, files.config_text) + _environment(files.environment))
+            + config_section(files.config, files.config_text,
+                             files.environment.get("departures_from_paper") if isinstance(files.environment, dict)
+                             else None)
+            + _environment(files.environment))
     body += notes_section(files.notes)  # last, after every section has had its chance to add notes
     return write_page(out, page(f"flowvae run {files.name}", body))
