@@ -888,7 +888,7 @@ def _dequantizer(channels: int):
     return randomise(VariationalDequantizer(channels, hidden=8, steps=2), gain=0.5).double()
 
 
-@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("channels", [1, 2, 3])  # 3: an uneven split, as on colour images
 def test_dequantizer_log_density_matches_autograd_jacobian(channels):
     deq = _dequantizer(channels)
     g = torch.Generator().manual_seed(0)
